@@ -1,0 +1,249 @@
+"""The closed layer registry: one table entry per layer name.
+
+Each entry holds everything netspec knows about a layer: the torch class, the
+JSON Schema of its arguments (the spec schema is generated from these), and its
+shape rule, which infers the input size torch needs (`in_features`,
+`in_channels`, `num_features`) and the output shape. A spec's layer name is
+only ever a key into `LAYERS`; nothing reaches `getattr`, `eval` or `import`.
+
+Shapes here never include the batch dimension: `(1, 28, 28)` is one image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+Shape = tuple[int, ...]
+MAX_SIZE = 2**31 - 1  # any single size argument; larger is surely a typo
+
+
+class ShapeError(Exception):
+    """A layer cannot take the shape that reaches it (message says why)."""
+
+
+# Argument schemas, reused across entries.
+def _int(minimum: int = 1, default: int | None = None) -> dict:
+    s = {"type": "integer", "minimum": minimum, "maximum": MAX_SIZE}
+    return s | ({"default": default} if default is not None else {})
+
+
+def _int_or_pair(minimum: int = 1, default: int | None = None) -> dict:
+    item = {"type": "integer", "minimum": minimum, "maximum": MAX_SIZE}
+    s = {"type": ["integer", "array"], **item, "items": item, "minItems": 2, "maxItems": 2}
+    return s | ({"default": default} if default is not None else {})
+
+
+def _prob(default: float) -> dict:
+    return {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": default}
+
+
+def _bool(default: bool) -> dict:
+    return {"type": "boolean", "default": default}
+
+
+def _positive(default: float) -> dict:
+    return {"type": "number", "exclusiveMinimum": 0, "default": default}
+
+
+@dataclass(frozen=True)
+class LayerType:
+    name: str
+    module: type[nn.Module]
+    make: Callable[[Shape, dict], nn.Module]  # input shape, arguments -> module
+    shape: Callable[[Shape, dict], Shape]  # input shape, arguments -> output shape
+    args: dict[str, dict] = field(default_factory=dict)  # argument -> JSON Schema
+    required: tuple[str, ...] = ()
+    doc: str = ""
+
+    def with_defaults(self, args: dict) -> dict:
+        defaults = {k: s["default"] for k, s in self.args.items() if "default" in s}
+        return defaults | dict(args)
+
+
+LAYERS: dict[str, LayerType] = {}
+
+
+def register(entry: LayerType) -> LayerType:
+    if entry.name in LAYERS:
+        raise ValueError(f"layer {entry.name!r} is already registered")
+    LAYERS[entry.name] = entry
+    return entry
+
+
+# --- shape rules ----------------------------------------------------------
+
+def _rank(shape: Shape, ranks: tuple[int, ...], what: str) -> None:
+    if len(shape) not in ranks:
+        want = " or ".join(f"{r}-d" for r in ranks)
+        raise ShapeError(f"expects a {want} input ({what}) but gets shape {_fmt(shape)}")
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _n(value: Any, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
+
+
+def _windowed(shape: Shape, a: dict, n: int, channels: int, pool: bool) -> Shape:
+    """Output shape of an n-d convolution or pooling; `channels` is C_out."""
+    k, p = _n(a["kernel_size"], n), _n(a.get("padding", 0), n)
+    s = _n(a.get("stride") or a["kernel_size"], n) if pool else _n(a.get("stride", 1), n)
+    d = _n(a.get("dilation", 1), n)
+    out = []
+    for size, k_, s_, p_, d_ in zip(shape[1:], k, s, p, d):
+        if pool and p_ > k_ // 2:
+            raise ShapeError(f"padding {p_} must be at most half the kernel size {k_}")
+        span = d_ * (k_ - 1) + 1
+        if size + 2 * p_ < span:
+            raise ShapeError(f"kernel {k_} (dilation {d_}) does not fit input size {size} with padding {p_}")
+        out.append((size + 2 * p_ - span) // s_ + 1)
+    return (channels, *out)
+
+
+def _conv(n: int):
+    def shape(s: Shape, a: dict) -> Shape:
+        _rank(s, (n + 1,), "channels, " + ", ".join("length" if n == 1 else "height width".split()[:n]))
+        g = a.get("groups", 1)
+        if s[0] % g or a["out_channels"] % g:
+            raise ShapeError(f"groups={g} must divide input channels {s[0]} and out_channels {a['out_channels']}")
+        return _windowed(s, a, n, a["out_channels"], pool=False)
+
+    return shape
+
+
+def _pool(n: int):
+    def shape(s: Shape, a: dict) -> Shape:
+        _rank(s, (n + 1,), "channels, " + ("length" if n == 1 else "height, width"))
+        return _windowed(s, a, n, s[0], pool=True)
+
+    return shape
+
+
+def _same(s: Shape, a: dict) -> Shape:
+    return s
+
+
+def _linear_shape(s: Shape, a: dict) -> Shape:
+    _rank(s, tuple(range(1, 8)), "features last")
+    return (*s[:-1], a["out_features"])
+
+
+def _flatten_shape(s: Shape, a: dict) -> Shape:
+    return (math.prod(s),)
+
+
+def _softmax_shape(s: Shape, a: dict) -> Shape:
+    if -a["dim"] > len(s):
+        raise ShapeError(f"dim {a['dim']} is out of range for shape {_fmt(s)}")
+    return s
+
+
+def _batchnorm(ranks: tuple[int, ...], what: str):
+    def shape(s: Shape, a: dict) -> Shape:
+        _rank(s, ranks, what)
+        return s
+
+    return shape
+
+
+def _norm_args() -> dict:
+    return {"eps": _positive(1e-5), "momentum": _prob(0.1), "affine": _bool(True)}
+
+
+def _conv_args(pair: bool) -> dict:
+    size = _int_or_pair if pair else _int
+    return {
+        "out_channels": _int(),
+        "kernel_size": size(),
+        "stride": size(1, 1),
+        "padding": size(0, 0),
+        "dilation": size(1, 1),
+        "groups": _int(1, 1),
+        "bias": _bool(True),
+    }
+
+
+def _pool_args(pair: bool) -> dict:
+    size = _int_or_pair if pair else _int
+    return {"kernel_size": size(), "stride": size(), "padding": size(0, 0)}
+
+
+def _kw(a: dict, *names: str) -> dict:
+    return {k: a[k] for k in names if k in a}
+
+
+_CONV_KW = ("stride", "padding", "dilation", "groups", "bias")
+
+# --- the table ------------------------------------------------------------
+
+register(LayerType(
+    "Linear", nn.Linear,
+    make=lambda s, a: nn.Linear(s[-1], a["out_features"], bias=a["bias"]),
+    shape=_linear_shape,
+    args={"out_features": _int(), "bias": _bool(True)}, required=("out_features",),
+    doc="fully-connected layer on the last dimension",
+))
+register(LayerType(
+    "Conv1d", nn.Conv1d,
+    make=lambda s, a: nn.Conv1d(s[0], a["out_channels"], a["kernel_size"], **_kw(a, *_CONV_KW)),
+    shape=_conv(1), args=_conv_args(False), required=("out_channels", "kernel_size"),
+    doc="1-d convolution over (channels, length)",
+))
+register(LayerType(
+    "Conv2d", nn.Conv2d,
+    make=lambda s, a: nn.Conv2d(s[0], a["out_channels"], _n(a["kernel_size"], 2), **{
+        k: (_n(v, 2) if k in ("stride", "padding", "dilation") else v) for k, v in _kw(a, *_CONV_KW).items()}),
+    shape=_conv(2), args=_conv_args(True), required=("out_channels", "kernel_size"),
+    doc="2-d convolution over (channels, height, width)",
+))
+for _name, _cls, _dims in (
+    ("MaxPool1d", nn.MaxPool1d, 1), ("MaxPool2d", nn.MaxPool2d, 2),
+    ("AvgPool1d", nn.AvgPool1d, 1), ("AvgPool2d", nn.AvgPool2d, 2),
+):
+    register(LayerType(
+        _name, _cls,
+        make=(lambda cls, n: lambda s, a: cls(_n(a["kernel_size"], n), stride=_n(a.get("stride") or a["kernel_size"], n),
+                                              padding=_n(a["padding"], n)))(_cls, _dims),
+        shape=_pool(_dims), args=_pool_args(_dims == 2), required=("kernel_size",),
+        doc=f"{_dims}-d {'max' if 'Max' in _name else 'average'} pooling; stride defaults to the kernel size",
+    ))
+register(LayerType(
+    "BatchNorm1d", nn.BatchNorm1d,
+    make=lambda s, a: nn.BatchNorm1d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
+    shape=_batchnorm((1, 2), "features, or channels and length"), args=_norm_args(),
+    doc="batch normalization over features (or channels of a sequence)",
+))
+register(LayerType(
+    "BatchNorm2d", nn.BatchNorm2d,
+    make=lambda s, a: nn.BatchNorm2d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
+    shape=_batchnorm((3,), "channels, height, width"), args=_norm_args(),
+    doc="batch normalization over the channels of an image",
+))
+register(LayerType(
+    "LayerNorm", nn.LayerNorm,
+    make=lambda s, a: nn.LayerNorm(s[-1], eps=a["eps"], elementwise_affine=a["affine"]),
+    shape=_same, args={"eps": _positive(1e-5), "affine": _bool(True)},
+    doc="layer normalization over the last dimension",
+))
+register(LayerType(
+    "Dropout", nn.Dropout, make=lambda s, a: nn.Dropout(a["p"]), shape=_same,
+    args={"p": _prob(0.5)}, doc="zeroes activations at random with probability p while training",
+))
+register(LayerType("ReLU", nn.ReLU, make=lambda s, a: nn.ReLU(), shape=_same, doc="max(0, x)"))
+register(LayerType("GELU", nn.GELU, make=lambda s, a: nn.GELU(), shape=_same, doc="Gaussian error linear unit"))
+register(LayerType("Tanh", nn.Tanh, make=lambda s, a: nn.Tanh(), shape=_same, doc="hyperbolic tangent"))
+register(LayerType("Sigmoid", nn.Sigmoid, make=lambda s, a: nn.Sigmoid(), shape=_same, doc="logistic function"))
+register(LayerType(
+    "Softmax", nn.Softmax, make=lambda s, a: nn.Softmax(dim=a["dim"]), shape=_softmax_shape,
+    args={"dim": {"type": "integer", "maximum": -1, "minimum": -8, "default": -1}},
+    doc="probabilities over `dim` (negative: counted from the end of one sample's shape)",
+))
+register(LayerType(
+    "Flatten", nn.Flatten, make=lambda s, a: nn.Flatten(), shape=_flatten_shape,
+    doc="flattens one sample to a vector",
+))

@@ -1,0 +1,307 @@
+"""The `netspec` command. Thin Typer commands over plain library functions;
+this is the only place that prints or exits. A user's mistake is a message
+and exit code 1, never a traceback."""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from netspec.errors import Interrupted, NetspecError, SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Describe, check and train small neural networks from one YAML file.")
+out = Console()
+err = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False)]
+RulesOpt = Annotated[Optional[list[str]], typer.Option("--rules", help="impose a rule set (name or file); repeatable")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a setting: key=value (dotted key); repeatable")]
+FormatOpt = Annotated[str, typer.Option("--format", help="text or json")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="NETSPEC_DATA_DIR",
+                                                    help="folder with MNIST/raw (default: ~/.cache/netspec, downloaded)")]
+
+
+@contextmanager
+def user_errors():
+    """Library errors -> a message and exit 1; Ctrl-C -> exit 130."""
+    try:
+        yield
+    except SpecError as e:
+        for p in e.problems:
+            err.print(_problem_text(p), highlight=False)
+        err.print(f"[red]{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}[/]")
+        raise typer.Exit(1) from None
+    except Interrupted as e:
+        err.print(f"[yellow]{escape(str(e))}[/]")
+        raise typer.Exit(130) from None
+    except NetspecError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _problem_text(p) -> str:
+    where = f"{p.file}:{p.line}:{p.col}" if p.line else p.file
+    text = f"[bold]{escape(where)}[/]  [cyan]{escape(p.path or '(top)')}[/]: {escape(p.message)}"
+    return text + (f"\n    [dim]hint: {escape(p.hint)}[/]" if p.hint else "")
+
+
+def _check(spec: Path, rules, overrides):
+    from netspec.spec.validate import check_file
+
+    return check_file(spec, imposed=tuple(rules or ()), overrides=tuple(overrides or ()))
+
+
+def _format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise typer.BadParameter("use text or json", param_hint="--format")
+    return value
+
+
+@app.command()
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False)],
+    rules: RulesOpt = None,
+    set_: SetOpt = None,
+    format: FormatOpt = "text",
+):
+    """Check specs against the schema and their rules; exit 0 if all are valid, 1 if not."""
+    from netspec.spec.validate import check_file
+
+    fmt = _format(format)
+    results, failed = [], 0
+    for spec in specs:
+        try:
+            checked = check_file(spec, imposed=tuple(rules or ()), overrides=tuple(set_ or ()))
+            results.append({"file": str(spec), "valid": True, "errors": [],
+                            "params": checked.analysis.params})
+            if fmt == "text":
+                out.print(f"[green]✓[/] {escape(str(spec))}  ({checked.analysis.params:,} params)", highlight=False)
+        except SpecError as e:
+            failed += 1
+            results.append({"file": str(spec), "valid": False, "errors": [p.to_dict() for p in e.problems]})
+            if fmt == "text":
+                out.print(f"[red]✗[/] {escape(str(spec))}", highlight=False)
+                for p in e.problems:
+                    out.print("  " + _problem_text(p), highlight=False)
+    if fmt == "json":
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: FormatOpt = "text"):
+    """Layers, output shapes and parameters (Keras style), and each rule with pass/fail."""
+    from netspec.report.tables import print_summary, summary_json
+
+    fmt = _format(format)
+    with user_errors():
+        checked = _check(spec, rules, set_)
+    if fmt == "json":
+        print(json.dumps(summary_json(checked), indent=2))
+    else:
+        print_summary(out, checked)
+
+
+@app.command()
+def schema():
+    """Print the JSON Schema of specs (the file editors use)."""
+    from netspec.spec.schema import schema_text
+
+    sys.stdout.write(schema_text())
+
+
+class ProgressObserver:
+    """Rich progress over epochs and batches, and a line per finished epoch."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+        self.epochs = self.batches = None
+
+    def start(self, *, epochs, first_epoch, steps):
+        self.progress.start()
+        self.epochs = self.progress.add_task("epochs", total=epochs, completed=first_epoch - 1, info="")
+        self.batches = self.progress.add_task(f"epoch {first_epoch}", total=steps, info="")
+
+    def step(self, *, epoch, step, loss):
+        if step % 25 == 0 or step == self.progress.tasks[self.batches].total:
+            self.progress.update(self.batches, completed=step, description=f"epoch {epoch}", info=f"loss {loss:.4f}")
+
+    def epoch(self, stats):
+        self.progress.console.print(
+            f"epoch {stats.epoch:>3}  train loss {stats.train_loss:.4f}  acc {stats.train_acc:.4f}  "
+            f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s", highlight=False)
+        self.progress.update(self.epochs, advance=1)
+        self.progress.reset(self.batches, description=f"epoch {stats.epoch + 1}")
+
+    def stop(self):
+        self.progress.stop()
+
+
+def _report_run(result) -> None:
+    m = result.metrics
+    target = m.get("target_accuracy")
+    verdict = ""
+    if target is not None:
+        verdict = f"  (target {target}: " + ("[green]passed[/])" if m["passed"] else "[red]not reached[/])")
+    out.print(f"test accuracy [bold]{m['test_accuracy']:.4f}[/]{verdict}", highlight=False)
+    out.print(f"run folder: {escape(str(result.run_dir.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
+
+
+@app.command()
+def run(
+    spec: Annotated[Optional[Path], typer.Argument(help="spec file (YAML)", show_default=False)] = None,
+    rules: RulesOpt = None,
+    set_: SetOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<name>-<time>)")] = None,
+    data_dir: DataDirOpt = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run folder")] = None,
+    detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="torch autograd anomaly detection (slow)")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="use only the first N training images (quick checks)")] = None,
+):
+    """Train a spec, evaluate on the test set, and write the run folder with its report."""
+    from netspec.runner.run import run as run_spec
+    from netspec.runner.rundir import SPEC_FILE
+
+    if (spec is None) == (resume is None):
+        err.print("[red]error:[/] give a spec to run, or --resume RUN_DIR (not both)")
+        raise typer.Exit(1)
+    observer = ProgressObserver(err)
+    with user_errors():
+        if resume is not None:
+            if set_:
+                raise NetspecError("--set cannot change a run being resumed; start a new run instead")
+            checked = _check(resume / SPEC_FILE, rules, None) if (resume / SPEC_FILE).is_file() else None
+            if checked is None:
+                raise NetspecError(f"{resume} is not a run folder (no {SPEC_FILE})")
+            target = resume
+        else:
+            checked = _check(spec, rules, set_)
+            target = out_dir
+        try:
+            result = run_spec(checked, out=target, data_dir=data_dir, observer=observer,
+                              resume=resume is not None, detect_anomaly=detect_anomaly, limit=limit)
+        finally:
+            observer.stop()
+    _report_run(result)
+
+
+@app.command("eval")
+def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False)], data_dir: DataDirOpt = None,
+          format: FormatOpt = "text"):
+    """Reload a run's saved weights and report test accuracy."""
+    from netspec.runner.run import evaluate_run
+
+    fmt = _format(format)
+    with user_errors():
+        result = evaluate_run(run_dir, data_dir)
+    if fmt == "json":
+        print(json.dumps(result, indent=2))
+        return
+    out.print(f"test accuracy {result['test_accuracy']:.4f}  (loss {result['test_loss']:.4f})", highlight=False)
+    if result["recorded_test_accuracy"] is not None:
+        same = abs(result["recorded_test_accuracy"] - result["test_accuracy"]) < 1e-9
+        out.print(f"recorded by the run: {result['recorded_test_accuracy']:.4f}" + ("  [green](same)[/]" if same else ""),
+                  highlight=False)
+
+
+@app.command()
+def attention(
+    run_dir: Annotated[Path, typer.Argument(help="run folder of a ViT", show_default=False)],
+    index: Annotated[int, typer.Option("--index", help="validation example")] = 0,
+    layer: Annotated[int, typer.Option("--layer", help="encoder layer (negative: from the end)")] = -1,
+    data_dir: DataDirOpt = None,
+):
+    """Draw the post-softmax attention of every head of one layer as heatmaps (PNG)."""
+    import torch
+
+    from netspec.runner.run import load_data, load_run, write_attention
+
+    with user_errors():
+        folder, checked, model = load_run(run_dir)
+        if not checked.spec.is_vit:
+            raise NetspecError(f"{run_dir} is not a ViT run; attention maps need model: vit")
+        data = load_data(checked, torch.device("cpu"), data_dir)
+        path = write_attention(folder, model, data, index=index, layer=layer)
+    out.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+@app.command()
+def data(
+    dataset: Annotated[str, typer.Argument(help="mnist or fashion-mnist")] = "mnist",
+    data_dir: DataDirOpt = None,
+    validation: Annotated[int, typer.Option("--validation", help="validation images held out of training")] = 5000,
+    samples: Annotated[Path, typer.Option("--samples", help="PNG grid of sample images")] = Path("samples.png"),
+):
+    """Dataset facts (problem 2(a)): image size, pixel meaning and range, split sizes, class counts."""
+    from netspec.data.facts import dataset_facts
+    from netspec.report import plots
+
+    with user_errors():
+        facts, raw, info = dataset_facts(dataset, data_dir, validation)
+    table = Table(title=f"{info.title}", title_justify="left")
+    table.add_column("fact")
+    table.add_column("value")
+    for k, v in facts["facts"]:
+        table.add_row(k, v)
+    out.print(table)
+    counts = Table(title="images per class", title_justify="left")
+    counts.add_column("class")
+    counts.add_column("train", justify="right")
+    counts.add_column("test", justify="right")
+    for c, tr, te in facts["class_counts"]:
+        counts.add_row(c, f"{tr:,}", f"{te:,}")
+    out.print(counts)
+    fig = plots.samples_figure(raw.train_images[:32].numpy(), raw.train_labels[:32], info.classes)
+    fig.savefig(samples, dpi=100, bbox_inches="tight")
+    plots.close(fig)
+    out.print(f"sample grid: {escape(str(samples))}", highlight=False)
+
+
+@app.command()
+def forward(
+    spec: SpecArg,
+    input_file: Annotated[Path, typer.Option("--input", help="YAML list of inputs, each of the spec's input shape")],
+    seed: Annotated[int, typer.Option("--seed", help="seed for the layers' initial weights")] = 0,
+):
+    """Apply a spec's (untrained) layers to given inputs and print the outputs: pooling by hand, problem 1(c)."""
+    from netspec.builder.forward import forward_file
+
+    with user_errors():
+        checked = _check(spec, None, None)
+        outputs = forward_file(checked, input_file, seed)
+    for i, o in enumerate(outputs):
+        out.print(f"[bold]output {i}[/] shape {tuple(o.shape)}")
+        out.print(_matrix(o))
+
+
+def _matrix(t) -> str:
+    from fractions import Fraction
+
+    def cell(v: float) -> str:
+        f = Fraction(v).limit_denominator(100)
+        return str(f) if abs(float(f) - v) < 1e-6 else f"{v:.4f}"
+
+    if t.dim() == 1:
+        return "  ".join(cell(float(v)) for v in t)
+    if t.dim() == 2:
+        return "\n".join("  [" + "  ".join(f"{cell(float(v)):>5}" for v in row) + " ]" for row in t)
+    return "\n".join(_matrix(sub) for sub in t)
+
+
+def main():  # pragma: no cover
+    app()

@@ -1,0 +1,206 @@
+"""The training loop: seeded, resumable, and stopped at the first non-finite step.
+
+Randomness is derived from (seed, epoch): the data order, the augmentation
+and dropout of epoch e depend on nothing else, so resuming after epoch e
+replays epochs e+1.. exactly as an uninterrupted run would (on the same
+machine). Batches are slices of tensors already on the device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netspec.data.augment import augment
+from netspec.data.datasets import Data, Split
+from netspec.errors import RunError
+from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+    lr: float  # at the end of the epoch
+
+
+class Observer:
+    """Hooks for progress display; the library itself never prints."""
+
+    def start(self, *, epochs: int, first_epoch: int, steps: int) -> None: ...
+
+    def step(self, *, epoch: int, step: int, loss: float) -> None: ...
+
+    def epoch(self, stats: EpochStats) -> None: ...
+
+
+class NonFinite(RunError):
+    def __init__(self, epoch: int, step: int, what: str):
+        self.epoch, self.step = epoch, step
+        super().__init__(f"non-finite {what} at epoch {epoch}, step {step}; stopped")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RunError(f"device '{name}' asked for, but torch sees no CUDA GPU here; use device: cpu or auto")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise RunError(f"device '{name}' asked for, but there are {torch.cuda.device_count()} GPU(s)")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise RunError("device 'mps' asked for, but it is not available here")
+    return torch.device(name)
+
+
+def make_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    if spec.name == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
+                           weight_decay=spec.weight_decay)
+
+
+def make_schedule(optimizer, spec: ScheduleSpec, lr: float, total_steps: int):
+    if spec.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+                                                   pct_start=spec.pct_start)
+    if spec.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=spec.min_lr)
+    return None
+
+
+def logits_model(model: nn.Module, softmax_head: bool) -> nn.Module:
+    """The part of the model that outputs logits.
+
+    A spec may end in Softmax (the problem set's networks do). Cross-entropy
+    takes logits, so training and loss use the model without that last layer;
+    predictions are the same either way (softmax keeps the argmax).
+    """
+    return model[:-1] if softmax_head else model
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `net` (logits) on a split."""
+    if len(split) == 0:
+        return float("nan"), float("nan")
+    was_training = net.training
+    net.eval()
+    loss = torch.zeros((), device=split.y.device)
+    correct = torch.zeros((), device=split.y.device, dtype=torch.long)
+    for i in range(0, len(split), batch_size):
+        logits = net(split.x[i: i + batch_size])
+        y = split.y[i: i + batch_size]
+        loss += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    net.train(was_training)
+    return loss.item() / len(split), correct.item() / len(split)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
+
+
+class Trainer:
+    def __init__(self, spec: Spec, model: nn.Module, data: Data, device: torch.device, *,
+                 softmax_head: bool, observer: Observer | None = None, detect_anomaly: bool = False):
+        self.spec, self.model, self.data, self.device = spec, model, data, device
+        self.net = logits_model(model, softmax_head)
+        self.observer = observer or Observer()
+        self.detect_anomaly = detect_anomaly
+        t = spec.train
+        n = len(data.train)
+        self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if n % t.batch_size == 1 else 0)
+        self.optimizer = make_optimizer(self.net.parameters(), t.optimizer)
+        self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * self.steps_per_epoch)
+        self.history: list[EpochStats] = []
+        # how often to look at the loss on the host: each step on CPU (free), less often on a GPU
+        self.sync_every = 1 if device.type == "cpu" else 50
+
+    # --- state for checkpoints ------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "epoch": len(self.history),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule else None,
+            "history": [asdict(h) for h in self.history],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule and state.get("schedule"):
+            self.schedule.load_state_dict(state["schedule"])
+        self.history = [EpochStats(**h) for h in state["history"]]
+
+    # --- the loop -------------------------------------------------------------
+    def fit(self, on_epoch_end=None) -> list[EpochStats]:
+        """Train the remaining epochs; `on_epoch_end(trainer)` runs after each (checkpointing)."""
+        t = self.spec.train
+        first = len(self.history) + 1
+        self.observer.start(epochs=t.epochs, first_epoch=first, steps=self.steps_per_epoch)
+        anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
+        with anomaly:
+            for epoch in range(first, t.epochs + 1):
+                self.history.append(self._epoch(epoch))
+                self.observer.epoch(self.history[-1])
+                if on_epoch_end:
+                    on_epoch_end(self)
+        return self.history
+
+    def _epoch(self, epoch: int) -> EpochStats:
+        t, train = self.spec.train, self.data.train
+        start = time.perf_counter()
+        seed = epoch_seed(t.seed, epoch)
+        torch.manual_seed(seed)  # dropout (and any other global randomness) of this epoch
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        aug_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        hw = tuple(self.data.input_shape[-2:]) if len(self.data.input_shape) >= 2 else (28, 28)
+        self.net.train()
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        seen = 0
+        for step in range(self.steps_per_epoch):
+            idx = order[step * t.batch_size: (step + 1) * t.batch_size]
+            x, y = train.x[idx], train.y[idx]
+            if t.augment.enabled:
+                x = augment(x, t.augment, aug_gen, hw)
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+            bad_step = torch.where((bad_step < 0) & ~finite, step + 1, bad_step)
+            self.optimizer.step()
+            if self.schedule:
+                self.schedule.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if (step + 1) % self.sync_every == 0 or step + 1 == self.steps_per_epoch:
+                if bad_step.item() >= 0:
+                    what = "loss" if not math.isfinite(loss.item()) else "loss or gradient"
+                    raise NonFinite(epoch, int(bad_step.item()), what)
+                self.observer.step(epoch=epoch, step=step + 1, loss=loss_sum.item() / seen)
+        val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size)
+        return EpochStats(
+            epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+            val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - start,
+            lr=self.optimizer.param_groups[0]["lr"],
+        )

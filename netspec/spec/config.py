@@ -1,0 +1,179 @@
+"""Typed, frozen spec objects. Built only from data the schema has accepted,
+so builders and the runner never see raw dicts or check user input again."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from netspec.builder.registry import LAYERS
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str  # a key of the registry
+    args: tuple[tuple[str, Any], ...] = ()  # with defaults filled in
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.args)
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.args if LAYERS[self.name].args.get(k, {}).get("default") != v}
+        return self.name + ("(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
+
+
+@dataclass(frozen=True)
+class ViTSpec:
+    patch_size: int  # side of a square patch; must tile the image
+    dim: int  # model width
+    depth: int  # encoder layers
+    heads: int  # attention heads per layer
+    dim_head: int  # query/key/value size of one head
+    mlp_dim: int  # hidden size of the encoder MLP
+    dropout: float = 0.1  # after attention, inside and after the MLP
+    attention_dropout: float = 0.0  # on the attention weights themselves
+    emb_dropout: float = 0.0  # on patch embeddings + positions
+    pool: str = "cls"  # classify from the class token ("cls") or the token mean
+    attention: str = "batched"  # "per_head" runs single-head modules one by one
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = "mnist"
+    validation: int = 5000  # held out of the 60,000 training images
+    input_shape: tuple[int, ...] = (1, 28, 28)  # one sample, no batch dimension
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "adam"
+    lr: float = 1e-3  # the peak rate under onecycle
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW only
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str = "none"  # none | onecycle | cosine
+    pct_start: float = 0.25  # onecycle warm-up share
+    min_lr: float = 0.0  # cosine floor
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    shift: float = 0.0  # pixels each way
+    rotate: float = 0.0  # degrees each way
+    scale: float = 0.0  # zoom fraction each way
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 1000  # evaluation only; does not change results
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    label_smoothing: float = 0.0
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    model: tuple[LayerSpec, ...] | ViTSpec
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    rules: str | None = None
+    description: str = ""
+    sweep: dict | None = None  # validated by the schema; read by the sweep runner
+
+    @property
+    def is_vit(self) -> bool:
+        return isinstance(self.model, ViTSpec)
+
+    def to_dict(self) -> dict:
+        """The resolved spec: every default written out, loadable again."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.rules:
+            out["rules"] = self.rules
+        out["data"] = _plain(asdict(self.data))
+        if self.is_vit:
+            out["model"] = {"vit": _plain(asdict(self.model))}
+        else:
+            out["model"] = {"layers": [{l.name: _plain(l.kwargs)} if l.args else l.name for l in self.model]}
+        out["train"] = _plain(asdict(self.train))
+        if self.sweep:
+            out["sweep"] = _plain(self.sweep)
+        return out
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _pick(cls, raw: dict | None, **nested):
+    raw = dict(raw or {})
+    for key, value in list(raw.items()):
+        if isinstance(value, list):
+            raw[key] = tuple(value)
+    raw.update(nested)
+    return cls(**raw)
+
+
+def spec_from_dict(data: dict) -> Spec:
+    """Build the frozen spec from schema-valid data."""
+    model = data["model"]
+    if "vit" in model:
+        built: tuple[LayerSpec, ...] | ViTSpec = ViTSpec(**model["vit"])
+    else:
+        layers = []
+        for item in model["layers"]:
+            name, args = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+            full = LAYERS[name].with_defaults(args or {})
+            layers.append(LayerSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in full.items()))))
+        built = tuple(layers)
+    train = data.get("train") or {}
+    return Spec(
+        name=data["name"],
+        description=data.get("description", ""),
+        rules=data.get("rules"),
+        model=built,
+        data=_pick(DataSpec, data.get("data")),
+        train=_pick(
+            TrainSpec, {k: v for k, v in train.items() if k not in ("optimizer", "schedule", "augment")},
+            optimizer=_pick(OptimizerSpec, train.get("optimizer")),
+            schedule=_pick(ScheduleSpec, train.get("schedule")),
+            augment=_pick(AugmentSpec, train.get("augment")),
+        ),
+        sweep=data.get("sweep"),
+    )
+
+
+def get_path(data: Any, dotted: str) -> Any:
+    """Value at a dotted key (`train.optimizer.name`, `model.layers.3.Linear.p`); KeyError if absent."""
+    for part in split_key(dotted):
+        if isinstance(data, list):
+            data = data[part]
+        elif isinstance(data, dict):
+            data = data[part]
+        else:
+            raise KeyError(dotted)
+    return data
+
+
+def split_key(dotted: str) -> tuple:
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in dotted.split("."))

@@ -1,0 +1,197 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's `safe_load` already refuses Python tags, but it forgets positions,
+silently keeps the last of two duplicate keys, expands aliases without limit
+and recurses once per nesting level. netspec reads shared files, so loading
+happens in three guarded passes:
+
+1. the raw bytes: size cap, UTF-8;
+2. the event stream (PyYAML's parser is iterative): nesting depth, alias
+   count, one document, no tags beyond plain data;
+3. the node graph: plain Python data built by us, with the line and column of
+   every value and key, duplicate keys reported with both lines, a cap on the
+   number of values an alias expansion may produce, non-finite numbers refused.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netspec.errors import Problem, SpecError
+
+MAX_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is generous
+MAX_DEPTH = 64  # real specs nest 5 levels deep
+MAX_ALIASES = 64  # anchors are rare in specs; billion-laughs needs many
+MAX_VALUES = 100_000  # values after alias expansion
+
+PLAIN_TAGS = {
+    "tag:yaml.org,2002:" + t
+    for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp")
+}
+
+Path_ = tuple  # ("model", "layers", 3, "Linear", "out_features")
+
+
+def format_path(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class Document:
+    """Plain data (dicts, lists, str, int, float, bool, None) plus positions."""
+
+    data: Any
+    file: str
+    positions: dict = field(default_factory=dict)  # path -> (line, col) of the value
+    key_positions: dict = field(default_factory=dict)  # path -> (line, col) of its key
+    texts: dict = field(default_factory=dict)  # path -> scalar as written
+    overrides: dict = field(default_factory=dict)  # path -> "--set key=value" that put it there
+
+    def locate(self, path: Path_) -> tuple[int, int]:
+        """Position of `path`, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path not in self.positions and path:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def problem(self, path: Path_, message: str, hint: str = "", at_key: bool = False) -> Problem:
+        for i in range(len(path), 0, -1):
+            if tuple(path[:i]) in self.overrides:
+                return Problem(self.overrides[tuple(path[:i])], 0, 0, format_path(path), message, hint)
+        pos = self.key_positions.get(tuple(path)) if at_key else None
+        line, col = pos or self.locate(path)
+        return Problem(self.file, line, col, format_path(path), message, hint)
+
+
+def _mark(mark) -> tuple[int, int]:
+    return (mark.line + 1, mark.column + 1)
+
+
+def read_text(path: str | Path) -> str:
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise SpecError([Problem(name, 0, 0, "", "file not found")])
+    if p.is_dir():
+        raise SpecError([Problem(name, 0, 0, "", "is a directory, not a YAML file")])
+    size = p.stat().st_size
+    if size > MAX_BYTES:
+        raise SpecError(
+            [Problem(name, 0, 0, "", f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,}")]
+        )
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError([Problem(name, 0, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+    except OSError as e:
+        raise SpecError([Problem(name, 0, 0, "", f"cannot read: {e.strerror}")]) from None
+
+
+def load_file(path: str | Path) -> Document:
+    return load_text(read_text(path), str(path))
+
+
+def load_text(text: str, file: str = "<string>") -> Document:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise SpecError([Problem(file, 0, 0, "", f"text is over {MAX_BYTES:,} bytes")])
+    try:
+        _check_events(text, file)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line, col = _mark(mark) if mark else (0, 0)
+        msg = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+        raise SpecError([Problem(file, line, col, "", f"invalid YAML: {msg or e}")]) from None
+    if node is None:
+        raise SpecError([Problem(file, 1, 1, "", "the file is empty; a spec is a YAML mapping")])
+    doc = Document(data=None, file=file)
+    builder = _Builder(doc)
+    doc.data = builder.build(node, ())
+    if builder.problems:
+        raise SpecError(builder.problems)
+    return doc
+
+
+def _check_events(text: str, file: str) -> None:
+    depth = aliases = documents = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        where = _mark(event.start_mark)
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise SpecError([Problem(file, *where, "", "only one YAML document per file (found a second '---')")])
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise SpecError([Problem(file, *where, "", f"more than {MAX_ALIASES} aliases; refusing to expand")])
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SpecError([Problem(file, *where, "", f"nested more than {MAX_DEPTH} levels deep")])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in PLAIN_TAGS and tag != "!":
+            raise SpecError(
+                [Problem(file, *where, "", f"YAML tag '{tag}' is not allowed; specs hold plain data only (nothing is constructed or run)")]
+            )
+
+
+class _Builder:
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self.count = 0
+        self.scalars = yaml.SafeLoader("")  # only its scalar constructors are used
+
+    def build(self, node, path: Path_):
+        self.count += 1
+        if self.count > MAX_VALUES:
+            line, col = _mark(node.start_mark)
+            raise SpecError([Problem(self.doc.file, line, col, format_path(path), f"more than {MAX_VALUES:,} values (alias expansion?); refusing")])
+        self.doc.positions.setdefault(path, _mark(node.start_mark))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _mapping(self, node, path):
+        out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line, col = _mark(key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(Problem(self.doc.file, line, col, format_path(path), "keys must be plain names"))
+                continue
+            key = key_node.value  # as written: `yes:` stays the string "yes"
+            if key in first_line:
+                self.problems.append(
+                    Problem(self.doc.file, line, col, format_path(path + (key,)),
+                            f"duplicate key '{key}' (first on line {first_line[key]}, again on line {line})")
+                )
+                continue
+            first_line[key] = line
+            self.doc.key_positions[path + (key,)] = (line, col)
+            out[key] = self.build(value_node, path + (key,))
+        return out
+
+    def _scalar(self, node, path):
+        self.doc.texts[path] = node.value
+        tag = node.tag.rsplit(":", 1)[-1]
+        if tag in ("str", "timestamp"):
+            return node.value
+        value = self.scalars.construct_object(node)
+        if isinstance(value, float) and not math.isfinite(value):
+            line, col = _mark(node.start_mark)
+            self.problems.append(
+                Problem(self.doc.file, line, col, format_path(path), f"non-finite number '{node.value}' is not allowed")
+            )
+        return value

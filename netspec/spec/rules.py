@@ -1,0 +1,159 @@
+"""Rule sets: what an assignment allows, and the exact checks that enforce it.
+
+A rules file (YAML) may state:
+  allowed_layers   whitelist of layer names (enforced through the schema)
+  max_params       at most this many trainable parameters
+  params_below     fewer than this many trainable parameters
+  max_hidden_units sum of out_features of every Linear but the last
+  required_layers  layers that must appear
+  fixed            dotted spec key -> the value it must have (train.epochs: 10)
+  target_accuracy  test accuracy the runner reports against
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from netspec.builder.model import Analysis, budget_hint
+from netspec.builder.registry import LAYERS
+from netspec.errors import Problem, SpecError
+from netspec.spec.config import Spec, get_path, split_key
+from netspec.spec.loader import Document, load_file
+from netspec.spec.schema_errors import schema_problems
+
+RULES_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "allowed_layers": {"type": "array", "items": {"enum": sorted(LAYERS)}, "uniqueItems": True},
+        "max_params": {"type": "integer", "minimum": 0},
+        "params_below": {"type": "integer", "minimum": 1},
+        "max_hidden_units": {"type": "integer", "minimum": 0},
+        "required_layers": {"type": "array", "items": {"enum": sorted(LAYERS)}, "uniqueItems": True},
+        "fixed": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "array"]}},
+        "target_accuracy": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    name: str
+    source: str  # file it was read from
+    description: str = ""
+    allowed_layers: tuple[str, ...] | None = None
+    max_params: int | None = None
+    params_below: int | None = None
+    max_hidden_units: int | None = None
+    required_layers: tuple[str, ...] = ()
+    fixed: tuple[tuple[str, Any], ...] = ()
+    target_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule applied to one spec, for the summary table and for errors."""
+
+    rules: str  # rule set name
+    rule: str  # e.g. "params"
+    value: str  # what the spec has
+    limit: str  # what the rule allows
+    ok: bool | None  # None: checked after the run (the accuracy target)
+    path: tuple = ()
+    hint: str = ""
+
+
+def shipped_rule_sets() -> list[str]:
+    folder = resources.files("netspec.spec") / "rulesets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_rules(ref: str, base_dir: Path) -> Path | None:
+    """A shipped rule set name, or a path (relative to `base_dir`)."""
+    if re.fullmatch(r"[a-z0-9][a-z0-9-]*", ref) and ref in shipped_rule_sets():
+        return Path(str(resources.files("netspec.spec") / "rulesets" / f"{ref}.yaml"))
+    path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+    return path if path.is_file() else None
+
+
+def load_rules(path: Path) -> Rules:
+    doc: Document = load_file(path)
+    problems = schema_problems(doc, RULES_SCHEMA)
+    if not problems:
+        for key in doc.data.get("fixed", {}):
+            if not key or any(p == "" for p in key.split(".")):
+                problems.append(doc.problem(("fixed", key), f"'{key}' is not a dotted spec key", at_key=True))
+    if problems:
+        raise SpecError(problems)
+    d = doc.data
+    return Rules(
+        name=d["name"], source=str(path), description=d.get("description", ""),
+        allowed_layers=tuple(d["allowed_layers"]) if "allowed_layers" in d else None,
+        max_params=d.get("max_params"), params_below=d.get("params_below"),
+        max_hidden_units=d.get("max_hidden_units"),
+        required_layers=tuple(d.get("required_layers", ())),
+        fixed=tuple((k, v) for k, v in d.get("fixed", {}).items()),
+        target_accuracy=d.get("target_accuracy"),
+    )
+
+
+def allowed_layers(rule_sets: list[Rules]) -> list[str] | None:
+    """The layers every rule set allows (None: no whitelist at all)."""
+    sets = [set(r.allowed_layers) for r in rule_sets if r.allowed_layers is not None]
+    return sorted(set.intersection(*sets)) if sets else None
+
+
+def evaluate(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
+    out: list[RuleResult] = []
+    r = rules.name
+    names = [] if spec.is_vit else [layer.name for layer in spec.model]
+    if rules.allowed_layers is not None:
+        bad = sorted(set(names) - set(rules.allowed_layers)) if not spec.is_vit else ["vit"]
+        out.append(RuleResult(r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
+                              not bad, ("model",)))
+    if rules.max_params is not None:
+        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",
+                              analysis.params <= rules.max_params, ("model",), budget_hint(analysis)))
+    if rules.params_below is not None:
+        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"< {rules.params_below:,}",
+                              analysis.params < rules.params_below, ("model",), budget_hint(analysis)))
+    if rules.max_hidden_units is not None:
+        hidden = analysis.hidden_units
+        out.append(RuleResult(
+            r, "hidden units", "n/a (not a layer list)" if hidden is None else f"{hidden:,}",
+            f"<= {rules.max_hidden_units:,}", hidden is not None and hidden <= rules.max_hidden_units,
+            ("model",), "hidden units: out_features of every Linear but the last"))
+    for name in rules.required_layers:
+        out.append(RuleResult(r, f"has {name}", "yes" if name in names else "no", "required",
+                              name in names, ("model",)))
+    resolved = spec.to_dict()
+    for key, want in rules.fixed:
+        try:
+            have = get_path(resolved, key)
+        except (KeyError, IndexError, TypeError):
+            have = None
+        have_cmp = list(have) if isinstance(have, tuple) else have
+        out.append(RuleResult(r, key, _show(have), f"fixed at {_show(want)}", have_cmp == want, split_key(key)))
+    if rules.target_accuracy is not None:
+        out.append(RuleResult(r, "test accuracy", "after the run", f">= {rules.target_accuracy}", None))
+    return out
+
+
+def _show(v: Any) -> str:
+    return "(absent)" if v is None else str(v)
+
+
+def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
+    problems = []
+    for res in results:
+        if res.ok is False:
+            msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
+            problems.append(doc.problem(res.path, msg, res.hint))
+    return problems

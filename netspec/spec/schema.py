@@ -1,0 +1,186 @@
+"""The JSON Schema (Draft 2020-12) of a spec, generated from the layer registry.
+
+`spec_schema()` is the full schema shipped as `schema.json` (editors complete
+layer names and arguments from it); `spec_schema(allowed)` is the same schema
+narrowed to a rule set's whitelist, which is how the whitelist is enforced.
+A test proves the shipped file equals the generated one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from netspec.builder.registry import LAYERS, MAX_SIZE
+
+SCHEMA_FILE = Path(__file__).with_name("schema.json")
+DATASETS = ("mnist", "fashion-mnist", "none")  # none: shapes only, nothing to train
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "onecycle", "cosine")
+
+
+def _obj(properties: dict, required: tuple = (), **extra) -> dict:
+    out = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        out["required"] = list(required)
+    return out | extra
+
+
+def _int(lo: int, hi: int = MAX_SIZE, default=None, desc: str = "") -> dict:
+    s = {"type": "integer", "minimum": lo, "maximum": hi}
+    if default is not None:
+        s["default"] = default
+    return s | ({"description": desc} if desc else {})
+
+
+def _num(desc: str = "", default=None, **bounds) -> dict:
+    s = {"type": "number", **bounds}
+    if default is not None:
+        s["default"] = default
+    return s | ({"description": desc} if desc else {})
+
+
+def layer_item_schema(allowed: list[str]) -> dict:
+    """One item of `model.layers`: a bare name, or a one-key mapping of name -> arguments."""
+    bare = [n for n in allowed if not LAYERS[n].required]
+    with_args = {
+        n: _obj(LAYERS[n].args, LAYERS[n].required, description=LAYERS[n].doc)
+        for n in allowed
+    }
+    return {
+        "if": {"type": "string"},
+        "then": {"enum": bare},
+        "else": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "propertyNames": {"enum": list(allowed)},
+            "properties": with_args,
+        },
+    }
+
+
+VIT = _obj(
+    {
+        "patch_size": _int(1, 1024, desc="side of the square patches; must tile the image"),
+        "dim": _int(1, 65536, desc="model width (token embedding size)"),
+        "depth": _int(1, 256, desc="number of encoder layers"),
+        "heads": _int(1, 256, desc="attention heads per layer"),
+        "dim_head": _int(1, 65536, desc="query/key/value size of one head"),
+        "mlp_dim": _int(1, 1 << 20, desc="hidden size of each encoder MLP"),
+        "dropout": _num("dropout after attention, inside and after the MLP", 0.1, minimum=0, exclusiveMaximum=1),
+        "attention_dropout": _num("dropout on the attention weights", 0.0, minimum=0, exclusiveMaximum=1),
+        "emb_dropout": _num("dropout on the patch embeddings", 0.0, minimum=0, exclusiveMaximum=1),
+        "pool": {"enum": ["cls", "mean"], "default": "cls"},
+        "attention": {
+            "enum": ["batched", "per_head"], "default": "batched",
+            "description": "batched: all heads in one matmul; per_head: one single-head module after another",
+        },
+    },
+    required=("patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim"),
+)
+
+AUGMENT = _obj(
+    {
+        "shift": _num("random shift, in pixels, up to this much each way", 0.0, minimum=0, maximum=8),
+        "rotate": _num("random rotation, in degrees, up to this much each way", 0.0, minimum=0, maximum=45),
+        "scale": _num("random zoom up to this fraction each way", 0.0, minimum=0, maximum=0.5),
+    }
+)
+
+TRAIN = _obj(
+    {
+        "optimizer": _obj(
+            {
+                "name": {"enum": list(OPTIMIZERS), "default": "adam"},
+                "lr": _num("learning rate (the peak rate under onecycle)", 1e-3, exclusiveMinimum=0, maximum=10),
+                "weight_decay": _num("", 0.0, minimum=0, maximum=1),
+                "momentum": _num("SGD only", 0.9, minimum=0, exclusiveMaximum=1),
+                "nesterov": {"type": "boolean", "default": False},
+                "betas": {"type": "array", "items": _num(minimum=0, exclusiveMaximum=1),
+                          "minItems": 2, "maxItems": 2, "default": [0.9, 0.999]},
+            }
+        ),
+        "schedule": _obj(
+            {
+                "name": {"enum": list(SCHEDULES), "default": "none"},
+                "pct_start": _num("onecycle: share of steps spent warming up", 0.25, exclusiveMinimum=0, exclusiveMaximum=1),
+                "min_lr": _num("cosine: final learning rate", 0.0, minimum=0),
+            }
+        ),
+        "epochs": _int(1, 10000, 10),
+        "batch_size": _int(1, 1 << 16, 32),
+        "eval_batch_size": _int(1, 1 << 16, 1000),
+        "seed": _int(0, 2**32 - 1, 0),
+        "device": {"type": "string", "pattern": "^(auto|cpu|mps|cuda(:[0-9]+)?)$", "default": "auto"},
+        "label_smoothing": _num("", 0.0, minimum=0, exclusiveMaximum=1),
+        "augment": AUGMENT,
+    }
+)
+
+DATA = _obj(
+    {
+        "dataset": {"enum": list(DATASETS), "default": "mnist"},
+        "validation": _int(0, 59000, 5000, desc="training images held out for validation"),
+        "input_shape": {
+            "type": "array", "items": _int(1), "minItems": 1, "maxItems": 3, "default": [1, 28, 28],
+            "description": "shape of one input without the batch: [1, 28, 28] images, or [784] flattened",
+        },
+    }
+)
+
+SWEEP = _obj(
+    {
+        "sampler": {"enum": ["grid", "tpe", "random"], "default": "grid"},
+        "trials": _int(1, 100000, desc="trial budget (grid: defaults to the grid's size)"),
+        "metric": {"enum": ["val_accuracy"], "default": "val_accuracy"},
+        "prune": {"type": "boolean", "default": False},
+        "grid": {
+            "type": "object",
+            "description": "dotted spec key -> list of values",
+            "additionalProperties": {"type": "array", "minItems": 1},
+        },
+        "range": {
+            "type": "object",
+            "description": "dotted spec key -> {low, high, log, int}",
+            "additionalProperties": _obj(
+                {"low": {"type": "number"}, "high": {"type": "number"},
+                 "log": {"type": "boolean", "default": False}, "int": {"type": "boolean", "default": False}},
+                required=("low", "high"),
+            ),
+        },
+    }
+)
+
+
+def spec_schema(allowed_layers: list[str] | None = None) -> dict:
+    allowed = sorted(allowed_layers if allowed_layers is not None else LAYERS)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "netspec spec",
+        "description": "A neural network, its data and its training, for netspec.",
+        **_obj(
+            {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+                "description": {"type": "string"},
+                "rules": {"type": "string", "minLength": 1,
+                          "description": "a shipped rule set (mnist-mlp, mnist-cnn, mnist-vit) or a path to a rules file"},
+                "data": DATA,
+                "model": _obj(
+                    {
+                        "layers": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                   "items": layer_item_schema(allowed)},
+                        "vit": VIT,
+                    },
+                    minProperties=1,
+                    maxProperties=1,
+                ),
+                "train": TRAIN,
+                "sweep": SWEEP,
+            },
+            required=("name", "model"),
+        ),
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(spec_schema(), indent=2) + "\n"

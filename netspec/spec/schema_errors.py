@@ -1,0 +1,115 @@
+"""Stage one of validation: JSON Schema errors turned into located, readable problems.
+
+Every error is collected (`iter_errors`), placed at its line and column, and
+reworded where jsonschema's message is not what a user needs: an unknown
+layer gets "did you mean", a number written the YAML 1.1 way gets the fix.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
+
+from netspec.builder.registry import LAYERS
+from netspec.errors import Problem
+from netspec.spec.loader import Document
+
+# JSON Schema calls 768.0 an integer; a spec should not.
+_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, v: isinstance(v, int) and not isinstance(v, bool)
+)
+Validator = validators.extend(Draft202012Validator, type_checker=_TYPES)
+
+_NUMBER_TEXT = re.compile(r"[-+]?(\d[\d_]*)?\.?\d*([eE][-+]?\d+)?")
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n", "true", "false"}
+
+
+def schema_problems(doc: Document, schema: dict, allowed_layers: list[str] | None = None) -> list[Problem]:
+    validator = Validator(schema)
+    problems = {p for err in validator.iter_errors(doc.data) for p in [_explain(err, doc, allowed_layers)]}
+    return sorted(problems)
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    lower = {o.lower(): o for o in options}
+    if word.lower() in lower:
+        return lower[word.lower()]
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return close[0] if close else ""
+
+
+def _layer_name_problem(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
+    name = err.instance
+    path = tuple(err.absolute_path)
+    allowed = allowed if allowed is not None else sorted(LAYERS)
+    if not isinstance(name, str):
+        return doc.problem(path, f"a layer name must be text, got {name!r}")
+    if name in LAYERS and name not in allowed:
+        return doc.problem(path, f"layer '{name}' is not allowed by the rules",
+                           "allowed: " + ", ".join(allowed))
+    if name in LAYERS and LAYERS[name].required:  # bare name, but arguments are needed
+        need = ", ".join(LAYERS[name].required)
+        return doc.problem(path, f"layer '{name}' needs arguments: {need}",
+                           f"write it as {{{name}: {{{', '.join(f'{a}: ...' for a in LAYERS[name].required)}}}}}")
+    guess = _did_you_mean(name, allowed)
+    hint = (f"did you mean '{guess}'? " if guess else "") + "allowed: " + ", ".join(allowed)
+    return doc.problem(path, f"unknown layer '{name}'", hint)
+
+
+def _type_hint(value, expected, text: str | None) -> str:
+    want = expected if isinstance(expected, list) else [expected]
+    if isinstance(value, str) and ("number" in want or "integer" in want) and _NUMBER_TEXT.fullmatch(value.strip()):
+        return (f"'{value}' was read as text: YAML 1.1 needs a decimal point in a number with an exponent; "
+                f"write {_yaml_number(value)}")
+    if isinstance(value, bool) and "string" in want and text and text.lower() in _YAML11_BOOLS:
+        return f"unquoted {text} is a boolean in YAML; write \"{text}\" to mean the text"
+    if isinstance(value, float) and "integer" in want and value.is_integer():
+        return f"write {int(value)} (a whole number without a decimal point)"
+    return ""
+
+
+def _yaml_number(text: str) -> str:
+    mantissa, _, exp = text.lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + (f"e{exp}" if exp else "")
+
+
+def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
+    if err.context:  # anyOf/oneOf: report the most relevant branch
+        err = best_match(err.context)
+    path = tuple(err.absolute_path)
+    schema_path = list(err.absolute_schema_path)
+    in_layers = len(path) >= 3 and path[:2] == ("model", "layers")
+    if err.validator == "enum" and in_layers and ("propertyNames" in schema_path or len(path) == 3):
+        return _layer_name_problem(err, doc, allowed)
+    if err.validator == "type":
+        names = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "true or false",
+                 "array": "a list", "object": "a mapping", "null": "nothing"}
+        want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        hint = _type_hint(err.instance, err.validator_value, doc.texts.get(path))
+        shown = doc.texts.get(path, repr(err.instance))
+        return doc.problem(path, f"{shown!r} is not {' or '.join(names.get(w, w) for w in want)}", hint)
+    if err.validator == "additionalProperties":
+        known = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in known]
+        key = extra[0] if extra else "?"
+        guess = _did_you_mean(str(key), known)
+        hint = (f"did you mean '{guess}'? " if guess else "") + ("known keys: " + ", ".join(known) if known else "")
+        return doc.problem(path + (key,), f"unknown key '{key}'", hint, at_key=True)
+    if err.validator == "required":
+        return doc.problem(path, err.message.replace("is a required property", "is missing (required)"))
+    if err.validator in ("minProperties", "maxProperties") and path == ("model",):
+        return doc.problem(path, "model needs exactly one of 'layers' or 'vit'")
+    if err.validator in ("minProperties", "maxProperties") and in_layers:
+        return doc.problem(path, "a layer is one name, or one 'Name: {arguments}' mapping")
+    if err.validator == "pattern" and path == ("name",):
+        return doc.problem(path, f"name {err.instance!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+    if err.validator == "enum":
+        options = [str(o) for o in err.validator_value]
+        guess = _did_you_mean(str(err.instance), options)
+        return doc.problem(path, f"{err.instance!r} is not one of {', '.join(options)}",
+                           f"did you mean '{guess}'?" if guess else "")
+    return doc.problem(path, err.message)
