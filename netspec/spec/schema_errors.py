@@ -7,6 +7,7 @@ layer gets "did you mean", a number written the YAML 1.1 way gets the fix.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 
 from jsonschema import Draft202012Validator, validators
@@ -61,7 +62,9 @@ def _layer_name_problem(err: ValidationError, doc: Document, allowed: list[str] 
 def _type_hint(value, expected, text: str | None) -> str:
     want = expected if isinstance(expected, list) else [expected]
     if isinstance(value, str) and ("number" in want or "integer" in want) and _NUMBER_TEXT.fullmatch(value.strip()):
-        return (f"'{value}' was read as text: YAML 1.1 needs a decimal point in a number with an exponent; "
+        if not math.isfinite(float(value.replace("_", ""))):
+            return f"'{value}' is not a finite number (and was read as text); use a finite value"
+        return (f"'{value}' was read as text: YAML 1.1 reads a number with an exponent as a number only with a decimal point and a signed exponent; "
                 f"write {_yaml_number(value)}")
     if isinstance(value, bool) and "string" in want and text and text.lower() in _YAML11_BOOLS:
         return f"unquoted {text} is a boolean in YAML; write \"{text}\" to mean the text"
@@ -74,6 +77,8 @@ def _yaml_number(text: str) -> str:
     mantissa, _, exp = text.lower().partition("e")
     if "." not in mantissa:
         mantissa += ".0"
+    if exp and exp[0] not in "+-":
+        exp = "+" + exp  # YAML 1.1 also wants the exponent's sign
     return mantissa + (f"e{exp}" if exp else "")
 
 

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def write_idx(path: Path, tensor: torch.Tensor) -> None:
+    """Write a uint8 tensor in MNIST's idx format (what torchvision reads)."""
+    header = struct.pack(">I", 0x00000800 | tensor.dim()) + b"".join(struct.pack(">I", d) for d in tensor.shape)
+    path.write_bytes(header + tensor.to(torch.uint8).numpy().tobytes())
+
+
+def synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 300, seed: int = 0) -> Path:
+    """A tiny MNIST look-alike in torchvision's layout: class k is a bright
+    blob at one of ten places, with noise. Learnable in one or two epochs."""
+    g = torch.Generator().manual_seed(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+
+    def make(n):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        images = torch.randint(0, 60, (n, 28, 28), generator=g)
+        for i, k in enumerate(labels.tolist()):
+            r, c = 3 + (k // 5) * 12, 2 + (k % 5) * 5
+            images[i, r: r + 8, c: c + 4] = 255
+        return images.to(torch.uint8), labels.to(torch.uint8)
+
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = make(n)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory) -> Path:
+    return synthetic_mnist(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(text)
+        return p
+
+    return write

@@ -1,0 +1,248 @@
+"""Validation: schema errors with places, exact rule checks, shipped specs and rule sets."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from netspec.builder.model import analyze, build_model
+from netspec.cli import app
+from netspec.errors import SpecError
+from netspec.spec.schema import SCHEMA_FILE, schema_text
+from netspec.spec.validate import check_file
+
+from conftest import SPECS
+
+runner = CliRunner()
+SHIPPED = sorted(SPECS.glob("*.yaml")) + sorted(p for p in (SPECS / "fundamentals").glob("*pool.yaml")) + \
+    sorted((SPECS / "fundamentals").glob("conv*.yaml"))
+
+CNN_HEAD = """name: t
+rules: mnist-cnn
+data: {input_shape: [1, 28, 28]}
+model:
+  layers:
+"""
+
+
+def errors(path, **kw):
+    with pytest.raises(SpecError) as e:
+        check_file(path, **kw)
+    return e.value.problems
+
+
+def test_shipped_schema_equals_generated():
+    assert SCHEMA_FILE.read_text() == schema_text()
+
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.name)
+def test_shipped_specs_validate_and_summary_matches_real_module(spec):
+    checked = check_file(spec)
+    model = build_model(checked.spec)
+    real = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert checked.analysis.params == real
+    x = torch.zeros(2, *checked.spec.data.input_shape)
+    model.eval()
+    if not checked.spec.is_vit:
+        for row, child in zip(checked.analysis.rows, model):
+            x = child(x)
+            assert tuple(x.shape[1:]) == row.shape, row.name
+            assert sum(p.numel() for p in child.parameters()) == row.params + row.frozen
+    else:
+        assert tuple(model(x).shape) == (2, 10)
+
+
+def test_shipped_specs_point_editors_at_the_schema():
+    for spec in SHIPPED:
+        first = spec.read_text().splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema=")
+        target = (spec.parent / first.split("=", 1)[1]).resolve()
+        assert target == SCHEMA_FILE.resolve()
+
+
+def test_three_mistakes_reported_at_their_lines(write_spec):
+    path = write_spec(CNN_HEAD + """    - Conv2d: {out_channels: 8, kernel_size: 3}
+    - BatchNorm2d
+    - Lambda
+    - Dropout: {p: 0.1}
+    - Flatten
+    - Linear: {out_features: -4}
+train:
+  epochs: "ten"
+""")
+    probs = errors(path)
+    assert [(p.line, p.path) for p in probs] == [
+        (8, "model.layers[2]"), (11, "model.layers[5].Linear.out_features"), (13, "train.epochs")]
+    assert "-4 is less than the minimum of 1" in probs[1].message
+    assert "did you mean" not in probs[0].hint and "allowed:" in probs[0].hint
+
+
+@pytest.mark.parametrize("name", ["os.system", "torch.nn.Module", "Lambda", "__import__"])
+def test_unregistered_layer_names_refused(write_spec, name):
+    path = write_spec(f"name: t\ndata: {{input_shape: [784]}}\nmodel:\n  layers:\n    - {name}\n    - Linear: {{out_features: 10}}\n")
+    [p] = errors(path)
+    assert p.line == 5 and f"unknown layer '{name}'" in p.message
+
+
+def test_mapping_form_of_unknown_layer(write_spec):
+    path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers:\n    - Linaer: {out_features: 10}\n")
+    [p] = errors(path)
+    assert "unknown layer 'Linaer'" in p.message and "did you mean 'Linear'" in p.hint
+
+
+@pytest.mark.parametrize("value,hint", [('"ten"', ""), ("768.0", "write 768"), ("true", "")])
+def test_wrong_types(write_spec, value, hint):
+    path = write_spec(f"name: t\ndata: {{input_shape: [784]}}\nmodel:\n  layers:\n    - Linear: {{out_features: {value}}}\n")
+    [p] = errors(path)
+    assert p.path == "model.layers[0].Linear.out_features" and "not a whole number" in p.message
+    assert hint in p.hint
+
+
+def test_yaml11_number_and_boolean_hints(write_spec):
+    path = write_spec("name: no\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
+                      "train:\n  optimizer: {lr: 1e-3}\n")
+    probs = errors(path)
+    by_path = {p.path: p for p in probs}
+    assert "boolean" in by_path["name"].hint
+    assert "write 1.0e-3" in by_path["train.optimizer.lr"].hint
+
+
+def test_non_finite_lr_as_text(write_spec):
+    path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
+                      "train:\n  optimizer: {lr: 1e999}\n")
+    [p] = errors(path)
+    assert "not a finite number" in p.hint
+
+
+def test_shape_mismatch_conv_after_flatten(write_spec):
+    path = write_spec(CNN_HEAD + "    - Flatten\n    - Conv2d: {out_channels: 4, kernel_size: 3}\n")
+    [p] = errors(path)
+    assert p.line == 7 and "Conv2d expects a 3-d input" in p.message and "(784)" in p.hint
+
+
+def test_kernel_larger_than_input(write_spec):
+    path = write_spec("name: t\ndata: {dataset: none, input_shape: [1, 3, 3]}\nmodel:\n  layers:\n"
+                      "    - Conv2d: {out_channels: 1, kernel_size: 5}\n")
+    [p] = errors(path)
+    assert "does not fit" in p.message
+
+
+def test_wrong_number_of_outputs(write_spec):
+    path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 7}}]\n")
+    [p] = errors(path)
+    assert "10 classes" in p.message
+
+
+def test_budget_overrun_names_the_big_layers(write_spec):
+    path = write_spec(CNN_HEAD + """    - Conv2d: {out_channels: 8, kernel_size: 3}
+    - BatchNorm2d
+    - Dropout
+    - Flatten
+    - Linear: {out_features: 10}
+""")
+    [p] = errors(path)
+    assert "params is 54,186" in p.message and "< 50,000" in p.message
+    assert "linear_4" in p.hint
+
+
+def test_required_layers_and_whitelist(write_spec):
+    path = write_spec(CNN_HEAD + "    - Flatten\n    - Tanh\n    - Linear: {out_features: 10}\n")
+    probs = errors(path)
+    assert len(probs) == 1 and "'Tanh' is not allowed" in probs[0].message
+    path = write_spec(CNN_HEAD + "    - Flatten\n    - Linear: {out_features: 10}\n", "b.yaml")
+    msgs = " ".join(p.message for p in errors(path))
+    assert "has Dropout" in msgs and "has BatchNorm2d" in msgs
+
+
+def test_hidden_unit_budget(write_spec):
+    path = write_spec("name: t\nrules: mnist-mlp\ndata: {input_shape: [784]}\nmodel:\n  layers:\n"
+                      "    - Linear: {out_features: 150}\n    - ReLU\n    - Linear: {out_features: 51}\n"
+                      "    - ReLU\n    - Linear: {out_features: 10}\n")
+    [p] = errors(path)
+    assert "hidden units is 201" in p.message
+
+
+def test_fixed_settings_cannot_be_overridden():
+    probs = errors(SPECS / "cnn.yaml", overrides=("train.epochs=5",))
+    assert [p.file for p in probs] == ["--set train.epochs=5"]
+    assert "fixed at 10" in probs[0].message
+
+
+def test_imposed_rules_cannot_be_loosened(tmp_path):
+    # the MLP spec has no budget on parameters; an instructor's rules add one
+    rules = tmp_path / "course.yaml"
+    rules.write_text("name: course\nmax_params: 1000\n")
+    probs = errors(SPECS / "mlp.yaml", imposed=(str(rules),))
+    assert "rules 'course' require <= 1,000" in probs[0].message
+    # and the spec's own rule set still applies alongside
+    probs = errors(SPECS / "mlp.yaml", imposed=("mnist-cnn",), overrides=())
+    assert any("Linear" not in p.message for p in probs)
+
+
+def test_missing_rules_file(write_spec):
+    path = write_spec("name: t\nrules: nowhere.yaml\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n")
+    [p] = errors(path)
+    assert p.line == 2 and "not found" in p.message
+
+
+def test_set_overrides_validate_again():
+    checked = check_file(SPECS / "mlp.yaml", overrides=("train.epochs=3", "model.layers.2.Dropout.p=0.3"))
+    assert checked.spec.train.epochs == 3
+    assert dict(checked.spec.model[2].args)["p"] == 0.3
+    probs = errors(SPECS / "mlp.yaml", overrides=("train.bogus=1",))
+    assert probs[0].file == "--set train.bogus=1" and "unknown key 'bogus'" in probs[0].message
+    with pytest.raises(SpecError, match="key=value"):
+        check_file(SPECS / "mlp.yaml", overrides=("novalue",))
+
+
+def test_huge_layer_is_reported_not_allocated(write_spec):
+    import tracemalloc
+
+    path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers:\n"
+                      "    - Linear: {out_features: 1000000}\n    - Linear: {out_features: 1000000}\n"
+                      "    - Linear: {out_features: 10}\n")
+    tracemalloc.start()
+    probs = errors(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 784*10^6 + 10^6  +  10^12 + 10^6  +  10^7 + 10
+    assert "1,000,796,000,010 parameters; netspec builds at most" in probs[0].message
+    assert peak < 50 * 2**20
+
+
+# --- the CLI ---------------------------------------------------------------
+
+def test_cli_summary_json_fundamentals():
+    r = runner.invoke(app, ["summary", str(SPECS / "fundamentals/conv1d.yaml"), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["params"] == 40 and data["output_shape"] == [8, 99]
+    r = runner.invoke(app, ["summary", str(SPECS / "fundamentals/conv2d.yaml"), "--format", "json"])
+    data = json.loads(r.output)
+    assert data["params"] == 392 and data["output_shape"] == [8, 13, 13]
+
+
+def test_cli_validate_exit_codes(write_spec):
+    r = runner.invoke(app, ["validate", *map(str, sorted(SPECS.glob("*.yaml")))])
+    assert r.exit_code == 0, r.output
+    bad = write_spec("name: t\nmodel:\n  layers: [Lambda]\n")
+    r = runner.invoke(app, ["validate", str(bad)])
+    assert r.exit_code == 1 and "Traceback" not in r.output and f"{bad}:3:" in r.output
+    r = runner.invoke(app, ["validate", str(bad), "--format", "json"])
+    data = json.loads(r.output)
+    assert data["valid"] is False and data["errors"][0]["line"] == 3
+
+
+@pytest.mark.parametrize("text", ["", "name: !!python/object/apply:os.system ['true']\n", "a: 1\na: 2\n",
+                                  "[unclosed\n", "- just\n- a list\n"])
+def test_cli_bad_input_is_one_clean_error(write_spec, text):
+    path = write_spec(text)
+    r = runner.invoke(app, ["validate", str(path)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_cli_missing_and_directory(tmp_path):
+    for target in (tmp_path / "missing.yaml", tmp_path):
+        r = runner.invoke(app, ["summary", str(target)])
+        assert r.exit_code == 1 and "Traceback" not in r.output
