@@ -10,6 +10,10 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     out = []
     for k, v in d.items():
@@ -36,11 +40,10 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         "## Result",
         "",
         f"- Status: {metrics['status']}",
-        f"- Test accuracy: **{metrics.get('test_accuracy', float('nan')):.4f}**"
+        f"- Test accuracy: **{_num(metrics.get('test_accuracy'))}**"
         + (f" (target ≥ {target}){verdict}" if target is not None else ""),
-        f"- Test loss: {metrics.get('test_loss', float('nan')):.4f}",
-        f"- Best validation accuracy: {metrics.get('best_val_accuracy', float('nan')):.4f}"
-        f" (epoch {metrics.get('best_epoch', '-')})",
+        f"- Test loss: {_num(metrics.get('test_loss'))}",
+        f"- Best validation accuracy: {_num(metrics.get('best_val_accuracy'))} (epoch {metrics.get('best_epoch') or '-'})",
         f"- Trainable parameters: {a.params:,}"
         + (f"; hidden units: {a.hidden_units}" if a.hidden_units is not None else ""),
         f"- Trained {metrics['epochs_completed']} epochs in {metrics['train_seconds']:.1f} s on {metrics['device']}"

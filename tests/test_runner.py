@@ -1,0 +1,179 @@
+"""The runner end to end on a small synthetic MNIST (torchvision's file layout)."""
+import csv
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from netspec.cli import app
+from netspec.data.datasets import load_raw
+from netspec.errors import DataError, Interrupted, RunError
+from netspec.runner import train as train_mod
+from netspec.runner.rundir import load_checkpoint
+from netspec.runner.run import evaluate_run, run
+from netspec.runner.train import Observer, Trainer
+from netspec.spec.validate import check_file
+
+from conftest import SHARED_DATA, SPECS
+
+QUICK = ("train.epochs=2", "data.validation=200", "train.batch_size=64")
+
+
+def checked_mlp(*extra):
+    return check_file(SPECS / "mlp.yaml", overrides=QUICK + extra)
+
+
+def test_run_writes_every_output(fake_data, tmp_path):
+    result = run(checked_mlp(), out=tmp_path / "r", data_dir=fake_data)
+    d = result.run_dir.path
+    for name in ("spec.yaml", "summary.txt", "history.csv", "metrics.json", "loss.png", "model.pt", "report.md",
+                 "checkpoint.pt"):
+        assert (d / name).is_file(), name
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["epochs_completed"] == 2 and m["params"] == 159_010
+    assert m["test_accuracy"] > 0.5  # the synthetic classes are easy
+    assert m["target_accuracy"] == 0.975 and m["seed"] == 0 and "torch" in m["versions"]
+    rows = list(csv.DictReader(open(d / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and set(rows[0]) >= {"train_loss", "val_loss", "train_acc", "val_acc", "seconds"}
+    report = (d / "report.md").read_text()
+    assert "![training and validation loss](loss.png)" in report and "`train.optimizer.lr`" in report
+    assert (d / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    saved = torch.load(d / "model.pt", weights_only=True)
+    assert set(saved) >= {"spec", "state_dict"} and "linear_0.weight" in saved["state_dict"]
+    again = evaluate_run(d, fake_data)
+    assert again["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-9)
+
+
+def test_same_seed_same_result(fake_data, tmp_path):
+    a = run(checked_mlp(), out=tmp_path / "a", data_dir=fake_data)
+    b = run(checked_mlp(), out=tmp_path / "b", data_dir=fake_data)
+    assert [h.val_loss for h in a.history] == [h.val_loss for h in b.history]
+
+
+def test_softmax_head_is_folded_into_the_loss(fake_data):
+    checked = checked_mlp()
+    assert checked.analysis.softmax_head
+    from netspec.builder.model import build_model
+    from netspec.data.datasets import prepare
+
+    data = prepare(load_raw("mnist", fake_data), name="mnist", input_shape=(784,), validation=100, seed=0)
+    model = build_model(checked.spec)
+    trainer = Trainer(checked.spec, model, data, torch.device("cpu"), softmax_head=True)
+    assert not isinstance(trainer.net[-1], torch.nn.Softmax) and isinstance(model[-1], torch.nn.Softmax)
+
+
+class InterruptAt(Observer):
+    def __init__(self, epoch):
+        self.at = epoch
+
+    def step(self, *, epoch, step, loss):
+        if epoch == self.at and step == 3:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_then_resume_equals_uninterrupted(fake_data, tmp_path):
+    extra = ("train.epochs=3",)
+    full = run(checked_mlp(*extra), out=tmp_path / "full", data_dir=fake_data)
+    with pytest.raises(Interrupted) as e:
+        run(checked_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, observer=InterruptAt(2))
+    assert "--resume" in str(e.value)
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = run(checked_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, resume=True)
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_schedule_and_augmentation(fake_data, tmp_path):
+    # the CNN's epochs are fixed at 10; test resume on a 2-epoch copy without the rules
+    spec = tmp_path / "s.yaml"
+    text = (SPECS / "cnn-small.yaml").read_text().replace("rules: mnist-cnn\n", "").replace("epochs: 10", "epochs: 2")
+    spec.write_text(text)
+    checked = check_file(spec, overrides=("data.validation=100",))
+    full = run(checked, out=tmp_path / "full", data_dir=fake_data, limit=300)
+    with pytest.raises(Interrupted):
+        run(checked, out=tmp_path / "cut", data_dir=fake_data, observer=InterruptAt(2), limit=300)
+    run(checked, out=tmp_path / "cut", data_dir=fake_data, resume=True, limit=300)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full.history[-1].lr == pytest.approx(torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["history"][-1]["lr"])
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(fake_data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.F.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
+    with pytest.raises(RunError, match="non-finite loss at epoch 1, step 3"):
+        run(checked_mlp(), out=tmp_path / "r", data_dir=fake_data)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["status"].startswith("failed") and m["epochs_completed"] == 0
+    weights = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_unwritable_output_fails_before_training(fake_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="cannot write the run folder"):
+        run(checked_mlp(), out=blocker / "run", data_dir=fake_data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_one_clear_error(fake_data, tmp_path):
+    with pytest.raises(RunError, match="no CUDA GPU"):
+        run(checked_mlp("train.device=cuda"), out=tmp_path / "r", data_dir=fake_data)
+
+
+def test_missing_dataset_names_the_folder(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_raw("mnist", tmp_path / "empty", download=False)
+    assert str(tmp_path / "empty") in str(e.value) and "--data-dir" in str(e.value)
+
+
+def test_cli_run_and_eval(fake_data, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    r = runner.invoke(app, ["run", str(SPECS / "mlp.yaml"), "--data-dir", str(fake_data), "--out", str(out),
+                            "--set", "train.epochs=1", "--set", "data.validation=100"])
+    assert r.exit_code == 0, r.output
+    assert "test accuracy" in r.output
+    r = runner.invoke(app, ["eval", str(out), "--data-dir", str(fake_data)])
+    assert r.exit_code == 0 and "(same)" in r.output
+    r = runner.invoke(app, ["run", str(SPECS / "mlp.yaml"), "--set", "train.device=tpu"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    r = runner.invoke(app, ["run", str(SPECS / "fundamentals/conv1d.yaml"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "nothing to train" in r.output
+
+
+def test_vit_run_writes_attention_heatmaps(fake_data, tmp_path):
+    spec = tmp_path / "vit.yaml"
+    spec.write_text("name: tiny-vit\ndata: {validation: 100}\nmodel:\n  vit: {patch_size: 7, dim: 16, depth: 2, "
+                    "heads: 8, dim_head: 4, mlp_dim: 32}\ntrain: {epochs: 1, batch_size: 64}\n")
+    result = run(check_file(spec), out=tmp_path / "v", data_dir=fake_data)
+    d = result.run_dir.path
+    assert (d / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![attention heatmaps](attention.png)" in (d / "report.md").read_text()
+    r = CliRunner().invoke(app, ["attention", str(d), "--index", "3", "--layer", "0", "--data-dir", str(fake_data)])
+    assert r.exit_code == 0, r.output
+    assert (d / "attention-3-layer0.png").is_file()
+    r = CliRunner().invoke(app, ["attention", str(d), "--layer", "9", "--data-dir", str(fake_data)])
+    assert r.exit_code == 1 and "out of range" in r.output
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="real MNIST not present")
+def test_real_mnist_short_mlp_run(tmp_path):
+    checked = check_file(SPECS / "mlp.yaml", overrides=("train.epochs=1", "train.augment.shift=0", "train.augment.rotate=0"))
+    result = run(checked, out=tmp_path / "real", data_dir=SHARED_DATA)
+    assert result.metrics["test_size"] == 10_000 and result.metrics["train_size"] == 55_000
+    assert result.metrics["test_accuracy"] > 0.9
