@@ -303,5 +303,93 @@ def _matrix(t) -> str:
     return "\n".join(_matrix(sub) for sub in t)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    spec: SpecArg,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="key=v1,v2,... (repeatable)")] = None,
+    range_: Annotated[Optional[list[str]], typer.Option("--range", help="key=low:high[:log][:int] (repeatable)")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="grid, tpe or random")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="trial budget (grid: its size)")] = None,
+    prune: Annotated[Optional[bool], typer.Option("--prune/--no-prune", help="stop hopeless trials early")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="sweep folder (default runs/<name>-sweep)")] = None,
+    rules: RulesOpt = None,
+    data_dir: DataDirOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="use only the first N training images")] = None,
+):
+    """Search over spec settings (grid, TPE or random, with Optuna); every trial is a run. Rerun to resume."""
+    from netspec.report.sweep_report import leaderboard_table, write_sweep_outputs
+    from netspec.runner.sweep import sweep
+
+    if sampler is not None and sampler not in ("grid", "tpe", "random"):
+        raise typer.BadParameter("use grid, tpe or random", param_hint="--sampler")
+    progress: dict = {}
+
+    def observer(trial, values):
+        progress["obs"] = ProgressObserver(err)
+        err.print(f"[bold]trial {trial.number}[/]: " + ", ".join(f"{k}={v}" for k, v in values.items()), highlight=False)
+        return progress["obs"]
+
+    def on_trial(study, frozen):
+        if "obs" in progress:
+            progress.pop("obs").stop()
+        value = "-" if frozen.value is None else f"{frozen.value:.4f}"
+        err.print(f"trial {frozen.number} {frozen.state.name.lower()}: best val acc {value}", highlight=False)
+
+    with user_errors():
+        try:
+            result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
+                           storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
+                           observer=observer, on_trial=on_trial)
+        finally:
+            if "obs" in progress:
+                progress.pop("obs").stop()
+        rows = write_sweep_outputs(result.folder, result.study.study_name, result.study, result.space)
+    out.print(leaderboard_table(rows, f"sweep {result.study.study_name}: best validation accuracy first"))
+    out.print(f"sweep folder: {escape(str(result.folder))}  (sweep.md, leaderboard.csv, trials.png, settings.png)",
+              highlight=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False)],
+    figure: Annotated[Path, typer.Option("--figure", help="overlaid loss curves (PNG)")] = Path("compare.png"),
+    format: FormatOpt = "text",
+):
+    """Runs side by side: architecture changes, settings that differ, accuracies, times, loss curves."""
+    from netspec.runner.compare import compare
+
+    fmt = _format(format)
+    with user_errors():
+        result = compare(runs, figure)
+    if fmt == "json":
+        print(json.dumps(result, indent=2, default=str))
+        return
+    table = Table(title="runs", title_justify="left")
+    for col in ("run", "status", "params", "best val acc", "test acc", "epochs", "train s"):
+        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+    f = lambda v, d=4: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
+    for r in result["runs"]:
+        table.add_row(r["label"], r["status"], f(r["params"]), f(r["best_val_accuracy"]), f(r["test_accuracy"]),
+                      f(r["epochs"]), f(r["train_seconds"], 1))
+    out.print(table)
+    for label, changes in result["architecture"].items():
+        out.print(f"[bold]architecture[/] {escape(label)} vs {escape(result['baseline'])}: "
+                  + ("same layers" if not changes else ""), highlight=False)
+        for c in changes:
+            out.print(f"  {escape(c)}", highlight=False)
+    if result["settings"]:
+        st = Table(title="settings that differ", title_justify="left")
+        st.add_column("setting")
+        for r in result["runs"]:
+            st.add_column(r["label"])
+        for k, values in result["settings"].items():
+            st.add_row(k, *[str(v) for v in values])
+        out.print(st)
+    else:
+        out.print("settings: all the same")
+    out.print(f"loss curves: {escape(str(figure))}", highlight=False)
+
+
 def main():  # pragma: no cover
     app()

@@ -18,7 +18,8 @@ class LayerSpec:
         return dict(self.args)
 
     def describe(self) -> str:
-        shown = {k: v for k, v in self.args if LAYERS[self.name].args.get(k, {}).get("default") != v}
+        schema, args = LAYERS[self.name].args, dict(self.args)
+        shown = {k: args[k] for k in schema if k in args and schema[k].get("default") != args[k]}
         return self.name + ("(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
 
 

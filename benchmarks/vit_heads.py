@@ -1,0 +1,72 @@
+"""ViT training speed: all heads in one batched matmul against the 8 single-head
+modules run one after another (same weights layout, same numbers).
+
+Times `--steps` training steps of specs/vit.yaml at batch size 32 through the
+runner's Trainer for each attention form, and extrapolates to one epoch of
+55,000 training images.
+
+    python benchmarks/vit_heads.py --data-dir ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from netspec.builder.model import build_model
+from netspec.data.datasets import load_raw, prepare
+from netspec.runner.train import Trainer
+from netspec.spec.validate import check_file
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCH_IMAGES = 55_000
+
+
+def time_steps(form: str, raw, steps: int, device: torch.device) -> float:
+    """Seconds per training step (after a short warm-up)."""
+    checked = check_file(ROOT / "specs" / "vit.yaml", overrides=(f"model.vit.attention={form}",))
+    spec = checked.spec
+    batch = spec.train.batch_size
+
+    def trainer(n_steps: int) -> Trainer:
+        data = prepare(raw, name="mnist", input_shape=spec.data.input_shape, validation=5000, seed=0,
+                       device=device, limit=n_steps * batch)
+        data.val = data.val.__class__(data.val.x[:0], data.val.y[:0])  # time training only
+        torch.manual_seed(0)
+        return Trainer(spec, build_model(spec, device), data, device, softmax_head=False)
+
+    trainer(5)._epoch(1)
+    t = trainer(steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    t._epoch(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / t.steps_per_epoch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    raw = load_raw("mnist", args.data_dir, download=False)
+    rows = {form: time_steps(form, raw, args.steps, device) for form in ("batched", "per_head")}
+    table = Table(title=f"ViT (specs/vit.yaml) training, batch 32, {args.steps} steps, {device}, "
+                        f"{torch.get_num_threads()} threads", title_justify="left")
+    for col in ("attention", "ms / step", "s / epoch (55k images)", "relative"):
+        table.add_column(col, justify="right" if col != "attention" else "left")
+    for form, sec in rows.items():
+        table.add_row(form, f"{sec * 1e3:.1f}", f"{sec * EPOCH_IMAGES / 32:.0f}", f"{sec / rows['batched']:.2f}x")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

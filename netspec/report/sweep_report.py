@@ -1,0 +1,144 @@
+"""A sweep's record: leaderboard (CSV and terminal), plots, and sweep.md."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from optuna.trial import TrialState
+from rich.table import Table
+
+from netspec.report import plots
+from netspec.runner.rundir import atomic_write
+
+COLUMNS = ["trial", "state", "settings", "params", "best_val_accuracy", "test_accuracy", "seconds", "run_dir"]
+
+
+def leaderboard(study) -> list[dict]:
+    """Finished trials, best validation accuracy first (test accuracy is shown, never used to rank)."""
+    rows = []
+    for t in study.trials:
+        if t.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        vals = t.intermediate_values
+        best_val = t.value if t.state == TrialState.COMPLETE else (max(vals.values()) if vals else None)
+        rows.append({
+            "trial": t.number, "state": t.state.name.lower(),
+            "settings": dict(t.params), "params": t.user_attrs.get("params_count"),
+            "best_val_accuracy": best_val, "test_accuracy": t.user_attrs.get("test_accuracy"),
+            "seconds": t.user_attrs.get("seconds"), "run_dir": t.user_attrs.get("run_dir", ""),
+            "error": t.user_attrs.get("error", ""),
+        })
+    complete = lambda r: r["state"] == "complete"  # noqa: E731
+    rows.sort(key=lambda r: (not complete(r), -(r["best_val_accuracy"] or 0)))
+    return rows
+
+
+def _fmt(v, digits=4) -> str:
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def _settings(s: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in s.items())
+
+
+def leaderboard_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("trial", "state", "settings", "params", "best val acc", "test acc", "seconds"):
+        table.add_column(col, justify="left" if col in ("state", "settings") else "right")
+    for i, r in enumerate(rows):
+        style = "bold green" if i == 0 and r["state"] == "complete" else None
+        table.add_row(str(r["trial"]), r["state"], _settings(r["settings"]),
+                      f"{r['params']:,}" if r["params"] else "-", _fmt(r["best_val_accuracy"]),
+                      _fmt(r["test_accuracy"]), _fmt(r["seconds"], 1), style=style)
+    return table
+
+
+def leaderboard_csv(rows: list[dict], keys: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["trial", "state", *keys, "params", "best_val_accuracy", "test_accuracy", "seconds", "run_dir"])
+    for r in rows:
+        w.writerow([r["trial"], r["state"], *[r["settings"].get(k, "") for k in keys], r["params"] or "",
+                    _fmt(r["best_val_accuracy"], 6), _fmt(r["test_accuracy"], 6), _fmt(r["seconds"], 2), r["run_dir"]])
+    return buf.getvalue()
+
+
+def effects(rows: list[dict], keys: list[str], ranges: dict) -> list[str]:
+    """What helped or hurt, from the numbers: mean validation accuracy per setting."""
+    done = [r for r in rows if r["state"] == "complete" and r["best_val_accuracy"] is not None]
+    lines = []
+    for key in keys:
+        if key in ranges:
+            pts = sorted((r["settings"][key], r["best_val_accuracy"]) for r in done if key in r["settings"])
+            if len(pts) < 4:
+                lines.append(f"- `{key}`: too few finished trials ({len(pts)}) to say")
+                continue
+            half = len(pts) // 2
+            lo = sum(a for _, a in pts[:half]) / half
+            hi = sum(a for _, a in pts[half:]) / (len(pts) - half)
+            verdict = "higher values helped" if hi > lo else "lower values helped" if lo > hi else "no difference"
+            lines.append(f"- `{key}`: {verdict}: mean best val acc {lo:.4f} for the lower half "
+                         f"({_fmt(pts[0][0])}..{_fmt(pts[half - 1][0])}) vs {hi:.4f} for the upper half "
+                         f"({_fmt(pts[half][0])}..{_fmt(pts[-1][0])})")
+            continue
+        groups: dict = {}
+        for r in done:
+            if key in r["settings"]:
+                groups.setdefault(str(r["settings"][key]), []).append(r["best_val_accuracy"])
+        if len(groups) < 2:
+            continue
+        means = sorted(((sum(v) / len(v), k, len(v)) for k, v in groups.items()), reverse=True)
+        (best, bk, _), (worst, wk, _) = means[0], means[-1]
+        detail = ", ".join(f"{k}: {m:.4f} ({n} trial{'s' if n > 1 else ''})" for m, k, n in means)
+        lines.append(f"- `{key}`: best {bk}, worst {wk} (mean best val acc {best:.4f} vs {worst:.4f}, "
+                     f"a difference of {100 * (best - worst):.2f} points). All: {detail}")
+    return lines
+
+
+def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
+    done = [r for r in rows if r["state"] == "complete"]
+    lines = [f"# Sweep: {name}", "", "## What was tried", ""]
+    for k, v in space.grid.items():
+        lines.append(f"- `{k}` over {v}")
+    for k, r in space.ranges.items():
+        lines.append(f"- `{k}` from {r.low} to {r.high}" + (" (log scale)" if r.log else "") + (" (integers)" if r.integer else ""))
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines += ["", f"Sampler: {space.sampler}; trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+              "Trials are ranked by their best validation accuracy; test accuracy is reported, never used to choose.", ""]
+    if done:
+        best = done[0]
+        lines += ["## Best trial", "",
+                  f"Trial {best['trial']} ({_settings(best['settings'])}): best validation accuracy "
+                  f"**{_fmt(best['best_val_accuracy'])}**, test accuracy **{_fmt(best['test_accuracy'])}**, "
+                  f"{best['params']:,} parameters, {_fmt(best['seconds'], 1)} s of training. "
+                  f"Run folder: `{best['run_dir']}`.", ""]
+    helped = effects(rows, keys, space.ranges)
+    if helped:
+        lines += ["## What helped and what hurt", "", *helped, ""]
+    failed = [r for r in rows if r["state"] == "fail" and r["error"]]
+    if failed:
+        lines += ["## What failed", "", *[f"- trial {r['trial']} ({_settings(r['settings'])}): {r['error']}" for r in failed], ""]
+    lines += ["## Leaderboard", "", "![validation accuracy per trial](trials.png)", "",
+              "![accuracy against each swept setting](settings.png)", "",
+              "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | params | best val acc | test acc | seconds |",
+              "|---|---|" + "---|" * len(keys) + "---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['trial']} | {r['state']} | " + " | ".join(str(r["settings"].get(k, "")) for k in keys)
+                     + f" | {r['params'] or '-'} | {_fmt(r['best_val_accuracy'])} | {_fmt(r['test_accuracy'])} | {_fmt(r['seconds'], 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_outputs(folder: Path, name: str, study, space) -> list[dict]:
+    keys = space.keys
+    rows = leaderboard(study)
+    atomic_write(folder / "leaderboard.csv", lambda f: f.write(leaderboard_csv(rows, keys).encode()))
+    atomic_write(folder / "sweep.md", lambda f: f.write(sweep_markdown(name, rows, space, keys).encode()))
+    for fname, fig in (("trials.png", plots.trials_figure(rows)),
+                       ("settings.png", plots.settings_figure(rows, keys, {k for k, r in space.ranges.items() if r.log}))):
+        atomic_write(folder / fname, lambda f, fig=fig: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+        plots.close(fig)
+    return rows

@@ -1,0 +1,125 @@
+"""Sweeps and comparisons on tiny data."""
+import csv
+import json
+
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from netspec.cli import app
+from netspec.errors import Interrupted, SpecError
+from netspec.report.sweep_report import write_sweep_outputs
+from netspec.runner.run import run
+from netspec.runner.sweep import make_space, parse_range, sweep
+from netspec.runner.train import Observer
+from netspec.spec.loader import load_file
+from netspec.spec.validate import check_file
+
+from conftest import SPECS
+
+TINY = """name: tiny
+data: {validation: 100, input_shape: [784]}
+model:
+  layers:
+    - Linear: {out_features: 32}
+    - ReLU
+    - Linear: {out_features: 10}
+train: {epochs: 1, batch_size: 64}
+sweep:
+  grid:
+    train.batch_size: [32, 64]
+"""
+
+
+def test_grid_expansion_spec_section_and_command_line(write_spec):
+    doc = load_file(write_spec(TINY))
+    space = make_space(doc, ["train.optimizer.lr=0.001,0.003,0.01"], [], None, None, None)
+    assert space.grid == {"train.batch_size": [32, 64], "train.optimizer.lr": [0.001, 0.003, 0.01]}
+    combos = space.combinations()
+    assert len(combos) == 6 and {"train.batch_size": 64, "train.optimizer.lr": 0.01} in combos
+    space = make_space(doc, [], ["train.optimizer.lr=1e-4:1e-2:log"], None, 8, None)
+    assert space.sampler == "tpe" and space.trials == 8 and space.ranges["train.optimizer.lr"].log
+
+
+def test_range_parsing_errors():
+    with pytest.raises(SpecError, match="low:high"):
+        parse_range("train.optimizer.lr=0.1:0.01")
+    with pytest.raises(SpecError, match="low:high"):
+        parse_range("train.optimizer.lr=0:1:log")
+
+
+def test_sweeping_a_fixed_setting_is_refused_up_front(tmp_path):
+    with pytest.raises(SpecError) as e:
+        sweep(SPECS / "cnn.yaml", grid=["train.epochs=5,10", "train.batch_size=32,64"], out=tmp_path / "s")
+    msgs = " ".join(p.message for p in e.value.problems)
+    assert "rules 'mnist-cnn' fix train.epochs at 10; the sweep tries [5, 10]" in msgs
+    assert "train.batch_size at 32" in msgs
+    assert not (tmp_path / "s").exists()
+
+
+def test_over_budget_values_are_refused_up_front(tmp_path):
+    with pytest.raises(SpecError) as e:
+        sweep(SPECS / "cnn.yaml", grid=["model.layers.0.Conv2d.out_channels=8,64"], out=tmp_path / "s")
+    [p] = e.value.problems
+    assert "with model.layers.0.Conv2d.out_channels=64" in p.message and "< 50,000" in p.message
+
+
+class StopInTrial(Observer):
+    def step(self, *, epoch, step, loss):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_sweep_resumes(write_spec, fake_data, tmp_path):
+    spec = write_spec(TINY)
+    folder = tmp_path / "sweep"
+    with pytest.raises(Interrupted):
+        sweep(spec, out=folder, data_dir=fake_data,
+              observer=lambda trial, values: StopInTrial() if trial.number == 1 else Observer())
+    result = sweep(spec, out=folder, data_dir=fake_data)
+    states = [t.state for t in result.study.trials]
+    assert states.count(TrialState.COMPLETE) == 2 and len(states) == 3  # trial 0 was not run again
+    assert sorted(t.params["train.batch_size"] for t in result.study.trials if t.state == TrialState.COMPLETE) == [32, 64]
+    # running it once more does nothing new
+    again = sweep(spec, out=folder, data_dir=fake_data)
+    assert len(again.study.trials) == 3
+
+    rows = write_sweep_outputs(folder, "tiny", result.study, result.space)
+    assert [r["state"] for r in rows][:2] == ["complete", "complete"]
+    assert rows[0]["best_val_accuracy"] >= rows[1]["best_val_accuracy"]
+    table = list(csv.DictReader(open(folder / "leaderboard.csv")))
+    assert table[0]["train.batch_size"] in ("32", "64") and float(table[0]["test_accuracy"]) > 0
+    md = (folder / "sweep.md").read_text()
+    assert "## Best trial" in md and "`train.batch_size`: best" in md and "never used to choose" in md
+    for png in ("trials.png", "settings.png"):
+        assert (folder / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_sweep_and_compare(write_spec, fake_data, tmp_path):
+    spec = write_spec(TINY)
+    runner = CliRunner()
+    r = runner.invoke(app, ["sweep", str(spec), "--grid", "model.layers.0.Linear.out_features=16,32",
+                            "--out", str(tmp_path / "s"), "--data-dir", str(fake_data)])
+    assert r.exit_code == 0, r.output
+    assert "leaderboard" in r.output or "best validation accuracy first" in r.output
+    trials = sorted((tmp_path / "s").glob("trial-*"))
+    assert len(trials) == 4
+    r = runner.invoke(app, ["compare", str(trials[0]), str(trials[3]), "--figure", str(tmp_path / "c.png"),
+                            "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["runs"][0]["params"] != data["runs"][1]["params"] or data["settings"]
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_compare_reports_architecture_and_settings(fake_data, tmp_path, write_spec):
+    a = run(check_file(write_spec(TINY.split("sweep:")[0], "a.yaml")), out=tmp_path / "a", data_dir=fake_data)
+    b_text = TINY.split("sweep:")[0].replace("    - ReLU\n", "    - ReLU\n    - Dropout: {p: 0.2}\n").replace(
+        "out_features: 32", "out_features: 48").replace("batch_size: 64", "batch_size: 32")
+    b = run(check_file(write_spec(b_text, "b.yaml")), out=tmp_path / "b", data_dir=fake_data)
+    from netspec.runner.compare import compare
+
+    result = compare([a.run_dir.path, b.run_dir.path], tmp_path / "c.png")
+    [changes] = result["architecture"].values()
+    assert "changed: Linear(out_features=32) -> Linear(out_features=48)" in changes
+    assert "added: Dropout(p=0.2)" in changes
+    assert result["settings"] == {"train.batch_size": [64, 32]}
