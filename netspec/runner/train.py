@@ -174,6 +174,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        bad_kind = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for step in range(self.steps_per_epoch):
             idx = order[step * t.batch_size: (step + 1) * t.batch_size]
@@ -185,8 +186,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
-            bad_step = torch.where((bad_step < 0) & ~finite, step + 1, bad_step)
+            loss_ok, grad_ok = torch.isfinite(loss.detach()), torch.isfinite(grad_norm)
+            first = (bad_step < 0) & ~(loss_ok & grad_ok)
+            bad_step = torch.where(first, step + 1, bad_step)
+            bad_kind = torch.where(first, torch.where(loss_ok, 2, 1), bad_kind)  # 1 loss, 2 gradient
             self.optimizer.step()
             if self.schedule:
                 self.schedule.step()
@@ -195,7 +198,7 @@ class Trainer:
             seen += len(y)
             if (step + 1) % self.sync_every == 0 or step + 1 == self.steps_per_epoch:
                 if bad_step.item() >= 0:
-                    what = "loss" if not math.isfinite(loss.item()) else "loss or gradient"
+                    what = "loss" if bad_kind.item() == 1 else "gradient (the loss was finite)"
                     raise NonFinite(epoch, int(bad_step.item()), what)
                 self.observer.step(epoch=epoch, step=step + 1, loss=loss_sum.item() / seen)
         val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size)

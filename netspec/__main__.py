@@ -1,0 +1,3 @@
+from netspec.cli import app
+
+app(prog_name="netspec")
