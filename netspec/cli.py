@@ -19,7 +19,7 @@ from netspec.errors import Interrupted, NetspecError, SpecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Describe, check and train small neural networks from one YAML file.")
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False)]

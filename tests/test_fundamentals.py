@@ -26,15 +26,15 @@ def test_conv2d_392_params_shape_8_13_13():
 
 
 def test_pooling_matches_published_matrices():
-    avg = forward_file(check_file(FUND / "avgpool.yaml"), FUND / "matrices.yaml")
+    avg = forward_file(check_file(FUND / "avgpool.yaml"), FUND / "inputs" / "matrices.yaml")
     expected_avg = torch.tensor([[[8 / 9, 2 / 3], [2 / 3, 2 / 3]], [[1 / 3, 1 / 3], [1 / 3, 1 / 3]]])
     assert torch.allclose(avg[:, 0], expected_avg, atol=1e-6)
-    mx = forward_file(check_file(FUND / "maxpool.yaml"), FUND / "matrices.yaml")
+    mx = forward_file(check_file(FUND / "maxpool.yaml"), FUND / "inputs" / "matrices.yaml")
     assert torch.equal(mx[:, 0], torch.ones(2, 2, 2))
 
 
 def test_cli_forward_prints_fractions():
-    r = CliRunner().invoke(app, ["forward", str(FUND / "avgpool.yaml"), "--input", str(FUND / "matrices.yaml")])
+    r = CliRunner().invoke(app, ["forward", str(FUND / "avgpool.yaml"), "--input", str(FUND / "inputs" / "matrices.yaml")])
     assert r.exit_code == 0, r.output
     assert "8/9" in r.output and "2/3" in r.output and "1/3" in r.output
 

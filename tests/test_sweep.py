@@ -60,8 +60,10 @@ def test_sweeping_a_fixed_setting_is_refused_up_front(tmp_path):
 def test_over_budget_values_are_refused_up_front(tmp_path):
     with pytest.raises(SpecError) as e:
         sweep(SPECS / "cnn.yaml", grid=["model.layers.0.Conv2d.out_channels=8,64"], out=tmp_path / "s")
-    [p] = e.value.problems
-    assert "with model.layers.0.Conv2d.out_channels=64" in p.message and "< 50,000" in p.message
+    # the spec's own sweep section adds two ranges: each corner with 64 channels breaks the budget
+    probs = e.value.problems
+    assert len(probs) == 4
+    assert all("model.layers.0.Conv2d.out_channels=64" in p.message and "< 50,000" in p.message for p in probs)
 
 
 class StopInTrial(Observer):
@@ -123,3 +125,18 @@ def test_compare_reports_architecture_and_settings(fake_data, tmp_path, write_sp
     assert "changed: Linear(out_features=32) -> Linear(out_features=48)" in changes
     assert "added: Dropout(p=0.2)" in changes
     assert result["settings"] == {"train.batch_size": [64, 32]}
+
+
+def test_whole_layer_lists_can_be_swept(write_spec, fake_data, tmp_path):
+    spec = write_spec(TINY.split("sweep:")[0] + """sweep:
+  grid:
+    model.layers:
+      - [{Linear: {out_features: 16}}, ReLU, {Linear: {out_features: 10}}]
+      - [{Linear: {out_features: 8}}, ReLU, {Linear: {out_features: 8}}, ReLU, {Linear: {out_features: 10}}]
+""")
+    result = sweep(spec, out=tmp_path / "s", data_dir=fake_data, limit=200)
+    counts = sorted(t.user_attrs["params_count"] for t in result.study.trials)
+    assert counts == [784 * 8 + 8 + 8 * 8 + 8 + 8 * 10 + 10, 784 * 16 + 16 + 16 * 10 + 10]
+    rows = write_sweep_outputs(tmp_path / "s", "tiny", result.study, result.space)
+    assert {r["settings"]["model.layers"] for r in rows} == {"Linear(16)-ReLU-Linear(10)",
+                                                              "Linear(8)-ReLU-Linear(8)-ReLU-Linear(10)"}

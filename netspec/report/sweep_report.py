@@ -25,7 +25,7 @@ def leaderboard(study) -> list[dict]:
         best_val = t.value if t.state == TrialState.COMPLETE else (max(vals.values()) if vals else None)
         rows.append({
             "trial": t.number, "state": t.state.name.lower(),
-            "settings": dict(t.params), "params": t.user_attrs.get("params_count"),
+            "settings": {k: _short(v) for k, v in t.params.items()}, "params": t.user_attrs.get("params_count"),
             "best_val_accuracy": best_val, "test_accuracy": t.user_attrs.get("test_accuracy"),
             "seconds": t.user_attrs.get("seconds"), "run_dir": t.user_attrs.get("run_dir", ""),
             "error": t.user_attrs.get("error", ""),
@@ -33,6 +33,25 @@ def leaderboard(study) -> list[dict]:
     complete = lambda r: r["state"] == "complete"  # noqa: E731
     rows.sort(key=lambda r: (not complete(r), -(r["best_val_accuracy"] or 0)))
     return rows
+
+
+def _short(value):
+    """A layer list swept as a whole is shown compactly: Linear(200)-ReLU-..."""
+    if isinstance(value, str) and value.startswith("json:"):
+        import json
+
+        items = json.loads(value[5:])
+        if isinstance(items, list):
+            parts = []
+            for item in items:
+                if isinstance(item, dict):
+                    name, args = next(iter(item.items()))
+                    parts.append(f"{name}({','.join(str(v) for v in (args or {}).values())})")
+                else:
+                    parts.append(str(item))
+            return "-".join(parts)
+        return value[5:]
+    return value
 
 
 def _fmt(v, digits=4) -> str:

@@ -154,6 +154,9 @@ def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
     problems = []
     for res in results:
         if res.ok is False:
-            msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
+            if res.limit.startswith("fixed at"):
+                msg = f"{res.rule} is {res.value}, but it is {res.limit} by rules '{res.rules}'"
+            else:
+                msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
             problems.append(doc.problem(res.path, msg, res.hint))
     return problems
