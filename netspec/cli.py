@@ -146,7 +146,10 @@ class ProgressObserver:
             f"epoch {stats.epoch:>3}  train loss {stats.train_loss:.4f}  acc {stats.train_acc:.4f}  "
             f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s", highlight=False)
         self.progress.update(self.epochs, advance=1)
-        self.progress.reset(self.batches, description=f"epoch {stats.epoch + 1}")
+        if stats.epoch < self.progress.tasks[self.epochs].total:
+            self.progress.reset(self.batches, description=f"epoch {stats.epoch + 1}")
+        else:
+            self.progress.remove_task(self.batches)
 
     def stop(self):
         self.progress.stop()
@@ -390,6 +393,3 @@ def compare_cmd(
         out.print("settings: all the same")
     out.print(f"loss curves: {escape(str(figure))}", highlight=False)
 
-
-def main():  # pragma: no cover
-    app()

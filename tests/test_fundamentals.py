@@ -1,5 +1,4 @@
 """Problem 1: parameter counts, output shapes and pooled matrices, with the published answers."""
-from fractions import Fraction
 
 import torch
 from typer.testing import CliRunner

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from netspec.builder.model import build_model
 from netspec.cli import app
-from netspec.errors import CheckpointError, NetspecError, RunError, SpecError
+from netspec.errors import CheckpointError, RunError, SpecError
 from netspec.runner import run as run_mod
 from netspec.runner.rundir import atomic_write, load_checkpoint
 from netspec.runner.run import run

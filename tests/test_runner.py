@@ -74,7 +74,7 @@ class InterruptAt(Observer):
 
 def test_interrupt_then_resume_equals_uninterrupted(fake_data, tmp_path):
     extra = ("train.epochs=3",)
-    full = run(checked_mlp(*extra), out=tmp_path / "full", data_dir=fake_data)
+    run(checked_mlp(*extra), out=tmp_path / "full", data_dir=fake_data)
     with pytest.raises(Interrupted) as e:
         run(checked_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, observer=InterruptAt(2))
     assert "--resume" in str(e.value)
@@ -177,3 +177,14 @@ def test_real_mnist_short_mlp_run(tmp_path):
     result = run(checked, out=tmp_path / "real", data_dir=SHARED_DATA)
     assert result.metrics["test_size"] == 10_000 and result.metrics["train_size"] == 55_000
     assert result.metrics["test_accuracy"] > 0.9
+
+
+def test_cli_data_facts(fake_data, tmp_path):
+    r = CliRunner().invoke(app, ["data", "--data-dir", str(fake_data), "--samples", str(tmp_path / "s.png"),
+                                 "--validation", "200"])
+    assert r.exit_code == 0, r.output
+    raw = load_raw("mnist", fake_data)
+    assert "28 x 28" in r.output and "1,000 / 200" in r.output and f"{len(raw.test_labels):,} images" in r.output
+    counts = torch.bincount(raw.train_labels, minlength=10)
+    assert f"{int(counts[0]):,}" in r.output
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

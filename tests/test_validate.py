@@ -1,12 +1,11 @@
 """Validation: schema errors with places, exact rule checks, shipped specs and rule sets."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from netspec.builder.model import analyze, build_model
+from netspec.builder.model import build_model
 from netspec.cli import app
 from netspec.errors import SpecError
 from netspec.spec.schema import SCHEMA_FILE, schema_text

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 from optuna.trial import TrialState
@@ -11,9 +10,6 @@ from rich.table import Table
 
 from netspec.report import plots
 from netspec.runner.rundir import atomic_write
-
-COLUMNS = ["trial", "state", "settings", "params", "best_val_accuracy", "test_accuracy", "seconds", "run_dir"]
-
 
 def leaderboard(study) -> list[dict]:
     """Finished trials, best validation accuracy first (test accuracy is shown, never used to rank)."""

@@ -24,10 +24,9 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import NetspecError, Problem, RunError, SpecError
+from netspec.errors import Problem, RunError, SpecError
 from netspec.runner.run import run
 from netspec.runner.train import Observer
-from netspec.spec.config import split_key
 from netspec.spec.loader import Document, load_file, load_text
 from netspec.spec.validate import Checked, apply_overrides, check_document
 

@@ -7,7 +7,6 @@ reported at once, each at its line and column.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,11 +123,3 @@ def check_file(path: str | Path, *, imposed: tuple[str, ...] = (), overrides: tu
             raise SpecError([doc.problem((), "a spec is a mapping of keys")])
         apply_overrides(doc, overrides)
     return check_document(doc, imposed=imposed, base_dir=Path(path).parent)
-
-
-def check_data(data: dict, *, file: str, base_dir: Path, imposed: tuple[str, ...] = (), like: Document | None = None) -> Checked:
-    """Check a spec given as data (a sweep trial), keeping `like`'s positions for errors."""
-    doc = Document(data=copy.deepcopy(data), file=file)
-    if like is not None:
-        doc.positions, doc.key_positions, doc.texts = like.positions, like.key_positions, like.texts
-    return check_document(doc, imposed=imposed, base_dir=base_dir)
