@@ -244,3 +244,23 @@ def test_cli_missing_and_directory(tmp_path):
     for target in (tmp_path / "missing.yaml", tmp_path):
         r = runner.invoke(app, ["summary", str(target)])
         assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_registry_is_closed():
+    from netspec.builder.registry import LAYERS, register
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(LAYERS["ReLU"])
+    # names from a spec are only keys into LAYERS: no dynamic lookup anywhere in the package
+    import re
+
+    banned = re.compile(r"getattr\([^,()]+,\s*[^\"' ]|(?<![.\w])(eval|exec)\(|__import__|import_module|globals\(\)\[")
+    for path in (SPECS.parent / "netspec").rglob("*.py"):
+        match = banned.search(path.read_text())
+        assert match is None, f"{path.name} uses {match.group(0)}"
+    assert banned.search("getattr(nn, name)") and banned.search("eval(text)") and not banned.search('model.eval()')
+
+
+def test_cli_schema_prints_the_shipped_file():
+    r = runner.invoke(app, ["schema"])
+    assert r.exit_code == 0 and r.output == SCHEMA_FILE.read_text()
