@@ -48,7 +48,7 @@ def main() -> None:
             "-" if m["target_accuracy"] is None else f"{m['target_accuracy']} {'✓' if m['passed'] else '✗'}",
             "-" if aim is None else f"{aim} {'✓' if m['test_accuracy'] >= aim else '✗'}",
             f"{m['train_seconds']:.0f}", f"{m['seconds_per_epoch']:.1f}", m["device"])
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

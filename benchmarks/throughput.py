@@ -107,7 +107,7 @@ def main() -> None:
         plain = plain_loop(checked, args.data_dir, args.steps, device)
         ours = netspec_loop(checked, args.data_dir, args.steps, device)
         table.add_row(name, f"{checked.analysis.params:,}", f"{plain:,.0f}", f"{ours:,.0f}", f"{ours / plain:.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

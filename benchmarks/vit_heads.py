@@ -65,7 +65,7 @@ def main() -> None:
         table.add_column(col, justify="right" if col != "attention" else "left")
     for form, sec in rows.items():
         table.add_row(form, f"{sec * 1e3:.1f}", f"{sec * EPOCH_IMAGES / 32:.0f}", f"{sec / rows['batched']:.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":
