@@ -121,10 +121,17 @@ def settings_figure(rows, keys, log_keys=frozenset()):
         pts = [(r["settings"].get(key), r["best_val_accuracy"]) for r in done if key in r["settings"]]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in pts)
         xs = [v if numeric else str(v) for v, _ in pts]
+        caption = ""
+        if not numeric:  # long labels (whole layer lists) become letters, explained under the axis
+            labels = list(dict.fromkeys(xs))
+            if max((len(l) for l in labels), default=0) > 12:
+                letters = {l: chr(65 + i) for i, l in enumerate(labels)}
+                caption = "\n".join(f"{letters[l]}: {l}" for l in labels)
+                xs = [letters[x] for x in xs]
         ax.plot(xs, [a for _, a in pts], "o", alpha=0.8)
         if numeric and key in log_keys:
             ax.set_xscale("log")
-        ax.set_xlabel(key)
+        ax.set_xlabel(key + ("\n" + caption if caption else ""), fontsize=8 if caption else None)
         ax.set_ylabel("best val accuracy")
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from netspec.report import plots
 from netspec.runner.rundir import atomic_write
+from netspec.runner.sweep import encode_value
 
 def leaderboard(study) -> list[dict]:
     """Finished trials, best validation accuracy first (test accuracy is shown, never used to rank)."""
@@ -116,7 +117,7 @@ def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
     done = [r for r in rows if r["state"] == "complete"]
     lines = [f"# Sweep: {name}", "", "## What was tried", ""]
     for k, v in space.grid.items():
-        lines.append(f"- `{k}` over {v}")
+        lines.append(f"- `{k}` over " + ", ".join(str(_short(encode_value(o))) for o in v))
     for k, r in space.ranges.items():
         lines.append(f"- `{k}` from {r.low} to {r.high}" + (" (log scale)" if r.log else "") + (" (integers)" if r.integer else ""))
     counts = {}

@@ -168,12 +168,12 @@ def _cast(r: Range, v: float):
     return int(round(v)) if r.integer else v
 
 
-def _encode(value):
+def encode_value(value):
     """Optuna's choices are scalars; a list or mapping (a whole layer list) travels as JSON text."""
     return _JSON + json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def _decode(value):
+def decode_value(value):
     return json.loads(value[len(_JSON):]) if isinstance(value, str) and value.startswith(_JSON) else value
 
 
@@ -182,7 +182,7 @@ _JSON = "json:"
 
 def _sampler(space: Space, seed: int):
     if space.sampler == "grid":
-        return optuna.samplers.GridSampler({k: [_encode(o) for o in v] for k, v in space.grid.items()}, seed=seed)
+        return optuna.samplers.GridSampler({k: [encode_value(o) for o in v] for k, v in space.grid.items()}, seed=seed)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -247,7 +247,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
     def objective(trial: optuna.Trial) -> float:
         values = {}
         for key, options in space.grid.items():
-            values[key] = _decode(trial.suggest_categorical(key, [_encode(o) for o in options]))
+            values[key] = decode_value(trial.suggest_categorical(key, [encode_value(o) for o in options]))
         for key, r in space.ranges.items():
             values[key] = (trial.suggest_int(key, int(r.low), int(r.high), log=r.log) if r.integer
                            else trial.suggest_float(key, r.low, r.high, log=r.log))
