@@ -140,3 +140,15 @@ def test_whole_layer_lists_can_be_swept(write_spec, fake_data, tmp_path):
     rows = write_sweep_outputs(tmp_path / "s", "tiny", result.study, result.space)
     assert {r["settings"]["model.layers"] for r in rows} == {"Linear(16)-ReLU-Linear(10)",
                                                               "Linear(8)-ReLU-Linear(8)-ReLU-Linear(10)"}
+
+
+@pytest.mark.parametrize("name", ["mlp.yaml", "cnn.yaml"])
+def test_shipped_sweeps_pass_their_rules(name):
+    from pathlib import Path
+
+    from netspec.runner.sweep import check_space
+
+    doc = load_file(SPECS / name)
+    space = make_space(doc, [], [], None, None, None)
+    check_space(doc, space, (), Path(SPECS))
+    assert space.keys
