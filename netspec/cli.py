@@ -336,8 +336,14 @@ def sweep_cmd(
     def on_trial(study, frozen):
         if "obs" in progress:
             progress.pop("obs").stop()
-        value = "-" if frozen.value is None else f"{frozen.value:.4f}"
-        err.print(f"trial {frozen.number} {frozen.state.name.lower()}: best val acc {value}", highlight=False)
+        if frozen.state.name == "PRUNED":
+            step = frozen.last_step
+            text = f"pruned after epoch {step} (val acc {frozen.intermediate_values[step]:.4f})" if step else "pruned"
+        elif frozen.value is not None:
+            text = f"complete: best val acc {frozen.value:.4f}"
+        else:
+            text = frozen.state.name.lower() + (f": {frozen.user_attrs['error']}" if "error" in frozen.user_attrs else "")
+        err.print(f"trial {frozen.number} {text}", highlight=False)
 
     with user_errors():
         try:

@@ -48,6 +48,8 @@ def _short(value):
                     parts.append(str(item))
             return "-".join(parts)
         return value[5:]
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
     return value
 
 
