@@ -122,8 +122,8 @@ def test_compare_reports_architecture_and_settings(fake_data, tmp_path, write_sp
 
     result = compare([a.run_dir.path, b.run_dir.path], tmp_path / "c.png")
     [changes] = result["architecture"].values()
-    assert "changed: Linear(out_features=32) -> Linear(out_features=48)" in changes
-    assert "added: Dropout(p=0.2)" in changes
+    assert changes == ["changed: layer 0: Linear(out_features=32) -> Linear(out_features=48)",
+                       "added: layer 2: Dropout(p=0.2)"]
     assert result["settings"] == {"train.batch_size": [64, 32]}
 
 

@@ -19,6 +19,7 @@ class RunInfo:
     path: Path
     resolved: dict
     layers: list[str]  # one description per layer (or ViT field)
+    kinds: list[str]  # layer type per layer (or ViT field name), for alignment
     metrics: dict
     history: list
 
@@ -35,28 +36,30 @@ def read_run(path: str | Path) -> RunInfo:
     run_dir = RunDir.open(path)
     checked = check_file(run_dir / SPEC_FILE)
     spec = checked.spec
-    layers = ([f"{k}={v}" for k, v in _flatten(spec.to_dict()["model"]["vit"]).items()] if spec.is_vit
-              else [layer.describe() for layer in spec.model])
+    if spec.is_vit:
+        fields = _flatten(spec.to_dict()["model"]["vit"])
+        layers, kinds = [f"{k}={v}" for k, v in fields.items()], list(fields)
+    else:
+        layers, kinds = [layer.describe() for layer in spec.model], [layer.name for layer in spec.model]
     metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
-    return RunInfo(f"{spec.name} ({run_dir.path.name})", run_dir.path, spec.to_dict(), layers, metrics, history)
+    label = spec.name if run_dir.path.name == spec.name else f"{spec.name} ({run_dir.path.name})"
+    return RunInfo(label, run_dir.path, spec.to_dict(), layers, kinds, metrics, history)
 
 
 def architecture_changes(base: RunInfo, other: RunInfo) -> list[str]:
+    """Layers added, removed or changed, aligned on layer types first so that a
+    narrower Conv2d reads as a change, not as a removal and an addition."""
     out = []
-    matcher = difflib.SequenceMatcher(a=base.layers, b=other.layers, autojunk=False)
+    matcher = difflib.SequenceMatcher(a=base.kinds, b=other.kinds, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "replace":
-            for a, b in zip(base.layers[i1:i2], other.layers[j1:j2]):
-                out.append(f"changed: {a} -> {b}")
-            for a in base.layers[i1 + (j2 - j1):i2]:
-                out.append(f"removed: {a}")
-            for b in other.layers[j1 + (i2 - i1):j2]:
-                out.append(f"added: {b}")
-        elif op == "delete":
-            out += [f"removed: {a}" for a in base.layers[i1:i2]]
-        elif op == "insert":
-            out += [f"added: {b}" for b in other.layers[j1:j2]]
+        if op == "equal":
+            for i, j in zip(range(i1, i2), range(j1, j2)):
+                if base.layers[i] != other.layers[j]:
+                    out.append(f"changed: layer {j}: {base.layers[i]} -> {other.layers[j]}")
+            continue
+        out += [f"removed: layer {i}: {base.layers[i]}" for i in range(i1, i2)]
+        out += [f"added: layer {j}: {other.layers[j]}" for j in range(j1, j2)]
     return out
 
 
