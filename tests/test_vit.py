@@ -85,7 +85,7 @@ def test_vit_shapes_and_recorded_attention(per_head, tmp_path):
     [attn] = maps
     assert attn.shape == (3, 8, 17, 17)
     assert torch.allclose(attn.sum(-1), torch.ones(3, 8, 17), atol=1e-5)
-    fig = plots.attention_figure(x[0, 0].numpy(), attn[0].numpy())
+    fig = plots.attention_figure(x[0, 0].numpy(), attn[0].numpy(), grid=(4, 4))
     png = tmp_path / "a.png"
     fig.savefig(png)
     plots.close(fig)

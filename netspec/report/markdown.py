@@ -73,7 +73,9 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
     if attention_png:
         lines += ["", "## Attention", "",
                   "Post-softmax attention weights of every head in the last encoder layer, for the first "
-                  "validation example (token 0 is the class token; tokens 1.. are patches row by row).",
+                  "validation example (token 0 is the class token; tokens 1.. are patches row by row). "
+                  "The lower panels draw the class token's row over the image: the patches each head "
+                  "looks at when the class is decided.",
                   "", f"![attention heatmaps]({attention_png})"]
     lines += ["", f"Reproduce: `netspec run spec.yaml` in this folder (the resolved spec, seed {spec.train.seed}).", ""]
     return "\n".join(lines)

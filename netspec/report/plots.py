@@ -58,22 +58,27 @@ def samples_figure(images, labels, classes, n: int = 32):
     return fig
 
 
-def attention_figure(image, attention, title: str = ""):
-    """The input image beside one square heatmap per head.
+def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | None = None):
+    """The input image beside one square heatmap per head, and, when the patches
+    form a `grid` (rows, cols), what the class token attends to drawn over the image.
 
-    image: (H, W); attention: (heads, T, T) post-softmax weights of one example.
+    image: (H, W); attention: (heads, T, T) post-softmax weights of one example,
+    token 0 being the class token and tokens 1.. the patches row by row.
     """
     heads = attention.shape[0]
-    cols = min(heads, 4) + 1
-    rows = (heads + cols - 2) // (cols - 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.6), squeeze=False)
+    per_row = min(heads, 4)
+    head_rows = (heads + per_row - 1) // per_row
+    overlay = grid is not None and grid[0] * grid[1] == attention.shape[-1] - 1
+    rows = head_rows * (2 if overlay else 1)
+    fig, axes = plt.subplots(rows, per_row + 1, figsize=((per_row + 1) * 2.5, rows * 2.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     axes[0][0].imshow(image, cmap="gray")
     axes[0][0].set_title("input")
     vmax = float(attention.max())
+    im = None
     for h in range(heads):
-        ax = axes[h // (cols - 1)][1 + h % (cols - 1)]
+        ax = axes[h // per_row][1 + h % per_row]
         im = ax.imshow(attention[h], cmap="viridis", vmin=0, vmax=vmax, aspect="equal")
         ax.set_title(f"head {h}", fontsize=9)
         ax.axis("on")
@@ -81,7 +86,18 @@ def attention_figure(image, attention, title: str = ""):
         ax.set_xticklabels(["cls"], fontsize=7)
         ax.set_yticks([0])
         ax.set_yticklabels(["cls"], fontsize=7)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="attention weight")
+    if overlay:
+        axes[head_rows][0].text(0.5, 0.5, "class token's\nattention to\neach patch", ha="center", va="center",
+                                fontsize=9, transform=axes[head_rows][0].transAxes)
+        h_img, w_img = image.shape
+        for h in range(heads):
+            ax = axes[head_rows + h // per_row][1 + h % per_row]
+            cls_row = attention[h, 0, 1:].reshape(grid)
+            ax.imshow(image, cmap="gray", extent=(0, w_img, h_img, 0))
+            ax.imshow(cls_row, cmap="magma", alpha=0.55, extent=(0, w_img, h_img, 0), interpolation="nearest")
+            ax.set_title(f"head {h}: cls -> patches", fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=axes[:head_rows].ravel().tolist(), shrink=0.6, label="attention weight")
     if title:
         fig.suptitle(title)
     return fig

@@ -99,8 +99,10 @@ def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer
     image = (split.x[index].cpu() * data.std + data.mean).reshape(data.input_shape)[0]
     label = int(split.y[index])
     shown = layer % depth
+    p = model.to_patch_embedding.patchify.p
+    grid = (data.input_shape[1] // p, data.input_shape[2] // p)
     fig = plots.attention_figure(image.numpy(), attn.numpy(),
-                                 f"layer {shown} attention, validation example {index} (label {label})")
+                                 f"layer {shown} attention, validation example {index} (label {label})", grid=grid)
     path = run_dir.save_figure(ATTENTION_PNG if (index, layer) == (0, -1) else f"attention-{index}-layer{shown}.png", fig)
     plots.close(fig)
     return path
