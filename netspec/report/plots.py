@@ -87,7 +87,7 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
         ax.set_yticks([0])
         ax.set_yticklabels(["cls"], fontsize=7)
     if overlay:
-        axes[head_rows][0].text(0.5, 0.5, "class token's\nattention to\neach patch", ha="center", va="center",
+        axes[head_rows][0].text(0.5, 0.5, "class token's\nattention to\neach patch\n(each panel on\nits own scale)", ha="center", va="center",
                                 fontsize=9, transform=axes[head_rows][0].transAxes)
         h_img, w_img = image.shape
         for h in range(heads):
