@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -133,6 +134,7 @@ class ProgressObserver:
         self.epochs = self.batches = None
 
     def start(self, *, epochs, first_epoch, steps):
+        self.started = time.monotonic()
         self.progress.start()
         self.epochs = self.progress.add_task("epochs", total=epochs, completed=first_epoch - 1, info="")
         self.batches = self.progress.add_task(f"epoch {first_epoch}", total=steps, info="")
@@ -144,7 +146,8 @@ class ProgressObserver:
     def epoch(self, stats):
         self.progress.console.print(
             f"epoch {stats.epoch:>3}  train loss {stats.train_loss:.4f}  acc {stats.train_acc:.4f}  "
-            f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s", highlight=False)
+            f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s  "
+            f"(elapsed {_clock(time.monotonic() - self.started)})", highlight=False)
         self.progress.update(self.epochs, advance=1)
         if stats.epoch < self.progress.tasks[self.epochs].total:
             self.progress.reset(self.batches, description=f"epoch {stats.epoch + 1}")
@@ -153,6 +156,12 @@ class ProgressObserver:
 
     def stop(self):
         self.progress.stop()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
 
 
 def _report_run(result) -> None:
