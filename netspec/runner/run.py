@@ -57,10 +57,14 @@ def resolved_spec(checked: Checked) -> dict:
     return data
 
 
-def load_data(checked: Checked, device, data_dir=None, limit: int | None = None) -> Data:
-    spec = checked.spec
+def _require_dataset(spec) -> None:
     if spec.data.dataset == "none":
         raise RunError(f"{spec.name}: data.dataset is 'none' (a shapes-only spec); there is nothing to train on")
+
+
+def load_data(checked: Checked, device, data_dir=None, limit: int | None = None) -> Data:
+    spec = checked.spec
+    _require_dataset(spec)
     raw = load_raw(spec.data.dataset, data_dir)
     return prepare(raw, name=spec.data.dataset, input_shape=spec.data.input_shape,
                    validation=spec.data.validation, seed=spec.train.seed, device=device, limit=limit)
@@ -121,8 +125,7 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         runs_root: str | Path = "runs") -> RunResult:
     """Train `checked.spec` and write its run folder. With `resume`, `out` is an existing run folder."""
     spec = checked.spec
-    if spec.data.dataset == "none":
-        raise RunError(f"{spec.name}: data.dataset is 'none' (a shapes-only spec); there is nothing to train on")
+    _require_dataset(spec)  # before any folder is made
     device = resolve_device(spec.train.device)
     run_dir = RunDir.open(out) if resume else RunDir.create(out, spec.name, runs_root)
     if not resume:
@@ -199,7 +202,8 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
     }
     run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": model.state_dict(),
                            "netspec": netspec.__version__})
-    _write_progress(run_dir, checked, history)
+    if not history:  # every finished epoch already wrote its history and plot
+        _write_progress(run_dir, checked, history)
     attention = None
     if spec.is_vit:
         write_attention(run_dir, model, data)
