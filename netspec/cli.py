@@ -53,8 +53,7 @@ def user_errors():
 
 
 def _problem_text(p) -> str:
-    where = f"{p.file}:{p.line}:{p.col}" if p.line else p.file
-    text = f"[bold]{escape(where)}[/]  [cyan]{escape(p.path or '(top)')}[/]: {escape(p.message)}"
+    text = f"[bold]{escape(p.where)}[/]  [cyan]{escape(p.path or '(top)')}[/]: {escape(p.message)}"
     return text + (f"\n    [dim]hint: {escape(p.hint)}[/]" if p.hint else "")
 
 

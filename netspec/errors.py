@@ -24,9 +24,12 @@ class Problem:
     message: str
     hint: str = ""
 
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+
     def format(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
-        text = f"{where}  {self.path or '(top)'}: {self.message}"
+        text = f"{self.where}  {self.path or '(top)'}: {self.message}"
         return text + (f"\n    hint: {self.hint}" if self.hint else "")
 
     def to_dict(self) -> dict:
