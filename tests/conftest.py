@@ -17,11 +17,11 @@ def write_idx(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(header + tensor.to(torch.uint8).numpy().tobytes())
 
 
-def synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 300, seed: int = 0) -> Path:
+def synthetic_mnist(root: Path, n_train: int = 1200, n_test: int = 300, seed: int = 0, folder: str = "MNIST") -> Path:
     """A tiny MNIST look-alike in torchvision's layout: class k is a bright
     blob at one of ten places, with noise. Learnable in one or two epochs."""
     g = torch.Generator().manual_seed(seed)
-    raw = root / "MNIST" / "raw"
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
 
     def make(n):

@@ -221,6 +221,7 @@ def test_non_finite_gradient_stops_the_run(fake_data, tmp_path, monkeypatch):
         run(check_file(_spec(tmp_path)), out=tmp_path / "r", data_dir=fake_data)
 
 
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
 def test_detect_anomaly_option(fake_data, tmp_path):
     r = runner.invoke(app, ["run", str(_spec(tmp_path, epochs=1)), "--detect-anomaly", "--out", str(tmp_path / "r"),
                             "--data-dir", str(fake_data)])

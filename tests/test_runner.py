@@ -188,3 +188,13 @@ def test_cli_data_facts(fake_data, tmp_path):
     counts = torch.bincount(raw.train_labels, minlength=10)
     assert f"{int(counts[0]):,}" in r.output
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fashion_mnist_reads_its_own_folder(tmp_path):
+    from conftest import synthetic_mnist
+
+    root = synthetic_mnist(tmp_path, n_train=50, n_test=20, folder="FashionMNIST")
+    raw = load_raw("fashion-mnist", root, download=False)
+    assert raw.train_images.shape == (50, 28, 28) and len(raw.test_labels) == 20
+    with pytest.raises(DataError, match="Fashion-MNIST is not in"):
+        load_raw("fashion-mnist", tmp_path / "elsewhere", download=False)
