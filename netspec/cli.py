@@ -338,7 +338,8 @@ def sweep_cmd(
 
     def observer(trial, values):
         progress["obs"] = ProgressObserver(err)
-        err.print(f"[bold]trial {trial.number}[/]: " + ", ".join(f"{k}={v}" for k, v in values.items()), highlight=False)
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        err.print(f"[bold]trial {trial.number}[/]: {escape(shown)}", highlight=False)
         return progress["obs"]
 
     def on_trial(study, frozen):
