@@ -25,8 +25,7 @@ def forward_file(checked: Checked, path: str | Path, seed: int = 0) -> torch.Ten
         x = torch.tensor(doc.data, dtype=torch.float32)
     except (TypeError, ValueError) as e:
         raise SpecError([doc.problem((), f"inputs must be a list of numeric arrays: {e}")]) from None
-    if tuple(x.shape[1:]) != shape:
-        x = x.reshape(-1, *shape) if x.numel() % max(1, torch.Size(shape).numel()) == 0 and x.numel() else None
-        if x is None:
-            raise SpecError([doc.problem((), f"each input must have the spec's input shape {list(shape)}")])
-    return forward(checked, x, seed)
+    per_input = torch.Size(shape).numel()
+    if x.numel() == 0 or x.numel() % per_input:
+        raise SpecError([doc.problem((), f"each input must have the spec's input shape {list(shape)}")])
+    return forward(checked, x.reshape(-1, *shape), seed)

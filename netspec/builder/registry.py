@@ -105,9 +105,12 @@ def _windowed(shape: Shape, a: dict, n: int, channels: int, pool: bool) -> Shape
     return (channels, *out)
 
 
+_DIMS = {1: "channels, length", 2: "channels, height, width"}
+
+
 def _conv(n: int):
     def shape(s: Shape, a: dict) -> Shape:
-        _rank(s, (n + 1,), "channels, " + ", ".join("length" if n == 1 else "height width".split()[:n]))
+        _rank(s, (n + 1,), _DIMS[n])
         g = a.get("groups", 1)
         if s[0] % g or a["out_channels"] % g:
             raise ShapeError(f"groups={g} must divide input channels {s[0]} and out_channels {a['out_channels']}")
@@ -118,7 +121,7 @@ def _conv(n: int):
 
 def _pool(n: int):
     def shape(s: Shape, a: dict) -> Shape:
-        _rank(s, (n + 1,), "channels, " + ("length" if n == 1 else "height, width"))
+        _rank(s, (n + 1,), _DIMS[n])
         return _windowed(s, a, n, s[0], pool=True)
 
     return shape

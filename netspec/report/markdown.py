@@ -1,6 +1,7 @@
 """report.md: one page a student can paste into a write-up."""
 from __future__ import annotations
 
+from netspec.spec.config import flatten
 from netspec.spec.validate import Checked
 
 
@@ -12,17 +13,6 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _num(v) -> str:
     return "-" if v is None else f"{v:.4f}"
-
-
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += _flatten(v, key + ".")
-        else:
-            out.append((key, v))
-    return out
 
 
 def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: str | None = None) -> str:
@@ -65,7 +55,7 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
                          [[r.rules, r.rule, r.value, r.limit,
                            {True: "✓", False: "✗", None: "see result"}[r.ok]] for r in checked.results])]
     lines += ["", "## Hyperparameters", "",
-              _table(["setting", "value"], [[f"`{k}`", v] for k, v in _flatten({"data": resolved["data"], "train": resolved["train"]})])]
+              _table(["setting", "value"], [[f"`{k}`", v] for k, v in flatten({"data": resolved["data"], "train": resolved["train"]}).items()])]
     lines += ["", "## Training", "", "![training and validation loss](loss.png)", "",
               _table(["epoch", "train loss", "val loss", "train acc", "val acc", "seconds"],
                      [[h.epoch, f"{h.train_loss:.4f}", f"{h.val_loss:.4f}", f"{h.train_acc:.4f}",

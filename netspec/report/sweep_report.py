@@ -10,7 +10,7 @@ from rich.table import Table
 
 from netspec.report import plots
 from netspec.runner.rundir import atomic_write
-from netspec.runner.sweep import encode_value
+from netspec.runner.sweep import decode_value
 
 def leaderboard(study) -> list[dict]:
     """Finished trials, best validation accuracy first (test accuracy is shown, never used to rank)."""
@@ -22,7 +22,7 @@ def leaderboard(study) -> list[dict]:
         best_val = t.value if t.state == TrialState.COMPLETE else (max(vals.values()) if vals else None)
         rows.append({
             "trial": t.number, "state": t.state.name.lower(),
-            "settings": {k: _short(v) for k, v in t.params.items()}, "params": t.user_attrs.get("params_count"),
+            "settings": {k: _short(decode_value(v)) for k, v in t.params.items()}, "params": t.user_attrs.get("params_count"),
             "best_val_accuracy": best_val, "test_accuracy": t.user_attrs.get("test_accuracy"),
             "seconds": t.user_attrs.get("seconds"), "run_dir": t.user_attrs.get("run_dir", ""),
             "error": t.user_attrs.get("error", ""),
@@ -33,21 +33,16 @@ def leaderboard(study) -> list[dict]:
 
 
 def _short(value):
-    """A layer list swept as a whole is shown compactly: Linear(200)-ReLU-..."""
-    if isinstance(value, str) and value.startswith("json:"):
-        import json
-
-        items = json.loads(value[5:])
-        if isinstance(items, list):
-            parts = []
-            for item in items:
-                if isinstance(item, dict):
-                    name, args = next(iter(item.items()))
-                    parts.append(f"{name}({','.join(str(v) for v in (args or {}).values())})")
-                else:
-                    parts.append(str(item))
-            return "-".join(parts)
-        return value[5:]
+    """A setting as shown: a swept layer list compactly (Linear(200)-ReLU-...), floats to 4 digits."""
+    if isinstance(value, list):
+        parts = []
+        for item in value:
+            if isinstance(item, dict):
+                name, args = next(iter(item.items()))
+                parts.append(f"{name}({','.join(str(v) for v in (args or {}).values())})")
+            else:
+                parts.append(str(item))
+        return "-".join(parts)
     if isinstance(value, float):
         return float(f"{value:.4g}")
     return value
@@ -119,7 +114,7 @@ def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
     done = [r for r in rows if r["state"] == "complete"]
     lines = [f"# Sweep: {name}", "", "## What was tried", ""]
     for k, v in space.grid.items():
-        lines.append(f"- `{k}` over " + ", ".join(str(_short(encode_value(o))) for o in v))
+        lines.append(f"- `{k}` over " + ", ".join(str(_short(o)) for o in v))
     for k, r in space.ranges.items():
         lines.append(f"- `{k}` from {r.low} to {r.high}" + (" (log scale)" if r.log else "") + (" (integers)" if r.integer else ""))
     counts = {}

@@ -10,6 +10,7 @@ from netspec.errors import CheckpointError
 from netspec.report import plots
 from netspec.runner.rundir import SPEC_FILE, RunDir
 from netspec.runner.run import read_history
+from netspec.spec.config import flatten
 from netspec.spec.validate import check_file
 
 
@@ -24,20 +25,12 @@ class RunInfo:
     history: list
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
 def read_run(path: str | Path) -> RunInfo:
     run_dir = RunDir.open(path)
     checked = check_file(run_dir / SPEC_FILE)
     spec = checked.spec
     if spec.is_vit:
-        fields = _flatten(spec.to_dict()["model"]["vit"])
+        fields = flatten(spec.to_dict()["model"]["vit"])
         layers, kinds = [f"{k}={v}" for k, v in fields.items()], list(fields)
     else:
         layers, kinds = [layer.describe() for layer in spec.model], [layer.name for layer in spec.model]
@@ -64,7 +57,7 @@ def architecture_changes(base: RunInfo, other: RunInfo) -> list[str]:
 
 
 def settings_that_differ(runs: list[RunInfo]) -> dict[str, list]:
-    flat = [_flatten({"data": r.resolved.get("data", {}), "train": r.resolved.get("train", {})}) for r in runs]
+    flat = [flatten({"data": r.resolved.get("data", {}), "train": r.resolved.get("train", {})}) for r in runs]
     keys = sorted(set().union(*flat))
     return {k: [f.get(k) for f in flat] for k in keys if len({repr(f.get(k)) for f in flat}) > 1}
 

@@ -167,13 +167,19 @@ def spec_from_dict(data: dict) -> Spec:
 def get_path(data: Any, dotted: str) -> Any:
     """Value at a dotted key (`train.optimizer.name`, `model.layers.3.Linear.p`); KeyError if absent."""
     for part in split_key(dotted):
-        if isinstance(data, list):
-            data = data[part]
-        elif isinstance(data, dict):
-            data = data[part]
-        else:
+        if not isinstance(data, (list, dict)):
             raise KeyError(dotted)
+        data = data[part]
     return data
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys: {"train": {"epochs": 10}} -> {"train.epochs": 10}."""
+    out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
 
 
 def split_key(dotted: str) -> tuple:

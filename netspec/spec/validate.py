@@ -60,12 +60,9 @@ def apply_overrides(doc: Document, assignments: list[str] | tuple[str, ...]) -> 
                     node = node.setdefault(part, {})
                 else:
                     node = node[part]
-            if isinstance(node, list):
-                node[path[-1]] = value
-            elif isinstance(node, dict):
-                node[path[-1]] = value
-            else:
+            if not isinstance(node, (list, dict)):
                 raise KeyError(key)
+            node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             problems.append(Problem(where, 0, 0, format_path(path), f"'{key}' does not name a setting of this spec"))
             continue
