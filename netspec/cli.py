@@ -169,7 +169,11 @@ def _report_run(result) -> None:
     verdict = ""
     if target is not None:
         verdict = f"  (target {target}: " + ("[green]passed[/])" if m["passed"] else "[red]not reached[/])")
-    out.print(f"test accuracy [bold]{m['test_accuracy']:.4f}[/]{verdict}", highlight=False)
+    out.print(f"test accuracy [bold]{m['test_accuracy']:.4f}[/]{verdict}  (model of epoch {m['model_epoch']}, "
+              f"{m['test_size']:,} test images)", highlight=False)
+    if m.get("limit") is not None:
+        out.print(f"trained on {m['train_size']:,} of {m['train_available']:,} training images (--limit {m['limit']})",
+                  highlight=False)
     out.print(f"run folder: {escape(str(result.run_dir.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
 
 
@@ -182,11 +186,14 @@ def run(
     data_dir: DataDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run folder")] = None,
     detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="torch autograd anomaly detection (slow)")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="use only the first N training images (quick checks)")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", help="train on the first N training images only (quick checks); validation and test sets stay whole")] = None,
+    force: Annotated[bool, typer.Option("--force", help="empty the --out run folder first if it holds an earlier run")] = False,
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
+    from netspec.runner.run import check_run_spec
     from netspec.runner.run import run as run_spec
-    from netspec.runner.rundir import SPEC_FILE
+    from netspec.runner.rundir import RunDir
 
     if (spec is None) == (resume is None):
         err.print("[red]error:[/] give a spec to run, or --resume RUN_DIR (not both)")
@@ -194,18 +201,19 @@ def run(
     observer = ProgressObserver(err)
     with user_errors():
         if resume is not None:
-            if set_:
-                raise NetspecError("--set cannot change a run being resumed; start a new run instead")
-            checked = _check(resume / SPEC_FILE, rules, None) if (resume / SPEC_FILE).is_file() else None
-            if checked is None:
-                raise NetspecError(f"{resume} is not a run folder (no {SPEC_FILE})")
+            if set_ or rules or force or out_dir:
+                raise NetspecError("--set, --rules, --out and --force do not apply to a run being resumed: it continues "
+                                   "as it started; start a new run instead")
+            checked, notes = check_run_spec(RunDir.open(resume))
+            for note in notes:
+                err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
             target = resume
         else:
             checked = _check(spec, rules, set_)
             target = out_dir
         try:
             result = run_spec(checked, out=target, data_dir=data_dir, observer=observer,
-                              resume=resume is not None, detect_anomaly=detect_anomaly, limit=limit)
+                              resume=resume is not None, detect_anomaly=detect_anomaly, limit=limit, force=force)
         finally:
             observer.stop()
     _report_run(result)
@@ -223,11 +231,14 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_defaul
     if fmt == "json":
         print(json.dumps(result, indent=2))
         return
-    out.print(f"test accuracy {result['test_accuracy']:.4f}  (loss {result['test_loss']:.4f})", highlight=False)
+    for note in result["notes"]:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    out.print(f"test accuracy {result['test_accuracy']:.4f}  (loss {result['test_loss']:.4f}, "
+              f"{result['test_size']:,} test images, model of epoch {result['model_epoch']})", highlight=False)
     if result["recorded_test_accuracy"] is not None:
         same = abs(result["recorded_test_accuracy"] - result["test_accuracy"]) < 1e-9
-        out.print(f"recorded by the run: {result['recorded_test_accuracy']:.4f}" + ("  [green](same)[/]" if same else ""),
-                  highlight=False)
+        out.print(f"recorded by the run: {result['recorded_test_accuracy']:.4f} on {result['recorded_test_size']:,} "
+                  f"test images" + ("  [green](same)[/]" if same else ""), highlight=False)
 
 
 @app.command()
@@ -243,7 +254,7 @@ def attention(
     from netspec.runner.run import load_data, load_run, write_attention
 
     with user_errors():
-        folder, checked, model = load_run(run_dir)
+        folder, checked, model, _ = load_run(run_dir)
         if not checked.spec.is_vit:
             raise NetspecError(f"{run_dir} is not a ViT run; attention maps need model: vit")
         data = load_data(checked, torch.device("cpu"), data_dir)
@@ -349,7 +360,7 @@ def sweep_cmd(
             step = frozen.last_step
             text = f"pruned after epoch {step} (val acc {frozen.intermediate_values[step]:.4f})" if step else "pruned"
         elif frozen.value is not None:
-            text = f"complete: best val acc {frozen.value:.4f}"
+            text = f"complete: val acc {frozen.value:.4f}"
         else:
             text = frozen.state.name.lower() + (f": {frozen.user_attrs['error']}" if "error" in frozen.user_attrs else "")
         err.print(f"trial {frozen.number} {text}", highlight=False)
@@ -363,7 +374,7 @@ def sweep_cmd(
             if "obs" in progress:
                 progress.pop("obs").stop()
         rows = write_sweep_outputs(result.folder, result.study.study_name, result.study, result.space)
-    out.print(leaderboard_table(rows, f"sweep {result.study.study_name}: best validation accuracy first"))
+    out.print(leaderboard_table(rows, f"sweep {result.study.study_name}: validation accuracy of the saved model first"))
     out.print(f"sweep folder: {escape(str(result.folder))}  (sweep.md, leaderboard.csv, trials.png, settings.png)",
               highlight=False)
 
@@ -384,13 +395,19 @@ def compare_cmd(
         print(json.dumps(result, indent=2, default=str))
         return
     table = Table(title="runs", title_justify="left")
-    for col in ("run", "status", "params", "best val acc", "test acc", "epochs", "train s"):
+    for col in ("run", "status", "params", "train images", "best val acc", "test acc", "model epoch", "train s"):
         table.add_column(col, justify="left" if col in ("run", "status") else "right")
     f = lambda v, d=4: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
     for r in result["runs"]:
-        table.add_row(r["label"], r["status"], f(r["params"]), f(r["best_val_accuracy"]), f(r["test_accuracy"]),
-                      f(r["epochs"]), f(r["train_seconds"], 1))
+        images = f(r["train_size"]) + (" (--limit)" if r["limit"] is not None else "")
+        table.add_row(r["label"], r["status"], f(r["params"]), images, f(r["best_val_accuracy"]),
+                      f(r["test_accuracy"]), f(r["model_epoch"]), f(r["train_seconds"], 1))
     out.print(table)
+    for r in result["runs"]:
+        for note in r["notes"]:
+            err.print(f"[yellow]note:[/] {escape(r['label'])}: {escape(note)}", highlight=False)
+    if len({r["train_size"] for r in result["runs"]}) > 1:
+        err.print("[yellow]note:[/] these runs trained on different numbers of images (see train images)", highlight=False)
     for label, changes in result["architecture"].items():
         out.print(f"[bold]architecture[/] {escape(label)} vs {escape(result['baseline'])}: "
                   + ("same layers" if not changes else ""), highlight=False)

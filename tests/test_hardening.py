@@ -108,7 +108,7 @@ def test_vit_with_millions_of_tokens_rejected_before_building(write_spec):
     tracemalloc.stop()
     msg = e.value.problems[0].message
     # 4,194,305 tokens: the 8 attention maps alone are 8 x 4,194,305^2 values per layer
-    assert "bytes of activations" in msg and "per sample x batch 32" in msg
+    assert "bytes of activations" in msg and "per sample x batch_size 32" in msg
     assert int(msg.split(" bytes")[0].split()[-1].replace(",", "")) > 32 * 6 * 8 * 4_194_305**2
     assert peak < 50 * 2**20
 

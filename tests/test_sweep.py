@@ -87,7 +87,7 @@ def test_interrupted_sweep_resumes(write_spec, fake_data, tmp_path):
 
     rows = write_sweep_outputs(folder, "tiny", result.study, result.space)
     assert [r["state"] for r in rows][:2] == ["complete", "complete"]
-    assert rows[0]["best_val_accuracy"] >= rows[1]["best_val_accuracy"]
+    assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"]
     table = list(csv.DictReader(open(folder / "leaderboard.csv")))
     assert table[0]["train.batch_size"] in ("32", "64") and float(table[0]["test_accuracy"]) > 0
     md = (folder / "sweep.md").read_text()
@@ -102,7 +102,7 @@ def test_cli_sweep_and_compare(write_spec, fake_data, tmp_path):
     r = runner.invoke(app, ["sweep", str(spec), "--grid", "model.layers.0.Linear.out_features=16,32",
                             "--out", str(tmp_path / "s"), "--data-dir", str(fake_data)])
     assert r.exit_code == 0, r.output
-    assert "leaderboard" in r.output or "best validation accuracy first" in r.output
+    assert "leaderboard" in r.output or "validation accuracy of the saved model first" in r.output
     trials = sorted((tmp_path / "s").glob("trial-*"))
     assert len(trials) == 4
     r = runner.invoke(app, ["compare", str(trials[0]), str(trials[3]), "--figure", str(tmp_path / "c.png"),

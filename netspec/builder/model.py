@@ -20,7 +20,8 @@ from netspec.spec.config import LayerSpec, Spec, ViTSpec
 
 NUM_CLASSES = 10  # MNIST and Fashion-MNIST
 MAX_PARAMS = 500_000_000  # 2 GB of float32 weights, 6 GB with Adam's state
-MAX_ACTIVATION_BYTES = 8 << 30  # one training batch's activations, float32
+MAX_ACTIVATION_BYTES = 8 << 30  # one training (or evaluation) batch's activations, float32
+MAX_MODULES = 5_000  # building (even on meta) costs ~1 ms per module; real ViTs have hundreds
 BYTES = 4
 
 
@@ -126,8 +127,16 @@ def _vit(spec: Spec, shape: Shape, analysis: Analysis, device) -> nn.Module | No
     # activations per sample and layer: the attention maps dominate for long sequences
     per_layer = v.heads * tokens * tokens * 2 + tokens * (3 * v.heads * v.dim_head + 6 * v.dim + 2 * v.mlp_dim)
     analysis.activation_elements = tokens * v.dim * 2 + v.depth * per_layer
-    if analysis.activation_elements * spec.train.batch_size * BYTES > MAX_ACTIVATION_BYTES:
+    if analysis.activation_elements * max(spec.train.batch_size, spec.train.eval_batch_size) * BYTES > MAX_ACTIVATION_BYTES:
         return None  # reported by the activation check below, before building
+    # module count of the encoder: norms, MLP (4), attention (4, or 4 per head when run head by head)
+    modules = v.depth * (7 + (5 * v.heads + 1 if v.attention == "per_head" else 4))
+    if modules > MAX_MODULES:
+        analysis.problems.append(BuildProblem(
+            ("model", "vit"), f"depth {v.depth} x {v.heads} heads ({v.attention}) would build about {modules:,} "
+                              f"modules; netspec builds at most {MAX_MODULES:,}",
+            "use fewer layers or heads, or attention: batched (one module for all heads)"))
+        return None
     with torch.device(device):
         model = ViT(image_shape=(c, h, w), patch_size=v.patch_size, num_classes=NUM_CLASSES, dim=v.dim,
                     depth=v.depth, heads=v.heads, dim_head=v.dim_head, mlp_dim=v.mlp_dim,
@@ -162,12 +171,15 @@ def _construct(spec: Spec, device) -> tuple[nn.Module | None, Analysis]:
         analysis.problems.append(BuildProblem(
             where, f"the model has {analysis.params + analysis.frozen:,} parameters; netspec builds at most {MAX_PARAMS:,}",
             budget_hint(analysis)))
-    act = analysis.activation_elements * spec.train.batch_size * BYTES
-    if act > MAX_ACTIVATION_BYTES:
-        analysis.problems.append(BuildProblem(
-            where, f"one training batch needs about {act:,} bytes of activations "
-                   f"({analysis.activation_elements:,} values per sample x batch {spec.train.batch_size}); "
-                   f"the limit is {MAX_ACTIVATION_BYTES:,}"))
+    for what, key, batch in (("training", "batch_size", spec.train.batch_size),
+                             ("evaluation", "eval_batch_size", spec.train.eval_batch_size)):
+        act = analysis.activation_elements * batch * BYTES
+        if act > MAX_ACTIVATION_BYTES:
+            analysis.problems.append(BuildProblem(
+                ("train", key), f"one {what} batch needs about {act:,} bytes of activations "
+                                f"({analysis.activation_elements:,} values per sample x {key} {batch}); "
+                                f"the limit is {MAX_ACTIVATION_BYTES:,}", f"lower train.{key}"))
+            break
     trains = spec.data.dataset != "none"
     if trains and analysis.output_shape is not None and tuple(analysis.output_shape) != (NUM_CLASSES,) and not analysis.problems:
         analysis.problems.append(BuildProblem(

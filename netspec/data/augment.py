@@ -14,11 +14,17 @@ import torch.nn.functional as F
 from netspec.spec.config import AugmentSpec
 
 
-def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator, image_hw: tuple[int, int] = (28, 28)) -> torch.Tensor:
-    """x: (B, *input_shape) normalised batch; returns the same shape."""
+def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator,
+            image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+    """x: (B, *input_shape) normalised batch; returns the same shape.
+
+    The warp acts on the stored image (`image_shape`, e.g. 1x28x28), whatever
+    shape the spec reads it in ([784], [4, 196], ...): input_shape is a
+    row-major reshape of the same values, so reshaping back is exact.
+    """
     shape = x.shape
-    h, w = image_hw
-    imgs = x.reshape(shape[0], -1, h, w)  # flat inputs are images too
+    c, h, w = image_shape
+    imgs = x.reshape(shape[0], c, h, w)
     b = imgs.shape[0]
 
     def uniform(limit: float) -> torch.Tensor:  # (B,) in [-limit, limit]

@@ -91,22 +91,30 @@ class Data:
     input_shape: tuple[int, ...]
     mean: float
     std: float
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # the stored image, whatever input_shape reshapes it to
+    train_available: int = 0  # training images after the validation split, before any --limit
 
 
 def prepare(raw: RawData, *, name: str, input_shape: tuple[int, ...], validation: int, seed: int,
             device: torch.device | str = "cpu", limit: int | None = None) -> Data:
     """Normalise once, split train/validation with a seeded permutation, move to `device`.
 
-    `limit` keeps only the first images of each part (tests and quick checks).
+    `limit` keeps only the first `limit` training images (after the validation split):
+    a quicker, smaller training set; validation and test sets stay whole, so
+    their accuracies are measured on the same images as a full run's.
     """
     info = DATASETS[name]
     n = len(raw.train_labels)
+    if not 0 <= validation < n:
+        raise DataError(f"validation {validation:,} must be at least 0 and below the {n:,} training images")
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit {limit}: give a number of training images of at least 1")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:validation], order[validation:]
     test_x, test_y = raw.test_images, raw.test_labels
-    if limit:
-        train_idx, val_idx = train_idx[:limit], val_idx[: max(limit // 5, 1) if validation else 0]
-        test_x, test_y = test_x[:limit], test_y[:limit]
+    available = len(train_idx)
+    if limit is not None:
+        train_idx = train_idx[:limit]
 
     def to_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
         x = (images.to(device=device, dtype=torch.float32) / 255.0 - info.mean) / info.std
@@ -118,4 +126,5 @@ def prepare(raw: RawData, *, name: str, input_shape: tuple[int, ...], validation
         val=to_split(raw.train_images[val_idx], raw.train_labels[val_idx]),
         test=to_split(test_x, test_y),
         input_shape=tuple(input_shape), mean=info.mean, std=info.std,
+        image_shape=(1, *raw.train_images.shape[1:]), train_available=available,
     )

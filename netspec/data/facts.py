@@ -4,12 +4,15 @@ from __future__ import annotations
 import torch
 
 from netspec.data.datasets import DATASETS, load_raw
+from netspec.errors import DataError
 
 
 def dataset_facts(name: str, data_dir=None, validation: int = 5000):
     raw = load_raw(name, data_dir)
     info = DATASETS[name]
     n_train, h, w = raw.train_images.shape
+    if not 0 <= validation < n_train:
+        raise DataError(f"--validation {validation:,}: hold out at least 0 and fewer than the {n_train:,} training images")
     lo, hi = int(raw.train_images.min()), int(raw.train_images.max())
     scaled = raw.train_images.float() / 255
     facts = [

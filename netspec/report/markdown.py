@@ -12,10 +12,32 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _num(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
+    return "-" if v is None or v != v else f"{v:.4f}"  # v != v: NaN (no validation set)
 
 
-def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: str | None = None) -> str:
+def data_line(metrics: dict) -> str:
+    """Which images the numbers come from; says so plainly when --limit cut the training set."""
+    train, avail = metrics.get("train_size"), metrics.get("train_available")
+    limit = metrics.get("limit")
+    used = f"{train:,} of {avail:,} training images (--limit {limit})" if limit is not None and avail else f"{train:,} training images"
+    val = metrics.get("val_size") or 0
+    return (f"- Data: {used}; {val:,} validation" + (" (none held out)" if not val else "")
+            + f"; tested on {metrics.get('test_size', 0):,} test images")
+
+
+def optimizer_line(spec) -> str:
+    """What the optimizer really used: one-cycle momentum cycling replaces beta1 / momentum."""
+    opt, sch = spec.train.optimizer, spec.train.schedule
+    if not sch.cycles_momentum:
+        return ""
+    name, own = ("beta1", opt.betas[0]) if opt.name in ("adam", "adamw") else ("momentum", opt.momentum)
+    return (f"- Optimizer: {opt.name}; its {name} was cycled by the one-cycle schedule between "
+            f"{sch.max_momentum} and {sch.base_momentum} (schedule.cycle_momentum), so the spec's {name} "
+            f"{own} was not used")
+
+
+def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: str | None = None,
+                    loss_png: str | None = "loss.png") -> str:
     spec, a = checked.spec, checked.analysis
     resolved = spec.to_dict()
     target = metrics.get("target_accuracy")
@@ -33,7 +55,12 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         f"- Test accuracy: **{_num(metrics.get('test_accuracy'))}**"
         + (f" (target ≥ {target}){verdict}" if target is not None else ""),
         f"- Test loss: {_num(metrics.get('test_loss'))}",
-        f"- Best validation accuracy: {_num(metrics.get('best_val_accuracy'))} (epoch {metrics.get('best_epoch') or '-'})",
+        f"- The saved model (model.pt) is from epoch {metrics.get('model_epoch')}"
+        + (f"; its validation accuracy {_num(metrics.get('final_val_accuracy'))}" if metrics.get("final_val_accuracy") is not None else "")
+        + (f"; best validation accuracy {_num(metrics.get('best_val_accuracy'))} at epoch {metrics.get('best_epoch')}"
+           if metrics.get("best_epoch") else "")
+        if metrics.get("model_epoch") is not None else "- No model was saved (no epoch finished)",
+        data_line(metrics),
         f"- Trainable parameters: {a.params:,}"
         + (f"; hidden units: {a.hidden_units}" if a.hidden_units is not None else ""),
         f"- Trained {metrics['epochs_completed']} epochs in {metrics['train_seconds']:.1f} s on {metrics['device']}"
@@ -56,14 +83,20 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
                            {True: "✓", False: "✗", None: "see result"}[r.ok]] for r in checked.results])]
     lines += ["", "## Hyperparameters", "",
               _table(["setting", "value"], [[f"`{k}`", v] for k, v in flatten({"data": resolved["data"], "train": resolved["train"]}).items()])]
-    lines += ["", "## Training", "", "![training and validation loss](loss.png)", "",
-              _table(["epoch", "train loss", "val loss", "train acc", "val acc", "seconds"],
-                     [[h.epoch, f"{h.train_loss:.4f}", f"{h.val_loss:.4f}", f"{h.train_acc:.4f}",
-                       f"{h.val_acc:.4f}", f"{h.seconds:.1f}"] for h in history])]
+    lines = [line for line in lines if line is not None]
+    extra = optimizer_line(spec)
+    if extra:
+        lines.insert(lines.index("## Architecture") - 1, extra)
+    lines += ["", "## Training", ""]
+    if loss_png:
+        lines += [f"![training and validation loss]({loss_png})", ""]
+    lines += [_table(["epoch", "train loss", "val loss", "train acc", "val acc", "seconds"],
+                     [[h.epoch, _num(h.train_loss), _num(h.val_loss), _num(h.train_acc),
+                       _num(h.val_acc), f"{h.seconds:.1f}"] for h in history]) if history else "No epoch finished."]
     if attention_png:
         lines += ["", "## Attention", "",
                   "Post-softmax attention weights of every head in the last encoder layer, for the first "
-                  "validation example (token 0 is the class token; tokens 1.. are patches row by row). "
+                  + ("validation" if metrics.get("val_size") else "test (no validation set was held out)") + " example (token 0 is the class token; tokens 1.. are patches row by row). "
                   "The lower panels draw the class token's row over the image: the patches each head "
                   "looks at when the class is decided.",
                   "", f"![attention heatmaps]({attention_png})"]

@@ -109,16 +109,16 @@ def close(fig) -> None:
 
 def trials_figure(rows):
     """Validation (and test) accuracy of every finished trial, in trial order."""
-    rows = sorted((r for r in rows if r["best_val_accuracy"] is not None), key=lambda r: r["trial"])
+    rows = sorted((r for r in rows if r["val_accuracy"] is not None), key=lambda r: r["trial"])
     fig, ax = plt.subplots(figsize=(7, 3.8))
     if rows:
-        best = max(rows, key=lambda r: r["best_val_accuracy"] if r["state"] == "complete" else -1)
+        best = max(rows, key=lambda r: r["val_accuracy"] if r["state"] == "complete" else -1)
         colors = ["tab:green" if r is best else ("tab:gray" if r["state"] != "complete" else "tab:blue") for r in rows]
-        ax.bar([str(r["trial"]) for r in rows], [r["best_val_accuracy"] for r in rows], color=colors, label="best val acc")
+        ax.bar([str(r["trial"]) for r in rows], [r["val_accuracy"] for r in rows], color=colors, label="val acc")
         tests = [(str(r["trial"]), r["test_accuracy"]) for r in rows if r["test_accuracy"] is not None]
         if tests:
             ax.plot(*zip(*tests), "k_", markersize=14, label="test acc")
-        lo = min(r["best_val_accuracy"] for r in rows)
+        lo = min(r["val_accuracy"] for r in rows)
         ax.set_ylim(max(0.0, lo - 0.01), 1.0)
     ax.set_xlabel("trial (green: best on validation; gray: pruned or failed)")
     ax.set_ylabel("accuracy")
@@ -130,11 +130,11 @@ def trials_figure(rows):
 
 def settings_figure(rows, keys, log_keys=frozenset()):
     """Best validation accuracy against each swept setting, one panel per setting."""
-    done = [r for r in rows if r["state"] == "complete" and r["best_val_accuracy"] is not None]
+    done = [r for r in rows if r["state"] == "complete" and r["val_accuracy"] is not None]
     n = max(len(keys), 1)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        pts = [(r["settings"].get(key), r["best_val_accuracy"]) for r in done if key in r["settings"]]
+        pts = [(r["settings"].get(key), r["val_accuracy"]) for r in done if key in r["settings"]]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in pts)
         xs = [v if numeric else str(v) for v, _ in pts]
         caption = ""
@@ -148,7 +148,7 @@ def settings_figure(rows, keys, log_keys=frozenset()):
         if numeric and key in log_keys:
             ax.set_xscale("log")
         ax.set_xlabel(key + ("\n" + caption if caption else ""), fontsize=8 if caption else None)
-        ax.set_ylabel("best val accuracy")
+        ax.set_ylabel("val accuracy (saved model)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -13,22 +13,24 @@ from netspec.runner.rundir import atomic_write
 from netspec.runner.sweep import decode_value
 
 def leaderboard(study) -> list[dict]:
-    """Finished trials, best validation accuracy first (test accuracy is shown, never used to rank)."""
+    """Finished trials, ranked by the validation accuracy of the model each trial saved (its
+    last epoch: the same model its test accuracy is measured on). A pruned trial shows its
+    last reported epoch. Test accuracy is shown, never used to rank."""
     rows = []
     for t in study.trials:
         if t.state in (TrialState.RUNNING, TrialState.WAITING):
             continue
         vals = t.intermediate_values
-        best_val = t.value if t.state == TrialState.COMPLETE else (max(vals.values()) if vals else None)
+        val = t.value if t.state == TrialState.COMPLETE else (vals[max(vals)] if vals else None)
         rows.append({
             "trial": t.number, "state": t.state.name.lower(),
             "settings": {k: _short(decode_value(v)) for k, v in t.params.items()}, "params": t.user_attrs.get("params_count"),
-            "best_val_accuracy": best_val, "test_accuracy": t.user_attrs.get("test_accuracy"),
+            "val_accuracy": val, "train_size": t.user_attrs.get("train_size"), "test_accuracy": t.user_attrs.get("test_accuracy"),
             "seconds": t.user_attrs.get("seconds"), "run_dir": t.user_attrs.get("run_dir", ""),
             "error": t.user_attrs.get("error", ""),
         })
     complete = lambda r: r["state"] == "complete"  # noqa: E731
-    rows.sort(key=lambda r: (not complete(r), -(r["best_val_accuracy"] or 0)))
+    rows.sort(key=lambda r: (not complete(r), -(r["val_accuracy"] or 0)))
     return rows
 
 
@@ -58,12 +60,13 @@ def _settings(s: dict) -> str:
 
 def leaderboard_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("trial", "state", "settings", "params", "best val acc", "test acc", "seconds"):
+    for col in ("trial", "state", "settings", "params", "train images", "val acc", "test acc", "seconds"):
         table.add_column(col, justify="left" if col in ("state", "settings") else "right")
     for i, r in enumerate(rows):
         style = "bold green" if i == 0 and r["state"] == "complete" else None
         table.add_row(str(r["trial"]), r["state"], _settings(r["settings"]),
-                      f"{r['params']:,}" if r["params"] else "-", _fmt(r["best_val_accuracy"]),
+                      f"{r['params']:,}" if r["params"] else "-", f"{r['train_size']:,}" if r["train_size"] else "-",
+                      _fmt(r["val_accuracy"]),
                       _fmt(r["test_accuracy"]), _fmt(r["seconds"], 1), style=style)
     return table
 
@@ -71,20 +74,20 @@ def leaderboard_table(rows: list[dict], title: str) -> Table:
 def leaderboard_csv(rows: list[dict], keys: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial", "state", *keys, "params", "best_val_accuracy", "test_accuracy", "seconds", "run_dir"])
+    w.writerow(["trial", "state", *keys, "params", "train_size", "val_accuracy", "test_accuracy", "seconds", "run_dir"])
     for r in rows:
         w.writerow([r["trial"], r["state"], *[r["settings"].get(k, "") for k in keys], r["params"] or "",
-                    _fmt(r["best_val_accuracy"], 6), _fmt(r["test_accuracy"], 6), _fmt(r["seconds"], 2), r["run_dir"]])
+                    r["train_size"] or "", _fmt(r["val_accuracy"], 6), _fmt(r["test_accuracy"], 6), _fmt(r["seconds"], 2), r["run_dir"]])
     return buf.getvalue()
 
 
 def effects(rows: list[dict], keys: list[str], ranges: dict) -> list[str]:
     """What helped or hurt, from the numbers: mean validation accuracy per setting."""
-    done = [r for r in rows if r["state"] == "complete" and r["best_val_accuracy"] is not None]
+    done = [r for r in rows if r["state"] == "complete" and r["val_accuracy"] is not None]
     lines = []
     for key in keys:
         if key in ranges:
-            pts = sorted((r["settings"][key], r["best_val_accuracy"]) for r in done if key in r["settings"])
+            pts = sorted((r["settings"][key], r["val_accuracy"]) for r in done if key in r["settings"])
             if len(pts) < 4:
                 lines.append(f"- `{key}`: too few finished trials ({len(pts)}) to say")
                 continue
@@ -92,20 +95,20 @@ def effects(rows: list[dict], keys: list[str], ranges: dict) -> list[str]:
             lo = sum(a for _, a in pts[:half]) / half
             hi = sum(a for _, a in pts[half:]) / (len(pts) - half)
             verdict = "higher values helped" if hi > lo else "lower values helped" if lo > hi else "no difference"
-            lines.append(f"- `{key}`: {verdict}: mean best val acc {lo:.4f} for the lower half "
+            lines.append(f"- `{key}`: {verdict}: mean val acc {lo:.4f} for the lower half "
                          f"({_fmt(pts[0][0])}..{_fmt(pts[half - 1][0])}) vs {hi:.4f} for the upper half "
                          f"({_fmt(pts[half][0])}..{_fmt(pts[-1][0])})")
             continue
         groups: dict = {}
         for r in done:
             if key in r["settings"]:
-                groups.setdefault(str(r["settings"][key]), []).append(r["best_val_accuracy"])
+                groups.setdefault(str(r["settings"][key]), []).append(r["val_accuracy"])
         if len(groups) < 2:
             continue
         means = sorted(((sum(v) / len(v), k, len(v)) for k, v in groups.items()), reverse=True)
         (best, bk, _), (worst, wk, _) = means[0], means[-1]
         detail = ", ".join(f"{k}: {m:.4f} ({n} trial{'s' if n > 1 else ''})" for m, k, n in means)
-        lines.append(f"- `{key}`: best {bk}, worst {wk} (mean best val acc {best:.4f} vs {worst:.4f}, "
+        lines.append(f"- `{key}`: best {bk}, worst {wk} (mean val acc {best:.4f} vs {worst:.4f}, "
                      f"a difference of {100 * (best - worst):.2f} points). All: {detail}")
     return lines
 
@@ -121,12 +124,12 @@ def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines += ["", f"Sampler: {space.sampler}; trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
-              "Trials are ranked by their best validation accuracy; test accuracy is reported, never used to choose.", ""]
+              "Trials are ranked by the validation accuracy of the model each one saves (its last epoch); test accuracy is reported, never used to choose.", ""]
     if done:
         best = done[0]
         lines += ["## Best trial", "",
-                  f"Trial {best['trial']} ({_settings(best['settings'])}): best validation accuracy "
-                  f"**{_fmt(best['best_val_accuracy'])}**, test accuracy **{_fmt(best['test_accuracy'])}**, "
+                  f"Trial {best['trial']} ({_settings(best['settings'])}): validation accuracy "
+                  f"**{_fmt(best['val_accuracy'])}**, test accuracy **{_fmt(best['test_accuracy'])}**, "
                   f"{best['params']:,} parameters, {_fmt(best['seconds'], 1)} s of training. "
                   f"Run folder: `{best['run_dir']}`.", ""]
     helped = effects(rows, keys, space.ranges)
@@ -137,11 +140,11 @@ def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
         lines += ["## What failed", "", *[f"- trial {r['trial']} ({_settings(r['settings'])}): {r['error']}" for r in failed], ""]
     lines += ["## Leaderboard", "", "![validation accuracy per trial](trials.png)", "",
               "![accuracy against each swept setting](settings.png)", "",
-              "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | params | best val acc | test acc | seconds |",
-              "|---|---|" + "---|" * len(keys) + "---|---|---|---|"]
+              "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | params | train images | val acc | test acc | seconds |",
+              "|---|---|" + "---|" * len(keys) + "---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['trial']} | {r['state']} | " + " | ".join(str(r["settings"].get(k, "")) for k in keys)
-                     + f" | {r['params'] or '-'} | {_fmt(r['best_val_accuracy'])} | {_fmt(r['test_accuracy'])} | {_fmt(r['seconds'], 1)} |")
+                     + f" | {r['params'] or '-'} | {r['train_size'] or '-'} | {_fmt(r['val_accuracy'])} | {_fmt(r['test_accuracy'])} | {_fmt(r['seconds'], 1)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from netspec.errors import CheckpointError
 from netspec.report import plots
-from netspec.runner.rundir import SPEC_FILE, RunDir
-from netspec.runner.run import read_history
+from netspec.runner.rundir import RunDir
+from netspec.runner.run import check_run_spec, read_history
 from netspec.spec.config import flatten
-from netspec.spec.validate import check_file
 
 
 @dataclass
@@ -23,11 +22,12 @@ class RunInfo:
     kinds: list[str]  # layer type per layer (or ViT field name), for alignment
     metrics: dict
     history: list
+    notes: list[str]
 
 
 def read_run(path: str | Path) -> RunInfo:
     run_dir = RunDir.open(path)
-    checked = check_file(run_dir / SPEC_FILE)
+    checked, notes = check_run_spec(run_dir)
     spec = checked.spec
     if spec.is_vit:
         fields = flatten(spec.to_dict()["model"]["vit"])
@@ -37,7 +37,7 @@ def read_run(path: str | Path) -> RunInfo:
     metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     label = spec.name if run_dir.path.name == spec.name else f"{spec.name} ({run_dir.path.name})"
-    return RunInfo(label, run_dir.path, spec.to_dict(), layers, kinds, metrics, history)
+    return RunInfo(label, run_dir.path, spec.to_dict(), layers, kinds, metrics, history, notes)
 
 
 def architecture_changes(base: RunInfo, other: RunInfo) -> list[str]:
@@ -74,6 +74,8 @@ def compare(paths: list[str | Path], figure: str | Path | None = None) -> dict:
     result = {
         "runs": [{"label": r.label, "path": str(r.path), "params": r.metrics.get("params"),
                   "test_accuracy": r.metrics.get("test_accuracy"), "best_val_accuracy": r.metrics.get("best_val_accuracy"),
+                  "model_epoch": r.metrics.get("model_epoch"), "train_size": r.metrics.get("train_size"),
+                  "limit": r.metrics.get("limit"), "test_size": r.metrics.get("test_size"), "notes": r.notes,
                   "epochs": r.metrics.get("epochs_completed"), "train_seconds": r.metrics.get("train_seconds"),
                   "status": r.metrics.get("status", "unknown")} for r in runs],
         "architecture": {r.label: architecture_changes(runs[0], r) for r in runs[1:]},

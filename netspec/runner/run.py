@@ -22,14 +22,15 @@ import netspec
 from netspec.builder.model import build_model
 from netspec.builder.vit import record_attention
 from netspec.data.datasets import Data, load_raw, prepare
-from netspec.errors import CheckpointError, Interrupted, RunError
+from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
 from netspec.report import plots
 from netspec.report.markdown import report_markdown
 from netspec.report.tables import summary_text
-from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir, load_checkpoint
+from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
-from netspec.spec.rules import resolve_rules
-from netspec.spec.validate import Checked, check_file
+from netspec.spec.loader import load_file
+from netspec.spec.rules import resolve_rules, rules_from_dict, shipped_rule_sets
+from netspec.spec.validate import Checked, check_document, check_file
 
 ATTENTION_PNG = "attention.png"
 
@@ -46,15 +47,28 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
+RULES_RECORD = "rules.json"  # the content of every rule set the run was checked against
+SPEC_RULES = "spec-rules.yaml"  # a copy of the spec's own rules file, when it is a file
+RUN_RECORD = "run.json"  # how the run was started: what --resume must repeat
+
+
 def resolved_spec(checked: Checked) -> dict:
-    """The spec with defaults written out and a rules path made absolute."""
+    """The spec with defaults written out. A rules file (not a shipped name) is copied into
+    the run folder as spec-rules.yaml and referenced from there, so the folder is portable."""
     data = checked.spec.to_dict()
     ref = data.get("rules")
-    if ref:
-        where = resolve_rules(ref, Path(checked.doc.file).parent)
-        if where is not None and not where.is_relative_to(Path(netspec.__file__).parent):
-            data["rules"] = str(where.resolve())
+    if ref and ref not in shipped_rule_sets():
+        data["rules"] = SPEC_RULES
     return data
+
+
+def _write_rules(run_dir: RunDir, checked: Checked) -> None:
+    run_dir.write_json(RULES_RECORD, [r.to_dict() for r in checked.rules])
+    ref = checked.spec.rules
+    if ref and ref not in shipped_rule_sets():
+        own = resolve_rules(ref, Path(checked.doc.file).parent)
+        if own is not None:
+            run_dir.write_text(SPEC_RULES, own.read_text(encoding="utf-8"))
 
 
 def _require_dataset(spec) -> None:
@@ -90,9 +104,10 @@ def read_history(run_dir: RunDir) -> list[EpochStats]:
 
 def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer: int = -1) -> Path:
     """Heatmaps of every head of one encoder layer for validation example `index`."""
+    which = "validation" if len(data.val) else "test"  # data.validation: 0 leaves only the test set
     split = data.val if len(data.val) else data.test
     if not 0 <= index < len(split):
-        raise RunError(f"--index {index} is out of range: the validation set has {len(split)} examples")
+        raise RunError(f"--index {index} is out of range: the {which} set has {len(split)} examples")
     depth = len(model.layers)
     if not -depth <= layer < depth:
         raise RunError(f"--layer {layer} is out of range: the model has {depth} encoder layers")
@@ -106,7 +121,7 @@ def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer
     p = model.to_patch_embedding.patchify.p
     grid = (data.input_shape[1] // p, data.input_shape[2] // p)
     fig = plots.attention_figure(image.numpy(), attn.numpy(),
-                                 f"layer {shown} attention, validation example {index} (label {label})", grid=grid)
+                                 f"layer {shown} attention, {which} example {index} (label {label})", grid=grid)
     path = run_dir.save_figure(ATTENTION_PNG if (index, layer) == (0, -1) else f"attention-{index}-layer{shown}.png", fig)
     plots.close(fig)
     return path
@@ -120,26 +135,60 @@ def _write_progress(run_dir: RunDir, checked: Checked, history: list[EpochStats]
         plots.close(fig)
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise RunError(f"--limit {limit}: give a number of training images of at least 1")
+
+
 def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None = None,
         resume: bool = False, detect_anomaly: bool = False, limit: int | None = None,
-        runs_root: str | Path = "runs") -> RunResult:
-    """Train `checked.spec` and write its run folder. With `resume`, `out` is an existing run folder."""
+        runs_root: str | Path = "runs", force: bool = False) -> RunResult:
+    """Train `checked.spec` and write its run folder.
+
+    With `resume`, `out` is an existing run folder and training continues from its
+    checkpoint on the same data it used (its recorded `limit`). `limit` trains on the
+    first N training images only; validation and test sets stay whole.
+    """
     spec = checked.spec
     _require_dataset(spec)  # before any folder is made
+    _check_limit(limit)
     device = resolve_device(spec.train.device)
-    run_dir = RunDir.open(out) if resume else RunDir.create(out, spec.name, runs_root)
-    if not resume:
+    if resume:
+        run_dir = RunDir.open(out)
+        if not (run_dir / CHECKPOINT).is_file():
+            raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
+                                  f"resume; start the run again")
+        recorded = _read_run_record(run_dir).get("limit")
+        if limit is not None and limit != recorded:
+            raise RunError(f"{run_dir.path} was trained with --limit {recorded}; resume it without --limit")
+        limit = recorded
+        state = run_dir.load(CHECKPOINT)
+    else:
+        run_dir = RunDir.create(out, spec.name, runs_root, force=force)
         run_dir.write_yaml(SPEC_FILE, resolved_spec(checked))
+        _write_rules(run_dir, checked)
+        run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv)})
         run_dir.write_text("summary.txt", summary_text(checked))
     data = load_data(checked, device, data_dir, limit)
-    torch.manual_seed(spec.train.seed)
-    model = build_model(spec, device)
-    trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head,
-                      observer=observer, detect_anomaly=detect_anomaly)
-    if resume:
-        if not (run_dir / CHECKPOINT).is_file():
-            raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: nothing to resume")
-        trainer.load_state(run_dir.load(CHECKPOINT))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(spec.train.seed)
+        model = build_model(spec, device)
+        trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head,
+                          observer=observer, detect_anomaly=detect_anomaly)
+        if resume:
+            trainer.load_state(state, source=run_dir / CHECKPOINT)
+        return _train(checked, run_dir, model, data, trainer, device, limit)
+
+
+def _read_run_record(run_dir: RunDir) -> dict:
+    if not (run_dir / RUN_RECORD).is_file():
+        return {}  # folders from before run.json: full data
+    record = run_dir.read_json(RUN_RECORD)
+    return record if isinstance(record, dict) else {}
+
+
+def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Trainer, device, limit) -> RunResult:
+    spec = checked.spec
 
     def end_of_epoch(tr: Trainer) -> None:
         run_dir.save(CHECKPOINT, tr.state())
@@ -149,33 +198,42 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     status, error = "finished", None
     try:
         trainer.fit(on_epoch_end=end_of_epoch)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    except NonFinite as e:
-        status, error = "failed", e
-        if (run_dir / CHECKPOINT).is_file():  # back to the last good weights
+    except (KeyboardInterrupt, NonFinite) as e:
+        status, error = ("interrupted", None) if isinstance(e, KeyboardInterrupt) else ("failed", e)
+        # the weights of a half-finished epoch are nobody's result: back to the last finished one
+        if (run_dir / CHECKPOINT).is_file():
             model.load_state_dict(run_dir.load(CHECKPOINT)["model"])
-        elif not trainer.history:
+        elif status == "failed":  # the initial weights, as built
             torch.manual_seed(spec.train.seed)
             model.load_state_dict(build_model(spec, device).state_dict())
     train_seconds = sum(h.seconds for h in trainer.history)
     metrics = _finish(run_dir, checked, model, data, trainer, status, str(error or ""), device,
-                      time.perf_counter() - started, train_seconds)
+                      time.perf_counter() - started, train_seconds, limit)
     if status == "interrupted":
+        if not trainer.history:
+            raise Interrupted(f"interrupted before the first epoch finished; nothing to resume "
+                              f"({run_dir.path} holds the spec only). Start the run again to train.", run_dir.path)
         raise Interrupted(
-            f"interrupted after {len(trainer.history)} finished epoch(s); saved in {run_dir.path}. "
-            f"Continue with: netspec run --resume {run_dir.path}", run_dir.path)
+            f"interrupted after {len(trainer.history)} finished epoch(s); the model and metrics in {run_dir.path} "
+            f"are those of epoch {len(trainer.history)}. Continue with: netspec run --resume {run_dir.path}",
+            run_dir.path)
     if error is not None:
         raise RunError(f"{error}. The last good weights are in {run_dir / WEIGHTS}") from None
     return RunResult(run_dir, metrics, trainer.history)
 
 
 def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Trainer, status: str, error: str,
-            device, wall: float, train_seconds: float) -> dict:
+            device, wall: float, train_seconds: float, limit: int | None) -> dict:
     spec, history = checked.spec, trainer.history
-    net = logits_model(model, checked.analysis.softmax_head)
-    test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size)
-    best = max(history, key=lambda h: h.val_acc) if history else None
+    # an interrupt before the first finished epoch leaves no model worth saving or testing
+    has_model = bool(history) or status != "interrupted"
+    if has_model:
+        net = logits_model(model, checked.analysis.softmax_head)
+        test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size)
+    else:
+        test_loss = test_acc = None
+    validated = len(data.val) > 0
+    best = max(history, key=lambda h: h.val_acc) if history and validated else None
     target = checked.target_accuracy
     metrics = {
         "name": spec.name,
@@ -183,15 +241,18 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "test_accuracy": test_acc,
         "test_loss": test_loss,
         "target_accuracy": target,
-        "passed": None if target is None else test_acc >= target,
+        "passed": None if target is None or test_acc is None else test_acc >= target,
+        "model_epoch": len(history) if has_model else None,  # the epoch whose weights model.pt holds (0: initial)
         "best_val_accuracy": best.val_acc if best else None,
         "best_epoch": best.epoch if best else None,
-        "final_val_accuracy": history[-1].val_acc if history else None,
+        "final_val_accuracy": history[-1].val_acc if history and validated else None,
         "epochs_completed": len(history),
         "epochs_planned": spec.train.epochs,
         "params": checked.analysis.params,
         "hidden_units": checked.analysis.hidden_units,
-        "train_size": len(data.train), "val_size": len(data.val), "test_size": len(data.test),
+        "limit": limit,
+        "train_size": len(data.train), "train_available": data.train_available,
+        "val_size": len(data.val), "test_size": len(data.test),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "seed": spec.train.seed,
         "train_seconds": train_seconds,
@@ -200,38 +261,63 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "versions": versions(),
         "command": " ".join(sys.argv),
     }
-    run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": model.state_dict(),
-                           "netspec": netspec.__version__})
+    if has_model:
+        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": model.state_dict(),
+                               "epoch": len(history), "netspec": netspec.__version__})
     if not history:  # every finished epoch already wrote its history and plot
         _write_progress(run_dir, checked, history)
     attention = None
-    if spec.is_vit:
+    if spec.is_vit and has_model:
         write_attention(run_dir, model, data)
         attention = ATTENTION_PNG
     run_dir.write_json("metrics.json", metrics)
-    run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention))
+    run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention,
+                                                    loss_png="loss.png" if (run_dir / "loss.png").is_file() else None))
     return metrics
 
 
+def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
+    """The run's spec, checked against the rule sets recorded when it ran (their content, in
+    rules.json), so a moved folder or a later change to a shipped rule set never refuses an old
+    run. Returns notes saying where today's rules would judge it differently."""
+    if not (run_dir / RULES_RECORD).is_file():  # folders from before rules.json
+        return check_file(run_dir / SPEC_FILE), []
+    record = run_dir.read_json(RULES_RECORD)
+    try:
+        recorded = [rules_from_dict(d) for d in record]
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise CheckpointError(f"{run_dir / RULES_RECORD} is not a record of rule sets") from None
+    doc = load_file(run_dir / SPEC_FILE)
+    checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path)
+    notes = []
+    ref = checked.spec.rules
+    if ref:
+        try:
+            check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path)
+        except SpecError as e:
+            notes.append(f"today's rules '{ref}' would refuse this run (it was checked against the rules recorded "
+                         f"in {RULES_RECORD} when it ran): " + "; ".join(p.message for p in e.problems))
+    return checked, notes
+
+
 def load_run(path: str | Path, device: str = "cpu"):
-    """(checked spec, model with the saved weights) of a run folder."""
+    """(run folder, checked spec, model with the saved weights, notes) of a run folder."""
     run_dir = RunDir.open(path)
-    checked = check_file(run_dir / SPEC_FILE)
-    saved = load_checkpoint(run_dir / WEIGHTS)
-    if not isinstance(saved, dict) or "state_dict" not in saved:
-        raise CheckpointError(f"{run_dir / WEIGHTS} does not hold netspec weights")
+    checked, notes = check_run_spec(run_dir)
+    state = run_dir.load_weights(WEIGHTS)
     model = build_model(checked.spec, device)
     try:
-        model.load_state_dict(saved["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{run_dir / WEIGHTS} does not match {run_dir / SPEC_FILE}: {str(e).splitlines()[0]}") from None
-    return run_dir, checked, model
+    return run_dir, checked, model, notes
 
 
 def evaluate_run(path: str | Path, data_dir=None) -> dict:
-    run_dir, checked, model = load_run(path)
-    data = load_data(checked, torch.device("cpu"), data_dir)
+    run_dir, checked, model, notes = load_run(path)
+    data = load_data(checked, torch.device("cpu"), data_dir)  # the whole test set, as every run is tested
     loss, acc = evaluate(logits_model(model, checked.analysis.softmax_head), data.test, checked.spec.train.eval_batch_size)
-    recorded = run_dir.read_json("metrics.json").get("test_accuracy") if (run_dir / "metrics.json").is_file() else None
-    return {"run": str(run_dir.path), "test_accuracy": acc, "test_loss": loss, "recorded_test_accuracy": recorded,
-            "target_accuracy": checked.target_accuracy}
+    recorded = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    return {"run": str(run_dir.path), "test_accuracy": acc, "test_loss": loss, "test_size": len(data.test),
+            "recorded_test_accuracy": recorded.get("test_accuracy"), "recorded_test_size": recorded.get("test_size"),
+            "model_epoch": recorded.get("model_epoch"), "target_accuracy": checked.target_accuracy, "notes": notes}

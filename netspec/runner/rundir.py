@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
-import tempfile
+import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,28 +27,58 @@ CHECKPOINT = "checkpoint.pt"  # resumable state after the last finished epoch
 WEIGHTS = "model.pt"  # final weights + the spec that builds them
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (the new directory entry), where the OS allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide run files from others
+def _new_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """A new file beside `name`, created O_EXCL with mode 0666 so the OS applies the caller's
+    umask (mkstemp's 0600 would hide run files from others; reading the umask would change it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write to a temporary file beside `path`, fsync, rename over `path`, fsync the folder.
+    A symlink planted at `path` is replaced, never followed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: metrics.json stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class RunDir:
@@ -54,22 +86,62 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out: str | Path | None, name: str, root: str | Path = "runs") -> "RunDir":
-        """A new folder (or `out`), checked writable before any training starts."""
-        path = Path(out) if out else Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not out:
-            base, n = path, 1
-            while path.exists():
-                n += 1
-                path = Path(f"{base}-{n}")
+    def create(cls, out: str | Path | None, name: str, root: str | Path = "runs", *, force: bool = False) -> "RunDir":
+        """A new run folder, claimed for this run alone before any training starts.
+
+        Without `out`: runs/<name>-<time>, with -2, -3... when that exists; the folder is
+        made with mkdir (atomic: of two runs started in the same second, each gets its own).
+        With `out`: the folder must be new or empty; one that holds files is refused unless
+        `force` and it is a run folder, which is then emptied. Either way the run claims the
+        folder by creating its spec.yaml with O_EXCL: a second run racing for the same
+        folder fails cleanly, and a symlink planted there is never followed.
+        """
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            if out:
+                path = Path(out)
+                if path.is_symlink() or path.exists():
+                    cls._make_room(path, force)
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                Path(root).mkdir(parents=True, exist_ok=True)
+                base = path = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                n = 1
+                while True:
+                    try:
+                        path.mkdir()
+                        break
+                    except FileExistsError:
+                        n += 1
+                        path = Path(f"{base}-{n}")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            try:
+                os.close(os.open(path / SPEC_FILE, flags, 0o666))
+            except FileExistsError:
+                raise RunError(f"{path} was taken by another run at the same moment; use another --out") from None
         except OSError as e:
-            raise RunError(f"cannot write the run folder {path}: {e.strerror or e}") from None
+            raise RunError(f"cannot write the run folder {out or root}: {e.strerror or e}") from None
         return cls(path)
+
+    @staticmethod
+    def _make_room(path: Path, force: bool) -> None:
+        if not path.is_dir() or path.is_symlink():
+            raise RunError(f"--out {path} exists and is not a folder")
+        entries = list(path.iterdir())
+        if not entries:
+            return
+        is_run = (path / SPEC_FILE).is_file()
+        if not force:
+            what = "an earlier run" if is_run else "files"
+            raise RunError(f"{path} already holds {what}; pick another --out, continue it with "
+                           f"`netspec run --resume {path}`, or add --force to empty it first" if is_run else
+                           f"{path} already holds {what}; pick a new or empty folder for --out")
+        if not is_run:
+            raise RunError(f"--force empties only run folders, and {path} has no {SPEC_FILE}; pick another --out")
+        for entry in entries:  # never follows links: a link is removed, not what it points to
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
@@ -86,7 +158,7 @@ class RunDir:
         return self / name
 
     def write_json(self, name: str, data: Any) -> Path:
-        return self.write_text(name, json.dumps(data, indent=2) + "\n")
+        return self.write_text(name, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
 
     def write_yaml(self, name: str, data: Any) -> Path:
         return self.write_text(name, yaml.safe_dump(data, sort_keys=False))
@@ -102,11 +174,23 @@ class RunDir:
     def load(self, name: str) -> Any:
         return load_checkpoint(self / name)
 
+    def load_weights(self, name: str = WEIGHTS) -> dict:
+        """The `state_dict` saved in `name`, checked to be one (a mapping of names to tensors)."""
+        saved = self.load(name)
+        state = saved.get("state_dict") if isinstance(saved, dict) else None
+        if not is_state_dict(state):
+            raise CheckpointError(f"{self / name} does not hold netspec weights (no mapping of names to tensors)")
+        return state
+
     def read_json(self, name: str) -> Any:
         try:
             return json.loads((self / name).read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {self / name}: {e}") from None
+
+
+def is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
 
 
 def load_checkpoint(path: Path) -> Any:

@@ -106,7 +106,9 @@ def make_space(doc: Document, grid: list[str], ranges: list[str], sampler: str |
         space.ranges[k] = r
     if sampler:
         space.sampler = sampler
-    if trials:
+    if trials is not None:
+        if trials < 1:
+            raise SpecError([Problem(f"--trials {trials}", 0, 0, "", "the trial budget must be at least 1")])
         space.trials = trials
     if prune is not None:
         space.prune = prune
@@ -240,6 +242,17 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
                                     direction="maximize", sampler=_sampler(space, base.spec.train.seed), pruner=pruner)
     except Exception as e:  # bad URL, unreadable database: one line for the user
         raise RunError(f"cannot open the study storage {storage}: {e}") from None
+    if base.spec.data.validation == 0:
+        raise SpecError([Problem(str(spec_path), 0, 0, "data.validation",
+                                 "a sweep chooses on validation accuracy, and data.validation is 0",
+                                 "hold out some training images, e.g. data.validation: 5000")])
+    recorded_limit = study.user_attrs.get("limit", "unset")
+    if recorded_limit != "unset" and recorded_limit != limit:
+        shown = lambda v: "the full training set" if v is None else f"--limit {v}"  # noqa: E731
+        raise RunError(f"this sweep's trials trained on {shown(recorded_limit)}; rerunning it with {shown(limit)} would "
+                       f"rank trials trained on different data side by side. Rerun with the same --limit, "
+                       f"or start a new sweep with --out")
+    study.set_user_attr("limit", limit)
     study.set_user_attr("space", {"grid": space.grid, "ranges": {k: vars(r) for k, r in space.ranges.items()},
                                   "sampler": space.sampler})
     _requeue_interrupted(study, own_storage)
@@ -267,7 +280,8 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
         m = result.metrics
         trial.set_user_attr("test_accuracy", m["test_accuracy"])
         trial.set_user_attr("seconds", m["train_seconds"])
-        return m["best_val_accuracy"]
+        trial.set_user_attr("train_size", m["train_size"])
+        return m["final_val_accuracy"]  # the saved model's, the one its test accuracy belongs to
 
     budget = space.grid_size() if space.sampler == "grid" and not space.trials else (space.trials or 20)
     done = len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)

@@ -18,7 +18,7 @@ from torch import nn
 
 from netspec.data.augment import augment
 from netspec.data.datasets import Data, Split
-from netspec.errors import RunError
+from netspec.errors import CheckpointError, RunError
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
 
@@ -74,8 +74,9 @@ def make_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
 
 def make_schedule(optimizer, spec: ScheduleSpec, lr: float, total_steps: int):
     if spec.name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
-                                                   pct_start=spec.pct_start)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total_steps, pct_start=spec.pct_start,
+            cycle_momentum=spec.cycle_momentum, base_momentum=spec.base_momentum, max_momentum=spec.max_momentum)
     if spec.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=spec.min_lr)
     return None
@@ -139,12 +140,19 @@ class Trainer:
             "history": [asdict(h) for h in self.history],
         }
 
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.schedule and state.get("schedule"):
-            self.schedule.load_state_dict(state["schedule"])
-        self.history = [EpochStats(**h) for h in state["history"]]
+    def load_state(self, state, source="checkpoint") -> None:
+        """Continue from `state()`; anything else (another run's keys, a foreign file) is one clear error."""
+        try:
+            if not isinstance(state, dict) or not {"model", "optimizer", "history"} <= state.keys():
+                raise ValueError("it lacks model, optimizer or history")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.schedule and state.get("schedule"):
+                self.schedule.load_state_dict(state["schedule"])
+            self.history = [EpochStats(**h) for h in state["history"]]
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{source} is not a checkpoint of this run: {first}") from None
 
     # --- the loop -------------------------------------------------------------
     def fit(self, on_epoch_end=None) -> list[EpochStats]:
@@ -168,7 +176,6 @@ class Trainer:
         torch.manual_seed(seed)  # dropout (and any other global randomness) of this epoch
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).to(self.device)
         aug_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
-        hw = tuple(self.data.input_shape[-2:]) if len(self.data.input_shape) >= 2 else (28, 28)
         self.net.train()
         params = [p for p in self.net.parameters() if p.requires_grad]
         loss_sum = torch.zeros((), device=self.device)
@@ -180,7 +187,7 @@ class Trainer:
             idx = order[step * t.batch_size: (step + 1) * t.batch_size]
             x, y = train.x[idx], train.y[idx]
             if t.augment.enabled:
-                x = augment(x, t.augment, aug_gen, hw)
+                x = augment(x, t.augment, aug_gen, self.data.image_shape)
             logits = self.net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)

@@ -60,6 +60,15 @@ class ScheduleSpec:
     name: str = "none"  # none | onecycle | cosine
     pct_start: float = 0.25  # onecycle warm-up share
     min_lr: float = 0.0  # cosine floor
+    # onecycle's momentum cycling (torch's default) replaces Adam's beta1 / SGD's momentum with a
+    # value cycled between these two; it is written out so the resolved spec says what trained
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self.name == "onecycle" and self.cycle_momentum
 
 
 @dataclass(frozen=True)

@@ -149,19 +149,34 @@ class _Builder:
         self.doc = doc
         self.problems: list[Problem] = []
         self.count = 0
+        self.open: set[int] = set()  # ids of the collection nodes being built: the path from the root
         self.scalars = yaml.SafeLoader("")  # only its scalar constructors are used
 
     def build(self, node, path: Path_):
         self.count += 1
+        line, col = _mark(node.start_mark)
         if self.count > MAX_VALUES:
-            line, col = _mark(node.start_mark)
             raise SpecError([Problem(self.doc.file, line, col, format_path(path), f"more than {MAX_VALUES:,} values (alias expansion?); refusing")])
-        self.doc.positions.setdefault(path, _mark(node.start_mark))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            self.doc.positions.setdefault(path, (line, col))
+            return self._scalar(node, path)
+        # An alias may point at a collection that contains it (`a: &x [*x]`): a cycle, which
+        # no spec needs and which would recurse forever. Aliases may also stack nesting that
+        # the event stream never showed, so the depth is checked again here.
+        if id(node) in self.open:
+            raise SpecError([Problem(self.doc.file, line, col, format_path(path),
+                                     "this value contains itself (a recursive alias); specs hold plain, finite data")])
+        if len(path) > MAX_DEPTH:
+            raise SpecError([Problem(self.doc.file, line, col, format_path(path),
+                                     f"nested more than {MAX_DEPTH} levels deep (through aliases)")])
+        self.doc.positions.setdefault(path, (line, col))
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self.open.discard(id(node))
 
     def _mapping(self, node, path):
         out: dict[str, Any] = {}

@@ -12,7 +12,7 @@ A rules file (YAML) may state:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ class Rules:
     fixed: tuple[tuple[str, Any], ...] = ()
     target_accuracy: float | None = None
 
+    def to_dict(self) -> dict:
+        return rules_to_dict(self)
+
 
 @dataclass(frozen=True)
 class RuleResult:
@@ -92,15 +95,26 @@ def load_rules(path: Path) -> Rules:
                 problems.append(doc.problem(("fixed", key), f"'{key}' is not a dotted spec key", at_key=True))
     if problems:
         raise SpecError(problems)
-    d = doc.data
+    return rules_from_dict(doc.data, str(path))
+
+
+def rules_to_dict(rules: Rules) -> dict:
+    """The content of a rule set (as a rules file would state it), for the run folder's record."""
+    fields = asdict(rules)
+    fields.pop("source")
+    fields["fixed"] = dict(rules.fixed)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items() if v not in (None, "", (), {})}
+
+
+def rules_from_dict(data: dict, source: str = "recorded in the run folder") -> Rules:
     return Rules(
-        name=d["name"], source=str(path), description=d.get("description", ""),
-        allowed_layers=tuple(d["allowed_layers"]) if "allowed_layers" in d else None,
-        max_params=d.get("max_params"), params_below=d.get("params_below"),
-        max_hidden_units=d.get("max_hidden_units"),
-        required_layers=tuple(d.get("required_layers", ())),
-        fixed=tuple((k, v) for k, v in d.get("fixed", {}).items()),
-        target_accuracy=d.get("target_accuracy"),
+        name=data["name"], source=source, description=data.get("description", ""),
+        allowed_layers=tuple(data["allowed_layers"]) if "allowed_layers" in data else None,
+        max_params=data.get("max_params"), params_below=data.get("params_below"),
+        max_hidden_units=data.get("max_hidden_units"),
+        required_layers=tuple(data.get("required_layers", ())),
+        fixed=tuple((k, v) for k, v in data.get("fixed", {}).items()),
+        target_accuracy=data.get("target_accuracy"),
     )
 
 

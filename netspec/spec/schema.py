@@ -105,6 +105,15 @@ TRAIN = _obj(
                 "name": {"enum": list(SCHEDULES), "default": "none"},
                 "pct_start": _num("onecycle: share of steps spent warming up", 0.25, exclusiveMinimum=0, exclusiveMaximum=1),
                 "min_lr": _num("cosine: final learning rate", 0.0, minimum=0),
+                "cycle_momentum": {
+                    "type": "boolean", "default": True,
+                    "description": "onecycle: cycle Adam's beta1 / SGD's momentum between max_momentum and "
+                                   "base_momentum (replacing the optimizer's own value); false leaves it alone",
+                },
+                "base_momentum": _num("onecycle: lowest beta1/momentum (at the peak learning rate)", 0.85,
+                                      minimum=0, exclusiveMaximum=1),
+                "max_momentum": _num("onecycle: highest beta1/momentum (at the start and end)", 0.95,
+                                     minimum=0, exclusiveMaximum=1),
             }
         ),
         "epochs": _int(1, 10000, 10),

@@ -88,10 +88,16 @@ def _rule_sets(doc: Document, imposed: tuple[str, ...], base_dir: Path) -> tuple
     return found, problems
 
 
-def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Path = Path(".")) -> Checked:
+def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Path = Path("."),
+                   rule_sets: list[Rules] | None = None) -> Checked:
+    """Check a loaded spec. `rule_sets`, when given, are used instead of looking up the spec's
+    `rules:` and `imposed` (a run folder checks its spec against the rules it recorded)."""
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), f"a spec is a mapping of keys (name, data, model, train), not {type(doc.data).__name__}")])
-    rule_sets, problems = _rule_sets(doc, imposed, base_dir)
+    if rule_sets is None:
+        rule_sets, problems = _rule_sets(doc, imposed, base_dir)
+    else:
+        rule_sets, problems = list(rule_sets), []
     allowed = allowed_layers(rule_sets)
     problems += schema_problems(doc, spec_schema(allowed), allowed)
     if problems:
@@ -105,12 +111,43 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
                                      "use [1, 28, 28] for images or [784] for flat vectors")])
     analysis = analyze(spec)
     problems = [doc.problem(p.path, p.message, p.hint) for p in analysis.problems]
+    problems += [doc.problem(path, msg, hint) for path, msg, hint in training_problems(spec)]
     results = tuple(r for rules in rule_sets for r in evaluate(rules, spec, analysis))
     if not analysis.problems:
         problems += problems_of(list(results), doc)
     if problems:
         raise SpecError(problems)
     return Checked(spec, doc, tuple(rule_sets), analysis, results)
+
+
+BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d")
+
+
+def training_problems(spec: Spec) -> list[tuple[tuple, str, str]]:
+    """Settings that the schema accepts but that would crash or mislead once training starts."""
+    out = []
+    t, opt = spec.train, spec.train.optimizer
+    if opt.name == "sgd" and opt.nesterov and opt.momentum == 0:
+        out.append((("train", "optimizer", "nesterov"), "Nesterov momentum needs momentum > 0 (it is 0)",
+                    "set train.optimizer.momentum (e.g. 0.9) or nesterov: false"))
+    if t.schedule.cycles_momentum and opt.name == "sgd" and opt.momentum == 0:
+        out.append((("train", "schedule", "cycle_momentum"),
+                    "the one-cycle schedule would cycle SGD's momentum between "
+                    f"{t.schedule.max_momentum} and {t.schedule.base_momentum}, but the optimizer says momentum 0",
+                    "set schedule.cycle_momentum: false to train without momentum"))
+    if not spec.is_vit:
+        names = [layer.name for layer in spec.model]
+        if t.batch_size == 1 and any(n in BATCH_NORMS for n in names):
+            i = next(i for i, n in enumerate(names) if n in BATCH_NORMS)
+            out.append((("train", "batch_size"),
+                        f"batch size 1 with {names[i]} (model.layers[{i}]): batch statistics of one sample are "
+                        "undefined in training", "use a batch size of 2 or more"))
+        for i, n in enumerate(names[:-1]):
+            if n == "Softmax":
+                out.append((("model", "layers", i),
+                            "Softmax is allowed only as the last layer: cross-entropy would otherwise be computed "
+                            "on probabilities", "remove it, or move it to the end"))
+    return out
 
 
 def check_file(path: str | Path, *, imposed: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> Checked:
