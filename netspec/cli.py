@@ -336,8 +336,10 @@ def sweep_cmd(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="sweep folder (default runs/<name>-sweep)")] = None,
     rules: RulesOpt = None,
+    set_: SetOpt = None,
     data_dir: DataDirOpt = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="use only the first N training images")] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", help="train every trial on the first N training images only; validation and test stay whole")] = None,
 ):
     """Search over spec settings (grid, TPE or random, with Optuna); every trial is a run. Rerun to resume."""
     from netspec.report.sweep_report import leaderboard_table, write_sweep_outputs
@@ -369,6 +371,7 @@ def sweep_cmd(
         try:
             result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
                            storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
+                           overrides=tuple(set_ or ()),
                            observer=observer, on_trial=on_trial)
         finally:
             if "obs" in progress:

@@ -173,9 +173,13 @@ def test_imposed_rules_cannot_be_loosened(tmp_path):
     rules.write_text("name: course\nmax_params: 1000\n")
     probs = errors(SPECS / "mlp.yaml", imposed=(str(rules),))
     assert "rules 'course' require <= 1,000" in probs[0].message
-    # and the spec's own rule set still applies alongside
-    probs = errors(SPECS / "mlp.yaml", imposed=("mnist-cnn",), overrides=())
-    assert any("Linear" not in p.message for p in probs)
+    # and the spec's own rule set still applies alongside: 300 hidden units break mnist-mlp's 200,
+    # while the imposed budget is broken too; both are reported, each naming its rule set
+    probs = errors(SPECS / "mlp.yaml", imposed=(str(rules),), overrides=("model.layers.0.Linear.out_features=300",))
+    messages = sorted(p.message for p in probs)
+    assert len(messages) == 2
+    assert "hidden units is 300; rules 'mnist-mlp' require <= 200" in messages[0]
+    assert "rules 'course' require <= 1,000" in messages[1]
 
 
 def test_missing_rules_file(write_spec):

@@ -73,6 +73,21 @@ def test_encoder_layer_dropout_places():
     assert all(m.p == 0.3 for n, m in layer.named_modules() if n in ("drop1", "mlp.net.drop", "drop2"))
 
 
+def reference_attention(vit, x, layer):
+    """softmax(Q K^T / sqrt(d)) of encoder layer `layer`, computed by hand from its weights."""
+    h = vit.embed(x)
+    for block in vit.layers[:layer]:
+        h = block(h)
+    block = vit.layers[layer]
+    z = block.norm1(h)
+    attn = block.attn
+    if hasattr(attn, "to_qkv"):
+        b, t, _ = z.shape
+        q, k, _ = attn.to_qkv(z).view(b, t, 3, attn.heads, attn.dim_head).permute(2, 0, 3, 1, 4)
+        return torch.softmax(q @ k.transpose(-1, -2) * attn.dim_head ** -0.5, -1)
+    return torch.stack([torch.softmax(hd.to_q(z) @ hd.to_k(z).transpose(-1, -2) * hd.scale, -1) for hd in attn.heads], 1)
+
+
 @pytest.mark.parametrize("per_head", [False, True])
 def test_vit_shapes_and_recorded_attention(per_head, tmp_path):
     torch.manual_seed(0)
@@ -84,7 +99,13 @@ def test_vit_shapes_and_recorded_attention(per_head, tmp_path):
     assert out.shape == (3, 10)
     [attn] = maps
     assert attn.shape == (3, 8, 17, 17)
-    assert torch.allclose(attn.sum(-1), torch.ones(3, 8, 17), atol=1e-5)
+    # the maps of the layer asked for (the last by default), not of any other layer
+    with torch.no_grad():
+        assert torch.allclose(attn, reference_attention(vit, x, 1), atol=1e-6)
+        assert not torch.allclose(attn, reference_attention(vit, x, 0), atol=1e-3)
+        with record_attention(vit, 0) as first:
+            vit(x)
+        assert torch.allclose(first[0], reference_attention(vit, x, 0), atol=1e-6)
     fig = plots.attention_figure(x[0, 0].numpy(), attn[0].numpy(), grid=(4, 4))
     png = tmp_path / "a.png"
     fig.savefig(png)

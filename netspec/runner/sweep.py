@@ -219,11 +219,14 @@ class SweepResult:
 def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = (), sampler: str | None = None,
           trials: int | None = None, prune: bool | None = None, storage: str | None = None,
           out: str | Path | None = None, imposed: tuple[str, ...] = (), data_dir=None, limit: int | None = None,
+          overrides: tuple[str, ...] = (),
           observer: Callable[[optuna.Trial, dict], Observer] | None = None,
           on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> SweepResult:
     doc = load_file(spec_path)
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), "a spec is a mapping of keys")])
+    if overrides:  # --set: the base spec of every trial (e.g. fewer epochs for a quick sweep)
+        apply_overrides(doc, list(overrides))
     base_dir = Path(spec_path).parent
     check_document(_with(doc, {}, keep_sweep=True), imposed=imposed, base_dir=base_dir)  # the sweep section too
     space = make_space(doc, list(grid), list(ranges), sampler, trials, prune)

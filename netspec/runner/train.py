@@ -74,6 +74,11 @@ def make_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
 
 def make_schedule(optimizer, spec: ScheduleSpec, lr: float, total_steps: int):
     if spec.name == "onecycle":
+        if spec.pct_start * total_steps <= 1 or (1 - spec.pct_start) * total_steps <= 1:
+            # torch divides by (pct_start * total_steps - 1) and fails with a ZeroDivisionError
+            raise RunError(f"the one-cycle schedule needs more than {math.ceil(1 / min(spec.pct_start, 1 - spec.pct_start))} "
+                           f"steps with pct_start {spec.pct_start}; this run has {total_steps} (epochs x batches per "
+                           f"epoch): use more data (--limit), a smaller batch size, or schedule: none")
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=lr, total_steps=total_steps, pct_start=spec.pct_start,
             cycle_momentum=spec.cycle_momentum, base_momentum=spec.base_momentum, max_momentum=spec.max_momentum)
