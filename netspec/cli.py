@@ -153,6 +153,9 @@ class ProgressObserver:
         else:
             self.progress.remove_task(self.batches)
 
+    def note(self, text):
+        self.progress.console.print(f"[yellow]note:[/] {escape(text)}", highlight=False)
+
     def stop(self):
         self.progress.stop()
 
@@ -234,7 +237,8 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_defaul
     for note in result["notes"]:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     out.print(f"test accuracy {result['test_accuracy']:.4f}  (loss {result['test_loss']:.4f}, "
-              f"{result['test_size']:,} test images, model of epoch {result['model_epoch']})", highlight=False)
+              f"{result['test_size']:,} test images, model of epoch {result['model_epoch']}, {result['speed']})",
+              highlight=False)
     if result["recorded_test_accuracy"] is not None:
         same = abs(result["recorded_test_accuracy"] - result["test_accuracy"]) < 1e-9
         out.print(f"recorded by the run: {result['recorded_test_accuracy']:.4f} on {result['recorded_test_size']:,} "

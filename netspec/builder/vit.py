@@ -12,6 +12,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,7 +58,13 @@ class Attention(nn.Module):
 class MultiHeadAttention(nn.Module):
     """`heads` single-head attentions computed in one batched matmul, concatenated
     and projected back to the model width. Same numbers as `PerHeadAttention`
-    (a test proves it); one (B, H, T, T) softmax instead of H small ones."""
+    (a test proves it); one (B, H, T, T) softmax instead of H small ones.
+
+    With `fused` set (the runner sets it where it pays: on a GPU), the same
+    attention runs as one `scaled_dot_product_attention` kernel that never
+    materialises the weights; `record_attention` turns it off while it records,
+    so heatmaps always come from the explicit Softmax.
+    """
 
     def __init__(self, *, dim: int, heads: int, dim_head: int, dropout: float = 0.0):
         super().__init__()
@@ -68,14 +75,19 @@ class MultiHeadAttention(nn.Module):
         self.attend = nn.Softmax(dim=-1)
         self.dropout = nn.Dropout(dropout)
         self.to_out = nn.Linear(heads * dim_head, dim)
+        self.fused = False
 
     def forward(self, x):  # (B, T, D) -> (B, T, D)
         b, t, _ = x.shape
         qkv = self.to_qkv(x).view(b, t, 3, self.heads, self.dim_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d_k) each
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (B, H, T, T)
-        weights = self.dropout(self.attend(scores))
-        out = torch.matmul(weights, v)  # (B, H, T, d_k)
+        if self.fused:
+            drop = self.dropout.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)  # (B, H, T, d_k)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (B, H, T, T)
+            weights = self.dropout(self.attend(scores))
+            out = torch.matmul(weights, v)  # (B, H, T, d_k)
         return self.to_out(out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head))
 
     @torch.no_grad()
@@ -177,7 +189,11 @@ def record_attention(model: ViT, layer: int = -1):
     tensor per pass, whichever attention form the layer uses.
     """
     attn = model.layers[layer].attn
-    softmaxes = [attn.attend] if isinstance(attn, MultiHeadAttention) else [h.attend for h in attn.heads]
+    batched = isinstance(attn, MultiHeadAttention)
+    softmaxes = [attn.attend] if batched else [h.attend for h in attn.heads]
+    fused = batched and attn.fused
+    if fused:
+        attn.fused = False  # the fused kernel has no weights to record
     seen: list[torch.Tensor] = []
     out: list[torch.Tensor] = []
 
@@ -193,3 +209,5 @@ def record_attention(model: ViT, layer: int = -1):
     finally:
         for h in handles:
             h.remove()
+        if fused:
+            attn.fused = True

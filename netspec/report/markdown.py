@@ -36,6 +36,18 @@ def optimizer_line(spec) -> str:
             f"{own} was not used")
 
 
+def speed_line(speed: dict | None) -> str | None:
+    if not speed:
+        return None
+    precision = speed["precision"]
+    return (f"- Arithmetic: {precision}" + (" mixed precision (autocast; fp32 weights)" if precision != "fp32" else "")
+            + f", {'channels-last' if speed['channels_last'] else 'standard'} layout, "
+            + ("eager" if speed["compile"] == "off" else f"torch.compile ({speed['compile']})")
+            + (", fused attention" if speed["fused_attention"] else "")
+            + (", deterministic" if speed["deterministic"] else "")
+            + f"; the test accuracy above was measured in {precision}")
+
+
 def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: str | None = None,
                     loss_png: str | None = "loss.png") -> str:
     spec, a = checked.spec, checked.analysis
@@ -65,6 +77,7 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         + (f"; hidden units: {a.hidden_units}" if a.hidden_units is not None else ""),
         f"- Trained {metrics['epochs_completed']} epochs in {metrics['train_seconds']:.1f} s on {metrics['device']}"
         f" (torch {metrics['versions']['torch']}, seed {spec.train.seed})",
+        speed_line(metrics.get("speed")),
         "",
         "## Architecture",
         "",

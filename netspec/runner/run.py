@@ -12,7 +12,7 @@ import io
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,10 @@ from netspec.report import plots
 from netspec.report.markdown import report_markdown
 from netspec.report.tables import summary_text
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
+from netspec.runner.speed import backend_flags, standard_state
+from netspec.runner.speed import prepare as prepare_model
+from netspec.runner.speed import resolve as resolve_speed
+from netspec.runner.speed import resolved_spec as spec_with_speed
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
 from netspec.spec.loader import load_file
 from netspec.spec.rules import resolve_rules, rules_from_dict, shipped_rule_sets
@@ -149,10 +153,12 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     checkpoint on the same data it used (its recorded `limit`). `limit` trains on the
     first N training images only; validation and test sets stay whole.
     """
-    spec = checked.spec
-    _require_dataset(spec)  # before any folder is made
+    _require_dataset(checked.spec)  # before any folder is made
     _check_limit(limit)
-    device = resolve_device(spec.train.device)
+    device = resolve_device(checked.spec.train.device)
+    speed = resolve_speed(checked.spec, device)
+    checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
+    spec = checked.spec
     if resume:
         run_dir = RunDir.open(out)
         if not (run_dir / CHECKPOINT).is_file():
@@ -170,7 +176,7 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv)})
         run_dir.write_text("summary.txt", summary_text(checked))
     data = load_data(checked, device, data_dir, limit)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), backend_flags(speed, device):
         torch.manual_seed(spec.train.seed)
         model = build_model(spec, device)
         trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head,
@@ -229,7 +235,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
     has_model = bool(history) or status != "interrupted"
     if has_model:
         net = logits_model(model, checked.analysis.softmax_head)
-        test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size)
+        test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size, trainer.speed)
     else:
         test_loss = test_acc = None
     validated = len(data.val) > 0
@@ -254,6 +260,8 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "train_size": len(data.train), "train_available": data.train_available,
         "val_size": len(data.val), "test_size": len(data.test),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "speed": asdict(trainer.speed),  # as it ran (compile: off if compiling failed)
+        "evaluated_in": trainer.speed.precision,
         "seed": spec.train.seed,
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / len(history) if history else None,
@@ -262,7 +270,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "command": " ".join(sys.argv),
     }
     if has_model:
-        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": model.state_dict(),
+        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": standard_state(model),
                                "epoch": len(history), "netspec": netspec.__version__})
     if not history:  # every finished epoch already wrote its history and plot
         _write_progress(run_dir, checked, history)
@@ -315,9 +323,17 @@ def load_run(path: str | Path, device: str = "cpu"):
 
 def evaluate_run(path: str | Path, data_dir=None) -> dict:
     run_dir, checked, model, notes = load_run(path)
-    data = load_data(checked, torch.device("cpu"), data_dir)  # the whole test set, as every run is tested
-    loss, acc = evaluate(logits_model(model, checked.analysis.softmax_head), data.test, checked.spec.train.eval_batch_size)
+    device = torch.device("cpu")
+    data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
+    speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
+    net = logits_model(prepare_model(model, speed), checked.analysis.softmax_head)
+    loss, acc = evaluate(net, data.test, checked.spec.train.eval_batch_size, speed)
     recorded = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    ran_on = str(recorded.get("device", ""))
+    if ran_on and not ran_on.startswith("cpu") and speed.precision != "fp32":
+        notes.append(f"the run trained and tested on {ran_on}; {speed.precision} arithmetic on this CPU may round "
+                     f"differently, so the accuracy can differ in the last digits")
     return {"run": str(run_dir.path), "test_accuracy": acc, "test_loss": loss, "test_size": len(data.test),
+            "precision": speed.precision, "speed": speed.describe(),
             "recorded_test_accuracy": recorded.get("test_accuracy"), "recorded_test_size": recorded.get("test_size"),
             "model_epoch": recorded.get("model_epoch"), "target_accuracy": checked.target_accuracy, "notes": notes}

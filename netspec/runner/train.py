@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch import nn
 from netspec.data.augment import augment
 from netspec.data.datasets import Data, Split
 from netspec.errors import CheckpointError, RunError
+from netspec.runner.speed import COMPILE_MODES, Speed, autocast, prepare, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
 
@@ -42,6 +43,9 @@ class Observer:
 
     def epoch(self, stats: EpochStats) -> None: ...
 
+    def note(self, text: str) -> None:
+        """One line worth telling the user (e.g. compilation failed and training went on eagerly)."""
+
 
 class NonFinite(RunError):
     def __init__(self, epoch: int, step: int, what: str):
@@ -63,13 +67,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
+def make_optimizer(params, spec: OptimizerSpec, fused: bool = False) -> torch.optim.Optimizer:
+    """`fused` (on a GPU): one kernel per step for all parameters instead of one per tensor."""
+    kw = {"fused": True} if fused else {}
     if spec.name == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, **kw)
     if spec.name == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, **kw)
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
-                           weight_decay=spec.weight_decay)
+                           weight_decay=spec.weight_decay, **kw)
 
 
 def make_schedule(optimizer, spec: ScheduleSpec, lr: float, total_steps: int):
@@ -98,8 +104,9 @@ def logits_model(model: nn.Module, softmax_head: bool) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `net` (logits) on a split."""
+def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `net` (logits) on a split, in `speed`'s precision
+    (fp32 when not given)."""
     if len(split) == 0:
         return float("nan"), float("nan")
     was_training = net.training
@@ -107,7 +114,8 @@ def evaluate(net: nn.Module, split: Split, batch_size: int) -> tuple[float, floa
     loss = torch.zeros((), device=split.y.device)
     correct = torch.zeros((), device=split.y.device, dtype=torch.long)
     for i in range(0, len(split), batch_size):
-        logits = net(split.x[i: i + batch_size])
+        with autocast(speed, split.y.device) if speed else nullcontext():
+            logits = net(split.x[i: i + batch_size]).float()
         y = split.y[i: i + batch_size]
         loss += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
@@ -123,13 +131,22 @@ class Trainer:
     def __init__(self, spec: Spec, model: nn.Module, data: Data, device: torch.device, *,
                  softmax_head: bool, observer: Observer | None = None, detect_anomaly: bool = False):
         self.spec, self.model, self.data, self.device = spec, model, data, device
-        self.net = logits_model(model, softmax_head)
+        self.speed = resolve(spec, device)
+        self.net = logits_model(prepare(model, self.speed), softmax_head)
         self.observer = observer or Observer()
         self.detect_anomaly = detect_anomaly
+        # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.speed.precision == "fp16")
+        self.forward = self.net
+        if self.speed.compile != "off":
+            try:
+                self.forward = torch.compile(self.net, mode=COMPILE_MODES[self.speed.compile], dynamic=False)
+            except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
+                self._compile_failed(e)
         t = spec.train
         n = len(data.train)
         self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if n % t.batch_size == 1 else 0)
-        self.optimizer = make_optimizer(self.net.parameters(), t.optimizer)
+        self.optimizer = make_optimizer(self.net.parameters(), t.optimizer, fused=device.type == "cuda")
         self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * self.steps_per_epoch)
         self.history: list[EpochStats] = []
         # how often to look at the loss on the host: each step on CPU (free), less often on a GPU
@@ -139,7 +156,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "epoch": len(self.history),
-            "model": self.model.state_dict(),
+            "model": standard_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "history": [asdict(h) for h in self.history],
@@ -158,6 +175,21 @@ class Trainer:
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{source} is not a checkpoint of this run: {first}") from None
+
+    def _compile_failed(self, e: BaseException) -> None:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        self.observer.note(f"torch.compile failed ({type(e).__name__}: {first}); training continues eagerly")
+        self.forward = self.net
+        self.speed = replace(self.speed, compile="off")
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.forward is self.net:
+            return self.net(x)
+        try:  # compilation happens at the first calls (and once more for the last, smaller batch)
+            return self.forward(x)
+        except Exception as e:  # noqa: BLE001 - a compiler error is never the user's training failing
+            self._compile_failed(e)
+            return self.net(x)
 
     # --- the loop -------------------------------------------------------------
     def fit(self, on_epoch_end=None) -> list[EpochStats]:
@@ -193,16 +225,21 @@ class Trainer:
             x, y = train.x[idx], train.y[idx]
             if t.augment.enabled:
                 x = augment(x, t.augment, aug_gen, self.data.image_shape)
-            logits = self.net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+            with autocast(self.speed, self.device):
+                logits = self._logits(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            loss_ok, grad_ok = torch.isfinite(loss.detach()), torch.isfinite(grad_norm)
+            self.scaler.scale(loss).backward()
+            loss_ok = torch.isfinite(loss.detach())
+            if self.scaler.is_enabled():
+                grad_ok = loss_ok  # fp16 overflows are expected: the scaler skips that step and rescales
+            else:
+                grad_ok = torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
             first = (bad_step < 0) & ~(loss_ok & grad_ok)
             bad_step = torch.where(first, step + 1, bad_step)
             bad_kind = torch.where(first, torch.where(loss_ok, 2, 1), bad_kind)  # 1 loss, 2 gradient
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.schedule:
                 self.schedule.step()
             loss_sum += loss.detach() * len(y)
@@ -213,7 +250,7 @@ class Trainer:
                     what = "loss" if bad_kind.item() == 1 else "gradient (the loss was finite)"
                     raise NonFinite(epoch, int(bad_step.item()), what)
                 self.observer.step(epoch=epoch, step=step + 1, loss=loss_sum.item() / seen)
-        val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size)
+        val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
         return EpochStats(
             epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
             val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - start,

@@ -93,6 +93,13 @@ class TrainSpec:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     label_smoothing: float = 0.0
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    # how the hardware is used (netspec/runner/speed.py); "auto" is decided per device and
+    # written out in the run folder's spec.yaml
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    channels_last: str | bool = "auto"
+    compile: str = "auto"  # auto | off | on | cudagraphs
+    fused_attention: str | bool = "auto"
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,9 @@ def spec_from_dict(data: dict) -> Spec:
             full = LAYERS[name].with_defaults(args or {})
             layers.append(LayerSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in full.items()))))
         built = tuple(layers)
-    train = data.get("train") or {}
+    train = dict(data.get("train") or {})
+    if isinstance(train.get("compile"), bool):  # YAML 1.1 reads `compile: off` as false
+        train["compile"] = "on" if train["compile"] else "off"
     return Spec(
         name=data["name"],
         description=data.get("description", ""),

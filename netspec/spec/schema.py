@@ -123,6 +123,29 @@ TRAIN = _obj(
         "device": {"type": "string", "pattern": "^(auto|cpu|mps|cuda(:[0-9]+)?)$", "default": "auto"},
         "label_smoothing": _num("", 0.0, minimum=0, exclusiveMaximum=1),
         "augment": AUGMENT,
+        "precision": {
+            "enum": ["auto", "fp32", "bf16", "fp16"], "default": "auto",
+            "description": "numeric precision of forward passes: fp32, or bf16/fp16 mixed (autocast; weights stay "
+                           "fp32; fp16 with a gradient scaler); auto: the fastest measured for the device",
+        },
+        "channels_last": {
+            "enum": ["auto", True, False], "default": "auto",
+            "description": "convolutions in channels-last (NHWC) layout; auto: for conv nets",
+        },
+        "compile": {
+            "enum": ["auto", "off", "on", "cudagraphs", False, True], "default": "auto",
+            "description": "torch.compile the model: on, cudagraphs (mode reduce-overhead), off; auto: off "
+                           "(measured slower here); if compiling fails the run says so and goes on eagerly",
+        },
+        "fused_attention": {
+            "enum": ["auto", True, False], "default": "auto",
+            "description": "ViT: scaled_dot_product_attention in batched attention (not while maps are recorded); "
+                           "auto: on a GPU",
+        },
+        "deterministic": {
+            "type": "boolean", "default": False,
+            "description": "bit-for-bit repeatable runs on a GPU (deterministic kernels, no autotuning; slower)",
+        },
     }
 )
 

@@ -1,0 +1,137 @@
+"""How a run uses the hardware: numeric precision, memory layout, compilation,
+fused attention and determinism. None of these change what is trained (the
+spec's model, data and recipe); they change how fast, and float rounding.
+
+`auto` picks what measured fastest for the device at hand (README, "Speed"):
+
+  setting          cpu (bf16-capable, e.g. AMX)              cuda
+  precision        bf16 for conv nets and ViTs, fp32 for      bf16 (fp16 where the GPU has no bf16)
+                   MLPs (bf16 measured slower for them)
+  channels_last    conv nets                                  conv nets
+  compile          off (slower than bf16 eager, long warm-up) off (see README: measured per GPU)
+  fused_attention  off (no gain at 17 tokens)                 on (ViT, unless attention is recorded)
+
+A user forces exact fp32 eager with precision: fp32, channels_last: false,
+compile: off. The resolved values are written into the run's spec.yaml.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+
+from netspec.spec.config import Spec
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = {"on": "default", "cudagraphs": "reduce-overhead"}
+
+
+@dataclass(frozen=True)
+class Speed:
+    precision: str  # fp32 | bf16 | fp16 (mixed: weights stay fp32, autocast computes in the low precision)
+    channels_last: bool  # NHWC activations for convolutions
+    compile: str  # off | on | cudagraphs
+    fused_attention: bool  # scaled_dot_product_attention in the ViT's batched attention
+    deterministic: bool  # bit-for-bit repeatable on a GPU (slower)
+
+    def describe(self) -> str:
+        parts = [self.precision + (" mixed" if self.precision != "fp32" else ""),
+                 "channels_last" if self.channels_last else "standard layout",
+                 "compiled" + (" (CUDA graphs)" if self.compile == "cudagraphs" else "") if self.compile != "off" else "eager"]
+        if self.fused_attention:
+            parts.append("fused attention")
+        if self.deterministic:
+            parts.append("deterministic")
+        return ", ".join(parts)
+
+
+def has_conv(spec: Spec) -> bool:
+    return not spec.is_vit and any(layer.name == "Conv2d" for layer in spec.model)
+
+
+def _bf16_ok(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def resolve(spec: Spec, device: torch.device) -> Speed:
+    """Concrete settings for `spec` on `device` (every `auto` decided)."""
+    t = spec.train
+    precision = t.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if _bf16_ok(device) else "fp16"
+        elif device.type == "cpu" and (has_conv(spec) or spec.is_vit) and _bf16_ok(device):
+            precision = "bf16"
+        else:
+            precision = "fp32"
+    channels_last = has_conv(spec) if t.channels_last == "auto" else bool(t.channels_last)
+    compile_ = "off" if t.compile == "auto" else t.compile
+    fused = (device.type == "cuda") if t.fused_attention == "auto" else bool(t.fused_attention)
+    return Speed(precision, channels_last and has_conv(spec), compile_, fused and spec.is_vit, t.deterministic)
+
+
+def resolved_spec(spec: Spec, speed: Speed) -> Spec:
+    """`spec` with its speed settings written out as decided."""
+    train = replace(spec.train, precision=speed.precision, channels_last=speed.channels_last, compile=speed.compile,
+                    fused_attention=speed.fused_attention, deterministic=speed.deterministic)
+    return replace(spec, train=train)
+
+
+def autocast(speed: Speed, device: torch.device):
+    """Mixed precision for forward passes and the loss (fp32 master weights); nothing for fp32."""
+    if speed.precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[speed.precision])
+
+
+def prepare(model: torch.nn.Module, speed: Speed) -> torch.nn.Module:
+    """Put a built model in the run's layout and attention kernel (in place)."""
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    for module in model.modules():
+        if hasattr(module, "fused"):
+            module.fused = speed.fused_attention
+    return model
+
+
+def standard_state(model: torch.nn.Module) -> dict:
+    """state_dict in the standard (contiguous NCHW) layout, whatever layout trained it."""
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+@contextmanager
+def backend_flags(speed: Speed, device: torch.device):
+    """cuDNN and determinism flags for the run, restored afterwards (they are process-wide)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    try:
+        if speed.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable sums
+            torch.backends.cudnn.benchmark = False  # autotuning may pick different kernels run to run
+            torch.backends.cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True)
+        else:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: autotune each convolution once
+        # fp32 stays fp32: TF32 would round matmuls to 10-bit mantissas behind the user's back
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, det, warn, env,
+         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = saved
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = env

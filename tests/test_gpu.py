@@ -1,0 +1,77 @@
+"""The CUDA path. Skipped (with the reason) where torch sees no GPU; benchmarks/gpu.sh
+runs these on a GPU machine together with the timed full runs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from netspec.builder.vit import MultiHeadAttention
+from netspec.runner.run import evaluate_run, run
+from netspec.spec.validate import check_file
+
+from conftest import SPECS
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: torch.cuda.is_available() is False")]
+
+
+def tiny(tmp_path, name="cnn-small.yaml", *extra):
+    spec = tmp_path / name
+    spec.write_text((SPECS / name).read_text().split("\nsweep:")[0].replace("rules: mnist-cnn\n", "")
+                    .replace("rules: mnist-vit\n", ""))
+    return check_file(spec, overrides=("train.epochs=2", "data.validation=200", "train.device=cuda") + extra)
+
+
+def test_cuda_run_with_auto_settings_and_cpu_eval(fake_data, tmp_path):
+    result = run(tiny(tmp_path), out=tmp_path / "r", data_dir=fake_data, limit=600)
+    m = result.metrics
+    assert m["device"].startswith("cuda") and m["speed"]["channels_last"] and m["speed"]["precision"] in ("bf16", "fp16")
+    assert m["test_accuracy"] > 0.5
+    again = evaluate_run(tmp_path / "r", fake_data)  # on the CPU, in the run's precision
+    assert abs(again["test_accuracy"] - m["test_accuracy"]) <= 0.01
+
+
+def test_deterministic_runs_repeat_bit_for_bit(fake_data, tmp_path):
+    weights = []
+    for i in range(2):
+        run(tiny(tmp_path, "cnn-small.yaml", "train.deterministic=true"), out=tmp_path / f"r{i}", data_dir=fake_data,
+            limit=600)
+        weights.append(torch.load(tmp_path / f"r{i}" / "model.pt", weights_only=True)["state_dict"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # and the process-wide flags are back as they were
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_fused_attention_on_gpu_equals_explicit():
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(dim=64, heads=8, dim_head=64).cuda().eval()
+    x = torch.randn(32, 17, 64, device="cuda")
+    with torch.no_grad():
+        explicit = attn(x)
+        attn.fused = True
+        fused = attn(x)
+    assert torch.allclose(fused, explicit, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["on", "cudagraphs"])
+def test_compiled_training_on_gpu(fake_data, tmp_path, mode):
+    notes = []
+
+    class Notes:
+        def start(self, **kw): ...
+        def step(self, **kw): ...
+        def epoch(self, stats): ...
+        def note(self, text):
+            notes.append(text)
+
+    result = run(tiny(tmp_path, "cnn-small.yaml", f"train.compile={mode}"), out=tmp_path / "r", data_dir=fake_data,
+                 limit=600, observer=Notes())
+    assert notes == [] and result.metrics["speed"]["compile"] == mode
+    assert result.metrics["test_accuracy"] > 0.5
+
+
+def test_vit_trains_on_gpu_with_fused_attention_and_draws_heatmaps(fake_data, tmp_path):
+    checked = tiny(tmp_path, "vit.yaml", "model.vit.depth=2", "train.schedule.name=none")
+    result = run(checked, out=tmp_path / "r", data_dir=fake_data, limit=600)
+    assert result.metrics["speed"]["fused_attention"]
+    assert (tmp_path / "r" / "attention.png").is_file()

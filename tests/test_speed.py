@@ -1,0 +1,146 @@
+"""Speed settings (issue 14): precision, memory layout, compilation, fused attention.
+They change float rounding and time, never what is trained; the tests bound the
+difference with stated tolerances and check that fallbacks are announced."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from netspec.builder.vit import MultiHeadAttention, ViT, record_attention
+from netspec.runner import train as train_mod
+from netspec.runner.run import evaluate_run, run
+from netspec.runner.speed import Speed, resolve
+from netspec.spec.validate import check_file
+
+from conftest import SPECS
+
+CNN_QUICK = ("train.epochs=2", "data.validation=200", "train.augment.rotate=0")
+
+
+def tiny_cnn(tmp_path, *extra):
+    spec = tmp_path / "cnn.yaml"
+    spec.write_text((SPECS / "cnn-small.yaml").read_text().replace("rules: mnist-cnn\n", ""))
+    return check_file(spec, overrides=CNN_QUICK + extra)
+
+
+def test_auto_settings_per_model_and_device(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cnn = check_file(SPECS / "cnn.yaml").spec
+    vit = check_file(SPECS / "vit.yaml").spec
+    mlp = check_file(SPECS / "mlp.yaml").spec
+    bf16 = resolve(cnn, cpu).precision  # bf16 where this CPU has it (AMX / AVX-512 BF16), else fp32
+    assert resolve(cnn, cpu) == Speed(bf16, True, "off", False, False)
+    assert resolve(vit, cpu) == Speed(bf16, False, "off", False, False)
+    assert resolve(mlp, cpu) == Speed("fp32", False, "off", False, False)  # bf16 measured no faster for the MLP
+    # what auto means on a GPU is decided without touching one
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve(vit, cuda).fused_attention and resolve(cnn, cuda).channels_last
+    assert resolve(mlp, cuda).precision == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve(mlp, cuda).precision == "fp16"
+    exact = check_file(SPECS / "cnn.yaml", overrides=("train.precision=fp32", "train.channels_last=false")).spec
+    assert resolve(exact, cpu) == Speed("fp32", False, "off", False, False)
+
+
+@pytest.mark.parametrize("extra, tolerance", [
+    (("train.precision=bf16",), 0.05),
+    (("train.precision=fp16",), 0.05),
+    (("train.channels_last=true", "train.precision=fp32"), 0.01),
+    (("train.channels_last=true", "train.precision=bf16"), 0.05),
+])
+def test_each_precision_and_layout_trains_like_fp32(fake_data, tmp_path, extra, tolerance):
+    """Same data, same start: the final training loss stays within `tolerance` (relative: 1% for
+    another layout, whose convolution kernels round differently, 5% for bf16/fp16)
+    of exact fp32, and the test accuracy within 2 points (float rounding only)."""
+    exact = run(tiny_cnn(tmp_path, "train.precision=fp32", "train.channels_last=false"), out=tmp_path / "fp32",
+                data_dir=fake_data, limit=600)
+    other = run(tiny_cnn(tmp_path, *extra), out=tmp_path / "other", data_dir=fake_data, limit=600)
+    a, b = exact.history[-1].train_loss, other.history[-1].train_loss
+    assert abs(a - b) <= tolerance * a, (a, b)
+    assert abs(exact.metrics["test_accuracy"] - other.metrics["test_accuracy"]) <= 0.02
+    assert other.metrics["speed"]["precision"] == other.run_dir.path.joinpath("spec.yaml").read_text().split(
+        "precision: ")[1].split()[0]
+    # model.pt holds the standard layout, whatever layout trained it
+    saved = torch.load(other.run_dir / "model.pt", weights_only=True)["state_dict"]
+    assert all(t.is_contiguous() for t in saved.values())
+
+
+def test_eval_of_a_bf16_run_matches_its_own_figure(fake_data, tmp_path):
+    result = run(tiny_cnn(tmp_path, "train.precision=bf16"), out=tmp_path / "r", data_dir=fake_data, limit=600)
+    assert "bf16 mixed precision" in (tmp_path / "r" / "report.md").read_text()
+    again = evaluate_run(tmp_path / "r", fake_data)
+    assert again["precision"] == "bf16" and again["test_accuracy"] == result.metrics["test_accuracy"]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["evaluated_in"] == "bf16"
+
+
+def test_compile_failure_is_one_line_and_training_goes_on(fake_data, tmp_path, monkeypatch):
+    def broken_compile(module, **kw):
+        def call(x):
+            raise RuntimeError("no C++ compiler here\nlong backtrace ...")
+        return call
+
+    monkeypatch.setattr(train_mod.torch, "compile", broken_compile)
+    notes = []
+
+    class Notes(train_mod.Observer):
+        def note(self, text):
+            notes.append(text)
+
+    result = run(tiny_cnn(tmp_path, "train.compile=on"), out=tmp_path / "r", data_dir=fake_data, limit=600,
+                 observer=Notes())
+    assert notes == ["torch.compile failed (RuntimeError: no C++ compiler here); training continues eagerly"]
+    assert result.metrics["status"] == "finished" and result.metrics["speed"]["compile"] == "off"
+    exact = run(tiny_cnn(tmp_path, "train.compile=off"), out=tmp_path / "eager", data_dir=fake_data, limit=600)
+    assert result.metrics["test_accuracy"] == exact.metrics["test_accuracy"]
+
+
+def test_compile_off_is_spelled_as_yaml_reads_it(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text((SPECS / "mlp.yaml").read_text().replace("  seed: 0\n", "  seed: 0\n  compile: off\n"))
+    assert check_file(spec).spec.train.compile == "off"
+
+
+@pytest.mark.parametrize("heads, dim_head", [(8, 64), (3, 5)])
+def test_fused_attention_equals_the_explicit_path(heads, dim_head):
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(dim=32, heads=heads, dim_head=dim_head).double().eval()
+    x = torch.randn(4, 17, 32, dtype=torch.float64)
+    explicit = attn(x)
+    attn.fused = True
+    fused = attn(x)
+    assert torch.allclose(fused, explicit, atol=1e-12)
+    # and in training mode with dropout off (p = 0), gradients agree too
+    attn.train()
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    for flag, xi in zip((False, True), xs):
+        attn.fused = flag
+        attn(xi).sum().backward()
+    assert torch.allclose(xs[0].grad, xs[1].grad, atol=1e-12)
+
+
+def test_heatmaps_use_the_explicit_path_even_when_fused():
+    torch.manual_seed(0)
+    vit = ViT(image_shape=(1, 28, 28), patch_size=7, num_classes=10, dim=32, depth=2, heads=4, dim_head=8,
+              mlp_dim=64).eval()
+    for layer in vit.layers:
+        layer.attn.fused = True
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad(), record_attention(vit) as maps:
+        out = vit(x)
+    assert maps and maps[0].shape == (2, 4, 17, 17)
+    assert vit.layers[-1].attn.fused  # switched back on afterwards
+    for layer in vit.layers:
+        layer.attn.fused = False
+    with torch.no_grad():
+        assert torch.allclose(vit(x), out, atol=1e-5)
+
+
+def test_the_problem_sets_single_head_module_stays_explicit():
+    from netspec.builder.vit import Attention
+    assert not hasattr(Attention(dim=8, dim_head=4), "fused")
+    assert [type(m).__name__ for m in Attention(dim=8, dim_head=4).children()] == ["Linear", "Linear", "Linear",
+                                                                                    "Softmax", "Dropout"]
+    assert isinstance(MultiHeadAttention(dim=8, heads=2, dim_head=4).attend, nn.Softmax)
