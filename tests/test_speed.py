@@ -37,10 +37,11 @@ def test_auto_settings_per_model_and_device(monkeypatch):
     assert resolve(mlp, cpu) == Speed("fp32", False, "off", False, False)  # bf16 measured no faster for the MLP
     # what auto means on a GPU is decided without touching one
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve(vit, cuda).fused_attention and resolve(cnn, cuda).channels_last
-    assert resolve(mlp, cuda).precision == "bf16"
+    assert resolve(cnn, cuda) == Speed("bf16", True, "cudagraphs", False, False)
+    assert resolve(vit, cuda) == Speed("bf16", False, "cudagraphs", True, False)
+    assert resolve(mlp, cuda) == Speed("fp32", False, "off", False, False)  # measured slower under CUDA graphs
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve(mlp, cuda).precision == "fp16"
+    assert resolve(cnn, cuda).precision == "fp16"
     exact = check_file(SPECS / "cnn.yaml", overrides=("train.precision=fp32", "train.channels_last=false")).spec
     assert resolve(exact, cpu) == Speed("fp32", False, "off", False, False)
 

@@ -5,10 +5,11 @@ spec's model, data and recipe); they change how fast, and float rounding.
 `auto` picks what measured fastest for the device at hand (README, "Speed"):
 
   setting          cpu (bf16-capable, e.g. AMX)              cuda
-  precision        bf16 for conv nets and ViTs, fp32 for      bf16 (fp16 where the GPU has no bf16)
-                   MLPs (bf16 measured slower for them)
+  precision        bf16 for conv nets and ViTs; fp32 for      the same (fp16 where the GPU has no bf16)
+                   MLPs (no gain measured for them)
   channels_last    conv nets                                  conv nets
-  compile          off (slower than bf16 eager, long warm-up) off (see README: measured per GPU)
+  compile          off (slower than bf16 eager, and a long    cudagraphs for conv nets and ViTs (small
+                   warm-up)                                   batches are launch-bound); off for MLPs
   fused_attention  off (no gain at 17 tokens)                 on (ViT, unless attention is recorded)
 
 A user forces exact fp32 eager with precision: fp32, channels_last: false,
@@ -62,16 +63,19 @@ def _bf16_ok(device: torch.device) -> bool:
 def resolve(spec: Spec, device: torch.device) -> Speed:
     """Concrete settings for `spec` on `device` (every `auto` decided)."""
     t = spec.train
+    heavy = has_conv(spec) or spec.is_vit  # an MLP is too small for any of this to pay
     precision = t.precision
     if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if _bf16_ok(device) else "fp16"
-        elif device.type == "cpu" and (has_conv(spec) or spec.is_vit) and _bf16_ok(device):
+        if not heavy or device.type not in ("cpu", "cuda"):
+            precision = "fp32"
+        elif _bf16_ok(device):
             precision = "bf16"
         else:
-            precision = "fp32"
+            precision = "fp16" if device.type == "cuda" else "fp32"
     channels_last = has_conv(spec) if t.channels_last == "auto" else bool(t.channels_last)
-    compile_ = "off" if t.compile == "auto" else t.compile
+    compile_ = t.compile
+    if compile_ == "auto":
+        compile_ = "cudagraphs" if device.type == "cuda" and heavy else "off"
     fused = (device.type == "cuda") if t.fused_attention == "auto" else bool(t.fused_attention)
     return Speed(precision, channels_last and has_conv(spec), compile_, fused and spec.is_vit, t.deterministic)
 
