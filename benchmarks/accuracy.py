@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netspec.runner.run import run
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 AIMS = {"mlp": 0.984, "cnn": 0.995, "cnn-small": 0.992, "vit": 0.985}  # the issues' aims, beyond the rules

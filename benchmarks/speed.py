@@ -25,7 +25,7 @@ from rich.table import Table
 from netspec.builder.model import build_model
 from netspec.data.datasets import Data, Split
 from netspec.runner.train import Trainer
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

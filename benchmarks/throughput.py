@@ -29,7 +29,7 @@ from torchvision import datasets, transforms
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_raw, prepare
 from netspec.runner.train import Trainer, logits_model
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32

@@ -20,7 +20,7 @@ from rich.table import Table
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_raw, prepare
 from netspec.runner.train import Trainer
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_IMAGES = 55_000

@@ -1,3 +1,20 @@
-"""netspec: describe, check and train small neural networks from one YAML file."""
+"""netspec: describe, check and train small neural networks from one YAML file.
 
-__version__ = "0.1.0"
+    import netspec
+    spec = netspec.load("specs/cnn.yaml")     # check: schema, shapes, budgets, rules
+    spec.summary()                             # layer, output shape, params
+    model = spec.build()                       # the torch module (spec.build(logits=True): no final Softmax)
+    run = netspec.train(spec)                  # train, evaluate, write the run folder -> netspec.Run
+    run = netspec.open_run("runs/cnn-...")     # later: run.model, run.history, run.metrics, run.predict(x)
+
+Importing netspec changes nothing global (torch's random state, matplotlib's backend, the umask).
+"""
+
+from netspec._version import __version__  # noqa: E402,F401
+
+from netspec.api import Prediction, Run, Spec, load, open_run, resume, train  # noqa: E402
+from netspec.errors import CheckpointError, DataError, Interrupted, NetspecError, Problem, RunError, SpecError  # noqa: E402
+
+__all__ = ["load", "train", "resume", "open_run", "Spec", "Run", "Prediction",
+           "NetspecError", "SpecError", "Problem", "DataError", "RunError", "CheckpointError", "Interrupted",
+           "__version__"]

@@ -18,16 +18,31 @@ from rich.table import Table
 
 from netspec.errors import Interrupted, NetspecError, SpecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Describe, check and train small neural networks from one YAML file.")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False)]
-RulesOpt = Annotated[Optional[list[str]], typer.Option("--rules", help="impose a rule set (name or file); repeatable")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a setting: key=value (dotted key); repeatable")]
-FormatOpt = Annotated[str, typer.Option("--format", help="text or json")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="NETSPEC_DATA_DIR",
+def _version(value: bool):
+    if value:
+        from netspec._version import __version__
+
+        print(f"netspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[Optional[bool], typer.Option("--version", help="print the version and exit",
+                                                         callback=_version, is_eager=True)] = None):
+    """Describe, check and train small neural networks from one YAML file."""
+
+
+SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False, metavar="SPEC")]
+RulesOpt = Annotated[Optional[list[str]], typer.Option("--rules", metavar="NAME_OR_FILE", help="impose a rule set (name or file); repeatable")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a setting: key=value (dotted key); repeatable")]
+FormatOpt = Annotated[str, typer.Option("--format", metavar="text|json", help="text or json")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", envvar="NETSPEC_DATA_DIR",
                                                     help="folder with MNIST/raw (default: ~/.cache/netspec, downloaded)")]
 
 
@@ -58,9 +73,9 @@ def _problem_text(p) -> str:
 
 
 def _check(spec: Path, rules, overrides):
-    from netspec.spec.validate import check_file
+    import netspec
 
-    return check_file(spec, imposed=tuple(rules or ()), overrides=tuple(overrides or ()))
+    return netspec.load(Path(spec), rules=list(rules or ()), overrides=list(overrides or ())).checked
 
 
 def _format(value: str) -> str:
@@ -71,19 +86,17 @@ def _format(value: str) -> str:
 
 @app.command()
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False)],
+    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False, metavar="SPEC...")],
     rules: RulesOpt = None,
     set_: SetOpt = None,
     format: FormatOpt = "text",
 ):
     """Check specs against the schema and their rules; exit 0 if all are valid, 1 if not."""
-    from netspec.spec.validate import check_file
-
     fmt = _format(format)
     results, failed = [], 0
     for spec in specs:
         try:
-            checked = check_file(spec, imposed=tuple(rules or ()), overrides=tuple(set_ or ()))
+            checked = _check(spec, rules, set_)
             results.append({"file": str(spec), "valid": True, "errors": [],
                             "params": checked.analysis.params})
             if fmt == "text":
@@ -177,60 +190,56 @@ def _report_run(result) -> None:
     if m.get("limit") is not None:
         out.print(f"trained on {m['train_size']:,} of {m['train_available']:,} training images (--limit {m['limit']})",
                   highlight=False)
-    out.print(f"run folder: {escape(str(result.run_dir.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
+    out.print(f"run folder: {escape(str(result.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
 
 
 @app.command()
 def run(
-    spec: Annotated[Optional[Path], typer.Argument(help="spec file (YAML)", show_default=False)] = None,
+    spec: Annotated[Optional[Path], typer.Argument(help="spec file (YAML)", show_default=False, metavar="SPEC")] = None,
     rules: RulesOpt = None,
     set_: SetOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<name>-<time>)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="run folder (default runs/<name>-<time>)")] = None,
     data_dir: DataDirOpt = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue an interrupted run folder")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")] = None,
     detect_anomaly: Annotated[bool, typer.Option("--detect-anomaly", help="torch autograd anomaly detection (slow)")] = False,
     limit: Annotated[Optional[int], typer.Option(
-        "--limit", help="train on the first N training images only (quick checks); validation and test sets stay whole")] = None,
+        "--limit", metavar="N", help="train on the first N training images only (quick checks); validation and test sets stay whole")] = None,
     force: Annotated[bool, typer.Option("--force", help="empty the --out run folder first if it holds an earlier run")] = False,
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
-    from netspec.runner.run import check_run_spec
-    from netspec.runner.run import run as run_spec
-    from netspec.runner.rundir import RunDir
+    import netspec
 
     if (spec is None) == (resume is None):
         err.print("[red]error:[/] give a spec to run, or --resume RUN_DIR (not both)")
         raise typer.Exit(1)
     observer = ProgressObserver(err)
     with user_errors():
-        if resume is not None:
-            if set_ or rules or force or out_dir:
-                raise NetspecError("--set, --rules, --out and --force do not apply to a run being resumed: it continues "
-                                   "as it started; start a new run instead")
-            checked, notes = check_run_spec(RunDir.open(resume))
-            for note in notes:
-                err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-            target = resume
-        else:
-            checked = _check(spec, rules, set_)
-            target = out_dir
         try:
-            result = run_spec(checked, out=target, data_dir=data_dir, observer=observer,
-                              resume=resume is not None, detect_anomaly=detect_anomaly, limit=limit, force=force)
+            if resume is not None:
+                if set_ or rules or force or out_dir or limit is not None:
+                    raise NetspecError("--set, --rules, --out, --force and --limit do not apply to a run being resumed: "
+                                       "it continues as it started; start a new run instead")
+                result = netspec.resume(resume, data_dir=data_dir, progress=observer)
+            else:
+                result = netspec.train(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()), out=out_dir,
+                                       data_dir=data_dir, limit=limit, force=force, progress=observer,
+                                       detect_anomaly=detect_anomaly)
         finally:
             observer.stop()
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     _report_run(result)
 
 
 @app.command("eval")
-def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False)], data_dir: DataDirOpt = None,
+def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False, metavar="RUN_DIR")], data_dir: DataDirOpt = None,
           format: FormatOpt = "text"):
     """Reload a run's saved weights and report test accuracy."""
-    from netspec.runner.run import evaluate_run
+    import netspec
 
     fmt = _format(format)
     with user_errors():
-        result = evaluate_run(run_dir, data_dir)
+        result = netspec.open_run(run_dir).evaluate(data_dir)
     if fmt == "json":
         print(json.dumps(result, indent=2))
         return
@@ -247,31 +256,34 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_defaul
 
 @app.command()
 def attention(
-    run_dir: Annotated[Path, typer.Argument(help="run folder of a ViT", show_default=False)],
-    index: Annotated[int, typer.Option("--index", help="validation example")] = 0,
-    layer: Annotated[int, typer.Option("--layer", help="encoder layer (negative: from the end)")] = -1,
+    run_dir: Annotated[Path, typer.Argument(help="run folder of a ViT", show_default=False, metavar="RUN_DIR")],
+    index: Annotated[int, typer.Option("--index", metavar="N", help="validation example")] = 0,
+    layer: Annotated[int, typer.Option("--layer", metavar="L", help="encoder layer (negative: from the end)")] = -1,
     data_dir: DataDirOpt = None,
 ):
     """Draw the post-softmax attention of every head of one layer as heatmaps (PNG)."""
     import torch
 
-    from netspec.runner.run import load_data, load_run, write_attention
+    import netspec
+    from netspec.report.run_report import write_attention
+    from netspec.runner.run import load_data
+    from netspec.runner.rundir import RunDir
 
     with user_errors():
-        folder, checked, model, _ = load_run(run_dir)
-        if not checked.spec.is_vit:
+        run = netspec.open_run(run_dir)
+        if not run.spec.config.is_vit:
             raise NetspecError(f"{run_dir} is not a ViT run; attention maps need model: vit")
-        data = load_data(checked, torch.device("cpu"), data_dir)
-        path = write_attention(folder, model, data, index=index, layer=layer)
+        data = load_data(run.spec.checked, torch.device("cpu"), data_dir)
+        path = write_attention(RunDir(run.path), run.model, data, index=index, layer=layer)
     out.print(f"wrote {escape(str(path))}", highlight=False)
 
 
 @app.command()
 def data(
-    dataset: Annotated[str, typer.Argument(help="mnist or fashion-mnist")] = "mnist",
+    dataset: Annotated[str, typer.Argument(help="mnist or fashion-mnist", metavar="DATASET")] = "mnist",
     data_dir: DataDirOpt = None,
-    validation: Annotated[int, typer.Option("--validation", help="validation images held out of training")] = 5000,
-    samples: Annotated[Path, typer.Option("--samples", help="PNG grid of sample images")] = Path("samples.png"),
+    validation: Annotated[int, typer.Option("--validation", metavar="N", help="validation images held out of training")] = 5000,
+    samples: Annotated[Optional[Path], typer.Option("--samples", metavar="PNG", help="also write a PNG grid of sample images here")] = None,
 ):
     """Dataset facts (problem 2(a)): image size, pixel meaning and range, split sizes, class counts."""
     from netspec.data.facts import dataset_facts
@@ -292,17 +304,18 @@ def data(
     for c, tr, te in facts["class_counts"]:
         counts.add_row(c, f"{tr:,}", f"{te:,}")
     out.print(counts)
-    fig = plots.samples_figure(raw.train_images[:32].numpy(), raw.train_labels[:32], info.classes)
-    fig.savefig(samples, dpi=100, bbox_inches="tight")
-    plots.close(fig)
-    out.print(f"sample grid: {escape(str(samples))}", highlight=False)
+    if samples is not None:
+        fig = plots.samples_figure(raw.train_images[:32].numpy(), raw.train_labels[:32], info.classes)
+        fig.savefig(samples, dpi=100, bbox_inches="tight")
+        plots.close(fig)
+        out.print(f"sample grid: {escape(str(samples))}", highlight=False)
 
 
 @app.command()
 def forward(
     spec: SpecArg,
-    input_file: Annotated[Path, typer.Option("--input", help="YAML list of inputs, each of the spec's input shape")],
-    seed: Annotated[int, typer.Option("--seed", help="seed for the layers' initial weights")] = 0,
+    input_file: Annotated[Path, typer.Option("--input", metavar="FILE", help="YAML list of inputs, each of the spec's input shape")],
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="seed for the layers' initial weights")] = 0,
 ):
     """Apply a spec's (untrained) layers to given inputs and print the outputs: pooling by hand, problem 1(c)."""
     from netspec.builder.forward import forward_file
@@ -332,20 +345,21 @@ def _matrix(t) -> str:
 @app.command("sweep")
 def sweep_cmd(
     spec: SpecArg,
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="key=v1,v2,... (repeatable)")] = None,
-    range_: Annotated[Optional[list[str]], typer.Option("--range", help="key=low:high[:log][:int] (repeatable)")] = None,
-    sampler: Annotated[Optional[str], typer.Option("--sampler", help="grid, tpe or random")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="trial budget (grid: its size)")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", metavar="KEY=V1,V2,...", help="key=v1,v2,... (repeatable)")] = None,
+    range_: Annotated[Optional[list[str]], typer.Option("--range", metavar="KEY=LOW:HIGH[:log][:int]", help="key=low:high[:log][:int] (repeatable)")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="grid|tpe|random", help="grid, tpe or random")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", metavar="N", help="trial budget (grid: its size)")] = None,
     prune: Annotated[Optional[bool], typer.Option("--prune/--no-prune", help="stop hopeless trials early")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="sweep folder (default runs/<name>-sweep)")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="sweep folder (default runs/<name>-sweep)")] = None,
     rules: RulesOpt = None,
     set_: SetOpt = None,
     data_dir: DataDirOpt = None,
     limit: Annotated[Optional[int], typer.Option(
-        "--limit", help="train every trial on the first N training images only; validation and test stay whole")] = None,
+        "--limit", metavar="N", help="train every trial on the first N training images only; validation and test stay whole")] = None,
 ):
     """Search over spec settings (grid, TPE or random, with Optuna); every trial is a run. Rerun to resume."""
+    from netspec.report.run_report import RunReporter
     from netspec.report.sweep_report import leaderboard_table, write_sweep_outputs
     from netspec.runner.sweep import sweep
 
@@ -375,7 +389,7 @@ def sweep_cmd(
         try:
             result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
                            storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
-                           overrides=tuple(set_ or ()),
+                           overrides=tuple(set_ or ()), reporter=RunReporter(),
                            observer=observer, on_trial=on_trial)
         finally:
             if "obs" in progress:
@@ -388,16 +402,22 @@ def sweep_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False)],
-    figure: Annotated[Path, typer.Option("--figure", help="overlaid loss curves (PNG)")] = Path("compare.png"),
+    runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False, metavar="RUN_DIR...")],
+    figure: Annotated[Optional[Path], typer.Option("--figure", metavar="PNG", help="also write the overlaid loss curves here (PNG)")] = None,
     format: FormatOpt = "text",
 ):
     """Runs side by side: architecture changes, settings that differ, accuracies, times, loss curves."""
-    from netspec.runner.compare import compare
+    from netspec.report import plots
+    from netspec.runner.compare import compare, read_runs
 
     fmt = _format(format)
     with user_errors():
-        result = compare(runs, figure)
+        infos = read_runs(runs)
+        result = compare(infos)
+    if figure is not None:
+        fig = plots.overlay_figure({r.label: r.history for r in infos if r.history})
+        fig.savefig(figure, dpi=110, bbox_inches="tight")
+        result["figure"] = str(figure)
     if fmt == "json":
         print(json.dumps(result, indent=2, default=str))
         return
@@ -430,5 +450,6 @@ def compare_cmd(
         out.print(st)
     else:
         out.print("settings: all the same")
-    out.print(f"loss curves: {escape(str(figure))}", highlight=False)
+    if figure is not None:
+        out.print(f"loss curves: {escape(str(figure))}", highlight=False)
 

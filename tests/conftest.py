@@ -52,3 +52,11 @@ def write_spec(tmp_path):
         return p
 
     return write
+
+
+def run(checked, **kw):
+    """The runner with the report layer's hooks, as `netspec run` and `netspec.train` use it."""
+    from netspec.report.run_report import RunReporter
+    from netspec.runner.run import run as runner_run
+
+    return runner_run(checked, reporter=RunReporter(), **kw)

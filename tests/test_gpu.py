@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from netspec.builder.vit import MultiHeadAttention
-from netspec.runner.run import evaluate_run, run
-from netspec.spec.validate import check_file
+from netspec.runner.run import evaluate_run
+from conftest import run
+from netspec.builder.check import check_file
 
 from conftest import SPECS
 

@@ -20,10 +20,10 @@ from netspec.cli import app
 from netspec.errors import CheckpointError, RunError, SpecError
 from netspec.runner import run as run_mod
 from netspec.runner.rundir import atomic_write, load_checkpoint
-from netspec.runner.run import run
+from conftest import run
 from netspec.spec.loader import load_text
 from netspec.spec.schema import spec_schema
-from netspec.spec.validate import check_document, check_file
+from netspec.builder.check import check_document, check_file
 
 from conftest import ROOT, SPECS
 

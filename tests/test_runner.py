@@ -11,9 +11,10 @@ from netspec.data.datasets import load_raw
 from netspec.errors import DataError, Interrupted, RunError
 from netspec.runner import train as train_mod
 from netspec.runner.rundir import load_checkpoint
-from netspec.runner.run import evaluate_run, run
+from netspec.runner.run import evaluate_run
+from conftest import run
 from netspec.runner.train import Observer, Trainer
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 from conftest import SHARED_DATA, SPECS
 

@@ -11,9 +11,10 @@ from torch import nn
 
 from netspec.builder.vit import MultiHeadAttention, ViT, record_attention
 from netspec.runner import train as train_mod
-from netspec.runner.run import evaluate_run, run
+from netspec.runner.run import evaluate_run
+from conftest import run
 from netspec.runner.speed import Speed, resolve
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 from conftest import SPECS
 

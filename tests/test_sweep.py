@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 from netspec.cli import app
 from netspec.errors import Interrupted, SpecError
 from netspec.report.sweep_report import write_sweep_outputs
-from netspec.runner.run import run
+from conftest import run
 from netspec.runner.sweep import make_space, parse_range, sweep
 from netspec.runner.train import Observer
 from netspec.spec.loader import load_file
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 from conftest import SPECS
 
@@ -118,9 +118,9 @@ def test_compare_reports_architecture_and_settings(fake_data, tmp_path, write_sp
     b_text = TINY.split("sweep:")[0].replace("    - ReLU\n", "    - ReLU\n    - Dropout: {p: 0.2}\n").replace(
         "out_features: 32", "out_features: 48").replace("batch_size: 64", "batch_size: 32")
     b = run(check_file(write_spec(b_text, "b.yaml")), out=tmp_path / "b", data_dir=fake_data)
-    from netspec.runner.compare import compare
+    from netspec.runner.compare import compare, read_runs
 
-    result = compare([a.run_dir.path, b.run_dir.path], tmp_path / "c.png")
+    result = compare(read_runs([a.run_dir.path, b.run_dir.path]))
     [changes] = result["architecture"].values()
     assert changes == ["changed: layer 0: Linear(out_features=32) -> Linear(out_features=48)",
                        "added: layer 2: Dropout(p=0.2)"]

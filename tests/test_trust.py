@@ -18,10 +18,11 @@ from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
 from netspec.runner import rundir as rundir_mod
 from netspec.runner import run as run_mod
 from netspec.runner.rundir import RunDir, atomic_write, load_checkpoint
-from netspec.runner.run import evaluate_run, load_run, run
+from netspec.runner.run import evaluate_run, load_run
+from conftest import run
 from netspec.runner.train import Observer, Trainer
 from netspec.spec.config import AugmentSpec
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 from conftest import SPECS
 
@@ -154,7 +155,7 @@ def test_a_run_folder_is_portable_and_old_runs_survive_new_rules(fake_data, tmp_
     strict = tmp_path / "strict-mlp.yaml"
     strict.write_text("name: mnist-mlp\nmax_params: 1000\n")
     real = run_mod.resolve_rules
-    monkeypatch.setattr("netspec.spec.validate.resolve_rules", lambda ref, base: strict if ref == "mnist-mlp" else real(ref, base))
+    monkeypatch.setattr("netspec.builder.check.resolve_rules", lambda ref, base: strict if ref == "mnist-mlp" else real(ref, base))
     (moved / "spec.yaml").write_text((moved / "spec.yaml").read_text().replace("rules: spec-rules.yaml", "rules: mnist-mlp"))
     _, _, _, notes = load_run(moved)
     assert len(notes) == 1 and "today's rules 'mnist-mlp' would refuse this run" in notes[0] and "1,000" in notes[0]
@@ -173,9 +174,12 @@ def test_limit_cuts_training_only_and_is_recorded_everywhere(fake_data, tmp_path
     assert "300 of 1,000 training images (--limit 300); 200 validation; tested on 300 test images" in report
     ev = evaluate_run(tmp_path / "r", fake_data)
     assert ev["test_accuracy"] == r.metrics["test_accuracy"] and ev["test_size"] == 300
-    shown = cli.invoke(app, ["compare", str(tmp_path / "r"), str(tmp_path / "r"), "--figure", str(tmp_path / "c.png"),
-                             "--format", "json"])
+    shutil.copytree(tmp_path / "r", tmp_path / "r2")
+    shown = cli.invoke(app, ["compare", str(tmp_path / "r"), str(tmp_path / "r2"), "--format", "json"])
     assert [(r["train_size"], r["limit"]) for r in json.loads(shown.output)["runs"]] == [(300, 300)] * 2
+    assert not list(tmp_path.glob("*.png"))  # no figure unless --figure asks for one
+    same = cli.invoke(app, ["compare", str(tmp_path / "r"), str(tmp_path / "r")])
+    assert same.exit_code == 1 and "the same run folder is given twice" in same.output
 
 
 def test_resume_uses_the_limit_the_run_used(fake_data, tmp_path):

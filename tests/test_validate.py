@@ -9,7 +9,7 @@ from netspec.builder.model import build_model
 from netspec.cli import app
 from netspec.errors import SpecError
 from netspec.spec.schema import SCHEMA_FILE, schema_text
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 from conftest import SPECS
 
@@ -251,7 +251,7 @@ def test_cli_missing_and_directory(tmp_path):
 
 
 def test_registry_is_closed():
-    from netspec.builder.registry import LAYERS, register
+    from netspec.spec.layers import LAYERS, register
 
     with pytest.raises(ValueError, match="already registered"):
         register(LAYERS["ReLU"])

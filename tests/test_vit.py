@@ -8,7 +8,7 @@ from netspec.builder.model import build_model
 from netspec.builder.vit import Attention, EncoderLayer, MultiHeadAttention, PerHeadAttention, ViT, record_attention
 from netspec.errors import SpecError
 from netspec.report import plots
-from netspec.spec.validate import check_file
+from netspec.builder.check import check_file
 
 from conftest import SPECS
 

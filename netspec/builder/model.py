@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from netspec.builder.registry import LAYERS, Shape, ShapeError, _fmt
+from netspec.spec.layers import LAYERS, Shape, ShapeError, _fmt
 from netspec.builder.vit import ViT
 from netspec.spec.config import LayerSpec, Spec, ViTSpec
 

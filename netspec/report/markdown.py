@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from netspec.spec.config import flatten
-from netspec.spec.validate import Checked
+from netspec.builder.check import Checked
 
 
 def _table(header: list[str], rows: list[list]) -> str:

@@ -1,16 +1,21 @@
 """Figures: loss curves, sample grids and attention heatmaps (matplotlib, no screen)."""
 from __future__ import annotations
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures are made with matplotlib's object API (Figure, not pyplot): no backend is chosen,
+# no global figure list is kept, and importing netspec leaves matplotlib as it was.
+
+
+def _subplots(*args, figsize, **kw):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kw)
 
 
 def loss_figure(history, title: str = ""):
     """Training and validation loss per epoch (and validation accuracy on a second axis)."""
     epochs = [h.epoch for h in history]
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = _subplots(figsize=(6.4, 4))
     ax.plot(epochs, [h.train_loss for h in history], "o-", label="training loss")
     ax.plot(epochs, [h.val_loss for h in history], "s-", label="validation loss")
     ax.set_xlabel("epoch")
@@ -30,7 +35,7 @@ def loss_figure(history, title: str = ""):
 
 def overlay_figure(runs: dict[str, list]):
     """Loss curves of several runs in one figure (netspec compare)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _subplots(figsize=(7, 4.2))
     for i, (name, history) in enumerate(runs.items()):
         color = f"C{i % 10}"
         ax.plot([h.epoch for h in history], [h.train_loss for h in history], "-", color=color, label=f"{name} train")
@@ -48,7 +53,7 @@ def samples_figure(images, labels, classes, n: int = 32):
     """A grid of the first n images (uint8, H x W) with their labels."""
     cols = 8
     rows = (min(n, len(images)) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25))
+    fig, axes = _subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < min(n, len(images)):
@@ -70,7 +75,7 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
     head_rows = (heads + per_row - 1) // per_row
     overlay = grid is not None and grid[0] * grid[1] == attention.shape[-1] - 1
     rows = head_rows * (2 if overlay else 1)
-    fig, axes = plt.subplots(rows, per_row + 1, figsize=((per_row + 1) * 2.5, rows * 2.5), squeeze=False)
+    fig, axes = _subplots(rows, per_row + 1, figsize=((per_row + 1) * 2.5, rows * 2.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     axes[0][0].imshow(image, cmap="gray")
@@ -104,13 +109,13 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
 
 
 def close(fig) -> None:
-    plt.close(fig)
+    """Nothing to release: a Figure made without pyplot is freed with its last reference."""
 
 
 def trials_figure(rows):
     """Validation (and test) accuracy of every finished trial, in trial order."""
     rows = sorted((r for r in rows if r["val_accuracy"] is not None), key=lambda r: r["trial"])
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = _subplots(figsize=(7, 3.8))
     if rows:
         best = max(rows, key=lambda r: r["val_accuracy"] if r["state"] == "complete" else -1)
         colors = ["tab:green" if r is best else ("tab:gray" if r["state"] != "complete" else "tab:blue") for r in rows]
@@ -132,7 +137,7 @@ def settings_figure(rows, keys, log_keys=frozenset()):
     """Best validation accuracy against each swept setting, one panel per setting."""
     done = [r for r in rows if r["state"] == "complete" and r["val_accuracy"] is not None]
     n = max(len(keys), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         pts = [(r["settings"].get(key), r["val_accuracy"]) for r in done if key in r["settings"]]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in pts)

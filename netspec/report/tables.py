@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from netspec.spec.validate import Checked
+from netspec.builder.check import Checked
 
 
 def _shape(shape) -> str:
@@ -64,7 +64,7 @@ def print_summary(console: Console, checked: Checked) -> None:
 
 
 def summary_text(checked: Checked, width: int = 110) -> str:
-    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None, force_jupyter=False)
     print_summary(console, checked)
     return console.export_text()
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 
 from netspec.errors import CheckpointError
-from netspec.report import plots
 from netspec.runner.rundir import RunDir
 from netspec.runner.run import check_run_spec, read_history
 from netspec.spec.config import flatten
@@ -62,10 +61,17 @@ def settings_that_differ(runs: list[RunInfo]) -> dict[str, list]:
     return {k: [f.get(k) for f in flat] for k in keys if len({repr(f.get(k)) for f in flat}) > 1}
 
 
-def compare(paths: list[str | Path], figure: str | Path | None = None) -> dict:
+def read_runs(paths: list[str | Path]) -> list[RunInfo]:
     if len(paths) < 2:
         raise CheckpointError("compare needs at least two run folders")
-    runs = [read_run(p) for p in paths]
+    resolved = [Path(p).resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        raise CheckpointError("the same run folder is given twice; compare different runs")
+    return [read_run(p) for p in paths]
+
+
+def compare(runs: list[RunInfo]) -> dict:
+    """Runs side by side (the first is the baseline): numbers, architecture changes, settings."""
     labels = [r.label for r in runs]
     if len(set(labels)) < len(labels):
         labels = [f"{i}: {l}" for i, l in enumerate(labels)]
@@ -82,9 +88,4 @@ def compare(paths: list[str | Path], figure: str | Path | None = None) -> dict:
         "settings": settings_that_differ(runs),
         "baseline": runs[0].label,
     }
-    if figure:
-        fig = plots.overlay_figure({r.label: r.history for r in runs if r.history})
-        fig.savefig(figure, dpi=110, bbox_inches="tight")
-        plots.close(fig)
-        result["figure"] = str(figure)
     return result

@@ -18,14 +18,10 @@ from pathlib import Path
 import torch
 import torchvision
 
-import netspec
+from netspec._version import __version__
 from netspec.builder.model import build_model
-from netspec.builder.vit import record_attention
 from netspec.data.datasets import Data, load_raw, prepare
 from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
-from netspec.report import plots
-from netspec.report.markdown import report_markdown
-from netspec.report.tables import summary_text
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import backend_flags, standard_state
 from netspec.runner.speed import prepare as prepare_model
@@ -34,9 +30,8 @@ from netspec.runner.speed import resolved_spec as spec_with_speed
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
 from netspec.spec.loader import load_file
 from netspec.spec.rules import resolve_rules, rules_from_dict, shipped_rule_sets
-from netspec.spec.validate import Checked, check_document, check_file
+from netspec.builder.check import Checked, check_document, check_file
 
-ATTENTION_PNG = "attention.png"
 
 
 @dataclass
@@ -47,7 +42,7 @@ class RunResult:
 
 
 def versions() -> dict:
-    return {"netspec": netspec.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"netspec": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version()}
 
 
@@ -106,37 +101,17 @@ def read_history(run_dir: RunDir) -> list[EpochStats]:
         raise CheckpointError(f"cannot read {run_dir / 'history.csv'}: {e}") from None
 
 
-def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer: int = -1) -> Path:
-    """Heatmaps of every head of one encoder layer for validation example `index`."""
-    which = "validation" if len(data.val) else "test"  # data.validation: 0 leaves only the test set
-    split = data.val if len(data.val) else data.test
-    if not 0 <= index < len(split):
-        raise RunError(f"--index {index} is out of range: the {which} set has {len(split)} examples")
-    depth = len(model.layers)
-    if not -depth <= layer < depth:
-        raise RunError(f"--layer {layer} is out of range: the model has {depth} encoder layers")
-    model.eval()
-    with torch.no_grad(), record_attention(model, layer) as maps:
-        model(split.x[index: index + 1])
-    attn = maps[0][0].float().cpu()  # (heads, T, T)
-    image = (split.x[index].cpu() * data.std + data.mean).reshape(data.input_shape)[0]
-    label = int(split.y[index])
-    shown = layer % depth
-    p = model.to_patch_embedding.patchify.p
-    grid = (data.input_shape[1] // p, data.input_shape[2] // p)
-    fig = plots.attention_figure(image.numpy(), attn.numpy(),
-                                 f"layer {shown} attention, {which} example {index} (label {label})", grid=grid)
-    path = run_dir.save_figure(ATTENTION_PNG if (index, layer) == (0, -1) else f"attention-{index}-layer{shown}.png", fig)
-    plots.close(fig)
-    return path
+class Reporter:
+    """What a run writes for people to look at (figures, report.md). The runner calls these
+    hooks; netspec.report.run_report.RunReporter implements them (the report layer sits above
+    the runner, so the runner never imports it). The default writes nothing."""
 
+    def started(self, run_dir: RunDir, checked: Checked) -> None: ...
 
-def _write_progress(run_dir: RunDir, checked: Checked, history: list[EpochStats]) -> None:
-    run_dir.write_text("history.csv", history_csv(history))
-    if history:
-        fig = plots.loss_figure(history, f"{checked.spec.name}: loss per epoch")
-        run_dir.save_figure("loss.png", fig)
-        plots.close(fig)
+    def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats]) -> None: ...
+
+    def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
+                 model, data: Data) -> None: ...
 
 
 def _check_limit(limit: int | None) -> None:
@@ -146,7 +121,7 @@ def _check_limit(limit: int | None) -> None:
 
 def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None = None,
         resume: bool = False, detect_anomaly: bool = False, limit: int | None = None,
-        runs_root: str | Path = "runs", force: bool = False) -> RunResult:
+        runs_root: str | Path = "runs", force: bool = False, reporter: Reporter | None = None) -> RunResult:
     """Train `checked.spec` and write its run folder.
 
     With `resume`, `out` is an existing run folder and training continues from its
@@ -174,7 +149,9 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         run_dir.write_yaml(SPEC_FILE, resolved_spec(checked))
         _write_rules(run_dir, checked)
         run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv)})
-        run_dir.write_text("summary.txt", summary_text(checked))
+    reporter = reporter or Reporter()
+    if not resume:
+        reporter.started(run_dir, checked)
     data = load_data(checked, device, data_dir, limit)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), backend_flags(speed, device):
         torch.manual_seed(spec.train.seed)
@@ -183,7 +160,7 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
                           observer=observer, detect_anomaly=detect_anomaly)
         if resume:
             trainer.load_state(state, source=run_dir / CHECKPOINT)
-        return _train(checked, run_dir, model, data, trainer, device, limit)
+        return _train(checked, run_dir, model, data, trainer, device, limit, reporter)
 
 
 def _read_run_record(run_dir: RunDir) -> dict:
@@ -193,12 +170,14 @@ def _read_run_record(run_dir: RunDir) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Trainer, device, limit) -> RunResult:
+def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Trainer, device, limit,
+           reporter: Reporter) -> RunResult:
     spec = checked.spec
 
     def end_of_epoch(tr: Trainer) -> None:
         run_dir.save(CHECKPOINT, tr.state())
-        _write_progress(run_dir, checked, tr.history)
+        run_dir.write_text("history.csv", history_csv(tr.history))
+        reporter.progress(run_dir, checked, tr.history)
 
     started = time.perf_counter()
     status, error = "finished", None
@@ -214,7 +193,7 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
             model.load_state_dict(build_model(spec, device).state_dict())
     train_seconds = sum(h.seconds for h in trainer.history)
     metrics = _finish(run_dir, checked, model, data, trainer, status, str(error or ""), device,
-                      time.perf_counter() - started, train_seconds, limit)
+                      time.perf_counter() - started, train_seconds, limit, reporter)
     if status == "interrupted":
         if not trainer.history:
             raise Interrupted(f"interrupted before the first epoch finished; nothing to resume "
@@ -229,7 +208,7 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
 
 
 def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Trainer, status: str, error: str,
-            device, wall: float, train_seconds: float, limit: int | None) -> dict:
+            device, wall: float, train_seconds: float, limit: int | None, reporter: Reporter) -> dict:
     spec, history = checked.spec, trainer.history
     # an interrupt before the first finished epoch leaves no model worth saving or testing
     has_model = bool(history) or status != "interrupted"
@@ -271,16 +250,11 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
     }
     if has_model:
         run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": standard_state(model),
-                               "epoch": len(history), "netspec": netspec.__version__})
-    if not history:  # every finished epoch already wrote its history and plot
-        _write_progress(run_dir, checked, history)
-    attention = None
-    if spec.is_vit and has_model:
-        write_attention(run_dir, model, data)
-        attention = ATTENTION_PNG
+                               "epoch": len(history), "netspec": __version__})
+    if not history:  # every finished epoch already wrote its history
+        run_dir.write_text("history.csv", history_csv(history))
     run_dir.write_json("metrics.json", metrics)
-    run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention,
-                                                    loss_png="loss.png" if (run_dir / "loss.png").is_file() else None))
+    reporter.finished(run_dir, checked, metrics, history, model, data)
     return metrics
 
 
@@ -313,7 +287,8 @@ def load_run(path: str | Path, device: str = "cpu"):
     run_dir = RunDir.open(path)
     checked, notes = check_run_spec(run_dir)
     state = run_dir.load_weights(WEIGHTS)
-    model = build_model(checked.spec, device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave torch's RNG alone
+        model = build_model(checked.spec, device)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -25,10 +25,11 @@ import optuna
 from optuna.trial import TrialState
 
 from netspec.errors import Problem, RunError, SpecError
-from netspec.runner.run import run
+from netspec.runner.run import Reporter, run
 from netspec.runner.train import Observer
 from netspec.spec.loader import Document, load_file, load_text
-from netspec.spec.validate import Checked, apply_overrides, check_document
+from netspec.builder.check import Checked, check_document
+from netspec.spec.overrides import apply_overrides
 
 MAX_GRID = 10_000  # combinations; a larger grid is surely a mistake
 
@@ -219,7 +220,7 @@ class SweepResult:
 def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = (), sampler: str | None = None,
           trials: int | None = None, prune: bool | None = None, storage: str | None = None,
           out: str | Path | None = None, imposed: tuple[str, ...] = (), data_dir=None, limit: int | None = None,
-          overrides: tuple[str, ...] = (),
+          overrides: tuple[str, ...] = (), reporter: Reporter | None = None,
           observer: Callable[[optuna.Trial, dict], Observer] | None = None,
           on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> SweepResult:
     doc = load_file(spec_path)
@@ -276,7 +277,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
         inner = observer(trial, values) if observer else None
         try:
             result = run(checked, out=trial_dir, data_dir=data_dir, observer=_Pruning(trial, inner, space.prune),
-                         limit=limit)
+                         limit=limit, reporter=reporter)
         except RunError as e:
             trial.set_user_attr("error", str(e))
             raise

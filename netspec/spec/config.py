@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netspec.builder.registry import LAYERS
+from netspec.spec.layers import LAYERS
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from netspec.builder.model import Analysis, budget_hint
-from netspec.builder.registry import LAYERS
+from netspec.spec.layers import LAYERS
 from netspec.errors import Problem, SpecError
-from netspec.spec.config import Spec, get_path, split_key
 from netspec.spec.loader import Document, load_file
 from netspec.spec.schema_errors import schema_problems
 
@@ -58,19 +56,6 @@ class Rules:
 
     def to_dict(self) -> dict:
         return rules_to_dict(self)
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    """One rule applied to one spec, for the summary table and for errors."""
-
-    rules: str  # rule set name
-    rule: str  # e.g. "params"
-    value: str  # what the spec has
-    limit: str  # what the rule allows
-    ok: bool | None  # None: checked after the run (the accuracy target)
-    path: tuple = ()
-    hint: str = ""
 
 
 def shipped_rule_sets() -> list[str]:
@@ -122,55 +107,3 @@ def allowed_layers(rule_sets: list[Rules]) -> list[str] | None:
     """The layers every rule set allows (None: no whitelist at all)."""
     sets = [set(r.allowed_layers) for r in rule_sets if r.allowed_layers is not None]
     return sorted(set.intersection(*sets)) if sets else None
-
-
-def evaluate(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
-    out: list[RuleResult] = []
-    r = rules.name
-    names = [] if spec.is_vit else [layer.name for layer in spec.model]
-    if rules.allowed_layers is not None:
-        bad = sorted(set(names) - set(rules.allowed_layers)) if not spec.is_vit else ["vit"]
-        out.append(RuleResult(r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
-                              not bad, ("model",)))
-    if rules.max_params is not None:
-        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",
-                              analysis.params <= rules.max_params, ("model",), budget_hint(analysis)))
-    if rules.params_below is not None:
-        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"< {rules.params_below:,}",
-                              analysis.params < rules.params_below, ("model",), budget_hint(analysis)))
-    if rules.max_hidden_units is not None:
-        hidden = analysis.hidden_units
-        out.append(RuleResult(
-            r, "hidden units", "n/a (not a layer list)" if hidden is None else f"{hidden:,}",
-            f"<= {rules.max_hidden_units:,}", hidden is not None and hidden <= rules.max_hidden_units,
-            ("model",), "hidden units: out_features of every Linear but the last"))
-    for name in rules.required_layers:
-        out.append(RuleResult(r, f"has {name}", "yes" if name in names else "no", "required",
-                              name in names, ("model",)))
-    resolved = spec.to_dict()
-    for key, want in rules.fixed:
-        try:
-            have = get_path(resolved, key)
-        except (KeyError, IndexError, TypeError):
-            have = None
-        have_cmp = list(have) if isinstance(have, tuple) else have
-        out.append(RuleResult(r, key, _show(have), f"fixed at {_show(want)}", have_cmp == want, split_key(key)))
-    if rules.target_accuracy is not None:
-        out.append(RuleResult(r, "test accuracy", "after the run", f">= {rules.target_accuracy}", None))
-    return out
-
-
-def _show(v: Any) -> str:
-    return "(absent)" if v is None else str(v)
-
-
-def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
-    problems = []
-    for res in results:
-        if res.ok is False:
-            if res.limit.startswith("fixed at"):
-                msg = f"{res.rule} is {res.value}, but it is {res.limit} by rules '{res.rules}'"
-            else:
-                msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
-            problems.append(doc.problem(res.path, msg, res.hint))
-    return problems

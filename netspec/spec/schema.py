@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from netspec.builder.registry import LAYERS, MAX_SIZE
+from netspec.spec.layers import LAYERS, MAX_SIZE
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 DATASETS = ("mnist", "fashion-mnist", "none")  # none: shapes only, nothing to train

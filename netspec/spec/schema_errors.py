@@ -13,7 +13,7 @@ import re
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from netspec.builder.registry import LAYERS
+from netspec.spec.layers import LAYERS
 from netspec.errors import Problem
 from netspec.spec.loader import Document
 

@@ -1,4 +1,4 @@
-"""Validation: load, apply `--set` overrides, check the schema, then the exact checks.
+"""Checking a spec: load, apply `--set` overrides, check the schema, then the exact checks.
 
 Stage 1 is the JSON Schema (narrowed to the rules' layer whitelist). Stage 2
 builds the model on the meta device and checks what a schema cannot: shapes
@@ -11,15 +11,31 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from netspec.builder.model import Analysis, analyze
+from typing import Any
+
+from netspec.builder.model import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
-from netspec.spec.config import Spec, spec_from_dict, split_key
-from netspec.spec.loader import Document, format_path, load_file, load_text
-from netspec.spec.rules import RuleResult, Rules, allowed_layers, evaluate, load_rules, problems_of, resolve_rules, shipped_rule_sets
+from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
+from netspec.spec.loader import Document, load_file
+from netspec.spec.overrides import apply_overrides
+from netspec.spec.rules import Rules, allowed_layers, load_rules, resolve_rules, shipped_rule_sets
 from netspec.spec.schema import spec_schema
 from netspec.spec.schema_errors import schema_problems
 
 IMAGE_VALUES = 28 * 28  # MNIST and Fashion-MNIST
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule applied to one spec, for the summary table and for errors."""
+
+    rules: str  # rule set name
+    rule: str  # e.g. "params"
+    value: str  # what the spec has
+    limit: str  # what the rule allows
+    ok: bool | None  # None: checked after the run (the accuracy target)
+    path: tuple = ()
+    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,39 +52,6 @@ class Checked:
     def target_accuracy(self) -> float | None:
         targets = [r.target_accuracy for r in self.rules if r.target_accuracy is not None]
         return max(targets) if targets else None
-
-
-def apply_overrides(doc: Document, assignments: list[str] | tuple[str, ...]) -> None:
-    """`key=value` pairs (dotted keys, YAML values) written into the document."""
-    problems = []
-    for text in assignments:
-        key, sep, raw = text.partition("=")
-        where = f"--set {text}"
-        if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
-            problems.append(Problem(where, 0, 0, "", "expected key=value with a dotted key, e.g. train.epochs=5"))
-            continue
-        try:
-            value = load_text(raw, where).data if raw.strip() else None
-        except SpecError as e:
-            problems.extend(Problem(where, 0, 0, key, p.message) for p in e.problems)
-            continue
-        path = split_key(key.strip())
-        node = doc.data
-        try:
-            for part in path[:-1]:
-                if isinstance(node, dict):
-                    node = node.setdefault(part, {})
-                else:
-                    node = node[part]
-            if not isinstance(node, (list, dict)):
-                raise KeyError(key)
-            node[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            problems.append(Problem(where, 0, 0, format_path(path), f"'{key}' does not name a setting of this spec"))
-            continue
-        doc.overrides[path] = where
-    if problems:
-        raise SpecError(problems)
 
 
 def _rule_sets(doc: Document, imposed: tuple[str, ...], base_dir: Path) -> tuple[list[Rules], list[Problem]]:
@@ -157,3 +140,55 @@ def check_file(path: str | Path, *, imposed: tuple[str, ...] = (), overrides: tu
             raise SpecError([doc.problem((), "a spec is a mapping of keys")])
         apply_overrides(doc, overrides)
     return check_document(doc, imposed=imposed, base_dir=Path(path).parent)
+
+
+def evaluate(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
+    out: list[RuleResult] = []
+    r = rules.name
+    names = [] if spec.is_vit else [layer.name for layer in spec.model]
+    if rules.allowed_layers is not None:
+        bad = sorted(set(names) - set(rules.allowed_layers)) if not spec.is_vit else ["vit"]
+        out.append(RuleResult(r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
+                              not bad, ("model",)))
+    if rules.max_params is not None:
+        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",
+                              analysis.params <= rules.max_params, ("model",), budget_hint(analysis)))
+    if rules.params_below is not None:
+        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"< {rules.params_below:,}",
+                              analysis.params < rules.params_below, ("model",), budget_hint(analysis)))
+    if rules.max_hidden_units is not None:
+        hidden = analysis.hidden_units
+        out.append(RuleResult(
+            r, "hidden units", "n/a (not a layer list)" if hidden is None else f"{hidden:,}",
+            f"<= {rules.max_hidden_units:,}", hidden is not None and hidden <= rules.max_hidden_units,
+            ("model",), "hidden units: out_features of every Linear but the last"))
+    for name in rules.required_layers:
+        out.append(RuleResult(r, f"has {name}", "yes" if name in names else "no", "required",
+                              name in names, ("model",)))
+    resolved = spec.to_dict()
+    for key, want in rules.fixed:
+        try:
+            have = get_path(resolved, key)
+        except (KeyError, IndexError, TypeError):
+            have = None
+        have_cmp = list(have) if isinstance(have, tuple) else have
+        out.append(RuleResult(r, key, _show(have), f"fixed at {_show(want)}", have_cmp == want, split_key(key)))
+    if rules.target_accuracy is not None:
+        out.append(RuleResult(r, "test accuracy", "after the run", f">= {rules.target_accuracy}", None))
+    return out
+
+
+def _show(v: Any) -> str:
+    return "(absent)" if v is None else str(v)
+
+
+def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
+    problems = []
+    for res in results:
+        if res.ok is False:
+            if res.limit.startswith("fixed at"):
+                msg = f"{res.rule} is {res.value}, but it is {res.limit} by rules '{res.rules}'"
+            else:
+                msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
+            problems.append(doc.problem(res.path, msg, res.hint))
+    return problems

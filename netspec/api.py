@@ -1,0 +1,282 @@
+"""The Python API: the few names `import netspec` offers. The CLI is a thin layer over them.
+
+    import netspec
+    spec = netspec.load("specs/cnn.yaml", overrides={"train.epochs": 2})   # or YAML text, or a dict
+    spec.summary()                      # a table (text in a terminal, HTML in Jupyter)
+    model = spec.build()                # the nn.Module the spec describes (its Softmax head included)
+    net = spec.build(logits=True)       # the same layers without a final Softmax: logits, for CrossEntropyLoss
+    run = netspec.train(spec, limit=5000)                   # -> Run: history, metrics, model, folder
+    run = netspec.open_run(run.path)                        # any run folder, later
+    labels, probabilities = run.predict(images)             # images: (N, 28, 28) uint8 or floats in [0, 1]
+
+Every failure a user can cause raises a `NetspecError`; a spec's mistakes raise one
+`SpecError` whose `problems` hold every mistake with its file, line and column.
+"""
+from __future__ import annotations
+
+import html
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import yaml
+from torch import nn
+
+from netspec.builder.check import Checked, check_document
+from netspec.builder.model import build_model
+from netspec.data.datasets import DATASETS
+from netspec.errors import NetspecError, SpecError
+from netspec.report.run_report import RunReporter
+from netspec.report.tables import summary_json, summary_text
+from netspec.runner.rundir import RunDir
+from netspec.runner.run import check_run_spec, evaluate_run, load_run, read_history
+from netspec.runner.run import run as _run
+from netspec.runner.train import EpochStats, Observer, logits_model
+from netspec.spec.loader import load_file, load_text
+from netspec.spec.overrides import apply_overrides
+
+__all__ = ["Spec", "Run", "Prediction", "load", "train", "resume", "open_run"]
+
+
+# --- specs ------------------------------------------------------------------------
+
+class Summary:
+    """The Keras-style table of a spec: text in a terminal (`print`, `str`), HTML in Jupyter."""
+
+    def __init__(self, checked: Checked):
+        self._checked = checked
+
+    def __str__(self) -> str:
+        return summary_text(self._checked)
+
+    __repr__ = __str__
+
+    def to_dict(self) -> dict:
+        return summary_json(self._checked)
+
+    def _repr_html_(self) -> str:
+        s = self.to_dict()
+        rows = "".join(
+            f"<tr><td>{r['index']}</td><td><code>{html.escape(r['name'])}</code></td><td>{html.escape(r['layer'])}</td>"
+            f"<td>{tuple(r['output_shape'])}</td><td style='text-align:right'>{r['params']:,}</td></tr>"
+            for r in s["layers"])
+        rules = "".join(
+            f"<li>{html.escape(r['rules'])}: {html.escape(r['rule'])} {html.escape(r['value'])} "
+            f"({html.escape(r['limit'])}) {'✓' if r['ok'] else '✗' if r['ok'] is False else '(after the run)'}</li>"
+            for r in s["rules"])
+        return (f"<b>{html.escape(s['name'])}</b> (input {tuple(s['input_shape'])})"
+                "<table><tr><th>#</th><th>name</th><th>layer</th><th>output shape</th><th>params</th></tr>"
+                f"{rows}</table><p>Trainable params: {s['trainable_params']:,}</p>" + (f"<ul>{rules}</ul>" if rules else ""))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A spec that passed every check (schema, shapes, budgets, rules)."""
+
+    checked: Checked
+
+    @property
+    def name(self) -> str:
+        return self.checked.spec.name
+
+    @property
+    def config(self):
+        """The frozen, typed settings (netspec.spec.config.Spec), every default filled in."""
+        return self.checked.spec
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters, counted exactly on the meta device."""
+        return self.checked.analysis.params
+
+    @property
+    def softmax_head(self) -> bool:
+        """True when the spec ends in Softmax (the model then outputs probabilities)."""
+        return self.checked.analysis.softmax_head
+
+    def summary(self) -> Summary:
+        return Summary(self.checked)
+
+    def to_dict(self) -> dict:
+        """The resolved spec: every default written out; `load` takes it back."""
+        return self.checked.spec.to_dict()
+
+    def build(self, *, logits: bool = False, seed: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
+        """The model, with weights initialised from `seed` (default: the spec's train.seed).
+
+        A spec may end in Softmax (the problem set's do): `build()` keeps it, so the model
+        outputs probabilities, as the spec says. For training with `nn.CrossEntropyLoss`
+        (which applies log-softmax itself) use `build(logits=True)`: the same layers
+        without the final Softmax. netspec's own training does exactly that.
+        Torch's global random state is left as it was.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed if seed is None else seed)
+            model = build_model(self.config, device)
+        return logits_model(model, self.softmax_head) if logits else model
+
+    def __repr__(self) -> str:
+        return f"<netspec.Spec {self.name}: {self.params:,} parameters>"
+
+
+def _document(source, where: str):
+    if isinstance(source, Mapping):
+        return load_text(yaml.safe_dump(dict(source), sort_keys=False), where), Path.cwd()
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")
+                                    and (source.endswith((".yaml", ".yml")) or Path(source).exists())):
+        return load_file(source), Path(source).parent
+    if isinstance(source, str):
+        return load_text(source, where), Path.cwd()
+    raise TypeError(f"a spec is a path, YAML text or a dict, not {type(source).__name__}")
+
+
+def _assignments(overrides) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in overrides.items()]
+    return list(overrides)
+
+
+def load(source: str | Path | Mapping, *, rules: str | Path | list = (), overrides: Mapping | list | None = None) -> Spec:
+    """Load and check a spec from a file path, YAML text or a dict.
+
+    `rules`: rule sets imposed on top of the spec's own (shipped names or files);
+    `overrides`: {"train.epochs": 3} or ["train.epochs=3"]. Raises `SpecError` with every
+    problem (file, line, column, path, message, hint).
+    """
+    doc, base = _document(source, "<dict>" if isinstance(source, Mapping) else "<string>")
+    assignments = _assignments(overrides)
+    if assignments:
+        if not isinstance(doc.data, dict):
+            raise SpecError([doc.problem((), "a spec is a mapping of keys")])
+        apply_overrides(doc, assignments)
+    imposed = (rules,) if isinstance(rules, (str, Path)) else tuple(rules)
+    return Spec(check_document(doc, imposed=tuple(str(r) for r in imposed), base_dir=base))
+
+
+# --- runs -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: torch.Tensor  # (N,) class index per input
+    probabilities: torch.Tensor  # (N, classes)
+    classes: tuple[str, ...]  # class names (MNIST: "0".."9")
+
+    @property
+    def names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels.tolist()]
+
+    def __iter__(self):  # labels, probabilities = run.predict(x)
+        return iter((self.labels, self.probabilities))
+
+
+@dataclass
+class Run:
+    """A run folder opened: its spec, trained model, history and metrics."""
+
+    path: Path
+    spec: Spec
+    model: nn.Module  # the trained model in eval mode, Softmax head as in the spec
+    history: list[EpochStats]
+    metrics: dict
+    notes: list[str] = field(default_factory=list)  # e.g. today's rules would refuse this old run
+
+    @property
+    def logits_model(self) -> nn.Module:
+        return logits_model(self.model, self.spec.softmax_head)
+
+    def predict(self, images: torch.Tensor, batch_size: int = 1000) -> Prediction:
+        """Classes and probabilities for raw images: uint8 (0..255) or floats in [0, 1], any shape
+        with one image per row (N, 28, 28), (N, 1, 28, 28) or (N, 784). They are normalised and
+        shaped as in training, and computed in fp32."""
+        images = torch.as_tensor(images)
+        if images.dtype == torch.uint8:
+            images = images.float() / 255
+        cfg = self.spec.config
+        info = DATASETS[cfg.data.dataset]
+        per = int(torch.Size(cfg.data.input_shape).numel())
+        if images.numel() % per or images.numel() == 0:
+            raise NetspecError(f"predict takes images of {per} values each (input_shape {list(cfg.data.input_shape)}); "
+                               f"got a tensor of shape {tuple(images.shape)}")
+        x = ((images.float() - info.mean) / info.std).reshape(-1, *cfg.data.input_shape)
+        net = self.logits_model.eval()
+        with torch.no_grad():
+            logits = torch.cat([net(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
+        probs = torch.softmax(logits.float(), dim=1)
+        return Prediction(probs.argmax(1), probs, info.classes)
+
+    def evaluate(self, data_dir=None) -> dict:
+        """Test accuracy of the saved model, recomputed (in the run's own precision)."""
+        return evaluate_run(self.path, data_dir)
+
+    def __repr__(self) -> str:
+        acc = self.metrics.get("test_accuracy")
+        return (f"<netspec.Run {self.path}: {self.metrics.get('status', '?')}, "
+                f"test accuracy {acc if acc is None else round(acc, 4)}>")
+
+
+class PrintProgress(Observer):
+    """One line per epoch with print(): readable in a notebook, a log file or a terminal."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def start(self, *, epochs, first_epoch, steps):
+        self.started = time.monotonic()
+        print(f"training epochs {first_epoch}..{epochs}, {steps} batches each", file=self.stream or sys.stdout)
+
+    def epoch(self, stats: EpochStats):
+        print(f"epoch {stats.epoch:>3}  train loss {stats.train_loss:.4f}  acc {stats.train_acc:.4f}  "
+              f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s", file=self.stream or sys.stdout)
+
+    def note(self, text: str):
+        print(f"note: {text}", file=self.stream or sys.stdout)
+
+
+def open_run(path: str | Path) -> Run:
+    """A run folder (finished, interrupted or failed): spec, model with its weights, history, metrics."""
+    run_dir, checked, model, notes = load_run(path)
+    metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
+    return Run(run_dir.path, Spec(checked), model.eval(), history, metrics, notes)
+
+
+def _as_spec(spec, rules, overrides) -> Spec:
+    if isinstance(spec, Spec):
+        if rules or overrides:
+            raise TypeError("rules and overrides apply when loading: pass them to netspec.load")
+        return spec
+    return load(spec, rules=rules, overrides=overrides)
+
+
+def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, data_dir: str | Path | None = None,
+          limit: int | None = None, force: bool = False, progress: bool | Observer = True, rules=(),
+          overrides=None, runs_root: str | Path = "runs", detect_anomaly: bool = False) -> Run:
+    """Train a spec and write its run folder (runs/<name>-<time>, or `out`); returns the opened Run.
+
+    `limit`: train on the first N training images only (validation and test stay whole).
+    `progress`: True prints a line per epoch; an `Observer` gets every hook; False is silent.
+    `force`: empty `out` first when it holds an earlier run (otherwise that is refused).
+    """
+    spec = _as_spec(spec, rules, overrides)
+    result = _run(spec.checked, out=out, data_dir=data_dir, observer=_observer(progress), limit=limit, force=force,
+                  runs_root=runs_root, detect_anomaly=detect_anomaly, reporter=RunReporter())
+    return open_run(result.run_dir.path)
+
+
+def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bool | Observer = True) -> Run:
+    """Continue an interrupted run from its last finished epoch, on the data it used."""
+    checked, _ = check_run_spec(RunDir.open(path))
+    _run(checked, out=path, data_dir=data_dir, observer=_observer(progress), resume=True, reporter=RunReporter())
+    return open_run(path)
+
+
+def _observer(progress) -> Observer | None:
+    if isinstance(progress, Observer) or (progress and not isinstance(progress, bool)):
+        return progress
+    return PrintProgress() if progress else None

@@ -1,0 +1,68 @@
+"""What a run writes for people: summary.txt, loss.png after every epoch, and at the
+end report.md (with attention.png for a ViT). The runner calls these through its
+`Reporter` hooks, so training never depends on figures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from netspec.builder.check import Checked
+from netspec.builder.vit import record_attention
+from netspec.data.datasets import Data
+from netspec.errors import RunError
+from netspec.report import plots
+from netspec.report.markdown import report_markdown
+from netspec.report.tables import summary_text
+from netspec.runner.rundir import RunDir
+from netspec.runner.run import Reporter
+from netspec.runner.train import EpochStats
+
+ATTENTION_PNG = "attention.png"
+LOSS_PNG = "loss.png"
+
+
+class RunReporter(Reporter):
+    def started(self, run_dir: RunDir, checked: Checked) -> None:
+        run_dir.write_text("summary.txt", summary_text(checked))
+
+    def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats]) -> None:
+        if history:
+            fig = plots.loss_figure(history, f"{checked.spec.name}: loss per epoch")
+            run_dir.save_figure(LOSS_PNG, fig)
+            plots.close(fig)
+
+    def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
+                 model, data: Data) -> None:
+        attention = None
+        if checked.spec.is_vit and metrics.get("model_epoch") is not None:
+            write_attention(run_dir, model, data)
+            attention = ATTENTION_PNG
+        loss = LOSS_PNG if (run_dir / LOSS_PNG).is_file() else None  # never link a plot that was not written
+        run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention,
+                                                        loss_png=loss))
+
+
+def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer: int = -1) -> Path:
+    """Heatmaps of every head of one encoder layer for validation example `index`."""
+    which = "validation" if len(data.val) else "test"  # data.validation: 0 leaves only the test set
+    split = data.val if len(data.val) else data.test
+    if not 0 <= index < len(split):
+        raise RunError(f"--index {index} is out of range: the {which} set has {len(split)} examples")
+    depth = len(model.layers)
+    if not -depth <= layer < depth:
+        raise RunError(f"--layer {layer} is out of range: the model has {depth} encoder layers")
+    model.eval()
+    with torch.no_grad(), record_attention(model, layer) as maps:
+        model(split.x[index: index + 1])
+    attn = maps[0][0].float().cpu()  # (heads, T, T)
+    image = (split.x[index].cpu() * data.std + data.mean).reshape(data.input_shape)[0]
+    label = int(split.y[index])
+    shown = layer % depth
+    p = model.to_patch_embedding.patchify.p
+    grid = (data.input_shape[1] // p, data.input_shape[2] // p)
+    fig = plots.attention_figure(image.numpy(), attn.numpy(),
+                                 f"layer {shown} attention, {which} example {index} (label {label})", grid=grid)
+    path = run_dir.save_figure(ATTENTION_PNG if (index, layer) == (0, -1) else f"attention-{index}-layer{shown}.png", fig)
+    plots.close(fig)
+    return path

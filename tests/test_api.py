@@ -1,0 +1,155 @@
+"""The Python API (issue 11): the documented names, the layering, and no global side effects."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import netspec
+from netspec.errors import SpecError
+
+from conftest import ROOT, SPECS
+
+LAYERS = ["errors", "spec", "builder", "data", "runner", "report", "api", "cli"]  # each may import only leftwards
+
+
+def test_documented_names_are_exported():
+    public = {n for n in dir(netspec) if not n.startswith("_")}
+    assert {"load", "train", "resume", "open_run", "Spec", "Run", "Prediction", "NetspecError", "SpecError"} <= public
+
+
+def test_load_from_path_text_and_dict_with_overrides():
+    a = netspec.load(SPECS / "cnn.yaml")
+    b = netspec.load((SPECS / "cnn.yaml").read_text().replace("rules: mnist-cnn\n", ""), overrides={"train.seed": 3})
+    c = netspec.load(a.to_dict(), overrides=["train.epochs=10"])
+    assert a.params == b.params == c.params == 49_274
+    assert b.config.train.seed == 3 and a.config.rules == "mnist-cnn"
+    assert str(netspec.load(str(SPECS / "mlp.yaml")).config.data.input_shape) == "(784,)"
+
+
+def test_load_raises_one_error_with_every_problem_and_its_line():
+    text = "name: t\ndata: {input_shape: [784]}\nmodel:\n  layers:\n    - Linear: {out_features: -4}\n    - Lambda\ntrain: {epochs: ten}\n"
+    with pytest.raises(SpecError) as e:
+        netspec.load(text)
+    assert [(p.line, p.path) for p in e.value.problems] == [
+        (5, "model.layers[0].Linear.out_features"), (6, "model.layers[1]"), (7, "train.epochs")]
+    assert isinstance(e.value, netspec.NetspecError)
+    with pytest.raises(SpecError, match="is fixed at 10 by rules 'mnist-cnn'|fixed at 10"):
+        netspec.load(SPECS / "cnn.yaml", overrides={"train.epochs": 5})
+
+
+def test_build_keeps_the_softmax_head_and_logits_drops_it():
+    spec = netspec.load(SPECS / "cnn.yaml")
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    model, net = spec.build(), spec.build(logits=True)
+    assert torch.equal(torch.random.get_rng_state(), before)  # global RNG untouched
+    assert type(model[-1]).__name__ == "Softmax" and type(net[-1]).__name__ == "Linear"
+    x = torch.randn(4, 1, 28, 28)
+    model.eval(), net.eval()
+    assert torch.allclose(model(x), torch.softmax(net(x), 1), atol=1e-6)
+    # the same seed gives the same weights; another seed other weights
+    w = lambda m: next(m.parameters())  # noqa: E731
+    assert torch.equal(w(spec.build()), w(model)) and not torch.equal(w(spec.build(seed=1)), w(model))
+
+
+def test_summary_as_text_and_html():
+    s = netspec.load(SPECS / "cnn.yaml").summary()
+    assert "Trainable params: 49,274" in str(s)
+    html = s._repr_html_()
+    assert "<table>" in html and "49,274" in html and "conv2d_0" in html
+
+
+def test_train_open_and_predict_on_tensors(fake_data, tmp_path, capsys):
+    spec = netspec.load(SPECS / "mlp.yaml", overrides={"train.epochs": 2, "data.validation": 200})
+    run = netspec.train(spec, data_dir=fake_data, out=tmp_path / "r", limit=600)
+    printed = capsys.readouterr().out
+    assert "epoch   1" in printed and "epoch   2" in printed
+    assert [h.epoch for h in run.history] == [1, 2] and run.metrics["test_size"] == 300
+    again = netspec.open_run(tmp_path / "r")
+    assert again.metrics == run.metrics and again.spec.params == 159_010
+    from netspec.data.datasets import load_raw
+    raw = load_raw("mnist", fake_data)
+    images = raw.test_images[:50]
+    pred = again.predict(images)
+    x = ((images.float() / 255 - 0.1307) / 0.3081).reshape(50, 784)
+    with torch.no_grad():
+        expected = again.logits_model(x).argmax(1)
+    assert torch.equal(pred.labels, expected) and pred.probabilities.shape == (50, 10)
+    assert torch.allclose(pred.probabilities.sum(1), torch.ones(50))
+    labels, probs = again.predict(images.float() / 255)  # floats in [0, 1] give the same
+    assert torch.equal(labels, pred.labels)
+    assert (pred.labels == raw.test_labels[:50]).float().mean() > 0.5
+    with pytest.raises(netspec.NetspecError, match="784 values each"):
+        again.predict(torch.zeros(2, 27, 27))
+
+
+def test_layers_import_one_way():
+    """spec <- builder <- data <- runner <- report <- api <- cli: no package imports one to its right."""
+    bad = []
+    for path in (ROOT / "netspec").rglob("*.py"):
+        rel = path.relative_to(ROOT / "netspec")
+        here = rel.parts[0].removesuffix(".py")
+        if here not in LAYERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("netspec."):
+                there = node.module.split(".")[1]
+                if there in LAYERS and LAYERS.index(there) > LAYERS.index(here):
+                    bad.append(f"{rel} imports {node.module}")
+            elif isinstance(node, ast.Import) and any(a.name == "netspec" for a in node.names) and here != "cli":
+                bad.append(f"{rel} imports netspec (the whole API)")
+    assert bad == []
+
+
+CHECK_GLOBALS = r"""
+import json, os, pkgutil, importlib, sys
+import torch, matplotlib
+mask = os.umask(0o022); os.umask(mask)
+torch.manual_seed(7)
+before = {"backend": repr(dict.__getitem__(matplotlib.rcParams, "backend")), "umask": mask,
+          "rng": torch.random.get_rng_state().tolist()[:64]}
+import netspec
+for m in [m for m in pkgutil.walk_packages(netspec.__path__, "netspec.") if m.name != "netspec.__main__"]:
+    importlib.import_module(m.name)
+spec = netspec.load(sys.argv[1], overrides={"train.epochs": 1, "data.validation": 200})
+spec.build()
+netspec.train(spec, data_dir=sys.argv[2], out=sys.argv[3], limit=300, progress=False)
+mask2 = os.umask(0o022); os.umask(mask2)
+after = {"backend": repr(dict.__getitem__(matplotlib.rcParams, "backend")), "umask": mask2,
+         "rng": torch.random.get_rng_state().tolist()[:64]}
+print(json.dumps({"same": before == after, "pyplot": "matplotlib.pyplot" in sys.modules,
+                  "before": before["backend"], "after": after["backend"]}))
+"""
+
+
+def test_importing_and_using_netspec_changes_nothing_global(fake_data, tmp_path):
+    done = subprocess.run([sys.executable, "-c", CHECK_GLOBALS, str(SPECS / "mlp.yaml"), str(fake_data), str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "MPLBACKEND": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["same"], result
+    assert not result["pyplot"]  # figures come from matplotlib.figure.Figure, never pyplot
+
+
+def test_the_notebook_runs_end_to_end_in_a_real_kernel(tmp_path):
+    import nbclient  # pinned in the dev extra: CI runs this notebook through a real kernel
+    import nbformat
+
+    nb = nbformat.read(ROOT / "docs" / "netspec.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    def output_of(marker: str) -> str:
+        [cell] = [c for c in nb.cells if c.cell_type == "code" and marker in c.source]
+        return "".join(o.get("text", "") + "".join(o.get("data", {}).values()) for o in cell.outputs)
+
+    assert output_of("build(logits=True)").split() == ["Softmax", "Linear", "True"]  # build() vs build(logits=True)
+    assert "<table>" in output_of("spec.summary()")
+    assert "epoch   3" in output_of("netspec.train(")
+    assert "model.layers[1]: unknown layer 'Lambda'" in output_of("except netspec.SpecError")
+    assert output_of("again.predict(").startswith("[0, 4, 7]")  # predictions on the drawn digits
