@@ -4,6 +4,7 @@ and exit code 1, never a traceback."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -11,12 +12,23 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from netspec.errors import Interrupted, NetspecError, SpecError
+
+class Command(TyperCommand):
+    """Plain help without type labels beside arguments (SPEC, RUN_DIR say enough), aligned as before."""
+
+    def format_options(self, ctx, formatter):
+        buffer = type(formatter)(width=formatter.width, max_width=formatter.width)
+        super().format_options(ctx, buffer)
+        formatter.write_paragraph()
+        formatter.write(re.sub(r"(\S) (<[^>\s]+>)", lambda m: m.group(1) + " " * (len(m.group(2)) + 1), buffer.getvalue()))
+
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -67,6 +79,11 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
+def _print_warnings(checked, indent: str = "") -> None:
+    for w in checked.warnings:
+        out.print(f"{indent}[yellow]warning:[/] " + _problem_text(w), highlight=False)
+
+
 def _problem_text(p) -> str:
     text = f"[bold]{escape(p.where)}[/]  [cyan]{escape(p.path or '(top)')}[/]: {escape(p.message)}"
     return text + (f"\n    [dim]hint: {escape(p.hint)}[/]" if p.hint else "")
@@ -84,9 +101,9 @@ def _format(value: str) -> str:
     return value
 
 
-@app.command()
+@app.command(cls=Command)
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False, metavar="SPEC...")],
+    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False, metavar="SPEC")],
     rules: RulesOpt = None,
     set_: SetOpt = None,
     format: FormatOpt = "text",
@@ -98,9 +115,10 @@ def validate(
         try:
             checked = _check(spec, rules, set_)
             results.append({"file": str(spec), "valid": True, "errors": [],
-                            "params": checked.analysis.params})
+                            "warnings": [w.to_dict() for w in checked.warnings], "params": checked.analysis.params})
             if fmt == "text":
                 out.print(f"[green]✓[/] {escape(str(spec))}  ({checked.analysis.params:,} params)", highlight=False)
+                _print_warnings(checked, indent="  ")
         except SpecError as e:
             failed += 1
             results.append({"file": str(spec), "valid": False, "errors": [p.to_dict() for p in e.problems]})
@@ -113,21 +131,36 @@ def validate(
     raise typer.Exit(1 if failed else 0)
 
 
-@app.command()
+@app.command(cls=Command)
 def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: FormatOpt = "text"):
     """Layers, output shapes and parameters (Keras style), and each rule with pass/fail."""
     from netspec.report.tables import print_summary, summary_json
 
     fmt = _format(format)
-    with user_errors():
-        checked = _check(spec, rules, set_)
+    try:
+        checked, failed = _check(spec, rules, set_), None
+    except SpecError as e:
+        if e.checked is None:  # the model does not build: there is no table to show
+            with user_errors():
+                raise
+        checked, failed = e.checked, e
     if fmt == "json":
-        print(json.dumps(summary_json(checked), indent=2))
+        data = summary_json(checked)
+        data["warnings"] = [w.to_dict() for w in checked.warnings]
+        data["valid"] = failed is None
+        data["errors"] = [p.to_dict() for p in failed.problems] if failed else []
+        print(json.dumps(data, indent=2))
     else:
         print_summary(out, checked)
+        _print_warnings(checked)
+    if failed is not None:
+        if fmt == "text":
+            with user_errors():
+                raise failed
+        raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def schema():
     """Print the JSON Schema of specs (the file editors use)."""
     from netspec.spec.schema import schema_text
@@ -193,7 +226,7 @@ def _report_run(result) -> None:
     out.print(f"run folder: {escape(str(result.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     spec: Annotated[Optional[Path], typer.Argument(help="spec file (YAML)", show_default=False, metavar="SPEC")] = None,
     rules: RulesOpt = None,
@@ -231,7 +264,7 @@ def run(
     _report_run(result)
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False, metavar="RUN_DIR")], data_dir: DataDirOpt = None,
           format: FormatOpt = "text"):
     """Reload a run's saved weights and report test accuracy."""
@@ -254,7 +287,7 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_defaul
                   f"test images" + ("  [green](same)[/]" if same else ""), highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def attention(
     run_dir: Annotated[Path, typer.Argument(help="run folder of a ViT", show_default=False, metavar="RUN_DIR")],
     index: Annotated[int, typer.Option("--index", metavar="N", help="validation example")] = 0,
@@ -278,7 +311,7 @@ def attention(
     out.print(f"wrote {escape(str(path))}", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def data(
     dataset: Annotated[str, typer.Argument(help="mnist or fashion-mnist", metavar="DATASET")] = "mnist",
     data_dir: DataDirOpt = None,
@@ -311,7 +344,7 @@ def data(
         out.print(f"sample grid: {escape(str(samples))}", highlight=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def forward(
     spec: SpecArg,
     input_file: Annotated[Path, typer.Option("--input", metavar="FILE", help="YAML list of inputs, each of the spec's input shape")],
@@ -342,7 +375,7 @@ def _matrix(t) -> str:
     return "\n".join(_matrix(sub) for sub in t)
 
 
-@app.command("sweep")
+@app.command("sweep", cls=Command)
 def sweep_cmd(
     spec: SpecArg,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", metavar="KEY=V1,V2,...", help="key=v1,v2,... (repeatable)")] = None,
@@ -400,9 +433,9 @@ def sweep_cmd(
               highlight=False)
 
 
-@app.command("compare")
+@app.command("compare", cls=Command)
 def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False, metavar="RUN_DIR...")],
+    runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False, metavar="RUN_DIR")],
     figure: Annotated[Optional[Path], typer.Option("--figure", metavar="PNG", help="also write the overlaid loss curves here (PNG)")] = None,
     format: FormatOpt = "text",
 ):

@@ -48,6 +48,7 @@ class SpecError(NetspecError):
 
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems)
+        self.checked = None  # set when the model itself builds and only rules or settings failed
         super().__init__("\n".join(p.format() for p in self.problems))
 
 

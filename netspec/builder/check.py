@@ -13,6 +13,7 @@ from pathlib import Path
 
 from typing import Any
 
+from netspec.builder.lint import lint
 from netspec.builder.model import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
@@ -47,6 +48,7 @@ class Checked:
     rules: tuple[Rules, ...]
     analysis: Analysis
     results: tuple[RuleResult, ...]
+    warnings: tuple[Problem, ...] = ()  # the linter's, located like problems (message starts with its name)
 
     @property
     def target_accuracy(self) -> float | None:
@@ -98,9 +100,14 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     results = tuple(r for rules in rule_sets for r in evaluate(rules, spec, analysis))
     if not analysis.problems:
         problems += problems_of(list(results), doc)
+    warnings = tuple(doc.problem(w.path, f"{w.message} [{w.name}]") for w in lint(spec, analysis)) if not problems else ()
+    checked = Checked(spec, doc, tuple(rule_sets), analysis, results, warnings)
     if problems:
-        raise SpecError(problems)
-    return Checked(spec, doc, tuple(rule_sets), analysis, results)
+        error = SpecError(problems)
+        if not analysis.problems:  # the model builds: its table still helps to get under a budget
+            error.checked = checked
+        raise error
+    return checked
 
 
 BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d")
@@ -188,6 +195,12 @@ def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
         if res.ok is False:
             if res.limit.startswith("fixed at"):
                 msg = f"{res.rule} is {res.value}, but it is {res.limit} by rules '{res.rules}'"
+            elif res.rule.startswith("has "):
+                layer = res.rule[4:]
+                msg = f"rules '{res.rules}' require a {layer} layer, and the model has none"
+                hint = f"add - {layer} to model.layers where it belongs"
+                problems.append(doc.problem(res.path, msg, hint))
+                continue
             else:
                 msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
             problems.append(doc.problem(res.path, msg, res.hint))

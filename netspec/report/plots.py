@@ -7,15 +7,15 @@ from matplotlib.figure import Figure
 # no global figure list is kept, and importing netspec leaves matplotlib as it was.
 
 
-def _subplots(*args, figsize, **kw):
-    fig = Figure(figsize=figsize)
+def _subplots(*args, figsize, layout=None, **kw):
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(*args, **kw)
 
 
 def loss_figure(history, title: str = ""):
     """Training and validation loss per epoch (and validation accuracy on a second axis)."""
     epochs = [h.epoch for h in history]
-    fig, ax = _subplots(figsize=(6.4, 4))
+    fig, ax = _subplots(figsize=(6.4, 4.4), layout="constrained")
     ax.plot(epochs, [h.train_loss for h in history], "o-", label="training loss")
     ax.plot(epochs, [h.val_loss for h in history], "s-", label="validation loss")
     ax.set_xlabel("epoch")
@@ -23,13 +23,16 @@ def loss_figure(history, title: str = ""):
     ax.set_title(title or "loss")
     ax.grid(alpha=0.3)
     acc = ax.twinx()
-    acc.plot(epochs, [h.val_acc for h in history], "--", color="tab:green", alpha=0.6, label="validation accuracy")
+    # markers on every series: a one-epoch run is one point per series, and a line needs two
+    acc.plot(epochs, [h.val_acc for h in history], "^--", color="tab:green", alpha=0.7, label="validation accuracy")
     acc.set_ylabel("validation accuracy")
     lines = ax.get_lines() + acc.get_lines()
-    ax.legend(lines, [l.get_label() for l in lines], loc="center right")
+    # below the axes, never over the curves
+    fig.legend(lines, [l.get_label() for l in lines], loc="outside lower center", ncols=3, frameon=False)
     if len(epochs) < 20:
         ax.set_xticks(epochs)
-    fig.tight_layout()
+    if len(epochs) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     return fig
 
 
@@ -75,7 +78,14 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
     head_rows = (heads + per_row - 1) // per_row
     overlay = grid is not None and grid[0] * grid[1] == attention.shape[-1] - 1
     rows = head_rows * (2 if overlay else 1)
-    fig, axes = _subplots(rows, per_row + 1, figsize=((per_row + 1) * 2.5, rows * 2.5), squeeze=False)
+    fig, axes = _subplots(rows, per_row + 1, figsize=((per_row + 1) * 2.6, rows * 2.7), squeeze=False,
+                          layout="constrained")  # no blank band under the title, room for the axis labels
+    tokens = attention.shape[-1]
+    if overlay:  # CLS, then each row of patches (r0, r1, ...) at the middle of its tokens
+        ticks = [0] + [1 + r * grid[1] + (grid[1] - 1) / 2 for r in range(grid[0])]
+        labels = ["CLS"] + [f"r{r}" for r in range(grid[0])]
+    else:
+        ticks, labels = [0], ["CLS"]
     for ax in axes.flat:
         ax.axis("off")
     axes[0][0].imshow(image, cmap="gray")
@@ -87,12 +97,15 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
         im = ax.imshow(attention[h], cmap="viridis", vmin=0, vmax=vmax, aspect="equal")
         ax.set_title(f"head {h}", fontsize=9)
         ax.axis("on")
-        ax.set_xticks([0])
-        ax.set_xticklabels(["cls"], fontsize=7)
-        ax.set_yticks([0])
-        ax.set_yticklabels(["cls"], fontsize=7)
+        ax.set_xticks(ticks, labels, fontsize=6)
+        ax.set_yticks(ticks, labels, fontsize=6)
+        if h % per_row == 0:
+            ax.set_ylabel("query token", fontsize=8)
+        if h // per_row == head_rows - 1:
+            ax.set_xlabel(f"key token (of {tokens})", fontsize=8)
     if overlay:
-        axes[head_rows][0].text(0.5, 0.5, "class token's\nattention to\neach patch\n(each panel on\nits own scale)", ha="center", va="center",
+        side = image.shape[0] // grid[0]
+        axes[head_rows][0].text(0.5, 0.5, f"class token's\nattention to\neach patch\n(r0, r1.. on the axes:\nrows of {side}x{side}\npatches; each panel\non its own scale)", ha="center", va="center",
                                 fontsize=9, transform=axes[head_rows][0].transAxes)
         h_img, w_img = image.shape
         for h in range(heads):
@@ -115,7 +128,7 @@ def close(fig) -> None:
 def trials_figure(rows):
     """Validation (and test) accuracy of every finished trial, in trial order."""
     rows = sorted((r for r in rows if r["val_accuracy"] is not None), key=lambda r: r["trial"])
-    fig, ax = _subplots(figsize=(7, 3.8))
+    fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     if rows:
         best = max(rows, key=lambda r: r["val_accuracy"] if r["state"] == "complete" else -1)
         colors = ["tab:green" if r is best else ("tab:gray" if r["state"] != "complete" else "tab:blue") for r in rows]
@@ -123,13 +136,16 @@ def trials_figure(rows):
         tests = [(str(r["trial"]), r["test_accuracy"]) for r in rows if r["test_accuracy"] is not None]
         if tests:
             ax.plot(*zip(*tests), "k_", markersize=14, label="test acc")
-        lo = min(r["val_accuracy"] for r in rows)
-        ax.set_ylim(max(0.0, lo - 0.01), 1.0)
+        values = [r["val_accuracy"] for r in rows] + [t for _, t in tests]
+        lo, hi = min(values), max(values)
+        pad = max((hi - lo) * 0.15, 0.002)
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))  # every bar's top is inside the axes
+    ax.set_title(f"sweep: accuracy per trial ({len(rows)} with a validation figure)")
     ax.set_xlabel("trial (green: best on validation; gray: pruned or failed)")
     ax.set_ylabel("accuracy")
-    ax.legend(loc="lower right")
+    if rows:  # beside the bars, never over them
+        fig.legend(loc="outside right upper", frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
@@ -137,7 +153,8 @@ def settings_figure(rows, keys, log_keys=frozenset()):
     """Best validation accuracy against each swept setting, one panel per setting."""
     done = [r for r in rows if r["state"] == "complete" and r["val_accuracy"] is not None]
     n = max(len(keys), 1)
-    fig, axes = _subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(4 * n, 3.8), squeeze=False, layout="constrained")
+    fig.suptitle(f"sweep: validation accuracy against each setting ({len(done)} finished trials)")
     for ax, key in zip(axes[0], keys):
         pts = [(r["settings"].get(key), r["val_accuracy"]) for r in done if key in r["settings"]]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in pts)
@@ -155,5 +172,4 @@ def settings_figure(rows, keys, log_keys=frozenset()):
         ax.set_xlabel(key + ("\n" + caption if caption else ""), fontsize=8 if caption else None)
         ax.set_ylabel("val accuracy (saved model)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig

@@ -111,6 +111,7 @@ class Spec:
     rules: str | None = None
     description: str = ""
     sweep: dict | None = None  # validated by the schema; read by the sweep runner
+    lint_ignore: tuple[str, ...] = ()  # linter warnings this spec silences (lint: {ignore: [...]})
 
     @property
     def is_vit(self) -> bool:
@@ -131,6 +132,8 @@ class Spec:
         out["train"] = _plain(asdict(self.train))
         if self.sweep:
             out["sweep"] = _plain(self.sweep)
+        if self.lint_ignore:
+            out["lint"] = {"ignore": list(self.lint_ignore)}
         return out
 
 
@@ -179,6 +182,7 @@ def spec_from_dict(data: dict) -> Spec:
             augment=_pick(AugmentSpec, train.get("augment")),
         ),
         sweep=data.get("sweep"),
+        lint_ignore=tuple((data.get("lint") or {}).get("ignore", ())),
     )
 
 

@@ -1,6 +1,8 @@
 """Rule sets: what an assignment allows, and the exact checks that enforce it.
 
-A rules file (YAML) may state:
+A rules file (YAML) may state (every key optional; `name` defaults to the file name):
+  name             how messages and reports call the rule set
+  description      a line for people
   allowed_layers   whitelist of layer names (enforced through the schema)
   max_params       at most this many trainable parameters
   params_below     fewer than this many trainable parameters
@@ -26,9 +28,8 @@ RULES_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "additionalProperties": False,
-    "required": ["name"],
     "properties": {
-        "name": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1},  # optional: the file's name without .yaml
         "description": {"type": "string"},
         "allowed_layers": {"type": "array", "items": {"enum": sorted(LAYERS)}, "uniqueItems": True},
         "max_params": {"type": "integer", "minimum": 0},
@@ -80,7 +81,7 @@ def load_rules(path: Path) -> Rules:
                 problems.append(doc.problem(("fixed", key), f"'{key}' is not a dotted spec key", at_key=True))
     if problems:
         raise SpecError(problems)
-    return rules_from_dict(doc.data, str(path))
+    return rules_from_dict({"name": Path(path).stem, **doc.data}, str(path))
 
 
 def rules_to_dict(rules: Rules) -> dict:

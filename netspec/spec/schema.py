@@ -184,6 +184,19 @@ SWEEP = _obj(
 )
 
 
+LINT_WARNINGS = {  # name -> why it is probably a mistake (netspec/builder/lint.py finds them)
+    "activation-after-output": "a nonlinearity after the last Linear changes the logits the loss sees",
+    "linear-after-linear": "two Linear layers with nothing between them are one linear map",
+    "dropout-after-output": "Dropout after the last Linear drops logits (or probabilities), not features",
+    "batchnorm-after-output": "BatchNorm after the last Linear normalises the logits",
+    "pool-to-1x1": "a pooling leaves a 1x1 map, yet more convolutions follow",
+    "small-receptive-field": "the convolutions see less than a digit before the classifier",
+}
+
+LINT = _obj({"ignore": {"type": "array", "uniqueItems": True, "items": {"enum": list(LINT_WARNINGS)},
+                        "description": "warnings this spec silences, by name"}})
+
+
 def spec_schema(allowed_layers: list[str] | None = None) -> dict:
     allowed = sorted(allowed_layers if allowed_layers is not None else LAYERS)
     return {
@@ -208,6 +221,7 @@ def spec_schema(allowed_layers: list[str] | None = None) -> dict:
                 ),
                 "train": TRAIN,
                 "sweep": SWEEP,
+                "lint": LINT,
             },
             required=("name", "model"),
         ),

@@ -29,8 +29,34 @@ _YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n", "true", "false"}
 
 def schema_problems(doc: Document, schema: dict, allowed_layers: list[str] | None = None) -> list[Problem]:
     validator = Validator(schema)
-    problems = {p for err in validator.iter_errors(doc.data) for p in [_explain(err, doc, allowed_layers)]}
-    return sorted(problems)
+    misplaced = _misindented_arguments(doc)
+    problems = {p for err in validator.iter_errors(doc.data)
+                if not any(tuple(err.absolute_path)[:3] == where for where in misplaced)
+                for p in _explain(err, doc, allowed_layers)}
+    return sorted(problems | set(misplaced.values()))
+
+
+def _misindented_arguments(doc: Document) -> dict[tuple, Problem]:
+    """`- Linear:` followed by `out_features: 10` at the same indentation reads as a layer item
+    {Linear: null, out_features: 10}: three confusing errors for one mistake. Say what it is."""
+    found = {}
+    layers = doc.data.get("model", {}).get("layers") if isinstance(doc.data, dict) and isinstance(doc.data.get("model"), dict) else None
+    for i, item in enumerate(layers if isinstance(layers, list) else []):
+        if not isinstance(item, dict) or len(item) < 2:
+            continue
+        names = [k for k, v in item.items() if k in LAYERS and v is None]
+        if len(names) != 1:
+            continue
+        name = names[0]
+        args = [k for k in item if k != name]
+        if args and all(a in LAYERS[name].args for a in args):
+            where = ("model", "layers", i)
+            shown = ", ".join(args)
+            found[where] = doc.problem(where + (args[0],), f"{shown} {'is an argument' if len(args) == 1 else 'are arguments'} of "
+                                       f"{name} but {'is' if len(args) == 1 else 'are'} written beside it, not under it",
+                                       f"indent {shown} under {name} (two more spaces), or write "
+                                       f"{{{name}: {{{', '.join(f'{a}: {item[a]}' for a in args)}}}}}", at_key=True)
+    return found
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -82,7 +108,30 @@ def _yaml_number(text: str) -> str:
     return mantissa + (f"e{exp}" if exp else "")
 
 
-def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
+# keys people write for a setting that lives one level down
+_MOVED = {("train", "learning_rate"): "train.optimizer.lr", ("train", "lr"): "train.optimizer.lr",
+          ("train", "momentum"): "train.optimizer.momentum", ("train", "weight_decay"): "train.optimizer.weight_decay",
+          ("train", "optimiser"): "train.optimizer", ("train", "scheduler"): "train.schedule"}
+
+
+def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> list[Problem]:
+    if err.context:  # anyOf/oneOf: report the most relevant branch
+        err = best_match(err.context)
+    if err.validator == "additionalProperties":  # every unknown key of the mapping, each with its guess
+        known = list(err.schema.get("properties", {}))
+        path = tuple(err.absolute_path)
+        out = []
+        for key in [k for k in err.instance if k not in known]:
+            guess = _did_you_mean(str(key), known)
+            moved = _MOVED.get(path + (key,))
+            hint = (f"did you mean '{guess}'? " if guess else f"it is written {moved}; " if moved else "") + (
+                "known keys: " + ", ".join(known) if known else "")
+            out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, at_key=True))
+        return out
+    return [_explain_one(err, doc, allowed)]
+
+
+def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
     if err.context:  # anyOf/oneOf: report the most relevant branch
         err = best_match(err.context)
     path = tuple(err.absolute_path)
@@ -97,13 +146,6 @@ def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> 
         hint = _type_hint(err.instance, err.validator_value, doc.texts.get(path))
         shown = doc.texts.get(path, repr(err.instance))
         return doc.problem(path, f"{shown!r} is not {' or '.join(names.get(w, w) for w in want)}", hint)
-    if err.validator == "additionalProperties":
-        known = list(err.schema.get("properties", {}))
-        extra = [k for k in err.instance if k not in known]
-        key = extra[0] if extra else "?"
-        guess = _did_you_mean(str(key), known)
-        hint = (f"did you mean '{guess}'? " if guess else "") + ("known keys: " + ", ".join(known) if known else "")
-        return doc.problem(path + (key,), f"unknown key '{key}'", hint, at_key=True)
     if err.validator == "required":
         return doc.problem(path, err.message.replace("is a required property", "is missing (required)"))
     if err.validator in ("minProperties", "maxProperties") and path == ("model",):
