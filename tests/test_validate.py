@@ -150,7 +150,7 @@ def test_required_layers_and_whitelist(write_spec):
     assert len(probs) == 1 and "'Tanh' is not allowed" in probs[0].message
     path = write_spec(CNN_HEAD + "    - Flatten\n    - Linear: {out_features: 10}\n", "b.yaml")
     msgs = " ".join(p.message for p in errors(path))
-    assert "has Dropout" in msgs and "has BatchNorm2d" in msgs
+    assert "require a Dropout layer" in msgs and "require a BatchNorm2d layer" in msgs
 
 
 def test_hidden_unit_budget(write_spec):
