@@ -6,7 +6,9 @@ at batch size 32, in this one process, on the same device and threads:
   plain    torchvision.datasets.MNIST with transforms.ToTensor() and
            DataLoader(batch_size=32, shuffle=True); Adam; cross-entropy
   netspec  the runner's Trainer: whole dataset as one normalised tensor on
-           the device, batches sliced from a seeded permutation
+           the device, batches sliced from a seeded permutation, and the
+           spec's default speed settings (`auto`: bf16 + channels-last for the
+           CNN on a bf16-capable CPU, fp32 for the MLP; see benchmarks/speed.py)
 
 Augmentation is off in both (the plain loop has none). The netspec time
 includes its per-epoch validation pass over a small held-out set.
@@ -16,6 +18,7 @@ includes its per-epoch validation pass over a small held-out set.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -80,7 +83,7 @@ def netspec_loop(checked, data_dir: Path, steps: int, device: torch.device) -> f
     start = time.perf_counter()
     trainer._epoch(1)
     _sync(device)
-    return trainer.steps_per_epoch * BATCH / (time.perf_counter() - start)
+    return trainer.steps_per_epoch * BATCH / (time.perf_counter() - start), trainer.speed.describe()
 
 
 def _sync(device: torch.device) -> None:
@@ -90,7 +93,8 @@ def _sync(device: torch.device) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NETSPEC_DATA_DIR") or ROOT.parent / "shared" / "data"),
+                   help="folder holding MNIST/raw (default: $NETSPEC_DATA_DIR, else ../shared/data)")
     p.add_argument("--steps", type=int, default=300, help="timed training steps per measurement")
     p.add_argument("--device", default="cpu")
     p.add_argument("--specs", nargs="+", default=["mlp", "cnn"])
@@ -100,13 +104,13 @@ def main() -> None:
                  "train.batch_size=32", "train.schedule.name=none")
     table = Table(title=f"training throughput, batch {BATCH}, {args.steps} steps, {device}, "
                         f"{torch.get_num_threads()} threads, torch {torch.__version__}", title_justify="left")
-    for col in ("spec", "params", "plain loop img/s", "netspec img/s", "speed-up"):
+    for col in ("spec", "params", "plain loop img/s", "netspec img/s", "speed-up", "netspec settings"):
         table.add_column(col, justify="right" if col != "spec" else "left")
     for name in args.specs:
         checked = check_file(ROOT / "specs" / f"{name}.yaml", overrides=overrides)
         plain = plain_loop(checked, args.data_dir, args.steps, device)
-        ours = netspec_loop(checked, args.data_dir, args.steps, device)
-        table.add_row(name, f"{checked.analysis.params:,}", f"{plain:,.0f}", f"{ours:,.0f}", f"{ours / plain:.2f}x")
+        ours, settings = netspec_loop(checked, args.data_dir, args.steps, device)
+        table.add_row(name, f"{checked.analysis.params:,}", f"{plain:,.0f}", f"{ours:,.0f}", f"{ours / plain:.2f}x", settings)
     Console(width=150).print(table)
 
 

@@ -254,9 +254,10 @@ def run(
                                        "it continues as it started; start a new run instead")
                 result = netspec.resume(resume, data_dir=data_dir, progress=observer)
             else:
-                result = netspec.train(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()), out=out_dir,
-                                       data_dir=data_dir, limit=limit, force=force, progress=observer,
-                                       detect_anomaly=detect_anomaly)
+                loaded = netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()))
+                _print_warnings(loaded.checked)
+                result = netspec.train(loaded, out=out_dir, data_dir=data_dir, limit=limit, force=force,
+                                       progress=observer, detect_anomaly=detect_anomaly)
         finally:
             observer.stop()
     for note in result.notes:
