@@ -386,6 +386,7 @@ def sweep_cmd(
     prune: Annotated[Optional[bool], typer.Option("--prune/--no-prune", help="stop hopeless trials early")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="sweep folder (default runs/<name>-sweep)")] = None,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="worker processes on this machine, each with its share of the cores")] = 1,
     rules: RulesOpt = None,
     set_: SetOpt = None,
     data_dir: DataDirOpt = None,
@@ -423,7 +424,7 @@ def sweep_cmd(
         try:
             result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
                            storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
-                           overrides=tuple(set_ or ()), reporter=RunReporter(),
+                           overrides=tuple(set_ or ()), reporter=RunReporter(), workers=workers,
                            observer=observer, on_trial=on_trial)
         finally:
             if "obs" in progress:

@@ -91,7 +91,9 @@ def test_interrupted_sweep_resumes(write_spec, fake_data, tmp_path):
     table = list(csv.DictReader(open(folder / "leaderboard.csv")))
     assert table[0]["train.batch_size"] in ("32", "64") and float(table[0]["test_accuracy"]) > 0
     md = (folder / "sweep.md").read_text()
-    assert "## Best trial" in md and "`train.batch_size`: best" in md and "never used to choose" in md
+    assert "## Best trial" in md and "never used to choose" in md
+    assert "`train.batch_size`: too few finished trials to say" in md  # one trial per value proves nothing
+    assert len(rows) == 2  # the interrupted trial is shown by its retry
     for png in ("trials.png", "settings.png"):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -18,8 +18,10 @@ def leaderboard(study) -> list[dict]:
     last reported epoch. Test accuracy is shown, never used to rank."""
     rows = []
     for t in study.trials:
-        if t.state in (TrialState.RUNNING, TrialState.WAITING):
-            continue
+        if t.state in (TrialState.RUNNING, TrialState.WAITING) or "duplicate_of" in t.user_attrs:
+            continue  # a duplicate never trained: another worker's trial holds its result
+        if t.state == TrialState.FAIL and "error" not in t.user_attrs:
+            continue  # interrupted or killed: it runs again as a new trial (retry_of), which is shown
         vals = t.intermediate_values
         val = t.value if t.state == TrialState.COMPLETE else (vals[max(vals)] if vals else None)
         rows.append({
@@ -106,10 +108,15 @@ def effects(rows: list[dict], keys: list[str], ranges: dict) -> list[str]:
         if len(groups) < 2:
             continue
         means = sorted(((sum(v) / len(v), k, len(v)) for k, v in groups.items()), reverse=True)
-        (best, bk, _), (worst, wk, _) = means[0], means[-1]
+        (best, bk, bn), (worst, wk, wn) = means[0], means[-1]
         detail = ", ".join(f"{k}: {m:.4f} ({n} trial{'s' if n > 1 else ''})" for m, k, n in means)
-        lines.append(f"- `{key}`: best {bk}, worst {wk} (mean val acc {best:.4f} vs {worst:.4f}, "
-                     f"a difference of {100 * (best - worst):.2f} points). All: {detail}")
+        if min(n for _, _, n in means) < 2:
+            # one trial per value cannot separate this setting from the others that changed with it
+            lines.append(f"- `{key}`: too few finished trials to say (at least 2 per value are needed; "
+                         f"{len(done)} in all). Seen: {detail}")
+            continue
+        lines.append(f"- `{key}`: best {bk}, worst {wk} (mean val acc {best:.4f} over {bn} trials vs {worst:.4f} "
+                     f"over {wn}, a difference of {100 * (best - worst):.2f} points). All: {detail}")
     return lines
 
 

@@ -16,7 +16,10 @@ import copy
 import itertools
 import json
 import math
+import multiprocessing
+import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +27,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import Problem, RunError, SpecError
+from netspec.errors import Interrupted, Problem, RunError, SpecError
 from netspec.runner.run import Reporter, run
 from netspec.runner.train import Observer
 from netspec.spec.loader import Document, load_file, load_text
@@ -40,6 +43,11 @@ class Range:
     high: float
     log: bool = False
     integer: bool = False
+
+    def bounds(self) -> tuple:
+        """The values tried at the ends: for integers ceil(low)..floor(high), one rule for
+        checking and for sampling."""
+        return (math.ceil(self.low), math.floor(self.high)) if self.integer else (self.low, self.high)
 
 
 @dataclass
@@ -81,6 +89,9 @@ def parse_range(text: str) -> tuple[str, Range]:
         flags = set(parts[2:])
         if flags - {"log", "int"} or not low < high or ("log" in flags and low <= 0):
             raise ValueError
+        if "int" in flags and (math.ceil(low) > math.floor(high) or ("log" in flags and math.ceil(low) < 1)):
+            raise SpecError([Problem(where, 0, 0, key.strip(), f"no whole number {'>= 1 ' if 'log' in flags else ''}lies "
+                                     f"between {low} and {high}", "integer ranges use ceil(low)..floor(high)")])
     except ValueError:
         raise SpecError([Problem(where, 0, 0, "", "expected key=low:high[:log][:int] with low < high "
                                                   "(and low > 0 for log), e.g. train.optimizer.lr=1e-4:1e-2:log")]) from None
@@ -143,7 +154,7 @@ def check_space(doc: Document, space: Space, imposed: tuple[str, ...], base_dir:
         fixed = dict(rules.fixed)
         for key in space.keys:
             if key in fixed:
-                values = space.grid.get(key) or [space.ranges[key].low, space.ranges[key].high]
+                values = space.grid.get(key) or list(space.ranges[key].bounds())
                 if any(v != fixed[key] for v in values):
                     problems.append(Problem(
                         "sweep", 0, 0, key,
@@ -153,10 +164,10 @@ def check_space(doc: Document, space: Space, imposed: tuple[str, ...], base_dir:
         raise SpecError(problems)
     # every grid combination, and every corner of the ranges, must pass the rules
     corners = [dict(zip(space.ranges, c)) for c in itertools.product(
-        *([(r.low, r.high) for r in space.ranges.values()]))] if space.ranges else [{}]
+        *([r.bounds() for r in space.ranges.values()]))] if space.ranges else [{}]
     for combo in space.combinations():
         for corner in corners:
-            values = {**combo, **{k: _cast(space.ranges[k], v) for k, v in corner.items()}}
+            values = {**combo, **corner}
             try:
                 check_document(_with(doc, values), imposed=imposed, base_dir=base_dir)
             except SpecError as e:
@@ -165,10 +176,6 @@ def check_space(doc: Document, space: Space, imposed: tuple[str, ...], base_dir:
     if problems:
         raise SpecError(problems)
     return base
-
-
-def _cast(r: Range, v: float):
-    return int(round(v)) if r.integer else v
 
 
 def encode_value(value):
@@ -217,58 +224,207 @@ class SweepResult:
     space: Space
 
 
+def open_study(folder: Path, name: str, storage: str | None, space: Space, seed: int) -> tuple[optuna.Study, bool]:
+    """The study, in the storage Optuna recommends for the case (its FAQ and docs):
+
+    - no --storage: a JournalStorage file (`study.journal` in the sweep folder), which several
+      processes on one machine share safely (SQLite is not for parallel optimization); a folder
+      from an earlier netspec version that holds `study.db` keeps using it;
+    - --storage URL (PostgreSQL, MySQL, SQLite...): an RDBStorage with Optuna's heartbeats, so a
+      worker that dies has its trial failed after the grace period and retried once
+      (RetryFailedTrialCallback), on any machine sharing the database.
+
+    Returns (study, heartbeats): whether Optuna itself watches for dead workers.
+    """
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if space.prune else optuna.pruners.NopPruner()
+    try:
+        if storage is None and not (folder / "study.db").is_file():
+            backend = optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
+            store, heartbeats = optuna.storages.JournalStorage(backend), False
+        else:
+            url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+            store = optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+            heartbeats = True
+        study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction="maximize",
+                                    sampler=_sampler(space, seed), pruner=pruner)
+    except Exception as e:  # bad URL, unreachable server, unreadable file: one line for the user
+        raise RunError(f"cannot open the study storage {storage or folder}: {str(e).splitlines()[0]}") from None
+    return study, heartbeats
+
+
+HEARTBEAT_S, GRACE_S = 30, 120  # Optuna's heartbeat for RDB storages: a worker silent for 2 minutes is dead
+
+
+def _space_record(space: Space) -> dict:
+    return json.loads(json.dumps({"grid": space.grid, "ranges": {k: vars(r) for k, r in space.ranges.items()},
+                                  "sampler": space.sampler}))
+
+
+def _check_same_space(study: optuna.Study, space: Space, folder: Path) -> None:
+    """A study holds the trials of one search space; an edited space is a new study."""
+    old, new = study.user_attrs.get("space"), _space_record(space)
+    if old is None or old == new:
+        return
+    changes = []
+    for kind in ("grid", "ranges"):
+        for key in sorted(set(old.get(kind, {})) | set(new.get(kind, {}))):
+            before, after = old.get(kind, {}).get(key), new.get(kind, {}).get(key)
+            if before != after:
+                changes.append(f"{key}: {before if before is not None else '(not swept)'} -> "
+                               f"{after if after is not None else '(not swept)'}")
+    if old.get("sampler") != new.get("sampler"):
+        changes.append(f"sampler: {old.get('sampler')} -> {new.get('sampler')}")
+    raise RunError(f"{folder} holds a sweep over another search space ({'; '.join(changes)}); its trials would be "
+                   f"mixed with this one's. Start a new sweep with --out (or delete the folder)")
+
+
+def _alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True  # another machine's worker: only Optuna's heartbeats can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(study: optuna.Study, heartbeats: bool) -> None:
+    """Trials that will never finish run again, once: a trial cut short by Ctrl-C (FAIL, marked
+    interrupted) and, in a journal study, a RUNNING trial whose worker process on this machine is
+    gone (killed). A RUNNING trial of a live worker is never touched. RDB studies leave dead
+    workers to Optuna's heartbeats (fail_stale_trials + RetryFailedTrialCallback)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.number in retried or t.user_attrs.get("retry_of") is not None:
+            continue
+        stale = (t.state == TrialState.RUNNING and not heartbeats and "worker" in t.user_attrs
+                 and not _alive(*t.user_attrs["worker"]))
+        if stale:
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):  # finished meanwhile after all
+                continue
+        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+            continue
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+
+
+def _budget(space: Space) -> int:
+    return space.grid_size() if space.sampler == "grid" and not space.trials else (space.trials or 20)
+
+
 def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = (), sampler: str | None = None,
           trials: int | None = None, prune: bool | None = None, storage: str | None = None,
           out: str | Path | None = None, imposed: tuple[str, ...] = (), data_dir=None, limit: int | None = None,
-          overrides: tuple[str, ...] = (), reporter: Reporter | None = None,
+          overrides: tuple[str, ...] = (), reporter: Reporter | None = None, workers: int = 1,
           observer: Callable[[optuna.Trial, dict], Observer] | None = None,
           on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> SweepResult:
+    """Run (or continue) a sweep. `workers` > 1 starts that many processes on the one study, each
+    with its share of the CPU cores; any number of `netspec sweep` commands, on this machine or
+    (with a shared --storage) on others, may work on the same study at once."""
     doc = load_file(spec_path)
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), "a spec is a mapping of keys")])
     if overrides:  # --set: the base spec of every trial (e.g. fewer epochs for a quick sweep)
         apply_overrides(doc, list(overrides))
+    if workers < 1:
+        raise RunError(f"--workers {workers}: give at least 1")
     base_dir = Path(spec_path).parent
     check_document(_with(doc, {}, keep_sweep=True), imposed=imposed, base_dir=base_dir)  # the sweep section too
     space = make_space(doc, list(grid), list(ranges), sampler, trials, prune)
     base = check_space(doc, space, imposed, base_dir)
+    if base.spec.data.validation == 0:
+        raise SpecError([Problem(str(spec_path), 0, 0, "data.validation",
+                                 "a sweep chooses on validation accuracy, and data.validation is 0",
+                                 "hold out some training images, e.g. data.validation: 5000")])
     folder = Path(out) if out else Path("runs") / f"{base.spec.name}-sweep"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot write the sweep folder {folder}: {e.strerror or e}") from None
-    own_storage = storage is None
-    storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if space.prune else optuna.pruners.NopPruner()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    verbosity = optuna.logging.get_verbosity()  # process-wide: restored below
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by netspec, with their reason
     try:
-        study = optuna.create_study(study_name=base.spec.name, storage=storage, load_if_exists=True,
-                                    direction="maximize", sampler=_sampler(space, base.spec.train.seed), pruner=pruner)
-    except Exception as e:  # bad URL, unreadable database: one line for the user
-        raise RunError(f"cannot open the study storage {storage}: {e}") from None
-    if base.spec.data.validation == 0:
-        raise SpecError([Problem(str(spec_path), 0, 0, "data.validation",
-                                 "a sweep chooses on validation accuracy, and data.validation is 0",
-                                 "hold out some training images, e.g. data.validation: 5000")])
+        return _sweep(doc, space, base, folder, storage, imposed, base_dir, data_dir, limit, overrides, reporter,
+                      workers, observer, on_trial, spec_path, grid, ranges, sampler, trials, prune)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _sweep(doc, space, base, folder, storage, imposed, base_dir, data_dir, limit, overrides, reporter, workers,
+           observer, on_trial, spec_path, grid, ranges, sampler, trials, prune) -> SweepResult:
+    study, heartbeats = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
     recorded_limit = study.user_attrs.get("limit", "unset")
     if recorded_limit != "unset" and recorded_limit != limit:
         shown = lambda v: "the full training set" if v is None else f"--limit {v}"  # noqa: E731
         raise RunError(f"this sweep's trials trained on {shown(recorded_limit)}; rerunning it with {shown(limit)} would "
                        f"rank trials trained on different data side by side. Rerun with the same --limit, "
                        f"or start a new sweep with --out")
+    _check_same_space(study, space, folder)
     study.set_user_attr("limit", limit)
-    study.set_user_attr("space", {"grid": space.grid, "ranges": {k: vars(r) for k, r in space.ranges.items()},
-                                  "sampler": space.sampler})
-    _requeue_interrupted(study, own_storage)
+    study.set_user_attr("space", _space_record(space))
+    _recover(study, heartbeats)
+    job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, str(folder), imposed,
+               None if data_dir is None else str(data_dir), limit, tuple(overrides))
+    if workers > 1:
+        _run_workers(job, workers)
+        study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
+    else:
+        try:
+            _optimize(study, doc, space, folder, imposed, base_dir, data_dir, limit, reporter, observer, on_trial)
+        except (KeyboardInterrupt, Interrupted):
+            raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec sweep "
+                              f"command again to continue (the interrupted trial runs again)", folder) from None
+    return SweepResult(folder, study, space)
 
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker process needs to open the same study and run trials (plain, picklable)."""
+
+    spec_path: str
+    grid: tuple
+    ranges: tuple
+    sampler: str | None
+    trials: int | None
+    prune: bool | None
+    storage: str | None
+    folder: str
+    imposed: tuple
+    data_dir: str | None
+    limit: int | None
+    overrides: tuple
+
+
+def _optimize(study, doc, space, folder, imposed, base_dir, data_dir, limit, reporter, observer, on_trial) -> None:
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", [socket.gethostname(), os.getpid()])
         values = {}
         for key, options in space.grid.items():
             values[key] = decode_value(trial.suggest_categorical(key, [encode_value(o) for o in options]))
         for key, r in space.ranges.items():
-            values[key] = (trial.suggest_int(key, int(r.low), int(r.high), log=r.log) if r.integer
-                           else trial.suggest_float(key, r.low, r.high, log=r.log))
-        checked = check_document(_with(doc, values), imposed=imposed, base_dir=base_dir)
+            low, high = r.bounds()
+            values[key] = (trial.suggest_int(key, low, high, log=r.log) if r.integer
+                           else trial.suggest_float(key, low, high, log=r.log))
+        if space.sampler == "grid":
+            # Optuna's GridSampler hands out a grid point that is still running once every point has
+            # been started (its docs: all points must finish before it stops). Another worker already
+            # trains this one: record the duplicate without training, and let this worker stop.
+            twin = _twin(trial.study, trial)
+            if twin is not None:
+                trial.set_user_attr("duplicate_of", twin)
+                trial.study.stop()
+                raise optuna.TrialPruned(f"trial {twin} already trains these settings")
+        try:
+            checked = check_document(_with(doc, values), imposed=imposed, base_dir=base_dir)
+        except SpecError as e:  # a combination the rules or shapes refuse: a failed trial with its reason, never retried
+            trial.set_user_attr("error", "; ".join(p.message for p in e.problems))
+            raise RunError(trial.user_attrs.get("error", str(e))) from None
         trial_dir = folder / f"trial-{trial.number:03d}"
         if trial_dir.exists():
             shutil.rmtree(trial_dir)
@@ -281,31 +437,77 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
         except RunError as e:
             trial.set_user_attr("error", str(e))
             raise
+        except (KeyboardInterrupt, Interrupted):
+            trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
+            raise
         m = result.metrics
         trial.set_user_attr("test_accuracy", m["test_accuracy"])
         trial.set_user_attr("seconds", m["train_seconds"])
         trial.set_user_attr("train_size", m["train_size"])
         return m["final_val_accuracy"]  # the saved model's, the one its test accuracy belongs to
 
-    budget = space.grid_size() if space.sampler == "grid" and not space.trials else (space.trials or 20)
-    done = len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                or (t.state == TrialState.FAIL and "error" in t.user_attrs)])
-    remaining = budget - done
-    callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, callbacks=callbacks, catch=(RunError,))
-    return SweepResult(folder, study, space)
+    budget = _budget(space)
+
+    def at_budget(study: optuna.Study, _trial) -> None:  # the budget of the study, shared by every worker
+        if _spent(study) >= budget:
+            study.stop()
+
+    callbacks = [at_budget] + ([lambda s, t: on_trial(s, t)] if on_trial else [])
+    if _spent(study) < budget:
+        study.optimize(objective, callbacks=callbacks, catch=(RunError,))
 
 
-def _requeue_interrupted(study: optuna.Study, own_storage: bool) -> None:
-    """Trials cut short by an interrupt run again (a real failure does not)."""
-    finished = [t.params for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    waiting = [t.params for t in study.trials if t.state == TrialState.WAITING]
-    for t in study.trials:
-        if t.state == TrialState.RUNNING and own_storage:  # nobody else runs this local study
-            study.tell(t.number, state=TrialState.FAIL)
-        elif t.state != TrialState.FAIL or "error" in t.user_attrs:
+def _twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """An earlier trial with the same settings that is running, finished or failed for a reason."""
+    for t in study.get_trials(deepcopy=False):
+        if t.number == trial.number or t.params != trial.params or "duplicate_of" in t.user_attrs:
             continue
-        if t.params and t.params not in finished and t.params not in waiting:
-            study.enqueue_trial(t.params)
-            waiting.append(t.params)
+        if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED) or (
+                t.state == TrialState.FAIL and "error" in t.user_attrs):
+            return t.number
+    return None
+
+
+def _spent(study: optuna.Study) -> int:
+    """Trials that used up budget: finished, pruned, or failed for a reason (an interrupted or
+    killed trial runs again instead)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if "duplicate_of" not in t.user_attrs and (
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
+
+
+def _worker(job: _Job, threads: int) -> None:
+    """One worker process: its share of the cores, then trials until the study's budget is spent."""
+    import torch
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    from netspec.report.run_report import RunReporter  # the worker writes the same run folders as the CLI
+
+    doc = load_file(job.spec_path)
+    if job.overrides:
+        apply_overrides(doc, list(job.overrides))
+    base_dir = Path(job.spec_path).parent
+    space = make_space(doc, list(job.grid), list(job.ranges), job.sampler, job.trials, job.prune)
+    base = check_space(doc, space, job.imposed, base_dir)
+    study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
+    _optimize(study, doc, space, Path(job.folder), job.imposed, base_dir, job.data_dir, job.limit, RunReporter(),
+              None, None)
+
+
+def _run_workers(job: _Job, workers: int) -> None:
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [ctx.Process(target=_worker, args=(job, threads), name=f"netspec-sweep-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)  # they got the same Ctrl-C and save their state
+        raise Interrupted("sweep interrupted", Path(job.folder)) from None
+    failed = [p.name for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise RunError(f"{len(failed)} of {workers} sweep workers stopped with an error (exit codes "
+                       f"{', '.join(str(p.exitcode) for p in procs if p.exitcode)}); run the sweep again to continue")
