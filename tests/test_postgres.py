@@ -1,0 +1,104 @@
+"""One sweep study in a real PostgreSQL server, shared by two worker processes that each keep
+their own sweep folder, as two machines would (issue 10). The test starts and stops its own
+server (Debian's postgresql package: initdb and pg_ctl), on a Unix socket of its own; the
+server refuses to run as root, so as root it runs as the `postgres` system user."""
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SPEC = """name: shared
+data: {validation: 100, input_shape: [784]}
+model:
+  layers: [{Linear: {out_features: 16}}, ReLU, {Linear: {out_features: 10}}]
+train: {epochs: 1, batch_size: 64}
+sweep:
+  grid:
+    train.batch_size: [32, 64]
+    train.optimizer.lr: [0.001, 0.003, 0.01]
+"""
+
+
+def _server_binaries() -> Path | None:
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent  # the real folder, with createdb beside it
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(versions[-1]).parent if versions else None
+
+
+def _as_server_user(args: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return args
+    return ["runuser", "-u", "postgres", "--", *args]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bin_dir = _server_binaries()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine: install Debian's postgresql")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres system user to run the server as")
+    home = Path(tempfile.mkdtemp(prefix="netspec-pg-"))
+    home.chmod(0o755)
+    data, sock = home / "data", home / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres")
+        shutil.chown(sock, "postgres")
+    with socket.socket() as s:  # a free port number (the server listens on the Unix socket only)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
+                   check=True, capture_output=True)
+    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "log"), "-o",
+                                    f"-p {port} -k {sock} -c listen_addresses=''", "start"]), check=True,
+                   capture_output=True)
+    try:
+        subprocess.run(_as_server_user([str(bin_dir / "createdb"), "-h", str(sock), "-p", str(port), "-U", "postgres",
+                                        "netspec"]), check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@/netspec?host={sock}&port={port}"
+    finally:
+        subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_workers_on_one_postgresql_study_divide_the_trials(postgres_url, fake_data, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(SPEC)
+    procs = [subprocess.Popen([sys.executable, "-m", "netspec", "sweep", str(spec), "--storage", postgres_url,
+                               "--out", str(tmp_path / f"machine-{i}"), "--data-dir", str(fake_data), "--limit", "400"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    trials = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]
+    done = collections.Counter(tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE)
+    assert len(done) == 6 and set(done.values()) == {1}, done  # every trial exactly once, none lost
+    assert not [t for t in trials if t.state != TrialState.COMPLETE]
+    # each worker kept its own run folders, the study knows where each trial's folder is
+    folders = {Path(t.user_attrs["run_dir"]).parent.name for t in trials}
+    assert folders == {"machine-0", "machine-1"}
+    for t in trials:
+        assert (Path(t.user_attrs["run_dir"]) / "metrics.json").is_file()
