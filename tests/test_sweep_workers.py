@@ -3,7 +3,6 @@ worker's trial run again exactly once, a changed search space refused, failures 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess

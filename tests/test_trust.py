@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from netspec.cli import app
 from netspec.data.augment import augment
-from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
+from netspec.errors import Interrupted, RunError, SpecError
 from netspec.runner import rundir as rundir_mod
 from netspec.runner import run as run_mod
 from netspec.runner.rundir import RunDir, atomic_write, load_checkpoint

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netspec.spec.layers import LAYERS
-from netspec.errors import Problem, SpecError
+from netspec.errors import SpecError
 from netspec.spec.loader import Document, load_file
 from netspec.spec.schema_errors import schema_problems
 
