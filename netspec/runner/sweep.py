@@ -370,7 +370,7 @@ def _sweep(doc, space, base, folder, storage, imposed, base_dir, data_dir, limit
     study.set_user_attr("space", _space_record(space))
     _recover(study, heartbeats)
     job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, str(folder), imposed,
-               None if data_dir is None else str(data_dir), limit, tuple(overrides))
+               None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter)
     if workers > 1:
         _run_workers(job, workers)
         study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
@@ -399,6 +399,7 @@ class _Job:
     data_dir: str | None
     limit: int | None
     overrides: tuple
+    reporter: Reporter | None  # pickled by reference: the worker writes the same run folders as the caller
 
 
 def _optimize(study, doc, space, folder, imposed, base_dir, data_dir, limit, reporter, observer, on_trial) -> None:
@@ -481,8 +482,6 @@ def _worker(job: _Job, threads: int) -> None:
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from netspec.report.run_report import RunReporter  # the worker writes the same run folders as the CLI
-
     doc = load_file(job.spec_path)
     if job.overrides:
         apply_overrides(doc, list(job.overrides))
@@ -490,7 +489,7 @@ def _worker(job: _Job, threads: int) -> None:
     space = make_space(doc, list(job.grid), list(job.ranges), job.sampler, job.trials, job.prune)
     base = check_space(doc, space, job.imposed, base_dir)
     study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
-    _optimize(study, doc, space, Path(job.folder), job.imposed, base_dir, job.data_dir, job.limit, RunReporter(),
+    _optimize(study, doc, space, Path(job.folder), job.imposed, base_dir, job.data_dir, job.limit, job.reporter,
               None, None)
 
 
