@@ -18,8 +18,11 @@ import json
 import math
 import multiprocessing
 import os
+import random
 import shutil
 import socket
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -232,7 +235,7 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
       from an earlier netspec version that holds `study.db` keeps using it;
     - --storage URL (PostgreSQL, MySQL, SQLite...): an RDBStorage with Optuna's heartbeats, so a
       worker that dies has its trial failed after the grace period and retried once
-      (RetryFailedTrialCallback), on any machine sharing the database.
+      (RetryHeartbeatStaleTrialCallback), on any machine sharing the database.
 
     Returns (study, heartbeats): whether Optuna itself watches for dead workers.
     """
@@ -243,15 +246,32 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
             store, heartbeats = optuna.storages.JournalStorage(backend), False
         else:
             url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-            store = optuna.storages.RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+            store = _rdb_storage(url)
             heartbeats = True
-        study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction="maximize",
-                                    sampler=_sampler(space, seed), pruner=pruner)
+        try:
+            study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction="maximize",
+                                        sampler=_sampler(space, seed), pruner=pruner)
+        except optuna.exceptions.DuplicatedStudyError:  # another worker created it at the same moment
+            study = optuna.load_study(study_name=name, storage=store, sampler=_sampler(space, seed), pruner=pruner)
     except Exception as e:  # bad URL, unreachable server, unreadable file: one line for the user
         raise RunError(f"cannot open the study storage {storage or folder}: {str(e).splitlines()[0]}") from None
     return study, heartbeats
+
+
+def _rdb_storage(url: str, attempts: int = 5):
+    """Optuna's RDBStorage with heartbeats. Workers starting together race to create the tables
+    (PostgreSQL answers one of them with a unique-key violation): the loser tries again."""
+    with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for attempt in range(attempts):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            except Exception:  # noqa: BLE001 - the last attempt's error is reported by the caller
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 + random.random() * (attempt + 1))
 
 
 HEARTBEAT_S, GRACE_S = 30, 120  # Optuna's heartbeat for RDB storages: a worker silent for 2 minutes is dead
@@ -296,7 +316,7 @@ def _recover(study: optuna.Study, heartbeats: bool) -> None:
     """Trials that will never finish run again, once: a trial cut short by Ctrl-C (FAIL, marked
     interrupted) and, in a journal study, a RUNNING trial whose worker process on this machine is
     gone (killed). A RUNNING trial of a live worker is never touched. RDB studies leave dead
-    workers to Optuna's heartbeats (fail_stale_trials + RetryFailedTrialCallback)."""
+    workers to Optuna's heartbeats (fail_stale_trials + RetryHeartbeatStaleTrialCallback)."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
