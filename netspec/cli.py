@@ -23,6 +23,9 @@ from netspec.errors import Interrupted, NetspecError, SpecError
 class Command(TyperCommand):
     """Plain help without type labels beside arguments (SPEC, RUN_DIR say enough), aligned as before."""
 
+    def collect_usage_pieces(self, ctx):  # "SPEC...", not Typer's "{SPEC}..." for a required argument
+        return [re.sub(r"\{(\w+)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
     def format_options(self, ctx, formatter):
         buffer = type(formatter)(width=formatter.width, max_width=formatter.width)
         super().format_options(ctx, buffer)

@@ -74,9 +74,11 @@ class StopInTrial(Observer):
 def test_interrupted_sweep_resumes(write_spec, fake_data, tmp_path):
     spec = write_spec(TINY)
     folder = tmp_path / "sweep"
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted) as e:
         sweep(spec, out=folder, data_dir=fake_data,
               observer=lambda trial, values: StopInTrial() if trial.number == 1 else Observer())
+    # one line: what is kept and how to continue; no advice to resume a trial folder by hand
+    assert "Run the same netspec sweep command again to continue" in str(e.value) and "--resume" not in str(e.value)
     result = sweep(spec, out=folder, data_dir=fake_data)
     states = [t.state for t in result.study.trials]
     assert states.count(TrialState.COMPLETE) == 2 and len(states) == 3  # trial 0 was not run again
