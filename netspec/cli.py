@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -429,6 +430,8 @@ def sweep_cmd(
                            storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
                            overrides=tuple(set_ or ()), reporter=RunReporter(), workers=workers,
                            observer=observer, on_trial=on_trial)
+        except Interrupted as e:  # one line, and the command that continues the sweep
+            raise Interrupted(f"{e}:  netspec {shlex.join(sys.argv[1:])}", e.run_dir) from None
         finally:
             if "obs" in progress:
                 progress.pop("obs").stop()

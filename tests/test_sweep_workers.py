@@ -161,3 +161,22 @@ def test_sweep_md_draws_no_conclusion_from_one_trial_per_value():
     assert "too few finished trials to say (at least 2 per value are needed; 3 in all)" in line
     [line] = effects([row(0, 30, 0.99), row(1, 10, 0.96), row(2, 10, 0.97), row(3, 30, 0.98)], ["train.epochs"], {})
     assert "best 30, worst 10 (mean val acc 0.9850 over 2 trials vs 0.9650 over 2" in line
+
+
+def test_ctrl_c_in_a_sweep_is_one_line_with_the_command_that_continues_it(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import netspec.runner.sweep as sweep_mod
+    from netspec.cli import app
+    from netspec.errors import Interrupted
+
+    def interrupted(*a, **kw):
+        raise Interrupted("sweep interrupted; runs/tiny-sweep keeps every finished trial. Run the same netspec sweep "
+                          "command again to continue (the interrupted trial runs again)", tmp_path)
+
+    monkeypatch.setattr(sweep_mod, "sweep", interrupted)
+    monkeypatch.setattr(sys, "argv", ["netspec", "sweep", "specs/mlp.yaml", "--limit", "5000"])
+    r = CliRunner().invoke(app, ["sweep", "specs/mlp.yaml", "--limit", "5000"])
+    assert r.exit_code == 130 and "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].endswith(":  netspec sweep specs/mlp.yaml --limit 5000")
