@@ -31,6 +31,7 @@ from netspec.data.datasets import DATASETS
 from netspec.errors import NetspecError, SpecError
 from netspec.report.run_report import RunReporter
 from netspec.report.tables import summary_json, summary_text
+from netspec.runner.export import export_onnx, image_files, read_images
 from netspec.runner.rundir import RunDir
 from netspec.runner.run import check_run_spec, evaluate_run, load_run, read_history
 from netspec.runner.run import run as _run
@@ -209,6 +210,21 @@ class Run:
             logits = torch.cat([net(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
         probs = torch.softmax(logits.float(), dim=1)
         return Prediction(probs.argmax(1), probs, info.classes)
+
+    def predict_files(self, paths) -> list[dict]:
+        """Classify image files (and the images in folders): each read as grayscale, resized to
+        28x28 if needed, scaled to 0..1, then normalised as in training. MNIST digits are light on
+        dark; invert dark-on-light drawings first."""
+        files = image_files(paths)
+        pred = self.predict(read_images(files))
+        return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i])}
+                for k, (f, i) in enumerate(zip(files, pred.labels.tolist()))]
+
+    def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
+        """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it."""
+        if format != "onnx":
+            raise NetspecError(f"export format {format!r}: only onnx is supported")
+        return export_onnx(self.path, path)
 
     def evaluate(self, data_dir=None) -> dict:
         """Test accuracy of the saved model, recomputed (in the run's own precision)."""

@@ -441,6 +441,43 @@ def sweep_cmd(
               highlight=False)
 
 
+@app.command("export", cls=Command)
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False, metavar="RUN_DIR")],
+    format: Annotated[str, typer.Option("--format", metavar="onnx", help="file format")] = "onnx",
+    out_file: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="where (default RUN_DIR/model.onnx)")] = None,
+):
+    """Write the trained model as an ONNX file (with its preprocessing in FILE.json)."""
+    import netspec
+
+    with user_errors():
+        path = netspec.open_run(run_dir).export(out_file, format=format)
+    out.print(f"wrote {escape(str(path))} and {escape(str(path))}.json", highlight=False)
+
+
+@app.command("predict", cls=Command)
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False, metavar="RUN_DIR")],
+    images: Annotated[list[Path], typer.Argument(help="image files or folders of them", show_default=False, metavar="IMAGE")],
+    format: FormatOpt = "text",
+):
+    """Classify image files with a run's model: class and probability per image."""
+    import netspec
+
+    fmt = _format(format)
+    with user_errors():
+        rows = netspec.open_run(run_dir).predict_files(images)
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"predictions of {run_dir}", title_justify="left")
+    for col in ("image", "class", "probability"):
+        table.add_column(col, justify="right" if col == "probability" else "left", overflow="fold")
+    for r in rows:
+        table.add_row(r["file"], r["class"], f"{r['probability']:.4f}")
+    out.print(table)
+
+
 @app.command("compare", cls=Command)
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False, metavar="RUN_DIR")],

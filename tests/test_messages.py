@@ -108,7 +108,8 @@ def test_shipped_specs_produce_no_warning():
 
 # --- the CLI's manners -------------------------------------------------------------
 
-COMMANDS = ["validate", "summary", "schema", "run", "eval", "attention", "data", "forward", "sweep", "compare"]
+COMMANDS = ["validate", "summary", "schema", "run", "eval", "attention", "data", "forward", "sweep", "compare", "export",
+            "predict"]
 
 
 @pytest.mark.parametrize("command", [None] + COMMANDS)
