@@ -119,3 +119,17 @@ def test_not_utf8(tmp_path):
 
 def test_yes_key_stays_text():
     assert load_text("yes: 1\n").data == {"yes": 1}
+
+
+@pytest.mark.parametrize("text", ["=", "name: =\n", "name: <<\n", "- =\n- <<\n"])
+def test_yaml_11_value_and_merge_scalars_are_text_not_a_crash(text, tmp_path):
+    # found by test_random_bytes_never_traceback: a lone '=' resolves to tag:yaml.org,2002:value
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    r = CliRunner().invoke(app, ["validate", str(path)])
+    assert r.exit_code == 1 and r.exception is None or isinstance(r.exception, SystemExit)
+    assert "Traceback" not in r.output and "✗" in r.output

@@ -201,7 +201,9 @@ class _Builder:
     def _scalar(self, node, path):
         self.doc.texts[path] = node.value
         tag = node.tag.rsplit(":", 1)[-1]
-        if tag in ("str", "timestamp"):
+        if tag not in ("int", "float", "bool", "null"):
+            # text, and whatever else YAML 1.1 resolves a plain scalar to (timestamps, `=` as
+            # tag:yaml.org,2002:value, `<<` as a merge key): kept as written, never constructed
             return node.value
         value = self.scalars.construct_object(node)
         if isinstance(value, float) and not math.isfinite(value):
