@@ -4,6 +4,7 @@ and exit code 1, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -380,6 +381,19 @@ def _matrix(t) -> str:
     return "\n".join(_matrix(sub) for sub in t)
 
 
+class TrialLine:
+    """A line per finished trial, printed by whichever worker process ran it (picklable)."""
+
+    def __call__(self, study, frozen):
+        if "duplicate_of" in frozen.user_attrs:
+            return
+        if frozen.state.name == "COMPLETE":
+            text = f"complete: val acc {frozen.value:.4f}"
+        else:
+            text = frozen.state.name.lower() + (f": {frozen.user_attrs['error']}" if "error" in frozen.user_attrs else "")
+        Console(stderr=True, soft_wrap=True).print(f"trial {frozen.number} {text}  (worker {os.getpid()})", highlight=False)
+
+
 @app.command("sweep", cls=Command)
 def sweep_cmd(
     spec: SpecArg,
@@ -429,7 +443,7 @@ def sweep_cmd(
             result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
                            storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
                            overrides=tuple(set_ or ()), reporter=RunReporter(), workers=workers,
-                           observer=observer, on_trial=on_trial)
+                           observer=observer, on_trial=on_trial if workers == 1 else TrialLine())
         except Interrupted as e:  # one line, and the command that continues the sweep
             raise Interrupted(f"{e}:  netspec {shlex.join(sys.argv[1:])}", e.run_dir) from None
         finally:

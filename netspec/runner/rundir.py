@@ -131,10 +131,14 @@ class RunDir:
             return
         is_run = (path / SPEC_FILE).is_file()
         if not force:
-            what = "an earlier run" if is_run else "files"
-            raise RunError(f"{path} already holds {what}; pick another --out, continue it with "
-                           f"`netspec run --resume {path}`, or add --force to empty it first" if is_run else
-                           f"{path} already holds {what}; pick a new or empty folder for --out")
+            if not is_run:
+                raise RunError(f"{path} already holds files; pick a new or empty folder for --out")
+            finished = (path / "model.pt").is_file() and '"status": "finished"' in _read(path / "metrics.json")
+            if finished:
+                raise RunError(f"{path} already holds an earlier run (finished); pick another --out, or add --force "
+                               f"to empty it first")
+            raise RunError(f"{path} already holds an earlier run; pick another --out, continue it with "
+                           f"`netspec run --resume {path}`, or add --force to empty it first")
         if not is_run:
             raise RunError(f"--force empties only run folders, and {path} has no {SPEC_FILE}; pick another --out")
         for entry in entries:  # never follows links: a link is removed, not what it points to
@@ -187,6 +191,13 @@ class RunDir:
             return json.loads((self / name).read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {self / name}: {e}") from None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def is_state_dict(value: Any) -> bool:

@@ -390,7 +390,8 @@ def _sweep(doc, space, base, folder, storage, imposed, base_dir, data_dir, limit
     study.set_user_attr("space", _space_record(space))
     _recover(study, heartbeats)
     job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, str(folder), imposed,
-               None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter)
+               None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter,
+               on_trial if workers > 1 and _picklable(on_trial) else None)
     if workers > 1:
         _run_workers(job, workers)
         study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
@@ -420,6 +421,7 @@ class _Job:
     limit: int | None
     overrides: tuple
     reporter: Reporter | None  # pickled by reference: the worker writes the same run folders as the caller
+    on_trial: Callable | None  # likewise: a picklable callable (a top-level class), told of each finished trial
 
 
 def _optimize(study, doc, space, folder, imposed, base_dir, data_dir, limit, reporter, observer, on_trial) -> None:
@@ -510,7 +512,17 @@ def _worker(job: _Job, threads: int) -> None:
     base = check_space(doc, space, job.imposed, base_dir)
     study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
     _optimize(study, doc, space, Path(job.folder), job.imposed, base_dir, job.data_dir, job.limit, job.reporter,
-              None, None)
+              None, job.on_trial)
+
+
+def _picklable(value) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:  # noqa: BLE001 - closures and lambdas are not
+        return False
 
 
 def _run_workers(job: _Job, workers: int) -> None:
