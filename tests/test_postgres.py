@@ -23,7 +23,7 @@ SPEC = """name: shared
 data: {validation: 100, input_shape: [784]}
 model:
   layers: [{Linear: {out_features: 16}}, ReLU, {Linear: {out_features: 10}}]
-train: {epochs: 1, batch_size: 64}
+train: {epochs: 4, batch_size: 64}  # long enough that both workers start before the queue drains
 sweep:
   grid:
     train.batch_size: [32, 64]
@@ -87,7 +87,7 @@ def test_two_workers_on_one_postgresql_study_divide_the_trials(postgres_url, fak
     spec = tmp_path / "shared.yaml"
     spec.write_text(SPEC)
     procs = [subprocess.Popen([sys.executable, "-m", "netspec", "sweep", str(spec), "--storage", postgres_url,
-                               "--out", str(tmp_path / f"machine-{i}"), "--data-dir", str(fake_data), "--limit", "400"],
+                               "--out", str(tmp_path / f"machine-{i}"), "--data-dir", str(fake_data), "--limit", "800"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]

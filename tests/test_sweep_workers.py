@@ -76,7 +76,9 @@ def test_two_sweep_commands_on_one_folder_share_the_trials(fake_data, tmp_path):
 def test_workers_divide_the_trials(fake_data, tmp_path):
     from netspec.report.run_report import RunReporter
 
-    result = sweep(spec(tmp_path), out=tmp_path / "s", data_dir=fake_data, limit=400, workers=2, reporter=RunReporter())
+    # trials long enough that the second worker has started before the first could finish them all
+    result = sweep(spec(tmp_path, epochs=4), out=tmp_path / "s", data_dir=fake_data, limit=800, workers=2,
+                   reporter=RunReporter())
     trials = assert_each_grid_point_completed_once(tmp_path / "s")
     workers = {tuple(t.user_attrs["worker"]) for t in trials}
     assert len(workers) == 2 and os.getpid() not in {pid for _, pid in workers}

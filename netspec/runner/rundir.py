@@ -133,7 +133,7 @@ class RunDir:
         if not force:
             if not is_run:
                 raise RunError(f"{path} already holds files; pick a new or empty folder for --out")
-            finished = (path / "model.pt").is_file() and '"status": "finished"' in _read(path / "metrics.json")
+            finished = (path / WEIGHTS).is_file() and _status(path / "metrics.json") == "finished"
             if finished:
                 raise RunError(f"{path} already holds an earlier run (finished); pick another --out, or add --force "
                                f"to empty it first")
@@ -193,11 +193,12 @@ class RunDir:
             raise CheckpointError(f"cannot read {self / name}: {e}") from None
 
 
-def _read(path: Path) -> str:
+def _status(metrics: Path) -> str | None:
     try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
+        data = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("status") if isinstance(data, dict) else None
 
 
 def is_state_dict(value: Any) -> bool:

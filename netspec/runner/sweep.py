@@ -23,7 +23,7 @@ import shutil
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -347,17 +347,12 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
     """Run (or continue) a sweep. `workers` > 1 starts that many processes on the one study, each
     with its share of the CPU cores; any number of `netspec sweep` commands, on this machine or
     (with a shared --storage) on others, may work on the same study at once."""
-    doc = load_file(spec_path)
-    if not isinstance(doc.data, dict):
-        raise SpecError([doc.problem((), "a spec is a mapping of keys")])
-    if overrides:  # --set: the base spec of every trial (e.g. fewer epochs for a quick sweep)
-        apply_overrides(doc, list(overrides))
     if workers < 1:
         raise RunError(f"--workers {workers}: give at least 1")
-    base_dir = Path(spec_path).parent
-    check_document(_with(doc, {}, keep_sweep=True), imposed=imposed, base_dir=base_dir)  # the sweep section too
-    space = make_space(doc, list(grid), list(ranges), sampler, trials, prune)
-    base = check_space(doc, space, imposed, base_dir)
+    job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, None, tuple(imposed),
+               None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter,
+               on_trial if workers > 1 and _picklable(on_trial) else None)
+    doc, space, base = _prepare(job, whole=True)
     if base.spec.data.validation == 0:
         raise SpecError([Problem(str(spec_path), 0, 0, "data.validation",
                                  "a sweep chooses on validation accuracy, and data.validation is 0",
@@ -367,41 +362,48 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot write the sweep folder {folder}: {e.strerror or e}") from None
+    job = replace(job, folder=str(folder))
     verbosity = optuna.logging.get_verbosity()  # process-wide: restored below
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by netspec, with their reason
     try:
-        return _sweep(doc, space, base, folder, storage, imposed, base_dir, data_dir, limit, overrides, reporter,
-                      workers, observer, on_trial, spec_path, grid, ranges, sampler, trials, prune)
+        study, heartbeats = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
+        recorded_limit = study.user_attrs.get("limit", "unset")
+        if recorded_limit != "unset" and recorded_limit != limit:
+            shown = lambda v: "the full training set" if v is None else f"--limit {v}"  # noqa: E731
+            raise RunError(f"this sweep's trials trained on {shown(recorded_limit)}; rerunning it with {shown(limit)} "
+                           f"would rank trials trained on different data side by side. Rerun with the same --limit, "
+                           f"or start a new sweep with --out")
+        _check_same_space(study, space, folder)
+        study.set_user_attr("limit", limit)
+        study.set_user_attr("space", _space_record(space))
+        _recover(study, heartbeats)
+        if workers > 1:
+            _run_workers(job, workers)
+            study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
+        else:
+            try:
+                _optimize(study, doc, space, job, reporter, observer, on_trial)
+            except (KeyboardInterrupt, Interrupted):
+                raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec "
+                                  f"sweep command again to continue (the interrupted trial runs again)", folder) from None
+        return SweepResult(folder, study, space)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _sweep(doc, space, base, folder, storage, imposed, base_dir, data_dir, limit, overrides, reporter, workers,
-           observer, on_trial, spec_path, grid, ranges, sampler, trials, prune) -> SweepResult:
-    study, heartbeats = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
-    recorded_limit = study.user_attrs.get("limit", "unset")
-    if recorded_limit != "unset" and recorded_limit != limit:
-        shown = lambda v: "the full training set" if v is None else f"--limit {v}"  # noqa: E731
-        raise RunError(f"this sweep's trials trained on {shown(recorded_limit)}; rerunning it with {shown(limit)} would "
-                       f"rank trials trained on different data side by side. Rerun with the same --limit, "
-                       f"or start a new sweep with --out")
-    _check_same_space(study, space, folder)
-    study.set_user_attr("limit", limit)
-    study.set_user_attr("space", _space_record(space))
-    _recover(study, heartbeats)
-    job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, str(folder), imposed,
-               None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter,
-               on_trial if workers > 1 and _picklable(on_trial) else None)
-    if workers > 1:
-        _run_workers(job, workers)
-        study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
-    else:
-        try:
-            _optimize(study, doc, space, folder, imposed, base_dir, data_dir, limit, reporter, observer, on_trial)
-        except (KeyboardInterrupt, Interrupted):
-            raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec sweep "
-                              f"command again to continue (the interrupted trial runs again)", folder) from None
-    return SweepResult(folder, study, space)
+def _prepare(job: "_Job", whole: bool = False):
+    """The spec (with --set applied), the search space and the checked base spec of a sweep:
+    what the command and every worker process derive from the same job."""
+    doc = load_file(job.spec_path)
+    if not isinstance(doc.data, dict):
+        raise SpecError([doc.problem((), "a spec is a mapping of keys")])
+    if job.overrides:  # --set: the base spec of every trial (e.g. fewer epochs for a quick sweep)
+        apply_overrides(doc, list(job.overrides))
+    base_dir = Path(job.spec_path).parent
+    if whole:  # the sweep section itself, once, in the command
+        check_document(_with(doc, {}, keep_sweep=True), imposed=job.imposed, base_dir=base_dir)
+    space = make_space(doc, list(job.grid), list(job.ranges), job.sampler, job.trials, job.prune)
+    return doc, space, check_space(doc, space, job.imposed, base_dir)
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ class _Job:
     trials: int | None
     prune: bool | None
     storage: str | None
-    folder: str
+    folder: str | None  # set once the sweep folder exists
     imposed: tuple
     data_dir: str | None
     limit: int | None
@@ -424,7 +426,10 @@ class _Job:
     on_trial: Callable | None  # likewise: a picklable callable (a top-level class), told of each finished trial
 
 
-def _optimize(study, doc, space, folder, imposed, base_dir, data_dir, limit, reporter, observer, on_trial) -> None:
+def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial) -> None:
+    folder, imposed, base_dir = Path(job.folder), job.imposed, Path(job.spec_path).parent
+    data_dir, limit = job.data_dir, job.limit
+
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", [socket.gethostname(), os.getpid()])
         values = {}
@@ -504,15 +509,9 @@ def _worker(job: _Job, threads: int) -> None:
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    doc = load_file(job.spec_path)
-    if job.overrides:
-        apply_overrides(doc, list(job.overrides))
-    base_dir = Path(job.spec_path).parent
-    space = make_space(doc, list(job.grid), list(job.ranges), job.sampler, job.trials, job.prune)
-    base = check_space(doc, space, job.imposed, base_dir)
+    doc, space, base = _prepare(job)
     study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
-    _optimize(study, doc, space, Path(job.folder), job.imposed, base_dir, job.data_dir, job.limit, job.reporter,
-              None, job.on_trial)
+    _optimize(study, doc, space, job, job.reporter, None, job.on_trial)
 
 
 def _picklable(value) -> bool:
