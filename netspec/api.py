@@ -27,13 +27,12 @@ from torch import nn
 
 from netspec.builder.check import Checked, check_document
 from netspec.builder.model import build_model
-from netspec.data.datasets import DATASETS
 from netspec.errors import NetspecError, SpecError
 from netspec.report.run_report import RunReporter
 from netspec.report.tables import summary_json, summary_text
 from netspec.runner.export import export_onnx, image_files, read_images
 from netspec.runner.rundir import RunDir
-from netspec.runner.run import check_run_spec, evaluate_run, load_run, read_history
+from netspec.runner.run import check_run_spec, evaluate_run, load_run, preprocessing, read_history
 from netspec.runner.run import run as _run
 from netspec.runner.train import EpochStats, Observer, logits_model
 from netspec.spec.loader import load_file, load_text
@@ -191,32 +190,38 @@ class Run:
     def logits_model(self) -> nn.Module:
         return logits_model(self.model, self.spec.softmax_head)
 
+    @property
+    def preprocessing(self) -> dict:
+        """How the run's images were read and normalised (data.json): classes, image_shape, mean, std."""
+        return preprocessing(RunDir(self.path), self.spec.config)
+
     def predict(self, images: torch.Tensor, batch_size: int = 1000) -> Prediction:
-        """Classes and probabilities for raw images: uint8 (0..255) or floats in [0, 1], any shape
-        with one image per row (N, 28, 28), (N, 1, 28, 28) or (N, 784). They are normalised and
-        shaped as in training, and computed in fp32."""
+        """Classes and probabilities for raw images: uint8 (0..255) or floats in [0, 1], one image
+        per row in any shape holding the stored image's values: (N, H, W), (N, C, H, W) or flat
+        (N, C*H*W). They are normalised per channel and shaped as in training, computed in fp32."""
         images = torch.as_tensor(images)
         if images.dtype == torch.uint8:
             images = images.float() / 255
-        cfg = self.spec.config
-        info = DATASETS[cfg.data.dataset]
-        per = int(torch.Size(cfg.data.input_shape).numel())
-        if images.numel() % per or images.numel() == 0:
-            raise NetspecError(f"predict takes images of {per} values each (input_shape {list(cfg.data.input_shape)}); "
+        pre, cfg = self.preprocessing, self.spec.config
+        c, h, w = pre["image_shape"]
+        if images.numel() % (c * h * w) or images.numel() == 0:
+            raise NetspecError(f"predict takes images of {c}x{h}x{w} = {c * h * w} values each (the run's images); "
                                f"got a tensor of shape {tuple(images.shape)}")
-        x = ((images.float() - info.mean) / info.std).reshape(-1, *cfg.data.input_shape)
+        mean = torch.tensor(pre["mean"]).view(c, 1, 1)
+        std = torch.tensor(pre["std"]).view(c, 1, 1)
+        x = ((images.float().reshape(-1, c, h, w) - mean) / std).reshape(-1, *cfg.data.input_shape)
         net = self.logits_model.eval()
         with torch.no_grad():
             logits = torch.cat([net(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
         probs = torch.softmax(logits.float(), dim=1)
-        return Prediction(probs.argmax(1), probs, info.classes)
+        return Prediction(probs.argmax(1), probs, tuple(pre["classes"]))
 
     def predict_files(self, paths) -> list[dict]:
-        """Classify image files (and the images in folders): each read as grayscale, resized to
-        28x28 if needed, scaled to 0..1, then normalised as in training. MNIST digits are light on
-        dark; invert dark-on-light drawings first."""
+        """Classify image files (and the images in folders): each read as in training (grayscale
+        or RGB, resized to the run's image size), scaled to 0..1, then normalised as in training.
+        MNIST digits are light on dark; invert dark-on-light drawings first."""
         files = image_files(paths)
-        pred = self.predict(read_images(files))
+        pred = self.predict(read_images(files, tuple(self.preprocessing["image_shape"])))
         return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i])}
                 for k, (f, i) in enumerate(zip(files, pred.labels.tolist()))]
 

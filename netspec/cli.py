@@ -3,6 +3,7 @@ this is the only place that prints or exits. A user's mistake is a message
 and exit code 1, never a traceback."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -319,35 +320,54 @@ def attention(
 
 @app.command(cls=Command)
 def data(
-    dataset: Annotated[str, typer.Argument(help="mnist or fashion-mnist", metavar="DATASET")] = "mnist",
+    dataset: Annotated[str, typer.Argument(help="a dataset name (mnist, cifar10, ...), a folder of class sub-folders, "
+                                                "an .npz file, or a spec (its data section)", metavar="DATASET")] = "mnist",
     data_dir: DataDirOpt = None,
-    validation: Annotated[int, typer.Option("--validation", metavar="N", help="validation images held out of training")] = 5000,
+    validation: Annotated[Optional[float], typer.Option("--validation", metavar="N", help="validation images held out of training (a count, or a share below 1)")] = None,
+    image_shape: Annotated[Optional[str], typer.Option("--image-shape", metavar="C,H,W", help="a folder's images: channels (1 or 3), height, width (default: the first image's)")] = None,
     samples: Annotated[Optional[Path], typer.Option("--samples", metavar="PNG", help="also write a PNG grid of sample images here")] = None,
 ):
     """Dataset facts (problem 2(a)): image size, pixel meaning and range, split sizes, class counts."""
-    from netspec.data.facts import dataset_facts
+    from netspec.data.facts import data_spec_for, dataset_facts_table
     from netspec.report import plots
 
     with user_errors():
-        facts, raw, info = dataset_facts(dataset, data_dir, validation)
-    table = Table(title=f"{info.title}", title_justify="left")
+        shape = _shape(image_shape) if image_shape else None
+        count = None if validation is None else (int(validation) if validation >= 1 or validation == 0 else validation)
+        if Path(dataset).suffix in (".yaml", ".yml") and Path(dataset).is_file():
+            spec_data = _check(Path(dataset), None, None).spec.data
+            spec_data = spec_data if count is None else dataclasses.replace(spec_data, validation=count)
+        else:
+            spec_data = data_spec_for(dataset, shape, count)
+        table_data, source, first = dataset_facts_table(spec_data, data_dir)
+    table = Table(title=escape(table_data["title"]), title_justify="left")
     table.add_column("fact")
     table.add_column("value")
-    for k, v in facts["facts"]:
-        table.add_row(k, v)
+    for k, v in table_data["facts"]:
+        table.add_row(k, escape(v))
     out.print(table)
     counts = Table(title="images per class", title_justify="left")
     counts.add_column("class")
     counts.add_column("train", justify="right")
     counts.add_column("test", justify="right")
-    for c, tr, te in facts["class_counts"]:
-        counts.add_row(c, f"{tr:,}", f"{te:,}")
+    for c, tr, te in table_data["class_counts"]:
+        counts.add_row(escape(c), f"{tr:,}", f"{te:,}")
     out.print(counts)
     if samples is not None:
-        fig = plots.samples_figure(raw.train_images[:32].numpy(), raw.train_labels[:32], info.classes)
+        fig = plots.samples_figure(first.images.numpy(), first.labels, source.classes)
         fig.savefig(samples, dpi=100, bbox_inches="tight")
         plots.close(fig)
         out.print(f"sample grid: {escape(str(samples))}", highlight=False)
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise typer.BadParameter(f"'{text}': give channels,height,width such as 3,32,32", param_hint="--image-shape") from None
+    if c not in (1, 3) or h < 1 or w < 1:
+        raise typer.BadParameter(f"'{text}': 1 or 3 channels and a positive size", param_hint="--image-shape")
+    return c, h, w
 
 
 @app.command(cls=Command)

@@ -8,7 +8,7 @@ reported at once, each at its line and column.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from typing import Any
@@ -17,13 +17,13 @@ from netspec.builder.lint import lint
 from netspec.builder.model import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
+from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, count, dataset_facts
 from netspec.spec.loader import Document, load_file
 from netspec.spec.overrides import apply_overrides
 from netspec.spec.rules import Rules, allowed_layers, load_rules, resolve_rules, shipped_rule_sets
 from netspec.spec.schema import spec_schema
 from netspec.spec.schema_errors import schema_problems
 
-IMAGE_VALUES = 28 * 28  # MNIST and Fashion-MNIST
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,11 @@ def _rule_sets(doc: Document, imposed: tuple[str, ...], base_dir: Path) -> tuple
 
 
 def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Path = Path("."),
-                   rule_sets: list[Rules] | None = None) -> Checked:
+                   rule_sets: list[Rules] | None = None, read_data: bool = True) -> Checked:
     """Check a loaded spec. `rule_sets`, when given, are used instead of looking up the spec's
-    `rules:` and `imposed` (a run folder checks its spec against the rules it recorded)."""
+    `rules:` and `imposed` (a run folder checks its spec against the rules it recorded).
+    `read_data=False` trusts a user dataset's stated classes and image shape (a run folder's
+    record) instead of reading the folder or file, which may be gone."""
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), f"a spec is a mapping of keys (name, data, model, train), not {type(doc.data).__name__}")])
     if rule_sets is None:
@@ -88,12 +90,7 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     if problems:
         raise SpecError(problems)
 
-    spec = spec_from_dict(doc.data)
-    if spec.data.dataset != "none" and math.prod(spec.data.input_shape) != IMAGE_VALUES:
-        raise SpecError([doc.problem(("data", "input_shape"),
-                                     f"{list(spec.data.input_shape)} holds {math.prod(spec.data.input_shape)} values; "
-                                     f"{spec.data.dataset} images have {IMAGE_VALUES}",
-                                     "use [1, 28, 28] for images or [784] for flat vectors")])
+    spec = resolve_data(spec_from_dict(doc.data), doc, base_dir, read_data)
     analysis = analyze(spec)
     problems = [doc.problem(p.path, p.message, p.hint) for p in analysis.problems]
     problems += [doc.problem(path, msg, hint) for path, msg, hint in training_problems(spec)]
@@ -108,6 +105,53 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
             error.checked = checked
         raise error
     return checked
+
+
+def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = True) -> Spec:
+    """The spec with its dataset's facts written in (absolute path, image shape, classes), after
+    checking the spec against them: input size, stated classes and shape, validation and test sizes."""
+    d = spec.data
+    if d.dataset == "none":
+        return spec
+    if d.path is not None:
+        d = replace(d, path=str((base_dir / Path(d.path).expanduser()).resolve()))
+    if d.dataset in FILES and not read_data and d.classes and d.image_shape:
+        return replace(spec, data=d)
+    try:
+        facts = dataset_facts(d)
+    except FactsError as e:
+        raise SpecError([doc.problem(e.path, e.message, e.hint)]) from None
+    name, problems = d.dataset, []
+    shape, values = list(facts.image_shape), math.prod(facts.image_shape)
+    if d.path is not None and d.dataset in NAMED:
+        problems.append(doc.problem(("data", "path"), f"{name} is found by name (in --data-dir); data.path is "
+                                    "for imagefolder and npz", "remove data.path"))
+    if d.classes is not None and d.classes != len(facts.classes):
+        problems.append(doc.problem(("data", "classes"), f"{d.classes} classes stated, but {name} has "
+                                    f"{len(facts.classes)}: {', '.join(facts.classes[:12])}"
+                                    + (", ..." if len(facts.classes) > 12 else "")))
+    if d.image_shape is not None and d.dataset in NAMED and list(d.image_shape) != shape:
+        problems.append(doc.problem(("data", "image_shape"), f"{list(d.image_shape)} stated, but {name} images are {shape}"))
+    if math.prod(d.input_shape) != values:
+        c, h, w = shape
+        problems.append(doc.problem(
+            ("data", "input_shape"), f"{list(d.input_shape)} holds {math.prod(d.input_shape)} values; "
+                                     f"{name} images are {shape} ({values} values)",
+            f"use {shape} for images or [{values}] for flat vectors"
+            + (" (or data.image_shape to resize the files)" if d.dataset == "imagefolder" else "")))
+    validation = count(d.validation, facts.train)
+    if d.dataset in NAMED and isinstance(d.validation, int) and validation >= facts.train:
+        problems.append(doc.problem(("data", "validation"), f"{validation:,} validation images, but {name} has "
+                                    f"{facts.train:,} training images", "hold out fewer (default 5000) or a share such as 0.1"))
+    if d.test is not None and facts.layout not in ("single", "images,labels"):
+        problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "
+                                    "image folder or an npz without x_test", "remove data.test"))
+    if problems:
+        raise SpecError(problems)
+    test = d.test
+    if facts.layout in ("single", "images,labels") and test is None:
+        test = DEFAULT_TEST
+    return replace(spec, data=replace(d, image_shape=tuple(facts.image_shape), classes=len(facts.classes), test=test))
 
 
 BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d")

@@ -18,7 +18,7 @@ from netspec.spec.layers import LAYERS, Shape, ShapeError, _fmt
 from netspec.builder.vit import ViT
 from netspec.spec.config import LayerSpec, Spec, ViTSpec
 
-NUM_CLASSES = 10  # MNIST and Fashion-MNIST
+DEFAULT_CLASSES = 10  # a shapes-only spec (dataset none) that does not state data.classes
 MAX_PARAMS = 500_000_000  # 2 GB of float32 weights, 6 GB with Adam's state
 MAX_ACTIVATION_BYTES = 8 << 30  # one training (or evaluation) batch's activations, float32
 MAX_MODULES = 5_000  # building (even on meta) costs ~1 ms per module; real ViTs have hundreds
@@ -117,6 +117,7 @@ def _vit(spec: Spec, shape: Shape, analysis: Analysis, device) -> nn.Module | No
             ("data", "input_shape"), f"a ViT needs an image shape [channels, height, width], got {list(shape)}"))
         return None
     c, h, w = shape
+    classes = num_classes(spec)
     if h % v.patch_size or w % v.patch_size:
         divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
         analysis.problems.append(BuildProblem(
@@ -138,7 +139,7 @@ def _vit(spec: Spec, shape: Shape, analysis: Analysis, device) -> nn.Module | No
             "use fewer layers or heads, or attention: batched (one module for all heads)"))
         return None
     with torch.device(device):
-        model = ViT(image_shape=(c, h, w), patch_size=v.patch_size, num_classes=NUM_CLASSES, dim=v.dim,
+        model = ViT(image_shape=(c, h, w), patch_size=v.patch_size, num_classes=classes, dim=v.dim,
                     depth=v.depth, heads=v.heads, dim_head=v.dim_head, mlp_dim=v.mlp_dim,
                     dropout=v.dropout, attention_dropout=v.attention_dropout, emb_dropout=v.emb_dropout,
                     pool=v.pool, per_head=v.attention == "per_head")
@@ -151,12 +152,17 @@ def _vit(spec: Spec, shape: Shape, analysis: Analysis, device) -> nn.Module | No
         rows.append((f"layers.{i}", f"EncoderLayer(heads={v.heads}, dim_head={v.dim_head}, mlp_dim={v.mlp_dim})",
                      (tokens, v.dim), layer))
     rows += [("norm", "LayerNorm", (tokens, v.dim), model.norm),
-             ("mlp_head", f"{v.pool} token -> Linear", (NUM_CLASSES,), model.mlp_head)]
+             ("mlp_head", f"{v.pool} token -> Linear", (classes,), model.mlp_head)]
     for i, (name, text, out, part) in enumerate(rows):
         params = part if isinstance(part, list) else list(part.parameters())
         analysis.rows.append(Row(i, name, text, out, sum(p.numel() for p in params if p.requires_grad)))
-    analysis.output_shape = (NUM_CLASSES,)
+    analysis.output_shape = (classes,)
     return model
+
+
+def num_classes(spec: Spec) -> int:
+    """The model's output size: the dataset's classes (the check writes them into the spec)."""
+    return spec.data.classes or DEFAULT_CLASSES
 
 
 def _construct(spec: Spec, device) -> tuple[nn.Module | None, Analysis]:
@@ -181,11 +187,12 @@ def _construct(spec: Spec, device) -> tuple[nn.Module | None, Analysis]:
                                 f"the limit is {MAX_ACTIVATION_BYTES:,}", f"lower train.{key}"))
             break
     trains = spec.data.dataset != "none"
-    if trains and analysis.output_shape is not None and tuple(analysis.output_shape) != (NUM_CLASSES,) and not analysis.problems:
+    classes = num_classes(spec)
+    if trains and analysis.output_shape is not None and tuple(analysis.output_shape) != (classes,) and not analysis.problems:
         analysis.problems.append(BuildProblem(
             ("model", "layers", len(spec.model) - 1),
-            f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {NUM_CLASSES} classes",
-            f"end with Linear(out_features={NUM_CLASSES}) on a flat input (add Flatten before it)"))
+            f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
+            f"end with Linear(out_features={classes}) on a flat input (add Flatten before it)"))
     return (None if analysis.problems else model), analysis
 
 

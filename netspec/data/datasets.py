@@ -1,37 +1,25 @@
-"""MNIST and Fashion-MNIST as whole tensors on the training device.
+"""Reading a dataset: torchvision's named sets, an image folder, an npz archive.
 
-torchvision reads (and, on a user's machine, downloads) the files; we take
-its uint8 tensors directly, normalise once and keep everything on the device,
-so a batch is one `index_select` instead of 32 PIL conversions.
+Every source gives uint8 images (N, C, H, W) and int64 labels per split, read
+by torchvision's own dataset classes (which, on a user's machine, download the
+named sets). `netspec.data.splits` turns them into what training iterates.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision import datasets
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
 
 from netspec.errors import DataError
+from netspec.spec.datasets import NAMED, Facts, count, dataset_facts, folder_roots, npz_image_shape, npz_keys
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    title: str
-    loader: type  # torchvision dataset class
-    mean: float  # training-set pixel mean after scaling to [0, 1]
-    std: float
-    classes: tuple[str, ...]
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("MNIST", datasets.MNIST, 0.1307, 0.3081, tuple(str(i) for i in range(10))),
-    "fashion-mnist": DatasetInfo(
-        "Fashion-MNIST", datasets.FashionMNIST, 0.2860, 0.3530,
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    ),
-}
+TEST_SPLIT_SEED = 0  # a single folder's test hold-out is the same whatever the training seed
 
 
 def default_data_dir() -> Path:
@@ -39,92 +27,235 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "netspec"
 
 
-@dataclass(frozen=True)
-class RawData:
-    """uint8 images (N, 28, 28) and int64 labels, as stored."""
+# --- images, whole or as files -----------------------------------------------------
 
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
+class ArrayImages:
+    """Images held in memory: uint8 (N, C, H, W)."""
 
-
-def load_raw(name: str, data_dir: str | Path | None = None, download: bool = True) -> RawData:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
-    info = DATASETS[name]
-    root = Path(data_dir) if data_dir else default_data_dir()
-    try:
-        train, test = (info.loader(str(root), train=t, download=False) for t in (True, False))
-    except RuntimeError:
-        if not download:
-            raise DataError(_missing(info, root)) from None
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            train, test = (info.loader(str(root), train=t, download=True) for t in (True, False))
-        except Exception as e:  # network errors come in many types; all mean the same here
-            raise DataError(f"{_missing(info, root)}\n  download failed: {e}") from None
-    return RawData(train.data, train.targets, test.data, test.targets)
-
-
-def _missing(info: DatasetInfo, root: Path) -> str:
-    return (f"{info.title} is not in {root} (looked for {root / info.loader.__name__ / 'raw'}). "
-            f"Point --data-dir or NETSPEC_DATA_DIR at a folder that holds {info.loader.__name__}/raw/, "
-            f"or go online once so torchvision can download it there.")
-
-
-@dataclass
-class Split:
-    x: torch.Tensor  # (N, *input_shape) float32, normalised, on the device
-    y: torch.Tensor  # (N,) int64
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "ArrayImages":
+        return ArrayImages(self.images[idx], self.labels[idx])
+
+    def dataset(self) -> Dataset:
+        return _Pairs(self.images, self.labels)
+
+
+class _Pairs(Dataset):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+def read_image(path: str, mode: str, size: tuple[int, int]) -> torch.Tensor:
+    """One image file as uint8 (C, H, W): converted to grayscale ("L") or RGB, resized."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert(mode)
+        if img.size != (size[1], size[0]):
+            img = transforms.functional.resize(img, list(size), antialias=True)
+        return transforms.functional.pil_to_tensor(img)
+
+
+class FileImages:
+    """Images as files, decoded when read (in DataLoader workers): (path, label) pairs."""
+
+    def __init__(self, samples: list[tuple[str, int]], image_shape: tuple[int, int, int]):
+        self.samples, self.image_shape = samples, image_shape
+        self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, idx: torch.Tensor) -> "FileImages":
+        return FileImages([self.samples[i] for i in idx.tolist()], self.image_shape)
+
+    def dataset(self) -> Dataset:
+        c, h, w = self.image_shape
+        return _Files(self.samples, functools.partial(read_image, mode="L" if c == 1 else "RGB", size=(h, w)))
+
+
+class _Files(Dataset):
+    def __init__(self, samples, read):
+        self.samples, self.read = samples, read
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        try:
+            return self.read(path), label
+        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+            raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def load_all(images, workers: int = 0) -> ArrayImages:
+    """Decode every image into memory (files are read by `workers` DataLoader processes)."""
+    if isinstance(images, ArrayImages):
+        return images
+    c, h, w = images.image_shape
+    out = torch.empty((len(images), c, h, w), dtype=torch.uint8)
+    loader = DataLoader(images.dataset(), batch_size=256, num_workers=workers)
+    i = 0
+    for x, _ in loader:
+        out[i: i + len(x)] = x
+        i += len(x)
+    return ArrayImages(out, images.labels)
 
 
 @dataclass
-class Data:
+class Source:
+    """A dataset as read: its facts and the training and test images."""
+
     name: str
-    train: Split
-    val: Split
-    test: Split
-    input_shape: tuple[int, ...]
-    mean: float
-    std: float
-    image_shape: tuple[int, int, int] = (1, 28, 28)  # the stored image, whatever input_shape reshapes it to
-    train_available: int = 0  # training images after the validation split, before any --limit
+    facts: Facts
+    train: ArrayImages | FileImages
+    test: ArrayImages | FileImages
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.facts.classes
 
 
-def prepare(raw: RawData, *, name: str, input_shape: tuple[int, ...], validation: int, seed: int,
-            device: torch.device | str = "cpu", limit: int | None = None) -> Data:
-    """Normalise once, split train/validation with a seeded permutation, move to `device`.
+# --- the named datasets: torchvision classes, one row each ------------------------------
 
-    `limit` keeps only the first `limit` training images (after the validation split):
-    a quicker, smaller training set; validation and test sets stay whole, so
-    their accuracies are measured on the same images as a full run's.
-    """
-    info = DATASETS[name]
-    n = len(raw.train_labels)
-    if not 0 <= validation < n:
-        raise DataError(f"validation {validation:,} must be at least 0 and below the {n:,} training images")
-    if limit is not None and limit < 1:
-        raise DataError(f"--limit {limit}: give a number of training images of at least 1")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:validation], order[validation:]
-    test_x, test_y = raw.test_images, raw.test_labels
-    available = len(train_idx)
-    if limit is not None:
-        train_idx = train_idx[:limit]
+def _mnist_like(cls, **kw):
+    def read(root, train, download):
+        ds = cls(root, train=train, download=download, **kw)
+        return ds.data.unsqueeze(1), ds.targets
+    return read
 
-    def to_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        x = (images.to(device=device, dtype=torch.float32) / 255.0 - info.mean) / info.std
-        return Split(x.reshape(len(images), *input_shape), labels.to(device))
 
-    return Data(
-        name=name,
-        train=to_split(raw.train_images[train_idx], raw.train_labels[train_idx]),
-        val=to_split(raw.train_images[val_idx], raw.train_labels[val_idx]),
-        test=to_split(test_x, test_y),
-        input_shape=tuple(input_shape), mean=info.mean, std=info.std,
-        image_shape=(1, *raw.train_images.shape[1:]), train_available=available,
-    )
+def _emnist(split: str):
+    def read(root, train, download):
+        ds = datasets.EMNIST(root, split=split, train=train, download=download)
+        images = ds.data.transpose(1, 2).unsqueeze(1)  # EMNIST's files store each image transposed
+        labels = ds.targets - 1 if split == "letters" else ds.targets  # letters are labelled 1..26
+        return images.contiguous(), labels
+    return read
+
+
+def _cifar10(root, train, download):
+    ds = datasets.CIFAR10(root, train=train, download=download)
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+
+def _svhn(root, train, download):
+    try:
+        import scipy.io  # noqa: F401 - torchvision reads SVHN's .mat files with it
+    except ImportError:
+        raise DataError(f"SVHN needs {NAMED['svhn'].needs.split(',')[0]}: pip install 'netspec[svhn]'") from None
+    ds = datasets.SVHN(root, split="train" if train else "test", download=download)
+    return torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype(np.int64))
+
+
+READERS = {  # dataset name -> read(root, train, download) -> (uint8 (N, C, H, W), int64 labels)
+    "mnist": _mnist_like(datasets.MNIST),
+    "fashion-mnist": _mnist_like(datasets.FashionMNIST),
+    "kmnist": _mnist_like(datasets.KMNIST),
+    **{name: _emnist(name.split("-", 1)[1]) for name in NAMED if name.startswith("emnist-")},
+    "cifar10": _cifar10,
+    "svhn": _svhn,
+}
+WHERE = {  # what torchvision looks for under the data folder
+    "mnist": "MNIST/raw/", "fashion-mnist": "FashionMNIST/raw/", "kmnist": "KMNIST/raw/",
+    **{name: f"EMNIST/raw/emnist-{name.split('-', 1)[1]}-*-ubyte" for name in NAMED if name.startswith("emnist-")},
+    "cifar10": "cifar-10-batches-py/", "svhn": "train_32x32.mat and test_32x32.mat",
+}
+assert READERS.keys() == NAMED.keys() == WHERE.keys()
+
+
+def _read_named(name: str, root: Path, download: bool):
+    read = READERS[name]
+    title = NAMED[name].title
+    missing = (f"{title} is not in {root} (torchvision looks for {root / WHERE[name]}). Point --data-dir or "
+               f"NETSPEC_DATA_DIR at a folder that holds it, or go online once so torchvision can download it there.")
+    try:
+        return [read(str(root), t, False) for t in (True, False)]
+    except RuntimeError:
+        if not download:
+            raise DataError(missing) from None
+    except (ValueError, OSError, KeyError, EOFError) as e:  # present but unreadable
+        raise DataError(f"{title} in {root} cannot be read: {type(e).__name__}: {e}") from None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return [read(str(root), t, True) for t in (True, False)]
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - network errors come in many types; all mean the same here
+        raise DataError(f"{missing}\n  download failed: {e}") from None
+
+
+# --- a user's own data ---------------------------------------------------------------
+
+def _held_out_test(images, test: int):
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(TEST_SPLIT_SEED))
+    return images.subset(order[test:]), images.subset(order[:test])
+
+
+def _read_folder(data, facts: Facts):
+    train_root, test_root = folder_roots(Path(data.path))
+
+    def files(root: Path) -> FileImages:
+        found = datasets.ImageFolder(str(root), loader=lambda p: p)  # lists the files; reads none
+        if tuple(found.classes) != facts.classes:
+            raise DataError(f"{root} has classes {found.classes}, the spec's facts {list(facts.classes)}")
+        return FileImages(found.samples, facts.image_shape)
+
+    if test_root is not None:
+        return files(train_root), files(test_root)
+    everything = files(train_root)
+    return _held_out_test(everything, count(data.test, len(everything)))
+
+
+def _to_nchw(array: np.ndarray, key: str) -> torch.Tensor:
+    _, layout = npz_image_shape(array.shape)
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating) or array.size and (array.min() < 0 or array.max() > 1):
+            raise DataError(f"{key} is {array.dtype}: netspec reads uint8 images (0..255) or floats in 0..1")
+        array = np.rint(array * 255).astype(np.uint8)
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if layout == "NHW":
+        return t.unsqueeze(1)
+    return t.permute(0, 3, 1, 2).contiguous() if layout == "NHWC" else t
+
+
+def _read_npz(data, facts: Facts):
+    path = Path(data.path)
+    x_train, y_train, x_test, y_test = npz_keys(path)
+    with np.load(path, allow_pickle=False) as arrays:
+        train = ArrayImages(_to_nchw(arrays[x_train], x_train), torch.from_numpy(arrays[y_train].astype(np.int64)))
+        if x_test:
+            return train, ArrayImages(_to_nchw(arrays[x_test], x_test), torch.from_numpy(arrays[y_test].astype(np.int64)))
+    return _held_out_test(train, count(data.test, len(train)))
+
+
+def load_source(data, data_dir: str | Path | None = None, download: bool = True) -> Source:
+    """Read the dataset a checked spec's data section names (`data.path` absolute)."""
+    from netspec.spec.datasets import FactsError
+
+    try:
+        facts = dataset_facts(data)
+    except FactsError as e:
+        raise DataError(f"data.{'.'.join(map(str, e.path[1:]))}: {e.message}") from None
+    if data.dataset in NAMED:
+        (tr_x, tr_y), (te_x, te_y) = _read_named(data.dataset, Path(data_dir) if data_dir else default_data_dir(), download)
+        train, test = ArrayImages(tr_x, tr_y.long()), ArrayImages(te_x, te_y.long())
+    elif data.dataset == "imagefolder":
+        train, test = _read_folder(data, facts)
+    else:
+        train, test = _read_npz(data, facts)
+    if data.classes is not None and data.classes != len(facts.classes):
+        raise DataError(f"{data.path or data.dataset} now has {len(facts.classes)} classes; the spec says {data.classes}")
+    return Source(data.dataset, facts, train, test)

@@ -52,15 +52,25 @@ def overlay_figure(runs: dict[str, list]):
     return fig
 
 
+def _pixels(image):
+    """imshow arguments for one image: grayscale (H, W) or (1, H, W), or RGB (3, H, W), uint8 or 0..1."""
+    if image.ndim == 3 and image.shape[0] == 3:
+        image = image.transpose(1, 2, 0)
+        return image, {} if image.dtype.kind in "ui" else {"vmin": 0, "vmax": 1}
+    image = image.reshape(image.shape[-2:])
+    return image, {"cmap": "gray", "vmin": 0, "vmax": 255 if image.dtype.kind in "ui" else 1}
+
+
 def samples_figure(images, labels, classes, n: int = 32):
-    """A grid of the first n images (uint8, H x W) with their labels."""
+    """A grid of the first n images (uint8: H x W, or C x H x W with 1 or 3 channels) with their labels."""
     cols = 8
     rows = (min(n, len(images)) + cols - 1) // cols
     fig, axes = _subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < min(n, len(images)):
-            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            pixels, style = _pixels(images[i])
+            ax.imshow(pixels, **style)
             ax.set_title(classes[int(labels[i])], fontsize=8)
     fig.tight_layout()
     return fig
@@ -70,9 +80,10 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
     """The input image beside one square heatmap per head, and, when the patches
     form a `grid` (rows, cols), what the class token attends to drawn over the image.
 
-    image: (H, W); attention: (heads, T, T) post-softmax weights of one example,
-    token 0 being the class token and tokens 1.. the patches row by row.
+    image: (H, W) or (C, H, W), pixels in 0..1; attention: (heads, T, T) post-softmax weights
+    of one example, token 0 being the class token and tokens 1.. the patches row by row.
     """
+    pixels, style = _pixels(image)
     heads = attention.shape[0]
     per_row = min(heads, 4)
     head_rows = (heads + per_row - 1) // per_row
@@ -88,7 +99,7 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
         ticks, labels = [0], ["CLS"]
     for ax in axes.flat:
         ax.axis("off")
-    axes[0][0].imshow(image, cmap="gray")
+    axes[0][0].imshow(pixels, **style)
     axes[0][0].set_title("input")
     vmax = float(attention.max())
     im = None
@@ -104,14 +115,14 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
         if h // per_row == head_rows - 1:
             ax.set_xlabel(f"key token (of {tokens})", fontsize=8)
     if overlay:
-        side = image.shape[0] // grid[0]
+        side = pixels.shape[0] // grid[0]
         axes[head_rows][0].text(0.5, 0.5, f"class token's\nattention to\neach patch\n(r0, r1.. on the axes:\nrows of {side}x{side}\npatches; each panel\non its own scale)", ha="center", va="center",
                                 fontsize=9, transform=axes[head_rows][0].transAxes)
-        h_img, w_img = image.shape
+        h_img, w_img = pixels.shape[:2]
         for h in range(heads):
             ax = axes[head_rows + h // per_row][1 + h % per_row]
             cls_row = attention[h, 0, 1:].reshape(grid)
-            ax.imshow(image, cmap="gray", extent=(0, w_img, h_img, 0))
+            ax.imshow(pixels, **style, extent=(0, w_img, h_img, 0))
             ax.imshow(cls_row, cmap="magma", alpha=0.55, extent=(0, w_img, h_img, 0), interpolation="nearest")
             ax.set_title(f"head {h}: cls -> patches", fontsize=8)
     if im is not None:

@@ -9,7 +9,7 @@ import torch
 
 from netspec.builder.check import Checked
 from netspec.builder.vit import record_attention
-from netspec.data.datasets import Data
+from netspec.data.splits import Data
 from netspec.errors import RunError
 from netspec.report import plots
 from netspec.report.markdown import report_markdown
@@ -53,11 +53,11 @@ def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer
     if not -depth <= layer < depth:
         raise RunError(f"--layer {layer} is out of range: the model has {depth} encoder layers")
     model.eval()
+    x, label = split.example(index)
     with torch.no_grad(), record_attention(model, layer) as maps:
-        model(split.x[index: index + 1])
+        model(x)
     attn = maps[0][0].float().cpu()  # (heads, T, T)
-    image = (split.x[index].cpu() * data.std + data.mean).reshape(data.input_shape)[0]
-    label = int(split.y[index])
+    image = data.unnormalise(x[0])  # (C, H, W), 0..1
     shown = layer % depth
     p = model.to_patch_embedding.patchify.p
     grid = (data.input_shape[1] // p, data.input_shape[2] // p)

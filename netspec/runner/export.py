@@ -1,5 +1,5 @@
 """Models that leave the run folder: ONNX export (torch's dynamo exporter) and image files
-read the way the run's data was (grayscale, 28x28, scaled to 0..1).
+read the way the run's data was (grayscale or RGB, resized to its image size, scaled to 0..1).
 
 The exported graph is the model as the spec describes it (a final Softmax included, so it
 outputs probabilities when the spec ends in one), taking `images`: normalised inputs of the
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from netspec.data.datasets import DATASETS
 from netspec.errors import NetspecError, RunError
 from netspec.runner.rundir import atomic_write
-from netspec.runner.run import load_run
+from netspec.runner.run import load_run, preprocessing
+from netspec.spec.datasets import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")
 
 
 def export_onnx(run_path: str | Path, out: str | Path | None = None) -> Path:
@@ -45,11 +45,15 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None) -> Path:
             raise RunError(f"ONNX export of {run_dir.path} failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     data = program.model_proto.SerializeToString()
     atomic_write(path, lambda f: f.write(data))
-    info = DATASETS[spec.data.dataset]
-    meta = {"input": "images", "input_shape": ["batch", *spec.data.input_shape], "normalise": {"mean": info.mean, "std": info.std},
-            "pixels": "grayscale, scaled to 0..1, then (x - mean) / std", "output": "outputs",
+    pre = preprocessing(run_dir, spec)
+    c, h, w = pre["image_shape"]
+    meta = {"input": "images", "input_shape": ["batch", *spec.data.input_shape],
+            "normalise": {"mean": pre["mean"], "std": pre["std"]},
+            "pixels": f"{'grayscale' if c == 1 else 'RGB'} {h}x{w}, scaled to 0..1, then per channel (x - mean) / std, "
+                      f"reshaped to input_shape",
+            "output": "outputs",
             "output_is": "probabilities (the spec ends in Softmax)" if checked.analysis.softmax_head else "logits",
-            "classes": list(info.classes), "spec": spec.name}
+            "classes": pre["classes"], "spec": spec.name}
     atomic_write(path.with_name(path.name + ".json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
     return path
 
@@ -69,18 +73,15 @@ def image_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def read_images(files: list[Path], size: tuple[int, int] = (28, 28)) -> torch.Tensor:
-    """(N, H, W) floats in 0..1: each file as grayscale, resized to `size` if it differs."""
-    from PIL import Image, UnidentifiedImageError
+def read_images(files: list[Path], image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+    """(N, C, H, W) floats in 0..1: each file read as in training (grayscale or RGB, resized)."""
+    from netspec.data.datasets import read_image
 
+    c, h, w = image_shape
     out = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                gray = img.convert("L")
-                if gray.size != (size[1], size[0]):
-                    gray = gray.resize((size[1], size[0]), Image.BILINEAR)
-                out.append(torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(size))
-        except (UnidentifiedImageError, OSError) as e:
+            out.append(read_image(str(f), "L" if c == 1 else "RGB", (h, w)))
+        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
             raise NetspecError(f"{f} is not an image netspec can read: {e}") from None
     return torch.stack(out).float() / 255

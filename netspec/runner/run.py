@@ -20,7 +20,8 @@ import torchvision
 
 from netspec._version import __version__
 from netspec.builder.model import build_model
-from netspec.data.datasets import Data, load_raw, prepare
+from netspec.data.datasets import load_source
+from netspec.data.splits import Data, prepare
 from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import backend_flags, standard_state
@@ -28,9 +29,10 @@ from netspec.runner.speed import prepare as prepare_model
 from netspec.runner.speed import resolve as resolve_speed
 from netspec.runner.speed import resolved_spec as spec_with_speed
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
+from netspec.spec.datasets import NAMED
 from netspec.spec.loader import load_file
 from netspec.spec.rules import resolve_rules, rules_from_dict, shipped_rule_sets
-from netspec.builder.check import Checked, check_document, check_file
+from netspec.builder.check import Checked, check_document
 
 
 
@@ -78,9 +80,27 @@ def _require_dataset(spec) -> None:
 def load_data(checked: Checked, device, data_dir=None, limit: int | None = None) -> Data:
     spec = checked.spec
     _require_dataset(spec)
-    raw = load_raw(spec.data.dataset, data_dir)
-    return prepare(raw, name=spec.data.dataset, input_shape=spec.data.input_shape,
-                   validation=spec.data.validation, seed=spec.train.seed, device=device, limit=limit)
+    source = load_source(spec.data, data_dir)
+    return prepare(source, spec.data, seed=spec.train.seed, device=device, limit=limit)
+
+
+DATA_RECORD = "data.json"  # classes, normalisation and loading path: how to preprocess new images
+
+
+def preprocessing(run_dir: RunDir, spec) -> dict:
+    """The run's data record (data.json). Folders from before it trained MNIST or Fashion-MNIST
+    with these fixed statistics."""
+    if (run_dir / DATA_RECORD).is_file():
+        record = run_dir.read_json(DATA_RECORD)
+        if isinstance(record, dict) and {"classes", "mean", "std", "image_shape"} <= record.keys():
+            return record
+        raise CheckpointError(f"{run_dir / DATA_RECORD} is not a data record")
+    legacy = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
+    if spec.data.dataset not in legacy:
+        raise CheckpointError(f"{run_dir.path} has no {DATA_RECORD}: its preprocessing is unknown")
+    mean, std = legacy[spec.data.dataset]
+    return {"dataset": spec.data.dataset, "classes": list(NAMED[spec.data.dataset].classes), "image_shape": [1, 28, 28],
+            "input_shape": list(spec.data.input_shape), "mean": [mean], "std": [std], "stats_from": "fixed"}
 
 
 def history_csv(history: list[EpochStats]) -> str:
@@ -153,6 +173,9 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     if not resume:
         reporter.started(run_dir, checked)
     data = load_data(checked, device, data_dir, limit)
+    run_dir.write_json(DATA_RECORD, data.record())
+    if observer is not None and data.loading == "stream":
+        observer.note(f"data streamed by a DataLoader with {spec.data.workers} worker(s) ({data.loading_reason})")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), backend_flags(speed, device):
         torch.manual_seed(spec.train.seed)
         model = build_model(spec, device)
@@ -238,6 +261,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "limit": limit,
         "train_size": len(data.train), "train_available": data.train_available,
         "val_size": len(data.val), "test_size": len(data.test),
+        "loading": data.loading,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "speed": asdict(trainer.speed),  # as it ran (compile: off if compiling failed)
         "evaluated_in": trainer.speed.precision,
@@ -249,7 +273,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "command": " ".join(sys.argv),
     }
     if has_model:
-        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "state_dict": standard_state(model),
+        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "data": data.record(), "state_dict": standard_state(model),
                                "epoch": len(history), "netspec": __version__})
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
@@ -263,19 +287,19 @@ def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
     rules.json), so a moved folder or a later change to a shipped rule set never refuses an old
     run. Returns notes saying where today's rules would judge it differently."""
     if not (run_dir / RULES_RECORD).is_file():  # folders from before rules.json
-        return check_file(run_dir / SPEC_FILE), []
+        return check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False), []
     record = run_dir.read_json(RULES_RECORD)
     try:
         recorded = [rules_from_dict(d) for d in record]
     except (TypeError, KeyError, ValueError, AttributeError):
         raise CheckpointError(f"{run_dir / RULES_RECORD} is not a record of rule sets") from None
     doc = load_file(run_dir / SPEC_FILE)
-    checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path)
+    checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path, read_data=False)
     notes = []
     ref = checked.spec.rules
     if ref:
         try:
-            check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path)
+            check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False)
         except SpecError as e:
             notes.append(f"today's rules '{ref}' would refuse this run (it was checked against the rules recorded "
                          f"in {RULES_RECORD} when it ran): " + "; ".join(p.message for p in e.problems))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netspec.data.augment import augment
-from netspec.data.datasets import Data, Split
+from netspec.data.splits import Data, Split
 from netspec.errors import CheckpointError, RunError
 from netspec.runner.speed import COMPILE_MODES, Speed, autocast, prepare, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
@@ -111,12 +111,12 @@ def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None 
         return float("nan"), float("nan")
     was_training = net.training
     net.eval()
-    loss = torch.zeros((), device=split.y.device)
-    correct = torch.zeros((), device=split.y.device, dtype=torch.long)
-    for i in range(0, len(split), batch_size):
-        with autocast(speed, split.y.device) if speed else nullcontext():
-            logits = net(split.x[i: i + batch_size]).float()
-        y = split.y[i: i + batch_size]
+    device = split.y.device
+    loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in split.batches(batch_size):
+        with autocast(speed, device) if speed else nullcontext():
+            logits = net(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     net.train(was_training)
@@ -220,9 +220,7 @@ class Trainer:
         bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         bad_kind = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        for step in range(self.steps_per_epoch):
-            idx = order[step * t.batch_size: (step + 1) * t.batch_size]
-            x, y = train.x[idx], train.y[idx]
+        for step, (x, y) in enumerate(train.batches(t.batch_size, order, self.steps_per_epoch)):
             if t.augment.enabled:
                 x = augment(x, t.augment, aug_gen, self.data.image_shape)
             with autocast(self.speed, self.device):

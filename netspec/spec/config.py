@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from netspec.spec.datasets import DEFAULT_FILE_VALIDATION, FILES
 from netspec.spec.layers import LAYERS
 
 
@@ -40,8 +41,17 @@ class ViTSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str = "mnist"
-    validation: int = 5000  # held out of the 60,000 training images
+    dataset: str = "mnist"  # a name in netspec/spec/datasets.py, imagefolder, npz or none
+    path: str | None = None  # imagefolder: a folder; npz: a file (relative to the spec; absolute once checked)
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of a stored image; the check fills it in
+    classes: int | None = None  # number of classes; the check fills it in (stated, it is checked)
+    validation: int | float = 5000  # images held out of training (a float below 1: a share)
+    test: int | float | None = None  # a single folder or array without a test split: held out as test
+    mean: tuple[float, ...] | None = None  # per-channel normalisation; None: computed on the training split
+    std: tuple[float, ...] | None = None
+    loading: str = "auto"  # memory | stream | auto (memory when the float tensors fit memory_mb)
+    memory_mb: int = 2048  # the cap for keeping a whole dataset as float tensors on the device
+    workers: int = 2  # DataLoader worker processes on the streaming path
     input_shape: tuple[int, ...] = (1, 28, 28)  # one sample, no batch dimension
 
 
@@ -124,7 +134,7 @@ class Spec:
             out["description"] = self.description
         if self.rules:
             out["rules"] = self.rules
-        out["data"] = _plain(asdict(self.data))
+        out["data"] = {k: v for k, v in _plain(asdict(self.data)).items() if v is not None}
         if self.is_vit:
             out["model"] = {"vit": _plain(asdict(self.model))}
         else:
@@ -169,12 +179,15 @@ def spec_from_dict(data: dict) -> Spec:
     train = dict(data.get("train") or {})
     if isinstance(train.get("compile"), bool):  # YAML 1.1 reads `compile: off` as false
         train["compile"] = "on" if train["compile"] else "off"
+    data_section = dict(data.get("data") or {})
+    if data_section.get("dataset") in FILES and "validation" not in data_section:
+        data_section["validation"] = DEFAULT_FILE_VALIDATION
     return Spec(
         name=data["name"],
         description=data.get("description", ""),
         rules=data.get("rules"),
         model=built,
-        data=_pick(DataSpec, data.get("data")),
+        data=_pick(DataSpec, data_section),
         train=_pick(
             TrainSpec, {k: v for k, v in train.items() if k not in ("optimizer", "schedule", "augment")},
             optimizer=_pick(OptimizerSpec, train.get("optimizer")),

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from netspec.spec.datasets import DATASETS
 from netspec.spec.layers import LAYERS, MAX_SIZE
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
-DATASETS = ("mnist", "fashion-mnist", "none")  # none: shapes only, nothing to train
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "onecycle", "cosine")
 
@@ -149,13 +149,42 @@ TRAIN = _obj(
     }
 )
 
+def _count(desc: str, default=None) -> dict:
+    s = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
+                   {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}], "description": desc}
+    return s | ({"default": default} if default is not None else {})
+
+
+_PER_CHANNEL = {"type": "array", "minItems": 1, "maxItems": 3}
+
 DATA = _obj(
     {
-        "dataset": {"enum": list(DATASETS), "default": "mnist"},
-        "validation": _int(0, 59000, 5000, desc="training images held out for validation"),
+        "dataset": {"enum": list(DATASETS), "default": "mnist",
+                    "description": "a torchvision dataset by name, imagefolder or npz (with path), or none (shapes only)"},
+        "path": {"type": "string", "minLength": 1,
+                 "description": "imagefolder: folder of class sub-folders (or of train/ and test/); npz: the file; "
+                                "relative to the spec file"},
+        "image_shape": {"type": "array", "items": _int(1, 4096), "minItems": 3, "maxItems": 3,
+                        "description": "[channels, height, width] of a stored image; imagefolder resizes to it "
+                                       "(channels 1 = grayscale, 3 = RGB); filled in from the dataset"},
+        "classes": _int(2, 100000, desc="number of classes; filled in from the dataset, checked when stated"),
+        "validation": _count("training images held out for validation: a count, or a share below 1 "
+                             "(default 5000; imagefolder and npz: 0.1)", 5000),
+        "test": _count("imagefolder or npz without a test split: images held out as the test set "
+                       "(a count or a share below 1; default 0.2)"),
+        "mean": _PER_CHANNEL | {"items": {"type": "number"},
+                                "description": "per-channel mean of pixels scaled to 0..1; default: computed on the training split"},
+        "std": _PER_CHANNEL | {"items": {"type": "number", "exclusiveMinimum": 0},
+                               "description": "per-channel standard deviation; default: computed on the training split"},
+        "loading": {"enum": ["auto", "memory", "stream"], "default": "auto",
+                    "description": "memory: whole dataset as tensors on the device; stream: a DataLoader with "
+                                   "workers; auto: memory when it fits memory_mb"},
+        "memory_mb": _int(1, 10**7, 2048, desc="auto loading keeps the dataset in memory up to this many MiB of float32"),
+        "workers": _int(0, 64, 2, desc="DataLoader worker processes on the streaming path"),
         "input_shape": {
             "type": "array", "items": _int(1), "minItems": 1, "maxItems": 3, "default": [1, 28, 28],
-            "description": "shape of one input without the batch: [1, 28, 28] images, or [784] flattened",
+            "description": "shape of one input without the batch: the image [C, H, W], or a reshape of its values "
+                           "such as [784] for flattened 28x28 images",
         },
     }
 )

@@ -1,0 +1,212 @@
+"""Training, validation and test splits, in memory or streamed.
+
+The fast path keeps each split as one normalised float tensor on the training
+device, so a batch is one `index_select`. A dataset whose float tensors would
+exceed `data.memory_mb` (or `data.loading: stream`) is streamed instead: a
+`DataLoader` with worker processes reads uint8 batches in the same order, and
+they are normalised on the device the same way, so both paths train alike.
+
+Normalisation statistics are the training split's (never validation or test
+images), per channel, unless the spec gives `data.mean` and `data.std`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from netspec.data.datasets import ArrayImages, FileImages, Source, load_all
+from netspec.errors import DataError
+from netspec.spec.datasets import count
+
+STATS_CHUNK = 8192  # images per step while summing pixel statistics
+
+
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32, scaled to 0..1, per-channel (x - mean) / std."""
+    return (images.float() / 255.0 - mean) / std
+
+
+@dataclass
+class Split:
+    """A split in memory: x (N, *input_shape) float32, normalised, on the device; y (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None, steps: int | None = None):
+        """(x, y) batches on the device: in `order` (indices) when given, else in sequence."""
+        n = len(self) if order is None else len(order)
+        steps = math.ceil(n / batch_size) if steps is None else steps
+        for s in range(steps):
+            if order is None:
+                yield self.x[s * batch_size: (s + 1) * batch_size], self.y[s * batch_size: (s + 1) * batch_size]
+            else:
+                idx = order[s * batch_size: (s + 1) * batch_size]
+                yield self.x[idx], self.y[idx]
+
+    def example(self, index: int) -> tuple[torch.Tensor, int]:
+        """One input (1, *input_shape) on the device, and its label."""
+        return self.x[index: index + 1], int(self.y[index])
+
+
+@dataclass
+class StreamSplit:
+    """A split read batch by batch by a DataLoader (uint8 batches, normalised on the device)."""
+
+    images: ArrayImages | FileImages
+    mean: torch.Tensor  # (C, 1, 1) on the device
+    std: torch.Tensor
+    input_shape: tuple[int, ...]
+    device: torch.device
+    workers: int = 2
+    y: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.y = self.images.labels.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _loader(self, index_batches: list[list[int]]) -> DataLoader:
+        return DataLoader(self.images.dataset(), batch_sampler=index_batches, num_workers=self.workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None, steps: int | None = None):
+        idx = torch.arange(len(self)) if order is None else order.cpu()
+        steps = math.ceil(len(idx) / batch_size) if steps is None else steps
+        plan = [idx[s * batch_size: (s + 1) * batch_size].tolist() for s in range(steps)]
+        for images, labels in self._loader(plan):
+            x = normalise(images.to(self.device, non_blocking=True), self.mean, self.std)
+            yield x.reshape(len(labels), *self.input_shape), labels.to(self.device, non_blocking=True)
+
+    def example(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.images.dataset()[index]
+        x = normalise(torch.as_tensor(image)[None].to(self.device), self.mean, self.std)
+        return x.reshape(1, *self.input_shape), int(label)
+
+
+@dataclass
+class Data:
+    name: str
+    train: Split | StreamSplit
+    val: Split | StreamSplit
+    test: Split | StreamSplit
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]  # per channel, of pixels scaled to 0..1
+    std: tuple[float, ...]
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # the stored image, whatever input_shape reshapes it to
+    train_available: int = 0  # training images after the validation split, before any --limit
+    classes: tuple[str, ...] = tuple(str(i) for i in range(10))
+    loading: str = "memory"  # memory | stream
+    loading_reason: str = ""
+    stats_from: str = "training split"  # or "spec"
+
+    def record(self) -> dict:
+        """What a run folder keeps (data.json): enough to preprocess new images as in training."""
+        return {"dataset": self.name, "classes": list(self.classes), "image_shape": list(self.image_shape),
+                "input_shape": list(self.input_shape), "mean": list(self.mean), "std": list(self.std),
+                "stats_from": self.stats_from, "loading": self.loading, "loading_reason": self.loading_reason,
+                "images": {"train": len(self.train), "validation": len(self.val), "test": len(self.test),
+                           "train_available": self.train_available}}
+
+    def unnormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalised input back to pixels in 0..1, shaped as the stored image (C, H, W)."""
+        c = self.image_shape[0]
+        mean, std = torch.tensor(self.mean).view(c, 1, 1), torch.tensor(self.std).view(c, 1, 1)
+        return x.detach().float().cpu().reshape(self.image_shape) * std + mean
+
+
+def pixel_stats(images: ArrayImages | FileImages, workers: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of pixels scaled to 0..1 (float64 sums)."""
+    c = images.images.shape[1] if isinstance(images, ArrayImages) else images.image_shape[0]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    n = 0
+    if isinstance(images, ArrayImages):
+        chunks = (images.images[i: i + STATS_CHUNK] for i in range(0, len(images), STATS_CHUNK))
+    else:
+        chunks = (x for x, _ in DataLoader(images.dataset(), batch_size=256, num_workers=workers))
+    for x in chunks:
+        x = x.double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+        n += x.numel() // c
+    if n == 0:
+        raise DataError("no training images to compute normalisation statistics from")
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(0).sqrt()
+    if (std == 0).any():
+        raise DataError("the training images are constant in some channel (standard deviation 0); "
+                        "give data.mean and data.std in the spec")
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def prepare(source: Source, data, *, seed: int, device: torch.device | str = "cpu", limit: int | None = None) -> Data:
+    """Split train/validation with a seeded permutation, normalise with the training split's
+    statistics, and keep it in memory on `device` or stream it (`data.loading`).
+
+    `limit` keeps only the first `limit` training images (after the validation split):
+    a quicker, smaller training set; validation and test sets stay whole, so their
+    accuracies are measured on the same images as a full run's. Statistics are those
+    of the whole training split, so a limited run preprocesses like a full one.
+    """
+    device = torch.device(device)
+    n = len(source.train)
+    validation = count(data.validation, n)
+    if not 0 <= validation < n:
+        raise DataError(f"validation {validation:,} must be at least 0 and below the {n:,} training images")
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit {limit}: give a number of training images of at least 1")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:validation], order[validation:]
+    available = len(train_idx)
+    if limit is not None:
+        train_idx = train_idx[:limit]
+    c, h, w = source.facts.image_shape
+    total = n + len(source.test)
+    need = total * c * h * w * 4
+    cap = data.memory_mb * 2**20
+    if data.loading == "auto":
+        loading = "memory" if need <= cap else "stream"
+        reason = (f"auto: {need / 2**20:,.0f} MiB of float32 tensors {'fit' if loading == 'memory' else 'exceed'} "
+                  f"data.memory_mb {data.memory_mb:,}")
+    else:
+        loading, reason = data.loading, f"data.loading: {data.loading}"
+    train_images = source.train
+    if loading == "memory":
+        train_images = load_all(source.train, data.workers)
+    if data.mean is not None and data.std is not None:
+        mean, std, stats_from = tuple(data.mean), tuple(data.std), "spec"
+        if len(mean) != c or len(std) != c:
+            raise DataError(f"data.mean and data.std give {len(mean)} and {len(std)} values; the images have {c} channels")
+    else:
+        mean, std = pixel_stats(train_images.subset(order[validation:]), data.workers)
+        stats_from = "training split"
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(c, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(c, 1, 1)
+    input_shape = tuple(data.input_shape)
+
+    if loading == "memory":
+        test_images = load_all(source.test, data.workers)
+
+        def split(images: ArrayImages, idx=None) -> Split:
+            part = images if idx is None else images.subset(idx)
+            x = normalise(part.images.to(device), mean_t, std_t)
+            return Split(x.reshape(len(part), *input_shape), part.labels.to(device))
+
+        train, val, test = split(train_images, train_idx), split(train_images, val_idx), split(test_images)
+    else:
+        def split(images, idx=None) -> StreamSplit:
+            part = images if idx is None else images.subset(idx)
+            return StreamSplit(part, mean_t, std_t, input_shape, device, data.workers)
+
+        train, val, test = split(source.train, train_idx), split(source.train, val_idx), split(source.test)
+    return Data(name=source.name, train=train, val=val, test=test, input_shape=input_shape, mean=mean, std=std,
+                image_shape=(c, h, w), train_available=available, classes=source.classes, loading=loading,
+                loading_reason=reason, stats_from=stats_from)

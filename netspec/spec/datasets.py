@@ -1,0 +1,259 @@
+"""What netspec knows about a dataset before loading it: image shape, classes, sizes.
+
+Named datasets (torchvision's small classification sets) are one table row
+each. A user's own data (`imagefolder`, `npz`) is described by looking at the
+files without decoding an image: folder names, npz array headers and labels.
+The checker compares the spec with these facts (input size, output classes,
+validation size), so a mistake is reported at its line before any training.
+"""
+from __future__ import annotations
+
+import math
+import os
+import string
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DIGITS = tuple(string.digits)
+_MERGED = set("cijklmopsuvwxyz")  # EMNIST bymerge/balanced fold these lowercase letters into uppercase
+
+
+@dataclass(frozen=True)
+class Named:
+    """One dataset torchvision downloads and netspec knows by name."""
+
+    title: str
+    image_shape: tuple[int, int, int]  # (C, H, W) as netspec stores it
+    classes: tuple[str, ...]
+    train: int  # training images (validation is held out of these)
+    test: int
+    needs: str = ""  # anything beyond torchvision (shown by `netspec data` and in errors)
+
+
+def _emnist(split: str, classes, train: int, test: int) -> Named:
+    return Named(f"EMNIST {split}", (1, 28, 28), tuple(classes), train, test)
+
+
+NAMED: dict[str, Named] = {
+    "mnist": Named("MNIST", (1, 28, 28), DIGITS, 60000, 10000),
+    "fashion-mnist": Named("Fashion-MNIST", (1, 28, 28), (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        60000, 10000),
+    "kmnist": Named("Kuzushiji-MNIST", (1, 28, 28), ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+                    60000, 10000),
+    "emnist-balanced": _emnist("balanced", sorted(set(string.digits + string.ascii_letters) - _MERGED), 112800, 18800),
+    "emnist-byclass": _emnist("byclass", sorted(string.digits + string.ascii_letters), 697932, 116323),
+    "emnist-bymerge": _emnist("bymerge", sorted(set(string.digits + string.ascii_letters) - _MERGED), 697932, 116323),
+    "emnist-letters": _emnist("letters", string.ascii_lowercase, 124800, 20800),
+    "emnist-digits": _emnist("digits", DIGITS, 240000, 40000),
+    "emnist-mnist": _emnist("mnist", DIGITS, 60000, 10000),
+    "cifar10": Named("CIFAR-10", (3, 32, 32), (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"), 50000, 10000),
+    "svhn": Named("SVHN", (3, 32, 32), DIGITS, 73257, 26032, needs="scipy, to read its .mat files: pip install 'netspec[svhn]'"),
+}
+FILES = ("imagefolder", "npz")  # the user's own data, at data.path
+DATASETS = (*NAMED, *FILES, "none")  # none: shapes only, nothing to train
+DEFAULT_VALIDATION = 5000  # named datasets; the user's own data holds out 10%
+DEFAULT_FILE_VALIDATION = 0.1
+DEFAULT_TEST = 0.2  # a single folder or array without its own test split
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+
+@dataclass(frozen=True)
+class Facts:
+    """A dataset as the checker and the data layer see it."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) of one stored image
+    classes: tuple[str, ...]
+    train: int  # images in the training split (before validation is held out)
+    test: int
+    layout: str = ""  # imagefolder: "split" (train/ and test/) or "single"; npz: the array keys used
+
+
+class FactsError(Exception):
+    """A spec's data section does not match the data: `path` is where, `hint` what to do."""
+
+    def __init__(self, path: tuple, message: str, hint: str = ""):
+        super().__init__(message)
+        self.path, self.message, self.hint = path, message, hint
+
+
+def count(value: int | float | None, total: int) -> int:
+    """A count given as images (int) or as a share of `total` (0 < float < 1)."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and 0 < value < 1:
+        return int(math.floor(value * total))
+    return int(value)
+
+
+def dataset_facts(data) -> Facts:
+    """Facts for a DataSpec (its path already absolute). FactsError when the data is unusable."""
+    if data.dataset in NAMED:
+        d = NAMED[data.dataset]
+        return Facts(d.image_shape, d.classes, d.train, d.test)
+    if data.dataset == "imagefolder":
+        return _folder_facts(data)
+    if data.dataset == "npz":
+        return _npz_facts(data)
+    raise FactsError(("data", "dataset"), "dataset 'none' has no data")
+
+
+def _need_path(data) -> Path:
+    if not data.path:
+        raise FactsError(("data", "dataset"), f"dataset {data.dataset} needs data.path",
+                         "add data.path: the folder (imagefolder) or .npz file, relative to the spec file")
+    return Path(data.path)
+
+
+def stated_image_shape(data) -> tuple[int, int, int] | None:
+    if data.image_shape:
+        return tuple(data.image_shape)
+    return tuple(data.input_shape) if len(data.input_shape) == 3 else None
+
+
+# --- image folders --------------------------------------------------------------
+
+def class_folders(root: Path) -> list[str]:
+    """Class names as torchvision's ImageFolder finds them: the sub-folders, sorted."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir())
+
+
+def folder_roots(path: Path) -> tuple[Path, Path | None]:
+    """(training root, test root or None): `train/` and `test/` when both exist, else the folder itself."""
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        return path / "train", path / "test"
+    return path, None
+
+
+def _images_under(root: Path) -> int:
+    return sum(1 for _, _, files in os.walk(root, followlinks=True)
+               for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _folder_facts(data) -> Facts:
+    path = _need_path(data)
+    where = ("data", "path")
+    if not path.is_dir():
+        raise FactsError(where, f"{path} is not a folder", "imagefolder reads class sub-folders of image files")
+    shape = stated_image_shape(data)
+    if shape is None:
+        raise FactsError(("data", "input_shape"), f"imagefolder resizes every image to a stated size; "
+                         f"input_shape {list(data.input_shape)} does not say the channels, height and width",
+                         "add data.image_shape: [channels, height, width] (channels 1 = grayscale, 3 = RGB)")
+    if shape[0] not in (1, 3):
+        raise FactsError(("data", "image_shape"), f"{shape[0]} channels: image files are read as grayscale (1) or RGB (3)")
+    train_root, test_root = folder_roots(path)
+    classes = class_folders(train_root)
+    if len(classes) < 2:
+        raise FactsError(where, f"{train_root} has {len(classes)} class sub-folder(s); a classifier needs at least 2",
+                         "put each class's images in its own sub-folder: PATH/cat/1.png, PATH/dog/2.png "
+                         "(optionally under PATH/train/ and PATH/test/)")
+    counts = {c: _images_under(train_root / c) for c in classes}
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise FactsError(where, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in class folder(s) "
+                                f"{', '.join(empty)} of {train_root}")
+    train, test = sum(counts.values()), 0
+    if test_root is not None:
+        test_classes = class_folders(test_root)
+        if test_classes != classes:
+            raise FactsError(where, f"{test_root} has classes {test_classes}, but {train_root} has {classes}",
+                             "both splits need the same class sub-folders")
+        test = _images_under(test_root)
+    else:
+        test = count(data.test if data.test is not None else DEFAULT_TEST, train)
+        train -= test
+    return Facts(shape, tuple(classes), train, test, "split" if test_root is not None else "single")
+
+
+# --- npz arrays -----------------------------------------------------------------
+
+NPZ_KEYS = (("x_train", "y_train", "x_test", "y_test"), ("images", "labels", None, None))
+
+
+def npz_image_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], str] | None:
+    """(C, H, W) and the array's layout ("NHW", "NHWC" or "NCHW") from an image array's shape."""
+    if len(shape) == 3:
+        return (1, shape[1], shape[2]), "NHW"
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return (shape[3], shape[1], shape[2]), "NHWC"
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return (shape[1], shape[2], shape[3]), "NCHW"
+    return None
+
+
+def _header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    with archive.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)  # the header only: no image is read
+    return shape, dtype
+
+
+def npz_keys(path: Path) -> tuple[str, str, str | None, str | None]:
+    with zipfile.ZipFile(path) as archive:
+        names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
+    for keys in NPZ_KEYS:
+        if {k for k in keys if k} <= names:
+            return keys
+    raise FactsError(("data", "path"), f"{path} holds arrays {sorted(names)}; netspec reads x_train, y_train, x_test, "
+                                       "y_test (Keras's layout) or images and labels",
+                     "save with numpy.savez(path, images=..., labels=...), images uint8 (N, H, W) or (N, H, W, C)")
+
+
+def _npz_facts(data) -> Facts:
+    path = _need_path(data)
+    where = ("data", "path")
+    if not path.is_file():
+        raise FactsError(where, f"{path} is not a file", "npz reads a numpy .npz archive")
+    try:
+        keys = npz_keys(path)
+        with zipfile.ZipFile(path) as archive:
+            headers = {k: _header(archive, k) for k in keys if k}
+        with np.load(path, allow_pickle=False) as arrays:
+            labels = {k: arrays[k] for k in keys[1::2] if k}
+            names = arrays["classes"] if "classes" in arrays.files else None
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        raise FactsError(where, f"cannot read {path} as a numpy .npz archive: {e}") from None
+    x_key = keys[0]
+    found = npz_image_shape(headers[x_key][0])
+    if found is None:
+        raise FactsError(where, f"{x_key} has shape {list(headers[x_key][0])}; images are (N, H, W), (N, H, W, C) "
+                                "or (N, C, H, W) with 1 or 3 channels")
+    shape = found[0]
+    for xk, yk in zip(keys[0::2], keys[1::2]):
+        if not xk:
+            continue
+        n = headers[xk][0][0]
+        y = labels[yk]
+        if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+            raise FactsError(where, f"{yk} must be one integer label per image ({n} images); it has shape "
+                                    f"{list(y.shape)} and dtype {y.dtype}")
+        if xk != x_key and npz_image_shape(headers[xk][0]) != found:
+            raise FactsError(where, f"{xk} has shape {list(headers[xk][0])}, {x_key} {list(headers[x_key][0])}: "
+                                    "both splits need the same image size")
+        if len(y) and y.min() < 0:
+            raise FactsError(where, f"{yk} has a negative label ({int(y.min())}); labels are 0, 1, ... classes-1")
+    top = max(int(y.max()) for y in labels.values() if len(y)) + 1
+    if names is not None:
+        classes = tuple(str(c) for c in names.tolist())
+        if top > len(classes):
+            raise FactsError(where, f"labels go up to {top - 1} but the archive names {len(classes)} classes")
+    else:
+        classes = tuple(str(i) for i in range(top))
+    if len(classes) < 2:
+        raise FactsError(where, f"the labels name {len(classes)} class; a classifier needs at least 2")
+    stated = stated_image_shape(data)
+    if data.image_shape and stated != shape:
+        raise FactsError(("data", "image_shape"), f"{list(stated)} but the images in {path.name} are {list(shape)}")
+    train = headers[x_key][0][0]
+    if keys[2]:
+        test = headers[keys[2]][0][0]
+    else:
+        test = count(data.test if data.test is not None else DEFAULT_TEST, train)
+        train -= test
+    return Facts(shape, classes, train, test, ",".join(k for k in keys if k))
