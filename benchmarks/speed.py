@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netspec.builder.model import build_model
-from netspec.data.datasets import Data, Split
+from netspec.data.splits import Data, Split
 from netspec.runner.train import Trainer
 from netspec.builder.check import check_file
 
@@ -52,7 +52,7 @@ def synthetic_data(shape, n: int, device) -> Data:
     x = torch.randn(n, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (n,), generator=g).to(device)
     empty = Split(x[:0], y[:0])
-    return Data("synthetic", Split(x, y), empty, empty, tuple(shape), 0.0, 1.0)
+    return Data("synthetic", Split(x, y), empty, empty, tuple(shape), (0.0,), (1.0,))
 
 
 def trainer_for(name: str, variant: str, steps: int, batch: int, device) -> Trainer:

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from netspec.builder.model import build_model
-from netspec.data.datasets import load_raw, prepare
+from netspec.data.datasets import load_source
+from netspec.data.splits import prepare
 from netspec.runner.train import Trainer, logits_model
 from netspec.builder.check import check_file
 
@@ -70,14 +71,12 @@ def plain_loop(checked, data_dir: Path, steps: int, device: torch.device) -> flo
 def netspec_loop(checked, data_dir: Path, steps: int, device: torch.device) -> float:
     """Images per second of the runner's epoch loop (one epoch of `steps` steps)."""
     spec = checked.spec
-    raw = load_raw(spec.data.dataset, data_dir, download=False)
-    data = prepare(raw, name=spec.data.dataset, input_shape=spec.data.input_shape,
-                   validation=5000, seed=0, device=device, limit=steps * BATCH)
+    raw = load_source(spec.data, data_dir, download=False)
+    data = prepare(raw, spec.data, seed=0, device=device, limit=steps * BATCH)
     torch.manual_seed(0)
     model = build_model(spec, device)
     trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head)
-    warm = prepare(raw, name=spec.data.dataset, input_shape=spec.data.input_shape,
-                   validation=5000, seed=0, device=device, limit=10 * BATCH)
+    warm = prepare(raw, spec.data, seed=0, device=device, limit=10 * BATCH)
     Trainer(spec, build_model(spec, device), warm, device, softmax_head=checked.analysis.softmax_head)._epoch(1)
     _sync(device)
     start = time.perf_counter()

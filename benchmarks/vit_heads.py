@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from netspec.builder.model import build_model
-from netspec.data.datasets import load_raw, prepare
+from netspec.data.datasets import load_source
+from netspec.data.splits import prepare
+from netspec.spec.config import DataSpec
 from netspec.runner.train import Trainer
 from netspec.builder.check import check_file
 
@@ -33,8 +35,7 @@ def time_steps(form: str, raw, steps: int, device: torch.device) -> float:
     batch = spec.train.batch_size
 
     def trainer(n_steps: int) -> Trainer:
-        data = prepare(raw, name="mnist", input_shape=spec.data.input_shape, validation=5000, seed=0,
-                       device=device, limit=n_steps * batch)
+        data = prepare(raw, spec.data, seed=0, device=device, limit=n_steps * batch)
         data.val = data.val.__class__(data.val.x[:0], data.val.y[:0])  # time training only
         torch.manual_seed(0)
         return Trainer(spec, build_model(spec, device), data, device, softmax_head=False)
@@ -57,7 +58,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     device = torch.device(args.device)
-    raw = load_raw("mnist", args.data_dir, download=False)
+    raw = load_source(DataSpec(), args.data_dir, download=False)
     rows = {form: time_steps(form, raw, args.steps, device) for form in ("batched", "per_head")}
     table = Table(title=f"ViT (specs/vit.yaml) training, batch 32, {args.steps} steps, {device}, "
                         f"{torch.get_num_threads()} threads", title_justify="left")

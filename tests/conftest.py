@@ -69,3 +69,20 @@ def run(checked, **kw):
     from netspec.runner.run import run as runner_run
 
     return runner_run(checked, reporter=RunReporter(), **kw)
+
+
+def mnist_source(root, dataset: str = "mnist"):
+    """The synthetic MNIST as netspec reads it: source.train.images is uint8 (N, 1, 28, 28)."""
+    from netspec.data.datasets import load_source
+    from netspec.spec.config import DataSpec
+
+    return load_source(DataSpec(dataset=dataset), root, download=False)
+
+
+def mnist_data(root, input_shape=(784,), validation=100, seed=0, limit=None, **data):
+    """Training, validation and test splits of the synthetic MNIST, as a run prepares them."""
+    from netspec.data.splits import prepare
+    from netspec.spec.config import DataSpec
+
+    spec = DataSpec(input_shape=tuple(input_shape), validation=validation, **data)
+    return prepare(mnist_source(root), spec, seed=seed, limit=limit)

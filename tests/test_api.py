@@ -73,18 +73,20 @@ def test_train_open_and_predict_on_tensors(fake_data, tmp_path, capsys):
     assert [h.epoch for h in run.history] == [1, 2] and run.metrics["test_size"] == 300
     again = netspec.open_run(tmp_path / "r")
     assert again.metrics == run.metrics and again.spec.params == 159_010
-    from netspec.data.datasets import load_raw
-    raw = load_raw("mnist", fake_data)
-    images = raw.test_images[:50]
+    from conftest import mnist_source
+    raw = mnist_source(fake_data)
+    images = raw.test.images[:50, 0]
     pred = again.predict(images)
-    x = ((images.float() / 255 - 0.1307) / 0.3081).reshape(50, 784)
+    pre = again.preprocessing
+    assert pre["stats_from"] == "training split" and len(pre["mean"]) == 1
+    x = ((images.float() / 255 - pre["mean"][0]) / pre["std"][0]).reshape(50, 784)
     with torch.no_grad():
         expected = again.logits_model(x).argmax(1)
     assert torch.equal(pred.labels, expected) and pred.probabilities.shape == (50, 10)
     assert torch.allclose(pred.probabilities.sum(1), torch.ones(50))
     labels, probs = again.predict(images.float() / 255)  # floats in [0, 1] give the same
     assert torch.equal(labels, pred.labels)
-    assert (pred.labels == raw.test_labels[:50]).float().mean() > 0.5
+    assert (pred.labels == raw.test.labels[:50]).float().mean() > 0.5
     with pytest.raises(netspec.NetspecError, match="784 values each"):
         again.predict(torch.zeros(2, 27, 27))
 

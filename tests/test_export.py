@@ -48,21 +48,21 @@ def test_onnx_export_gives_the_pytorch_outputs(fake_data, tmp_path, name, extra)
 
 def test_predict_on_png_files_and_a_folder(fake_data, tmp_path):
     run = trained("mlp", fake_data, tmp_path)
-    from netspec.data.datasets import load_raw
-    raw = load_raw("mnist", fake_data)
+    from conftest import mnist_source
+    raw = mnist_source(fake_data)
     folder = tmp_path / "digits"
     folder.mkdir()
     for i in range(4):
-        Image.fromarray(raw.test_images[i].numpy(), mode="L").save(folder / f"{i}.png")
-    Image.fromarray(raw.test_images[4].numpy(), mode="L").resize((56, 56)).convert("RGB").save(tmp_path / "big.png")
+        Image.fromarray(raw.test.images[i, 0].numpy(), mode="L").save(folder / f"{i}.png")
+    Image.fromarray(raw.test.images[4, 0].numpy(), mode="L").resize((56, 56)).convert("RGB").save(tmp_path / "big.png")
     r = cli.invoke(app, ["predict", str(run.path), str(folder), str(tmp_path / "big.png"), "--format", "json"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [row["file"].rsplit("/", 1)[1] for row in rows] == ["0.png", "1.png", "2.png", "3.png", "big.png"]
-    expected = run.predict(raw.test_images[:4])
+    expected = run.predict(raw.test.images[:4, 0])
     assert [row["label"] for row in rows[:4]] == expected.labels.tolist()
     assert all(0 <= row["probability"] <= 1 for row in rows)
-    assert [row["label"] for row in rows[:4]] == raw.test_labels[:4].tolist()  # the synthetic digits are easy
+    assert [row["label"] for row in rows[:4]] == raw.test.labels[:4].tolist()  # the synthetic digits are easy
     text = cli.invoke(app, ["predict", str(run.path), str(folder / "0.png")])
     assert text.exit_code == 0 and "0.png" in text.output
     bad = cli.invoke(app, ["predict", str(run.path), str(tmp_path / "missing.png")])

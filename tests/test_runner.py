@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from netspec.cli import app
-from netspec.data.datasets import load_raw
+from conftest import mnist_data, mnist_source
 from netspec.errors import DataError, Interrupted, RunError
 from netspec.runner import train as train_mod
 from netspec.runner.rundir import load_checkpoint
@@ -56,9 +56,7 @@ def test_softmax_head_is_folded_into_the_loss(fake_data):
     checked = checked_mlp()
     assert checked.analysis.softmax_head
     from netspec.builder.model import build_model
-    from netspec.data.datasets import prepare
-
-    data = prepare(load_raw("mnist", fake_data), name="mnist", input_shape=(784,), validation=100, seed=0)
+    data = mnist_data(fake_data)
     model = build_model(checked.spec)
     trainer = Trainer(checked.spec, model, data, torch.device("cpu"), softmax_head=True)
     assert not isinstance(trainer.net[-1], torch.nn.Softmax) and isinstance(model[-1], torch.nn.Softmax)
@@ -138,7 +136,7 @@ def test_cuda_without_gpu_is_one_clear_error(fake_data, tmp_path):
 
 def test_missing_dataset_names_the_folder(tmp_path):
     with pytest.raises(DataError) as e:
-        load_raw("mnist", tmp_path / "empty", download=False)
+        mnist_source(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(e.value) and "--data-dir" in str(e.value)
 
 
@@ -184,9 +182,9 @@ def test_cli_data_facts(fake_data, tmp_path):
     r = CliRunner().invoke(app, ["data", "--data-dir", str(fake_data), "--samples", str(tmp_path / "s.png"),
                                  "--validation", "200"])
     assert r.exit_code == 0, r.output
-    raw = load_raw("mnist", fake_data)
-    assert "28 x 28" in r.output and "1,000 / 200" in r.output and f"{len(raw.test_labels):,} images" in r.output
-    counts = torch.bincount(raw.train_labels, minlength=10)
+    raw = mnist_source(fake_data)
+    assert "28 x 28" in r.output and "1,000 / 200" in r.output and f"{len(raw.test):,} images" in r.output
+    counts = torch.bincount(raw.train.labels, minlength=10)
     assert f"{int(counts[0]):,}" in r.output
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -195,7 +193,7 @@ def test_fashion_mnist_reads_its_own_folder(tmp_path):
     from conftest import synthetic_mnist
 
     root = synthetic_mnist(tmp_path, n_train=50, n_test=20, folder="FashionMNIST")
-    raw = load_raw("fashion-mnist", root, download=False)
-    assert raw.train_images.shape == (50, 28, 28) and len(raw.test_labels) == 20
+    raw = mnist_source(root, "fashion-mnist")
+    assert raw.train.images.shape == (50, 1, 28, 28) and len(raw.test) == 20
     with pytest.raises(DataError, match="Fashion-MNIST is not in"):
-        load_raw("fashion-mnist", tmp_path / "elsewhere", download=False)
+        mnist_source(tmp_path / "elsewhere", "fashion-mnist")

@@ -274,8 +274,8 @@ def test_momentum_cycling_is_explicit_and_reported(fake_data, tmp_path):
     # off: the optimizer keeps the spec's beta1
     checked = mlp("train.optimizer.betas=[0.5, 0.999]", "train.schedule.cycle_momentum=false")
     model = torch.nn.Sequential(torch.nn.Linear(784, 10))
-    from netspec.data.datasets import prepare, load_raw
-    data = prepare(load_raw("mnist", fake_data), name="mnist", input_shape=(784,), validation=200, seed=0, limit=300)
+    from conftest import mnist_data
+    data = mnist_data(fake_data, validation=200, limit=300)
     trainer = Trainer(checked.spec, model, data, torch.device("cpu"), softmax_head=False)
     trainer.fit()
     assert trainer.optimizer.param_groups[0]["betas"][0] == 0.5
