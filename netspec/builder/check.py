@@ -114,7 +114,10 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
     if d.dataset == "none":
         return spec
     if d.path is not None:
-        d = replace(d, path=str((base_dir / Path(d.path).expanduser()).resolve()))
+        try:
+            d = replace(d, path=str((base_dir / Path(d.path).expanduser()).resolve()))
+        except (OSError, ValueError, RuntimeError) as e:  # a null byte, a symlink loop, no home folder
+            raise SpecError([doc.problem(("data", "path"), f"{d.path!r} is not a usable path: {e}")]) from None
     if d.dataset in FILES and not read_data and d.classes and d.image_shape:
         return replace(spec, data=d)
     try:

@@ -179,7 +179,8 @@ assert READERS.keys() == NAMED.keys() == WHERE.keys()
 def _read_named(name: str, root: Path, download: bool):
     read = READERS[name]
     title = NAMED[name].title
-    missing = (f"{title} is not in {root} (torchvision looks for {root / WHERE[name]}). Point --data-dir or "
+    missing = (f"{title} is not in {root}, or its files are incomplete (torchvision looks for {root / WHERE[name]}). "
+               f"Point --data-dir or "
                f"NETSPEC_DATA_DIR at a folder that holds it, or go online once so torchvision can download it there.")
     try:
         return [read(str(root), t, False) for t in (True, False)]

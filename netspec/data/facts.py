@@ -66,7 +66,9 @@ def dataset_facts_table(data: DataSpec, data_dir=None):
     kind = "grayscale" if c == 1 else "RGB"
     title = NAMED[data.dataset].title if data.dataset in NAMED else f"{data.dataset} {data.path}"
     facts = [
-        ("image size", f"{h} x {w} pixels, {c} channel{'s' if c > 1 else ''} ({kind}); tensor shape ({c}, {h}, {w})"),
+        ("image size", f"{h} x {w} pixels, {c} channel{'s' if c > 1 else ''} ({kind}); tensor shape ({c}, {h}, {w})"
+         + ("; every file is converted and resized to this (--image-shape; data.image_shape in a spec)"
+            if data.dataset == "imagefolder" else "")),
         ("pixel value", "brightness of the pixel: 0 is dark, 255 is full intensity"
                         + ("" if c == 1 else ", per colour channel (red, green, blue)")),
         ("value range", f"{lo}..{hi} as stored (uint8); {lo / 255:.2f}..{hi / 255:.2f} after scaling to 0..1"),
@@ -78,6 +80,7 @@ def dataset_facts_table(data: DataSpec, data_dir=None):
                                             if source.facts.layout in ("single", "images,labels") else "")),
         ("classes", f"{len(source.classes)}: " + ", ".join(source.classes[:20]) + (", ..." if len(source.classes) > 20 else "")),
         ("in a spec", f"data: {{dataset: {data.dataset}" + (f", path: {data.path}" if data.path else "")
+         + (f", image_shape: [{c}, {h}, {w}]" if data.dataset == "imagefolder" else "")
          + f"}}, input_shape [{c}, {h}, {w}] or [{c * h * w}]"),
     ]
     if data.dataset in NAMED and NAMED[data.dataset].needs:

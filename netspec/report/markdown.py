@@ -21,7 +21,9 @@ def data_line(metrics: dict) -> str:
     limit = metrics.get("limit")
     used = f"{train:,} of {avail:,} training images (--limit {limit})" if limit is not None and avail else f"{train:,} training images"
     val = metrics.get("val_size") or 0
-    return (f"- Data: {used}; {val:,} validation" + (" (none held out)" if not val else "")
+    how = {"memory": "in memory", "stream": "streamed by a DataLoader"}.get(metrics.get("loading"))
+    source = ", ".join(x for x in (metrics.get("dataset"), how) if x)
+    return (f"- Data: {source + '; ' if source else ''}{used}; {val:,} validation" + (" (none held out)" if not val else "")
             + f"; tested on {metrics.get('test_size', 0):,} test images")
 
 

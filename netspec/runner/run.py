@@ -261,6 +261,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "limit": limit,
         "train_size": len(data.train), "train_available": data.train_available,
         "val_size": len(data.val), "test_size": len(data.test),
+        "dataset": spec.data.dataset,
         "loading": data.loading,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "speed": asdict(trainer.speed),  # as it ran (compile: off if compiling failed)

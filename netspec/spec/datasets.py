@@ -95,11 +95,12 @@ def dataset_facts(data) -> Facts:
     if data.dataset in NAMED:
         d = NAMED[data.dataset]
         return Facts(d.image_shape, d.classes, d.train, d.test)
-    if data.dataset == "imagefolder":
-        return _folder_facts(data)
-    if data.dataset == "npz":
-        return _npz_facts(data)
-    raise FactsError(("data", "dataset"), "dataset 'none' has no data")
+    if data.dataset not in FILES:
+        raise FactsError(("data", "dataset"), "dataset 'none' has no data")
+    try:
+        return _folder_facts(data) if data.dataset == "imagefolder" else _npz_facts(data)
+    except (OSError, ValueError) as e:  # a name too long, a null byte, a folder we may not read...
+        raise FactsError(("data", "path"), f"cannot read {data.path}: {e}") from None
 
 
 def _need_path(data) -> Path:
