@@ -390,3 +390,65 @@ def test_svhn_without_scipy_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_scipy)
     with pytest.raises(DataError, match=r"netspec\[svhn\]"):
         load_source(DataSpec(dataset="svhn"), tmp_path, download=False)
+
+
+# --- models of other datasets leave the run folder with their preprocessing --------------------
+
+def test_an_rgb_run_exports_and_predicts_with_its_own_statistics(tmp_path):
+    import onnxruntime
+
+    folder = write_folder(tmp_path / "pets", n=60)
+    spec = tmp_path / "p.yaml"
+    spec.write_text("name: p\ndata: {dataset: imagefolder, path: pets, input_shape: [3, 12, 12]}\n"
+                    "model:\n  layers: [{Conv2d: {out_channels: 4, kernel_size: 3}}, ReLU, Flatten, {Linear: {out_features: 3}}]\n"
+                    "train: {epochs: 1, batch_size: 8}\nlint: {ignore: [small-receptive-field]}\n")
+    run(check_file(spec), out=tmp_path / "r")
+    opened = netspec.open_run(tmp_path / "r")
+    path = opened.export()
+    meta = json.loads(path.with_name("model.onnx.json").read_text())
+    record = json.loads((tmp_path / "r" / "data.json").read_text())
+    assert meta["normalise"] == {"mean": record["mean"], "std": record["std"]} and len(record["mean"]) == 3
+    assert meta["classes"] == ["cat", "dog", "fox"] and meta["pixels"].startswith("RGB 12x12")
+    files = sorted((folder / "fox").iterdir())[:3]
+    from netspec.runner.export import read_images
+
+    pixels = read_images(files, (3, 12, 12))  # (3, 3, 12, 12) in 0..1
+    x = ((pixels - torch.tensor(meta["normalise"]["mean"]).view(3, 1, 1)) / torch.tensor(meta["normalise"]["std"]).view(3, 1, 1))
+    got = onnxruntime.InferenceSession(str(path)).run(None, {"images": x.numpy()})[0]
+    rows = opened.predict_files(files)
+    assert [meta["classes"][i] for i in got.argmax(1)] == [r["class"] for r in rows]
+
+
+def test_a_run_folder_from_before_data_json_predicts_with_the_statistics_it_used(fake_data, tmp_path):
+    spec = netspec.load("name: old\ndata: {validation: 100, input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
+                        "train: {epochs: 1}\n")
+    trained = netspec.train(spec, data_dir=fake_data, out=tmp_path / "old", limit=200, progress=False)
+    (trained.path / "data.json").unlink()
+    opened = netspec.open_run(trained.path)
+    assert opened.preprocessing["mean"] == [0.1307] and opened.preprocessing["stats_from"] == "fixed"
+    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    x = ((images.float() / 255 - 0.1307) / 0.3081).reshape(2, 784)
+    with torch.no_grad():
+        assert torch.equal(opened.predict(images).labels, opened.logits_model(x).argmax(1))
+
+
+def test_a_vit_takes_its_head_size_from_the_dataset(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text("name: v\ndata: {dataset: emnist-balanced}\nmodel:\n  vit: {patch_size: 7, dim: 16, depth: 1, heads: 2, "
+                    "dim_head: 8, mlp_dim: 16}\n")
+    checked = check_file(path)
+    assert checked.analysis.output_shape == (47,) and checked.spec.data.classes == 47
+    path.write_text("name: v\ndata: {dataset: cifar10, input_shape: [3, 32, 32]}\nmodel:\n  vit: {patch_size: 8, dim: 16, "
+                    "depth: 1, heads: 2, dim_head: 8, mlp_dim: 16}\n")
+    from netspec.builder.model import build_model
+
+    model = build_model(check_file(path).spec)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_validation_is_a_count_or_a_share(tmp_path):
+    [(path, line, msg)] = _problems(tmp_path, "name: v\ndata:\n  validation: 1.5\nmodel:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
+    assert (path, line) == ("data.validation", 3) and "neither a count of images" in msg
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: v\ndata: {validation: 0.25}\nmodel:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
+    assert check_file(ok).spec.data.validation == 0.25

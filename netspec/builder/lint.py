@@ -13,7 +13,8 @@ from netspec.spec.schema import LINT_WARNINGS as WARNINGS  # noqa: F401 (names a
 
 ACTIVATIONS = ("ReLU", "GELU", "Tanh", "Sigmoid")
 POOLS = ("MaxPool2d", "AvgPool2d")
-DIGIT = 20 / 28  # an MNIST digit fills about the central 20x20 pixels of 28x28
+DIGIT = 20 / 28  # an MNIST digit fills about the central 20x20 pixels of 28x28; taken for any subject
+DIGITS = ("mnist", "emnist-digits", "emnist-mnist")
 
 
 
@@ -74,7 +75,8 @@ def lint(spec: Spec, analysis: Analysis) -> list[LintWarning]:
         side = min(spec.data.input_shape[-2:]) if len(spec.data.input_shape) == 3 else 0
         if side and rf < DIGIT * side:
             warn(end, "small-receptive-field",
-                 f"the convolutions before the classifier see {rf}x{rf} pixels, less than a digit (about "
+                 f"the convolutions before the classifier see {rf}x{rf} pixels, less than "
+                 f"{'a digit' if spec.data.dataset in DIGITS else 'the subject of an image'} (about "
                  f"{round(DIGIT * side)}x{round(DIGIT * side)} of {side}x{side}); add convolutions or pooling")
     return sorted(found)
 

@@ -115,6 +115,11 @@ _MOVED = {("train", "learning_rate"): "train.optimizer.lr", ("train", "lr"): "tr
 
 
 def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> list[Problem]:
+    if err.validator == "anyOf" and {b.get("type") for b in err.validator_value} == {"integer", "number"}:
+        path = tuple(err.absolute_path)  # data.validation, data.test: a count or a share
+        shown = doc.texts.get(path, repr(err.instance))
+        return [doc.problem(path, f"{shown} is neither a count of images (a whole number, 0 or more) "
+                                  "nor a share of them (a number between 0 and 1)", "e.g. 5000 or 0.1")]
     if err.context:  # anyOf/oneOf: report the most relevant branch
         err = best_match(err.context)
     if err.validator == "additionalProperties":  # every unknown key of the mapping, each with its guess
