@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from netspec.data.datasets import load_all, load_source
-from netspec.data.splits import pixel_stats
+from netspec.data.splits import pixel_stats, worker_count
 from netspec.errors import DataError
 from netspec.spec.config import DataSpec
 from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, count, dataset_facts
@@ -53,8 +53,9 @@ def _first_image_shape(folder: Path) -> tuple[int, int, int]:
 def dataset_facts_table(data: DataSpec, data_dir=None):
     """(facts and class counts, the source, the first 32 training images as ArrayImages)."""
     source = load_source(data, data_dir)
-    train = load_all(source.train, data.workers)
-    test = load_all(source.test, data.workers)
+    workers = worker_count(data.workers, source.train)
+    train = load_all(source.train, workers)
+    test = load_all(source.test, workers)
     n = len(train)
     validation = count(data.validation, n)
     if not 0 <= validation < n:

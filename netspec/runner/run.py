@@ -175,7 +175,7 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     data = load_data(checked, device, data_dir, limit)
     run_dir.write_json(DATA_RECORD, data.record())
     if observer is not None and data.loading == "stream":
-        observer.note(f"data streamed by a DataLoader with {spec.data.workers} worker(s) ({data.loading_reason})")
+        observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), backend_flags(speed, device):
         torch.manual_seed(spec.train.seed)
         model = build_model(spec, device)

@@ -51,7 +51,7 @@ class DataSpec:
     std: tuple[float, ...] | None = None
     loading: str = "auto"  # memory | stream | auto (memory when the float tensors fit memory_mb)
     memory_mb: int = 2048  # the cap for keeping a whole dataset as float tensors on the device
-    workers: int = 2  # DataLoader worker processes on the streaming path
+    workers: int | str = "auto"  # DataLoader worker processes when streaming or decoding files; auto: see splits.py
     input_shape: tuple[int, ...] = (1, 28, 28)  # one sample, no batch dimension
 
 

@@ -180,7 +180,9 @@ DATA = _obj(
                     "description": "memory: whole dataset as tensors on the device; stream: a DataLoader with "
                                    "workers; auto: memory when it fits memory_mb"},
         "memory_mb": _int(1, 10**7, 2048, desc="auto loading keeps the dataset in memory up to this many MiB of float32"),
-        "workers": _int(0, 64, 2, desc="DataLoader worker processes on the streaming path"),
+        "workers": {"anyOf": [{"const": "auto"}, _int(0, 64)], "default": "auto",
+                    "description": "DataLoader worker processes that read and decode images (streaming, or image files "
+                                   "into memory); auto: none for arrays already in memory, and for files on 2 cores"},
         "input_shape": {
             "type": "array", "items": _int(1), "minItems": 1, "maxItems": 3, "default": [1, 28, 28],
             "description": "shape of one input without the batch: the image [C, H, W], or a reshape of its values "
