@@ -290,6 +290,18 @@ def test_imagefolder_mistakes_are_located(tmp_path):
     msgs = _problems(tmp_path, "name: f\ndata: {dataset: imagefolder, path: single, input_shape: [1, 4, 4]}\n"
                                "model:\n  layers: [Flatten, {Linear: {out_features: 2}}]\n")
     assert "a classifier needs at least 2" in msgs[0][2]
+    # the root of the disk is one quick error (the first empty "class" is reported), not a walk of the disk
+    msgs = _problems(tmp_path, "name: f\ndata: {dataset: imagefolder, path: /, input_shape: [1, 4, 4]}\n"
+                               "model:\n  layers: [Flatten, {Linear: {out_features: 2}}]\n")
+    assert msgs[0][0] == "data.path" and "no image files" in msgs[0][2] and "in class folder" in msgs[0][2]
+
+
+def test_hidden_folders_are_not_classes(tmp_path):
+    folder = write_folder(tmp_path / "pets", n=30)
+    (folder / ".ipynb_checkpoints").mkdir()  # what Jupyter leaves in a folder it opened
+    checked = mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8]}", 3, 192)
+    source = load_source(checked.spec.data)
+    assert source.classes == ("cat", "dog", "fox") and len(source.train) + len(source.test) == 30
 
 
 def test_npz_mistakes_are_located(tmp_path):

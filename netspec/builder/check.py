@@ -17,7 +17,7 @@ from netspec.builder.lint import lint
 from netspec.builder.model import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
-from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, count, dataset_facts
+from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, dataset_facts
 from netspec.spec.loader import Document, load_file
 from netspec.spec.overrides import apply_overrides
 from netspec.spec.rules import Rules, allowed_layers, load_rules, resolve_rules, shipped_rule_sets
@@ -142,9 +142,8 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
                                      f"{name} images are {shape} ({values} values)",
             f"use {shape} for images or [{values}] for flat vectors"
             + (" (or data.image_shape to resize the files)" if d.dataset == "imagefolder" else "")))
-    validation = count(d.validation, facts.train)
-    if d.dataset in NAMED and isinstance(d.validation, int) and validation >= facts.train:
-        problems.append(doc.problem(("data", "validation"), f"{validation:,} validation images, but {name} has "
+    if d.dataset in NAMED and isinstance(d.validation, int) and d.validation >= facts.train:
+        problems.append(doc.problem(("data", "validation"), f"{d.validation:,} validation images, but {name} has "
                                     f"{facts.train:,} training images", "hold out fewer (default 5000) or a share such as 0.1"))
     if d.test is not None and facts.layout not in ("single", "images,labels"):
         problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from netspec.errors import DataError
-from netspec.spec.datasets import NAMED, Facts, count, dataset_facts, folder_roots, npz_image_shape, npz_keys
+from netspec.spec.datasets import (NAMED, Facts, class_folders, count, dataset_facts, folder_roots, npz_image_shape,
+                                   npz_keys)
 
 TEST_SPLIT_SEED = 0  # a single folder's test hold-out is the same whatever the training seed
 
@@ -205,11 +206,19 @@ def _held_out_test(images, test: int):
     return images.subset(order[test:]), images.subset(order[:test])
 
 
+class _Folder(datasets.ImageFolder):
+    """torchvision's ImageFolder, with netspec's class folders (hidden folders are not classes)."""
+
+    def find_classes(self, directory):
+        classes = class_folders(Path(directory))
+        return classes, {c: i for i, c in enumerate(classes)}
+
+
 def _read_folder(data, facts: Facts):
     train_root, test_root = folder_roots(Path(data.path))
 
     def files(root: Path) -> FileImages:
-        found = datasets.ImageFolder(str(root), loader=lambda p: p)  # lists the files; reads none
+        found = _Folder(str(root), loader=lambda p: p)  # lists the files; reads none
         if tuple(found.classes) != facts.classes:
             raise DataError(f"{root} has classes {found.classes}, the spec's facts {list(facts.classes)}")
         return FileImages(found.samples, facts.image_shape)

@@ -10,7 +10,8 @@ from netspec.data.datasets import load_all, load_source
 from netspec.data.splits import pixel_stats, worker_count
 from netspec.errors import DataError
 from netspec.spec.config import DataSpec
-from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, count, dataset_facts
+from netspec.spec.datasets import (DEFAULT_TEST, FILES, NAMED, FactsError, class_folders, count, dataset_facts,
+                                   first_image, folder_roots)
 
 
 def data_spec_for(what: str, image_shape: tuple[int, int, int] | None = None,
@@ -39,15 +40,16 @@ def data_spec_for(what: str, image_shape: tuple[int, int, int] | None = None,
 
 
 def _first_image_shape(folder: Path) -> tuple[int, int, int]:
+    """(channels, height, width) of the folder's first image: the default size for `netspec data`."""
     from PIL import Image
 
-    from netspec.spec.datasets import IMAGE_EXTENSIONS
-
-    for f in sorted(folder.rglob("*")):
-        if f.suffix.lower() in IMAGE_EXTENSIONS:
+    train_root, _ = folder_roots(folder)
+    for c in class_folders(train_root):
+        f = first_image(train_root / c)
+        if f is not None:
             with Image.open(f) as img:
                 return (1 if img.mode in ("1", "L", "I", "I;16", "F") else 3, img.height, img.width)
-    raise DataError(f"{folder} holds no image files")
+    raise DataError(f"{folder} holds no class sub-folder with image files")
 
 
 def dataset_facts_table(data: DataSpec, data_dir=None):

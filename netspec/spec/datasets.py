@@ -68,8 +68,8 @@ class Facts:
 
     image_shape: tuple[int, int, int]  # (C, H, W) of one stored image
     classes: tuple[str, ...]
-    train: int  # images in the training split (before validation is held out)
-    test: int
+    train: int | None  # images in the training split (before validation is held out); None: not counted
+    test: int | None
     layout: str = ""  # imagefolder: "split" (train/ and test/) or "single"; npz: the array keys used
 
 
@@ -119,8 +119,9 @@ def stated_image_shape(data) -> tuple[int, int, int] | None:
 # --- image folders --------------------------------------------------------------
 
 def class_folders(root: Path) -> list[str]:
-    """Class names as torchvision's ImageFolder finds them: the sub-folders, sorted."""
-    return sorted(e.name for e in os.scandir(root) if e.is_dir())
+    """Class names: the sub-folders, sorted, as torchvision's ImageFolder finds them, except
+    hidden ones (.ipynb_checkpoints, .git), which are never a class."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
 def folder_roots(path: Path) -> tuple[Path, Path | None]:
@@ -130,9 +131,15 @@ def folder_roots(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def _images_under(root: Path) -> int:
-    return sum(1 for _, _, files in os.walk(root, followlinks=True)
-               for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+def first_image(root: Path) -> Path | None:
+    """The first image file under `root` (sorted), or None; stops there, so a wrong path such as
+    / costs a look, not a walk of the disk. Links are not followed."""
+    for here, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                return Path(here) / f
+    return None
 
 
 def _folder_facts(data) -> Facts:
@@ -153,22 +160,17 @@ def _folder_facts(data) -> Facts:
         raise FactsError(where, f"{train_root} has {len(classes)} class sub-folder(s); a classifier needs at least 2",
                          "put each class's images in its own sub-folder: PATH/cat/1.png, PATH/dog/2.png "
                          "(optionally under PATH/train/ and PATH/test/)")
-    counts = {c: _images_under(train_root / c) for c in classes}
-    empty = [c for c, n in counts.items() if n == 0]
-    if empty:
-        raise FactsError(where, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in class folder(s) "
-                                f"{', '.join(empty)} of {train_root}")
-    train, test = sum(counts.values()), 0
+    for c in classes:  # the first empty class folder is the error (the folder may be a wrong path)
+        if first_image(train_root / c) is None:
+            raise FactsError(where, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in class folder {c} of {train_root}",
+                             "every sub-folder is a class; move other folders out, or hide them (a name starting with .)")
     if test_root is not None:
         test_classes = class_folders(test_root)
         if test_classes != classes:
             raise FactsError(where, f"{test_root} has classes {test_classes}, but {train_root} has {classes}",
                              "both splits need the same class sub-folders")
-        test = _images_under(test_root)
-    else:
-        test = count(data.test if data.test is not None else DEFAULT_TEST, train)
-        train -= test
-    return Facts(shape, tuple(classes), train, test, "split" if test_root is not None else "single")
+    # image counts are the data layer's (torchvision lists the files); the check needs none
+    return Facts(shape, tuple(classes), None, None, "split" if test_root is not None else "single")
 
 
 # --- npz arrays -----------------------------------------------------------------
