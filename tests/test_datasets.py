@@ -380,6 +380,12 @@ def test_cli_data_for_a_named_set_a_folder_and_an_npz(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "10 x 12 pixels, 1 channel (grayscale)" in r.output and "3: cat, dog, fox" in r.output
     assert "6 images" in r.output and "image_shape: [1, 10, 12]" in r.output
+    spec = tmp_path / "pets.yaml"  # a spec: its data section, as it would train
+    spec.write_text("name: p\ndata: {dataset: imagefolder, path: pets, input_shape: [3, 8, 8], test: 10}\n"
+                    "model:\n  layers: [Flatten, {Linear: {out_features: 3}}]\n")
+    r = cli.invoke(app, ["data", str(spec)])
+    assert r.exit_code == 0, r.output
+    assert "8 x 8 pixels, 3 channels" in r.output and "10 images" in r.output
     np.savez(tmp_path / "a.npz", images=np.zeros((10, 4, 4), np.uint8) + np.arange(10, dtype=np.uint8)[:, None, None],
              labels=np.arange(10) % 2)
     r = cli.invoke(app, ["data", str(tmp_path / "a.npz")])

@@ -20,7 +20,9 @@ def _mark(ok: bool | None) -> str:
 
 def summary_table(checked: Checked) -> Table:
     a, spec = checked.analysis, checked.spec
-    table = Table(title=f"{spec.name}  (input {_shape(a.input_shape)})", title_justify="left")
+    d = spec.data
+    source = f"{d.dataset}, {d.classes} classes, " if d.dataset != "none" and d.classes else ""
+    table = Table(title=f"{spec.name}  ({source}input {_shape(a.input_shape)})", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("name")
     table.add_column("layer")
