@@ -470,3 +470,18 @@ def test_validation_is_a_count_or_a_share(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("name: v\ndata: {validation: 0.25}\nmodel:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
     assert check_file(ok).spec.data.validation == 0.25
+
+
+@pytest.mark.parametrize("loading", ["loading: memory", "loading: stream, workers: 2"])
+def test_an_unreadable_image_is_one_line_and_leaves_no_run_folder(tmp_path, loading):
+    folder = write_folder(tmp_path / "pets", n=30)
+    bad = folder / "cat" / "broken.png"
+    bad.write_bytes(b"not a png")
+    checked = mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8], test: 0.01, %s}" % loading, 3, 192)
+    with pytest.raises(DataError) as e:
+        run(checked, out=tmp_path / "r")
+    assert str(e.value).startswith(f"cannot read image {bad}") and "Traceback" not in str(e.value)
+    assert not (tmp_path / "r").exists()  # the next try may use the same --out
+    bad.unlink()
+    assert run(mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8], %s}" % loading, 3, 192),
+               out=tmp_path / "r").metrics["status"] == "finished"

@@ -101,6 +101,16 @@ class _Files(Dataset):
             raise DataError(f"cannot read image {path}: {e}") from None
 
 
+def batches_of(loader: DataLoader):
+    """A DataLoader's batches; a DataError raised in a worker process comes back as its own
+    message (torch wraps it in the worker's traceback text, which is no use to a user)."""
+    try:
+        yield from loader
+    except DataError as e:
+        text = str(e).strip().splitlines()
+        raise DataError(text[-1].split("DataError: ", 1)[-1] if text else "a DataLoader worker failed") from None
+
+
 def load_all(images, workers: int = 0) -> ArrayImages:
     """Decode every image into memory (files are read by `workers` DataLoader processes)."""
     if isinstance(images, ArrayImages):
@@ -109,7 +119,7 @@ def load_all(images, workers: int = 0) -> ArrayImages:
     out = torch.empty((len(images), c, h, w), dtype=torch.uint8)
     loader = DataLoader(images.dataset(), batch_size=256, num_workers=workers)
     i = 0
-    for x, _ in loader:
+    for x, _ in batches_of(loader):
         out[i: i + len(x)] = x
         i += len(x)
     return ArrayImages(out, images.labels)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from netspec.data.datasets import ArrayImages, FileImages, Source, load_all
+from netspec.data.datasets import ArrayImages, FileImages, Source, batches_of, load_all
 from netspec.errors import DataError
 from netspec.spec.datasets import count
 
@@ -95,7 +95,7 @@ class StreamSplit:
         idx = torch.arange(len(self)) if order is None else order.cpu()
         steps = math.ceil(len(idx) / batch_size) if steps is None else steps
         plan = [idx[s * batch_size: (s + 1) * batch_size].tolist() for s in range(steps)]
-        for images, labels in self._loader(plan):
+        for images, labels in batches_of(self._loader(plan)):
             x = normalise(images.to(self.device, non_blocking=True), self.mean, self.std)
             yield x.reshape(len(labels), *self.input_shape), labels.to(self.device, non_blocking=True)
 
@@ -147,7 +147,7 @@ def pixel_stats(images: ArrayImages | FileImages, workers: int = 0) -> tuple[tup
     if isinstance(images, ArrayImages):
         chunks = (images.images[i: i + STATS_CHUNK] for i in range(0, len(images), STATS_CHUNK))
     else:
-        chunks = (x for x, _ in DataLoader(images.dataset(), batch_size=256, num_workers=workers))
+        chunks = (x for x, _ in batches_of(DataLoader(images.dataset(), batch_size=256, num_workers=workers)))
     for x in chunks:
         x = x.double() / 255.0
         total += x.sum(dim=(0, 2, 3))

@@ -166,13 +166,18 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         state = run_dir.load(CHECKPOINT)
     else:
         run_dir = RunDir.create(out, spec.name, runs_root, force=force)
+    try:
+        data = load_data(checked, device, data_dir, limit)
+    except BaseException:
+        if not resume:  # a run whose data never loaded leaves no folder behind to refuse the next try
+            run_dir.release()
+        raise
+    reporter = reporter or Reporter()
+    if not resume:
         run_dir.write_yaml(SPEC_FILE, resolved_spec(checked))
         _write_rules(run_dir, checked)
         run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv)})
-    reporter = reporter or Reporter()
-    if not resume:
         reporter.started(run_dir, checked)
-    data = load_data(checked, device, data_dir, limit)
     run_dir.write_json(DATA_RECORD, data.record())
     if observer is not None and data.loading == "stream":
         observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")

@@ -122,6 +122,17 @@ class RunDir:
             raise RunError(f"cannot write the run folder {out or root}: {e.strerror or e}") from None
         return cls(path)
 
+    def release(self) -> None:
+        """Give back a folder claimed by `create` before anything was written into it: the
+        empty spec.yaml goes, and the folder too when nothing else is in it."""
+        claim = self.path / SPEC_FILE
+        try:
+            if claim.is_file() and not claim.is_symlink() and claim.stat().st_size == 0:
+                claim.unlink()
+            self.path.rmdir()
+        except OSError:
+            pass  # not empty (or not ours to remove): leave it
+
     @staticmethod
     def _make_room(path: Path, force: bool) -> None:
         if not path.is_dir() or path.is_symlink():
