@@ -485,3 +485,11 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_run_folder(tmp_path, load
     bad.unlink()
     assert run(mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8], %s}" % loading, 3, 192),
                out=tmp_path / "r").metrics["status"] == "finished"
+
+
+@pytest.mark.parametrize("path", ["a\\0b", "x" * 5000, "~nosuchuser123/x"])
+@pytest.mark.parametrize("dataset", ["imagefolder", "npz"])
+def test_unusable_paths_are_errors_at_their_line(tmp_path, path, dataset):
+    [(where, line, msg)] = _problems(tmp_path, f'name: p\ndata:\n  dataset: {dataset}\n  path: "{path}"\n  input_shape: [1, 4, 4]\n'
+                                               "model:\n  layers: [Flatten, {Linear: {out_features: 2}}]\n")
+    assert (where, line) == ("data.path", 4)

@@ -63,7 +63,7 @@ def dataset_facts_table(data: DataSpec, data_dir=None):
     if not 0 <= validation < n:
         raise DataError(f"--validation {validation:,}: hold out at least 0 and fewer than the {n:,} training images")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    mean, std = pixel_stats(train.subset(order[validation:]))
+    mean, std = pixel_stats(train, order[validation:])
     c, h, w = source.facts.image_shape
     lo, hi = int(train.images.min()), int(train.images.max())
     kind = "grayscale" if c == 1 else "RGB"

@@ -138,16 +138,20 @@ class Data:
         return x.detach().float().cpu().reshape(self.image_shape) * std + mean
 
 
-def pixel_stats(images: ArrayImages | FileImages, workers: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of pixels scaled to 0..1 (float64 sums)."""
+def pixel_stats(images: ArrayImages | FileImages, idx: torch.Tensor | None = None,
+                workers: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of pixels scaled to 0..1 (float64 sums), over
+    the images at `idx` (all when None), read a chunk at a time (no copy of the split)."""
+    idx = torch.arange(len(images)) if idx is None else idx
     c = images.images.shape[1] if isinstance(images, ArrayImages) else images.image_shape[0]
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     n = 0
     if isinstance(images, ArrayImages):
-        chunks = (images.images[i: i + STATS_CHUNK] for i in range(0, len(images), STATS_CHUNK))
+        chunks = (images.images[idx[i: i + STATS_CHUNK]] for i in range(0, len(idx), STATS_CHUNK))
     else:
-        chunks = (x for x, _ in batches_of(DataLoader(images.dataset(), batch_size=256, num_workers=workers)))
+        loader = DataLoader(images.subset(idx).dataset(), batch_size=256, num_workers=workers)
+        chunks = (x for x, _ in batches_of(loader))
     for x in chunks:
         x = x.double() / 255.0
         total += x.sum(dim=(0, 2, 3))
@@ -203,7 +207,7 @@ def prepare(source: Source, data, *, seed: int, device: torch.device | str = "cp
         if len(mean) != c or len(std) != c:
             raise DataError(f"data.mean and data.std give {len(mean)} and {len(std)} values; the images have {c} channels")
     else:
-        mean, std = pixel_stats(train_images.subset(order[validation:]), workers)
+        mean, std = pixel_stats(train_images, order[validation:], workers)
         stats_from = "training split"
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(c, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(c, 1, 1)
