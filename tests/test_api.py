@@ -152,6 +152,9 @@ def test_the_notebook_runs_end_to_end_in_a_real_kernel(tmp_path):
 
     assert output_of("build(logits=True)").split() == ["Softmax", "Linear", "True"]  # build() vs build(logits=True)
     assert "<table>" in output_of("spec.summary()")
-    assert "epoch   3" in output_of("netspec.train(")
+    assert "epoch   3" in output_of("netspec.train(spec")
     assert "model.layers[1]: unknown layer 'Lambda'" in output_of("except netspec.SpecError")
     assert output_of("again.predict(").startswith("[0, 4, 7]")  # predictions on the drawn digits
+    own = output_of("dataset\": \"imagefolder")  # a folder of PNGs: classes and shape from the folder, then predictions
+    assert own.startswith("3 classes; (3, 16, 16)") and "['blue', 'green', 'red']" in own  # sorted folder names
+    assert own.count("'blue')") == 3  # the blue squares predicted blue
