@@ -61,7 +61,7 @@ RulesOpt = Annotated[Optional[list[str]], typer.Option("--rules", metavar="NAME_
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a setting: key=value (dotted key); repeatable")]
 FormatOpt = Annotated[str, typer.Option("--format", metavar="text|json", help="text or json")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", envvar="NETSPEC_DATA_DIR",
-                                                    help="folder with MNIST/raw (default: ~/.cache/netspec, downloaded)")]
+                                                    help="folder of the named datasets in torchvision's layout: MNIST/raw, cifar-10-batches-py, ... (default: ~/.cache/netspec, downloaded)")]
 
 
 @contextmanager

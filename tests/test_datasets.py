@@ -493,3 +493,16 @@ def test_unusable_paths_are_errors_at_their_line(tmp_path, path, dataset):
     [(where, line, msg)] = _problems(tmp_path, f'name: p\ndata:\n  dataset: {dataset}\n  path: "{path}"\n  input_shape: [1, 4, 4]\n'
                                                "model:\n  layers: [Flatten, {Linear: {out_features: 2}}]\n")
     assert (where, line) == ("data.path", 4)
+
+
+def test_input_shape_defaults_to_the_datasets_image_shape(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\ndata: {dataset: cifar10}\nmodel:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
+    assert check_file(path).spec.data.input_shape == (3, 32, 32)
+    write_folder(tmp_path / "pets", n=30)
+    [(where, line, msg)] = _problems(tmp_path, "name: f\ndata:\n  dataset: imagefolder\n  path: pets\n"
+                                               "model:\n  layers: [Flatten, {Linear: {out_features: 3}}]\n")
+    assert (where, line) == ("data.dataset", 3) and "states none" in msg
+    path.write_text("name: f\ndata: {dataset: imagefolder, path: pets, image_shape: [1, 6, 6]}\n"
+                    "model:\n  layers: [Flatten, {Linear: {out_features: 3}}]\n")
+    assert check_file(path).spec.data.input_shape == (1, 6, 6)

@@ -120,11 +120,19 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
             raise SpecError([doc.problem(("data", "path"), f"{d.path!r} is not a usable path: {e}")]) from None
     if d.dataset in FILES and not read_data and d.classes and d.image_shape:
         return replace(spec, data=d)
+    section = doc.data.get("data") if isinstance(doc.data, dict) else None
+    input_given = isinstance(section, dict) and "input_shape" in section
+    if d.dataset == "imagefolder" and not d.image_shape and not input_given:
+        raise SpecError([doc.problem(("data", "dataset"), "imagefolder resizes every image to a stated size, and this "
+                                     "spec states none", "add data.image_shape: [channels, height, width] "
+                                     "(channels 1 = grayscale, 3 = RGB)")])
     try:
         facts = dataset_facts(d)
     except FactsError as e:
         raise SpecError([doc.problem(e.path, e.message, e.hint)]) from None
     name, problems = d.dataset, []
+    if not input_given:  # unsaid: the dataset's own image shape
+        d = replace(d, input_shape=tuple(facts.image_shape))
     shape, values = list(facts.image_shape), math.prod(facts.image_shape)
     if d.path is not None and d.dataset in NAMED:
         problems.append(doc.problem(("data", "path"), f"{name} is found by name (in --data-dir); data.path is "

@@ -52,7 +52,7 @@ class DataSpec:
     loading: str = "auto"  # memory | stream | auto (memory when the float tensors fit memory_mb)
     memory_mb: int = 2048  # the cap for keeping a whole dataset as float tensors on the device
     workers: int | str = "auto"  # DataLoader worker processes when streaming or decoding files; auto: see splits.py
-    input_shape: tuple[int, ...] = (1, 28, 28)  # one sample, no batch dimension
+    input_shape: tuple[int, ...] = (1, 28, 28)  # one sample, no batch dimension; unsaid: the dataset's image shape
 
 
 @dataclass(frozen=True)

@@ -184,9 +184,9 @@ DATA = _obj(
                     "description": "DataLoader worker processes that read and decode images (streaming, or image files "
                                    "into memory); auto: none for arrays already in memory, and for files on 2 cores"},
         "input_shape": {
-            "type": "array", "items": _int(1), "minItems": 1, "maxItems": 3, "default": [1, 28, 28],
+            "type": "array", "items": _int(1), "minItems": 1, "maxItems": 3,
             "description": "shape of one input without the batch: the image [C, H, W], or a reshape of its values "
-                           "such as [784] for flattened 28x28 images",
+                           "such as [784] for flattened 28x28 images; default: the dataset's image shape",
         },
     }
 )
@@ -221,7 +221,7 @@ LINT_WARNINGS = {  # name -> why it is probably a mistake (netspec/builder/lint.
     "dropout-after-output": "Dropout after the last Linear drops logits (or probabilities), not features",
     "batchnorm-after-output": "BatchNorm after the last Linear normalises the logits",
     "pool-to-1x1": "a pooling leaves a 1x1 map, yet more convolutions follow",
-    "small-receptive-field": "the convolutions see less than a digit before the classifier",
+    "small-receptive-field": "the convolutions see less than the subject of an image (a digit) before the classifier",
 }
 
 LINT = _obj({"ignore": {"type": "array", "uniqueItems": True, "items": {"enum": list(LINT_WARNINGS)},
