@@ -506,3 +506,12 @@ def test_input_shape_defaults_to_the_datasets_image_shape(tmp_path):
     path.write_text("name: f\ndata: {dataset: imagefolder, path: pets, image_shape: [1, 6, 6]}\n"
                     "model:\n  layers: [Flatten, {Linear: {out_features: 3}}]\n")
     assert check_file(path).spec.data.input_shape == (1, 6, 6)
+
+
+def test_given_statistics_are_checked_against_the_channels(tmp_path):
+    msgs = _problems(tmp_path, "name: s\ndata:\n  dataset: cifar10\n  mean: [0.5]\n  std: [0.2, 0.2, 0.2]\n"
+                               "model:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
+    assert [(p, line) for p, line, _ in msgs] == [("data.mean", 4)] and "3 channel(s)" in msgs[0][2]
+    msgs = _problems(tmp_path, "name: s\ndata:\n  dataset: mnist\n  std: [0.3]\n"
+                               "model:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
+    assert msgs[0][:2] == ("data.std", 4) and "without data.mean" in msgs[0][2]

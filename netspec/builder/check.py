@@ -153,6 +153,15 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
     if d.dataset in NAMED and isinstance(d.validation, int) and d.validation >= facts.train:
         problems.append(doc.problem(("data", "validation"), f"{d.validation:,} validation images, but {name} has "
                                     f"{facts.train:,} training images", "hold out fewer (default 5000) or a share such as 0.1"))
+    if (d.mean is None) != (d.std is None):
+        given, missing = ("mean", "std") if d.std is None else ("std", "mean")
+        problems.append(doc.problem(("data", given), f"data.{given} is given without data.{missing}",
+                                    "give both (one value per channel), or neither to use the training split's"))
+    for key in ("mean", "std"):
+        values = getattr(d, key)
+        if values is not None and len(values) != facts.image_shape[0]:
+            problems.append(doc.problem(("data", key), f"{len(values)} value(s); {name} images have "
+                                        f"{facts.image_shape[0]} channel(s)", "one value per channel"))
     if d.test is not None and facts.layout not in ("single", "images,labels"):
         problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "
                                     "image folder or an npz without x_test", "remove data.test"))
