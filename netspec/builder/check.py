@@ -144,7 +144,6 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
     if d.image_shape is not None and d.dataset in NAMED and list(d.image_shape) != shape:
         problems.append(doc.problem(("data", "image_shape"), f"{list(d.image_shape)} stated, but {name} images are {shape}"))
     if math.prod(d.input_shape) != values:
-        c, h, w = shape
         problems.append(doc.problem(
             ("data", "input_shape"), f"{list(d.input_shape)} holds {math.prod(d.input_shape)} values; "
                                      f"{name} images are {shape} ({values} values)",
@@ -158,9 +157,9 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
         problems.append(doc.problem(("data", given), f"data.{given} is given without data.{missing}",
                                     "give both (one value per channel), or neither to use the training split's"))
     for key in ("mean", "std"):
-        values = getattr(d, key)
-        if values is not None and len(values) != facts.image_shape[0]:
-            problems.append(doc.problem(("data", key), f"{len(values)} value(s); {name} images have "
+        given_values = getattr(d, key)
+        if given_values is not None and len(given_values) != facts.image_shape[0]:
+            problems.append(doc.problem(("data", key), f"{len(given_values)} value(s); {name} images have "
                                         f"{facts.image_shape[0]} channel(s)", "one value per channel"))
     if d.test is not None and facts.layout not in ("single", "images,labels"):
         problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "
