@@ -50,7 +50,8 @@ def mlp_spec(tmp_path, data: str, classes: int, values: int, name: str = "tiny")
     """A small MLP spec for `data` (a YAML flow mapping) written to tmp_path/spec.yaml, checked."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(f"name: {name}\ndata: {data}\nmodel:\n  layers:\n    - Flatten\n"
-                    f"    - Linear: {{out_features: 64}}\n    - ReLU\n    - Linear: {{out_features: {classes}}}\n"
+                    f"    - Linear: {{out_features: 64}}\n    - ReLU\n    - Dropout: {{p: 0.2}}\n"
+                    f"    - Linear: {{out_features: {classes}}}\n"
                     "train: {epochs: 1, batch_size: 32, optimizer: {name: adam, lr: 0.003}}\n")
     return check_file(path)
 
@@ -343,6 +344,7 @@ def test_statistics_come_from_the_training_split_only(tmp_path):
 
 
 def test_streaming_trains_exactly_like_memory_and_is_recorded(tmp_path, monkeypatch):
+    """Dropout in the model: a DataLoader that drew from torch's global RNG would change its masks."""
     root, _, _ = write_cifar10(tmp_path / "data", monkeypatch)
     base = "{dataset: cifar10, validation: 100, input_shape: [3, 32, 32], %s}"
     results = {}
@@ -515,3 +517,20 @@ def test_given_statistics_are_checked_against_the_channels(tmp_path):
     msgs = _problems(tmp_path, "name: s\ndata:\n  dataset: mnist\n  std: [0.3]\n"
                                "model:\n  layers: [Flatten, {Linear: {out_features: 10}}]\n")
     assert msgs[0][:2] == ("data.std", 4) and "without data.mean" in msgs[0][2]
+
+
+def test_the_same_images_as_npz_train_exactly_like_the_named_set(fake_data, tmp_path):
+    """One pipeline behind every source: MNIST's own files and the same arrays in an npz give
+    the same split, statistics and metrics."""
+    from conftest import mnist_source
+
+    src = mnist_source(fake_data)
+    np.savez(tmp_path / "same.npz", x_train=src.train.images[:, 0].numpy(), y_train=src.train.labels.numpy(),
+             x_test=src.test.images[:, 0].numpy(), y_test=src.test.labels.numpy())
+    metrics = {}
+    for name, data in (("named", "{dataset: mnist, validation: 200}"), ("npz", "{dataset: npz, path: same.npz, validation: 200}")):
+        checked = mlp_spec(tmp_path, data, 10, 784, name=name)
+        metrics[name] = run(checked, out=tmp_path / name, data_dir=fake_data).metrics
+        metrics[name]["mean"] = json.loads((tmp_path / name / "data.json").read_text())["mean"]
+    for key in ("test_accuracy", "test_loss", "best_val_accuracy", "train_size", "mean"):
+        assert metrics["named"][key] == metrics["npz"][key], key

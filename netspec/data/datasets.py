@@ -101,6 +101,13 @@ class _Files(Dataset):
             raise DataError(f"cannot read image {path}: {e}") from None
 
 
+def loader_of(dataset: Dataset, workers: int, **kw) -> DataLoader:
+    """A DataLoader that leaves torch's global RNG alone: without a generator of its own, each
+    pass would draw its workers' base seed from the global one, shifting the dropout masks of
+    training (so a streamed run would differ from the same run in memory)."""
+    return DataLoader(dataset, num_workers=workers, generator=torch.Generator().manual_seed(0), **kw)
+
+
 def batches_of(loader: DataLoader):
     """A DataLoader's batches; a DataError raised in a worker process comes back as its own
     message (torch wraps it in the worker's traceback text, which is no use to a user)."""
@@ -117,7 +124,7 @@ def load_all(images, workers: int = 0) -> ArrayImages:
         return images
     c, h, w = images.image_shape
     out = torch.empty((len(images), c, h, w), dtype=torch.uint8)
-    loader = DataLoader(images.dataset(), batch_size=256, num_workers=workers)
+    loader = loader_of(images.dataset(), workers, batch_size=256)
     i = 0
     for x, _ in batches_of(loader):
         out[i: i + len(x)] = x

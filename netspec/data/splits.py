@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from netspec.data.datasets import ArrayImages, FileImages, Source, batches_of, load_all
+from netspec.data.datasets import ArrayImages, FileImages, Source, batches_of, load_all, loader_of
 from netspec.errors import DataError
 from netspec.spec.datasets import count
 
@@ -88,8 +88,8 @@ class StreamSplit:
         return len(self.images)
 
     def _loader(self, index_batches: list[list[int]]) -> DataLoader:
-        return DataLoader(self.images.dataset(), batch_sampler=index_batches, num_workers=self.workers,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+        return loader_of(self.images.dataset(), self.workers, batch_sampler=index_batches,
+                         pin_memory=self.device.type == "cuda")
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None, steps: int | None = None):
         idx = torch.arange(len(self)) if order is None else order.cpu()
@@ -150,7 +150,7 @@ def pixel_stats(images: ArrayImages | FileImages, idx: torch.Tensor | None = Non
     if isinstance(images, ArrayImages):
         chunks = (images.images[idx[i: i + STATS_CHUNK]] for i in range(0, len(idx), STATS_CHUNK))
     else:
-        loader = DataLoader(images.subset(idx).dataset(), batch_size=256, num_workers=workers)
+        loader = loader_of(images.subset(idx).dataset(), workers, batch_size=256)
         chunks = (x for x, _ in batches_of(loader))
     for x in chunks:
         x = x.double() / 255.0
