@@ -156,8 +156,7 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
         given, missing = ("mean", "std") if d.std is None else ("std", "mean")
         problems.append(doc.problem(("data", given), f"data.{given} is given without data.{missing}",
                                     "give both (one value per channel), or neither to use the training split's"))
-    for key in ("mean", "std"):
-        given_values = getattr(d, key)
+    for key, given_values in (("mean", d.mean), ("std", d.std)):
         if given_values is not None and len(given_values) != facts.image_shape[0]:
             problems.append(doc.problem(("data", key), f"{len(given_values)} value(s); {name} images have "
                                         f"{facts.image_shape[0]} channel(s)", "one value per channel"))
