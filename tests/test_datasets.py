@@ -534,3 +534,15 @@ def test_the_same_images_as_npz_train_exactly_like_the_named_set(fake_data, tmp_
         metrics[name]["mean"] = json.loads((tmp_path / name / "data.json").read_text())["mean"]
     for key in ("test_accuracy", "test_loss", "best_val_accuracy", "train_size", "mean"):
         assert metrics["named"][key] == metrics["npz"][key], key
+
+
+def test_cli_trains_an_image_folder_and_says_data_dir_is_not_its_place(tmp_path):
+    write_folder(tmp_path / "pets", n=30)
+    spec = tmp_path / "p.yaml"
+    spec.write_text("name: p\ndata: {dataset: imagefolder, path: pets, image_shape: [1, 8, 8]}\n"
+                    "model:\n  layers: [Flatten, {Linear: {out_features: 3}}]\ntrain: {epochs: 1, batch_size: 4}\n")
+    r = cli.invoke(app, ["run", str(spec), "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "--data-dir is where the named datasets are; imagefolder reads data.path" in r.output
+    r = cli.invoke(app, ["predict", str(tmp_path / "r"), str(tmp_path / "pets" / "cat"), "--format", "json"])
+    assert r.exit_code == 0 and {row["class"] for row in json.loads(r.stdout)} <= {"cat", "dog", "fox"}

@@ -29,7 +29,7 @@ from netspec.runner.speed import prepare as prepare_model
 from netspec.runner.speed import resolve as resolve_speed
 from netspec.runner.speed import resolved_spec as spec_with_speed
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
-from netspec.spec.datasets import NAMED
+from netspec.spec.datasets import FILES, NAMED
 from netspec.spec.loader import load_file
 from netspec.spec.rules import resolve_rules, rules_from_dict, shipped_rule_sets
 from netspec.builder.check import Checked, check_document
@@ -179,6 +179,8 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv)})
         reporter.started(run_dir, checked)
     run_dir.write_json(DATA_RECORD, data.record())
+    if observer is not None and data_dir is not None and spec.data.dataset in FILES:
+        observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
     if observer is not None and data.loading == "stream":
         observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), backend_flags(speed, device):
