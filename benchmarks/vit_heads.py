@@ -10,7 +10,6 @@ runner's Trainer for each attention form, and extrapolates to one epoch of
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from netspec.data.splits import prepare
 from netspec.spec.config import DataSpec
 from netspec.runner.train import Trainer
 from netspec.builder.check import check_file
+from speed import timed_epoch  # benchmarks/speed.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_IMAGES = 55_000
@@ -41,14 +41,7 @@ def time_steps(form: str, raw, steps: int, device: torch.device) -> float:
         return Trainer(spec, build_model(spec, device), data, device, softmax_head=False)
 
     trainer(5)._epoch(1)
-    t = trainer(steps)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    t._epoch(1)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / t.steps_per_epoch
+    return timed_epoch(trainer(steps), device)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ Every failure a user can cause raises a `NetspecError`; a spec's mistakes raise 
 """
 from __future__ import annotations
 
+import functools
 import html
 import sys
 import time
@@ -190,7 +191,7 @@ class Run:
     def logits_model(self) -> nn.Module:
         return logits_model(self.model, self.spec.softmax_head)
 
-    @property
+    @functools.cached_property
     def preprocessing(self) -> dict:
         """How the run's images were read and normalised (data.json): classes, image_shape, mean, std."""
         return preprocessing(RunDir(self.path), self.spec.config)

@@ -18,6 +18,18 @@ if os.environ.get("CI"):
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+TINY_SWEEP = """name: tiny
+data: {validation: 100, input_shape: [784]}
+model:
+  layers:
+    - Linear: {out_features: 32}
+    - ReLU
+    - Linear: {out_features: 10}
+train: {epochs: 1, batch_size: 64}
+sweep:
+  grid:
+    train.batch_size: [32, 64]
+"""  # a small MLP with a 2-point grid: the sweep tests' spec
 
 
 def write_idx(path: Path, tensor: torch.Tensor) -> None:

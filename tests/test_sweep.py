@@ -15,20 +15,8 @@ from netspec.runner.train import Observer
 from netspec.spec.loader import load_file
 from netspec.builder.check import check_file
 
-from conftest import SPECS
+from conftest import SPECS, TINY_SWEEP as TINY
 
-TINY = """name: tiny
-data: {validation: 100, input_shape: [784]}
-model:
-  layers:
-    - Linear: {out_features: 32}
-    - ReLU
-    - Linear: {out_features: 10}
-train: {epochs: 1, batch_size: 64}
-sweep:
-  grid:
-    train.batch_size: [32, 64]
-"""
 
 
 def test_grid_expansion_spec_section_and_command_line(write_spec):

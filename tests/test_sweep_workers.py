@@ -16,21 +16,9 @@ from optuna.trial import TrialState
 from netspec.errors import RunError, SpecError
 from netspec.runner.sweep import parse_range, sweep
 
-from conftest import ROOT
+from conftest import ROOT, TINY_SWEEP
 
-SPEC = """name: tiny
-data: {validation: 100, input_shape: [784]}
-model:
-  layers:
-    - Linear: {out_features: 32}
-    - ReLU
-    - Linear: {out_features: 10}
-train: {epochs: EPOCHS, batch_size: 64}
-sweep:
-  grid:
-    train.batch_size: [32, 64]
-    train.optimizer.lr: [0.001, 0.003]
-"""
+SPEC = TINY_SWEEP.replace("epochs: 1,", "epochs: EPOCHS,") + "    train.optimizer.lr: [0.001, 0.003]\n"  # a 2 x 2 grid
 
 
 def spec(tmp_path, epochs=1):

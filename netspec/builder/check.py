@@ -160,14 +160,12 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
         if given_values is not None and len(given_values) != facts.image_shape[0]:
             problems.append(doc.problem(("data", key), f"{len(given_values)} value(s); {name} images have "
                                         f"{facts.image_shape[0]} channel(s)", "one value per channel"))
-    if d.test is not None and facts.layout not in ("single", "images,labels"):
+    if d.test is not None and not facts.holds_out_test:
         problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "
                                     "image folder or an npz without x_test", "remove data.test"))
     if problems:
         raise SpecError(problems)
-    test = d.test
-    if facts.layout in ("single", "images,labels") and test is None:
-        test = DEFAULT_TEST
+    test = (DEFAULT_TEST if d.test is None else d.test) if facts.holds_out_test else None
     return replace(spec, data=replace(d, image_shape=tuple(facts.image_shape), classes=len(facts.classes), test=test))
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import datasets, transforms
 
 from netspec.errors import DataError
-from netspec.spec.datasets import (NAMED, Facts, class_folders, count, dataset_facts, folder_roots, npz_image_shape,
-                                   npz_keys)
+from netspec.spec.datasets import (NAMED, Facts, FactsError, class_folders, dataset_facts, folder_roots,
+                                   npz_image_shape, npz_keys, test_count)
 
 TEST_SPLIT_SEED = 0  # a single folder's test hold-out is the same whatever the training seed
 
@@ -36,6 +36,10 @@ class ArrayImages:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -43,18 +47,7 @@ class ArrayImages:
         return ArrayImages(self.images[idx], self.labels[idx])
 
     def dataset(self) -> Dataset:
-        return _Pairs(self.images, self.labels)
-
-
-class _Pairs(Dataset):
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i], self.labels[i]
+        return TensorDataset(self.images, self.labels)
 
 
 def read_image(path: str, mode: str, size: tuple[int, int]) -> torch.Tensor:
@@ -198,8 +191,8 @@ def _read_named(name: str, root: Path, download: bool):
     read = READERS[name]
     title = NAMED[name].title
     missing = (f"{title} is not in {root}, or its files are incomplete (torchvision looks for {root / WHERE[name]}). "
-               f"Point --data-dir or "
-               f"NETSPEC_DATA_DIR at a folder that holds it, or go online once so torchvision can download it there.")
+               "Point --data-dir or NETSPEC_DATA_DIR at a folder that holds it, or go online once so torchvision "
+               "can download it there.")
     try:
         return [read(str(root), t, False) for t in (True, False)]
     except RuntimeError:
@@ -210,7 +203,7 @@ def _read_named(name: str, root: Path, download: bool):
     try:
         root.mkdir(parents=True, exist_ok=True)
         return [read(str(root), t, True) for t in (True, False)]
-    except DataError:
+    except DataError:  # ours (SVHN without scipy): already the message
         raise
     except Exception as e:  # noqa: BLE001 - network errors come in many types; all mean the same here
         raise DataError(f"{missing}\n  download failed: {e}") from None
@@ -243,7 +236,7 @@ def _read_folder(data, facts: Facts):
     if test_root is not None:
         return files(train_root), files(test_root)
     everything = files(train_root)
-    return _held_out_test(everything, count(data.test, len(everything)))
+    return _held_out_test(everything, test_count(data, len(everything)))
 
 
 def _to_nchw(array: np.ndarray, key: str) -> torch.Tensor:
@@ -265,13 +258,11 @@ def _read_npz(data, facts: Facts):
         train = ArrayImages(_to_nchw(arrays[x_train], x_train), torch.from_numpy(arrays[y_train].astype(np.int64)))
         if x_test:
             return train, ArrayImages(_to_nchw(arrays[x_test], x_test), torch.from_numpy(arrays[y_test].astype(np.int64)))
-    return _held_out_test(train, count(data.test, len(train)))
+    return _held_out_test(train, test_count(data, len(train)))
 
 
 def load_source(data, data_dir: str | Path | None = None, download: bool = True) -> Source:
     """Read the dataset a checked spec's data section names (`data.path` absolute)."""
-    from netspec.spec.datasets import FactsError
-
     try:
         facts = dataset_facts(data)
     except FactsError as e:

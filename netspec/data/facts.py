@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from netspec.data.datasets import load_all, load_source
-from netspec.data.splits import pixel_stats, worker_count
+from netspec.data.splits import pixel_stats, split_indices, worker_count
 from netspec.errors import DataError
 from netspec.spec.config import DataSpec
-from netspec.spec.datasets import (DEFAULT_TEST, FILES, NAMED, FactsError, class_folders, count, dataset_facts,
+from netspec.spec.datasets import (DEFAULT_FILE_VALIDATION, FILES, NAMED, FactsError, class_folders, dataset_facts,
                                    first_image, folder_roots)
 
 
@@ -27,15 +27,13 @@ def data_spec_for(what: str, image_shape: tuple[int, int, int] | None = None,
     else:
         raise DataError(f"'{what}' is not a dataset netspec knows ({', '.join(NAMED)}), a folder or an .npz file")
     if d.dataset in FILES:
-        d = replace(d, validation=0.1, test=DEFAULT_TEST)
+        d = replace(d, validation=DEFAULT_FILE_VALIDATION)
     if validation is not None:
         d = replace(d, validation=validation)
     try:
         facts = dataset_facts(d)
     except FactsError as e:
         raise DataError(f"{what}: {e.message}" + (f" ({e.hint})" if e.hint else "")) from None
-    if facts.layout not in ("single", "images,labels"):
-        d = replace(d, test=None)
     return replace(d, image_shape=facts.image_shape, input_shape=facts.image_shape, classes=len(facts.classes))
 
 
@@ -59,11 +57,9 @@ def dataset_facts_table(data: DataSpec, data_dir=None):
     train = load_all(source.train, workers)
     test = load_all(source.test, workers)
     n = len(train)
-    validation = count(data.validation, n)
-    if not 0 <= validation < n:
-        raise DataError(f"--validation {validation:,}: hold out at least 0 and fewer than the {n:,} training images")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    mean, std = pixel_stats(train, order[validation:])
+    val_idx, train_idx = split_indices(n, data.validation, seed=0, what="--validation")
+    validation = len(val_idx)
+    mean, std = pixel_stats(train, train_idx)
     c, h, w = source.facts.image_shape
     lo, hi = int(train.images.min()), int(train.images.max())
     kind = "grayscale" if c == 1 else "RGB"
@@ -80,7 +76,7 @@ def dataset_facts_table(data: DataSpec, data_dir=None):
         ("training + validation", f"{n:,} images"),
         ("training / validation", f"{n - validation:,} / {validation:,} (seeded split; data.validation in a spec)"),
         ("test", f"{len(test):,} images" + (" (held out of the same folder or array: data.test)"
-                                            if source.facts.layout in ("single", "images,labels") else "")),
+                                            if source.facts.holds_out_test else "")),
         ("classes", f"{len(source.classes)}: " + ", ".join(source.classes[:20]) + (", ..." if len(source.classes) > 20 else "")),
         ("in a spec", f"data: {{dataset: {data.dataset}" + (f", path: {data.path}" if data.path else "")
          + (f", image_shape: [{c}, {h}, {w}]" if data.dataset == "imagefolder" else "")

@@ -143,7 +143,7 @@ def pixel_stats(images: ArrayImages | FileImages, idx: torch.Tensor | None = Non
     """Per-channel mean and standard deviation of pixels scaled to 0..1 (float64 sums), over
     the images at `idx` (all when None), read a chunk at a time (no copy of the split)."""
     idx = torch.arange(len(images)) if idx is None else idx
-    c = images.images.shape[1] if isinstance(images, ArrayImages) else images.image_shape[0]
+    c = images.image_shape[0]
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     n = 0
@@ -167,6 +167,16 @@ def pixel_stats(images: ArrayImages | FileImages, idx: torch.Tensor | None = Non
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
+def split_indices(n: int, validation: int | float, *, seed: int, what: str = "validation") -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation indices, training indices) of `n` training images: a seeded permutation, the
+    first `validation` images (a count, or a share below 1) held out."""
+    held = count(validation, n)
+    if not 0 <= held < n:
+        raise DataError(f"{what} {held:,}: hold out at least 0 and fewer than the {n:,} training images")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:held], order[held:]
+
+
 def prepare(source: Source, data, *, seed: int, device: torch.device | str = "cpu", limit: int | None = None) -> Data:
     """Split train/validation with a seeded permutation, normalise with the training split's
     statistics, and keep it in memory on `device` or stream it (`data.loading`).
@@ -178,56 +188,39 @@ def prepare(source: Source, data, *, seed: int, device: torch.device | str = "cp
     """
     device = torch.device(device)
     n = len(source.train)
-    validation = count(data.validation, n)
-    if not 0 <= validation < n:
-        raise DataError(f"validation {validation:,} must be at least 0 and below the {n:,} training images")
     if limit is not None and limit < 1:
         raise DataError(f"--limit {limit}: give a number of training images of at least 1")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:validation], order[validation:]
-    available = len(train_idx)
-    if limit is not None:
-        train_idx = train_idx[:limit]
+    val_idx, train_idx = split_indices(n, data.validation, seed=seed)
+    used_idx = train_idx if limit is None else train_idx[:limit]
     c, h, w = source.facts.image_shape
-    total = n + len(source.test)
-    need = total * c * h * w * 4
-    cap = data.memory_mb * 2**20
+    need = (n + len(source.test)) * c * h * w * 4
     if data.loading == "auto":
-        loading = "memory" if need <= cap else "stream"
+        loading = "memory" if need <= data.memory_mb * 2**20 else "stream"
         reason = (f"auto: {need / 2**20:,.0f} MiB of float32 tensors {'fit' if loading == 'memory' else 'exceed'} "
                   f"data.memory_mb {data.memory_mb:,}")
     else:
         loading, reason = data.loading, f"data.loading: {data.loading}"
     workers = worker_count(data.workers, source.train)
-    train_images = source.train
+    train_images, test_images = source.train, source.test
     if loading == "memory":
-        train_images = load_all(source.train, workers)
-    if data.mean is not None and data.std is not None:
+        train_images, test_images = load_all(source.train, workers), load_all(source.test, workers)
+    if data.mean is not None and data.std is not None:  # the check made sure both have one value per channel
         mean, std, stats_from = tuple(data.mean), tuple(data.std), "spec"
-        if len(mean) != c or len(std) != c:
-            raise DataError(f"data.mean and data.std give {len(mean)} and {len(std)} values; the images have {c} channels")
-    else:
-        mean, std = pixel_stats(train_images, order[validation:], workers)
+    else:  # the whole training split, before --limit, so a limited run preprocesses like a full one
+        mean, std = pixel_stats(train_images, train_idx, workers)
         stats_from = "training split"
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(c, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(c, 1, 1)
     input_shape = tuple(data.input_shape)
 
-    if loading == "memory":
-        test_images = load_all(source.test, workers)
-
-        def split(images: ArrayImages, idx=None) -> Split:
-            part = images if idx is None else images.subset(idx)
-            x = normalise(part.images.to(device), mean_t, std_t)
-            return Split(x.reshape(len(part), *input_shape), part.labels.to(device))
-
-        train, val, test = split(train_images, train_idx), split(train_images, val_idx), split(test_images)
-    else:
-        def split(images, idx=None) -> StreamSplit:
-            part = images if idx is None else images.subset(idx)
+    def split(images, idx=None) -> Split | StreamSplit:
+        part = images if idx is None else images.subset(idx)
+        if loading == "stream":
             return StreamSplit(part, mean_t, std_t, input_shape, device, workers)
+        x = normalise(part.images.to(device), mean_t, std_t)
+        return Split(x.reshape(len(part), *input_shape), part.labels.to(device))
 
-        train, val, test = split(source.train, train_idx), split(source.train, val_idx), split(source.test)
+    train, val, test = split(train_images, used_idx), split(train_images, val_idx), split(test_images)
     return Data(name=source.name, train=train, val=val, test=test, input_shape=input_shape, mean=mean, std=std,
-                image_shape=(c, h, w), train_available=available, classes=source.classes, loading=loading,
+                image_shape=(c, h, w), train_available=len(train_idx), classes=source.classes, loading=loading,
                 loading_reason=reason, stats_from=stats_from, workers=workers)

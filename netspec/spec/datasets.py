@@ -72,6 +72,16 @@ class Facts:
     test: int | None
     layout: str = ""  # imagefolder: "split" (train/ and test/) or "single"; npz: the array keys used
 
+    @property
+    def holds_out_test(self) -> bool:
+        """A single folder, or an npz of images and labels: the test set is held out of it (data.test)."""
+        return self.layout in ("single", "images,labels")
+
+
+def test_count(data, total: int) -> int:
+    """Images held out as the test set of a single folder or array: data.test, or 20%."""
+    return count(data.test if data.test is not None else DEFAULT_TEST, total)
+
 
 class FactsError(Exception):
     """A spec's data section does not match the data: `path` is where, `hint` what to do."""
@@ -257,6 +267,6 @@ def _npz_facts(data) -> Facts:
     if keys[2]:
         test = headers[keys[2]][0][0]
     else:
-        test = count(data.test if data.test is not None else DEFAULT_TEST, train)
+        test = test_count(data, train)
         train -= test
     return Facts(shape, classes, train, test, ",".join(k for k in keys if k))
