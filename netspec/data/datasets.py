@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import datasets, transforms
 
 from netspec.errors import DataError
-from netspec.spec.datasets import (NAMED, Facts, FactsError, class_folders, dataset_facts, folder_roots,
+from netspec.spec.datasets import (NAMED, Facts, FactsError, dataset_facts, list_folder,
                                    npz_image_shape, npz_keys, test_count)
 
 TEST_SPLIT_SEED = 0  # a single folder's test hold-out is the same whatever the training seed
@@ -212,30 +212,24 @@ def _read_named(name: str, root: Path, download: bool):
 # --- a user's own data ---------------------------------------------------------------
 
 def _held_out_test(images, test: int):
+    if test < 1:  # before training, not after it
+        raise DataError(f"a test split of {test} images: {len(images)} images hold out none (data.test)")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(TEST_SPLIT_SEED))
     return images.subset(order[test:]), images.subset(order[:test])
 
 
-class _Folder(datasets.ImageFolder):
-    """torchvision's ImageFolder, with netspec's class folders (hidden folders are not classes)."""
-
-    def find_classes(self, directory):
-        classes = class_folders(Path(directory))
-        return classes, {c: i for i, c in enumerate(classes)}
-
-
 def _read_folder(data, facts: Facts):
-    train_root, test_root = folder_roots(Path(data.path))
-
-    def files(root: Path) -> FileImages:
-        found = _Folder(str(root), loader=lambda p: p)  # lists the files; reads none
-        if tuple(found.classes) != facts.classes:
-            raise DataError(f"{root} has classes {found.classes}, the spec's facts {list(facts.classes)}")
-        return FileImages(found.samples, facts.image_shape)
-
-    if test_root is not None:
-        return files(train_root), files(test_root)
-    everything = files(train_root)
+    """The image files as the check lists them (links to folders not followed, each file once)."""
+    try:
+        train, test, _ = list_folder(data)
+    except FactsError as e:
+        raise DataError(f"data.path: {e.message}") from None
+    for split, samples in (("training", train), ("test", test)):
+        if samples is not None and not samples:
+            raise DataError(f"{data.path} has no {split} images")
+    everything = FileImages(train, facts.image_shape)
+    if test is not None:
+        return everything, FileImages(test, facts.image_shape)
     return _held_out_test(everything, test_count(data, len(everything)))
 
 

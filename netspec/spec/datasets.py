@@ -143,13 +143,63 @@ def folder_roots(path: Path) -> tuple[Path, Path | None]:
 
 def first_image(root: Path) -> Path | None:
     """The first image file under `root` (sorted), or None; stops there, so a wrong path such as
-    / costs a look, not a walk of the disk. Links are not followed."""
-    for here, dirs, files in os.walk(root):
-        dirs.sort()
-        for f in sorted(files):
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-                return Path(here) / f
-    return None
+    / costs a look, not a walk of the disk. Links to folders are not followed."""
+    return next(iter(_image_files(root)), None)
+
+
+def _image_files(root: Path):
+    """Image files under `root`, sorted, depth first: regular files (or links to one) with an image
+    suffix. Links to folders are never followed (a link to `.` would list every image again, for
+    ever), hidden names are skipped, and a FIFO or device named x.png is not an image."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except NotADirectoryError:
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            yield from _image_files(Path(e.path))
+        elif e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file(follow_symlinks=True):
+            yield Path(e.path)
+
+
+class Listing:
+    """The image files of a folder dataset, each file once: (path, class index) per split."""
+
+    def __init__(self, classes: tuple[str, ...]):
+        self.classes = classes
+        self._seen: dict[tuple[int, int], tuple[str, str, Path]] = {}  # (device, inode) -> split, class, path
+        self.repeats = 0  # links or hard links to a file already listed in the same class
+
+    def add(self, root: Path, split: str) -> list[tuple[str, int]]:
+        samples = []
+        for index, c in enumerate(self.classes):
+            for f in _image_files(root / c):
+                st = f.stat()  # the file itself, through a link
+                key = (st.st_dev, st.st_ino)
+                if key in self._seen:
+                    where = self._seen[key]
+                    if where[:2] == (split, c):
+                        self.repeats += 1
+                        continue
+                    raise FactsError(("data", "path"), f"the same image file is in {where[0]}/{where[1]} "
+                                     f"({where[2]}) and in {split}/{c} ({f}), through a link or a copy by hard link",
+                                     "an image belongs to one class of one split: remove the link")
+                self._seen[key] = (split, c, f)
+                samples.append((str(f), index))
+        return samples
+
+
+def list_folder(data) -> tuple[list[tuple[str, int]], list[tuple[str, int]] | None, int]:
+    """(training samples, test samples or None, repeats skipped) of an image folder: the one
+    listing the data layer trains on. FactsError when a file is reached from two classes or splits."""
+    path = Path(data.path)
+    train_root, test_root = folder_roots(path)
+    listing = Listing(tuple(class_folders(train_root)))
+    train = listing.add(train_root, "train" if test_root is not None else path.name)
+    test = listing.add(test_root, "test") if test_root is not None else None
+    return train, test, listing.repeats
 
 
 def _folder_facts(data) -> Facts:
@@ -179,6 +229,9 @@ def _folder_facts(data) -> Facts:
         if test_classes != classes:
             raise FactsError(where, f"{test_root} has classes {test_classes}, but {train_root} has {classes}",
                              "both splits need the same class sub-folders")
+        if first_image(test_root) is None:
+            raise FactsError(where, f"{test_root} holds no image files: a test split of 0 images",
+                             "put test images in its class sub-folders, or remove train/ and test/ to hold out data.test")
     # image counts are the data layer's (torchvision lists the files); the check needs none
     return Facts(shape, tuple(classes), None, None, "split" if test_root is not None else "single")
 
