@@ -504,11 +504,11 @@ def predict_cmd(
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"predictions of {run_dir}", title_justify="left")
+    table = Table(title=f"predictions of {escape(str(run_dir))}", title_justify="left")
     for col in ("image", "class", "probability"):
         table.add_column(col, justify="right" if col == "probability" else "left", overflow="fold")
     for r in rows:
-        table.add_row(r["file"], r["class"], f"{r['probability']:.4f}")
+        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['probability']:.4f}")
     out.print(table)
 
 
@@ -539,7 +539,7 @@ def compare_cmd(
     f = lambda v, d=4: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
     for r in result["runs"]:
         images = f(r["train_size"]) + (" (--limit)" if r["limit"] is not None else "")
-        table.add_row(r["label"], r["status"], f(r["params"]), images, f(r["best_val_accuracy"]),
+        table.add_row(escape(r["label"]), r["status"], f(r["params"]), images, f(r["best_val_accuracy"]),
                       f(r["test_accuracy"]), f(r["model_epoch"]), f(r["train_seconds"], 1))
     out.print(table)
     for r in result["runs"]:
@@ -556,9 +556,9 @@ def compare_cmd(
         st = Table(title="settings that differ", title_justify="left")
         st.add_column("setting")
         for r in result["runs"]:
-            st.add_column(r["label"])
+            st.add_column(escape(r["label"]))
         for k, values in result["settings"].items():
-            st.add_row(k, *[str(v) for v in values])
+            st.add_row(escape(k), *[escape(str(v)) for v in values])
         out.print(st)
     else:
         out.print("settings: all the same")

@@ -51,14 +51,62 @@ class ArrayImages:
 
 
 def read_image(path: str, mode: str, size: tuple[int, int]) -> torch.Tensor:
-    """One image file as uint8 (C, H, W): converted to grayscale ("L") or RGB, resized."""
+    """One image file as uint8 (C, H, W): converted to grayscale ("L") or RGB, resized.
+    Deeper pixels (16-bit, 32-bit integer, float) are scaled to 8 bits by their range and
+    transparency is resolved (`_eight_bit`), never clipped or dropped; a file too large to
+    decode (PIL's decompression-bomb limit) is a DataError naming it."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        img = img.convert(mode)
-        if img.size != (size[1], size[0]):
-            img = transforms.functional.resize(img, list(size), antialias=True)
-        return transforms.functional.pil_to_tensor(img)
+    try:
+        with Image.open(path) as img:
+            img = _eight_bit(img, path).convert(mode)
+    except Image.DecompressionBombError:
+        raise DataError(f"{path} is larger than netspec decodes ({Image.MAX_IMAGE_PIXELS * 2:,} pixels at most): "
+                        "resize it first") from None
+    if img.size != (size[1], size[0]):
+        img = transforms.functional.resize(img, list(size), antialias=True)
+    return transforms.functional.pil_to_tensor(img)
+
+
+def _eight_bit(img, path: str):
+    """An image in an 8-bit mode (L or RGB), its pixels read as the file means them:
+    - 16-bit grayscale (I;16...) and 32-bit integers up to 65535 are scaled by 255/65535 (PIL's
+      own convert would clip them to black and white);
+    - float pixels (F, as TIFF stores them) in 0..1 are scaled by 255, in 0..255 kept;
+    - transparency (RGBA, LA, a palette's): where every visible pixel has one colour (a shape
+      drawn in one ink, as drawing programs save a digit), the alpha channel is the image (ink
+      light on dark, as in MNIST); otherwise the pixels are laid over black if they are light,
+      over white if dark, so the picture stays visible rather than its alpha being dropped.
+    Anything else (negative or NaN floats, integers beyond 16 bits) is a DataError."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"{path} has 32-bit integer pixels beyond 0..65535; netspec reads 8- and 16-bit images")
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if a.size and not np.isfinite(a).all():
+            raise DataError(f"{path} has {int((~np.isfinite(a)).sum()):,} NaN or infinite pixels")
+        top = a.max() if a.size else 0
+        if a.size and a.min() < 0 or top > 255:
+            raise DataError(f"{path} has float pixels in {a.min():g}..{top:g}; netspec reads floats in 0..1 (or 0..255)")
+        return Image.fromarray(np.rint(a * (255 if top <= 1 else 1)).astype(np.uint8), "L")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA")).astype(np.float64)
+        alpha, colour = rgba[..., 3:] / 255, rgba[..., :3]
+        visible = alpha[..., 0] > 0
+        if not visible.any() or (alpha == 1).all():
+            return img.convert("RGB")
+        inks = colour[visible]
+        if (inks == inks[0]).all():  # one ink: the shape is the alpha channel
+            return Image.fromarray(np.rint(alpha[..., 0] * 255).astype(np.uint8), "L")
+        light = (inks @ [0.299, 0.587, 0.114]).mean() >= 128
+        laid = colour * alpha + (0 if light else 255) * (1 - alpha)
+        return Image.fromarray(np.rint(laid).astype(np.uint8), "RGB")
+    return img
 
 
 class FileImages:
@@ -90,7 +138,7 @@ class _Files(Dataset):
         path, label = self.samples[i]
         try:
             return self.read(path), label
-        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
             raise DataError(f"cannot read image {path}: {e}") from None
 
 

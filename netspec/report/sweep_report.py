@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from optuna.trial import TrialState
+from rich.markup import escape
 from rich.table import Table
 
 from netspec.report import plots
@@ -61,12 +62,12 @@ def _settings(s: dict) -> str:
 
 
 def leaderboard_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for col in ("trial", "state", "settings", "params", "train images", "val acc", "test acc", "seconds"):
         table.add_column(col, justify="left" if col in ("state", "settings") else "right")
     for i, r in enumerate(rows):
         style = "bold green" if i == 0 and r["state"] == "complete" else None
-        table.add_row(str(r["trial"]), r["state"], _settings(r["settings"]),
+        table.add_row(str(r["trial"]), r["state"], escape(_settings(r["settings"])),
                       f"{r['params']:,}" if r["params"] else "-", f"{r['train_size']:,}" if r["train_size"] else "-",
                       _fmt(r["val_accuracy"]),
                       _fmt(r["test_accuracy"]), _fmt(r["seconds"], 1), style=style)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from netspec.builder.check import Checked
@@ -22,7 +23,7 @@ def summary_table(checked: Checked) -> Table:
     a, spec = checked.analysis, checked.spec
     d = spec.data
     source = f"{d.dataset}, {d.classes} classes, " if d.dataset != "none" and d.classes else ""
-    table = Table(title=f"{spec.name}  ({source}input {_shape(a.input_shape)})", title_justify="left")
+    table = Table(title=escape(f"{spec.name}  ({source}input {_shape(a.input_shape)})"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("name")
     table.add_column("layer")
@@ -52,7 +53,7 @@ def rules_table(checked: Checked) -> Table | None:
     for col in ("rule set", "rule", "value", "limit", ""):
         table.add_column(col)
     for r in checked.results:
-        table.add_row(r.rules, r.rule, r.value, r.limit, _mark(r.ok))
+        table.add_row(escape(r.rules), escape(r.rule), escape(r.value), escape(r.limit), _mark(r.ok))
     return table
 
 

@@ -59,13 +59,16 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None) -> Path:
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:
-    """The image files named, and those inside named folders (sorted)."""
+    """The image files named, and those inside named folders (sorted): regular files only (a FIFO
+    named x.png would block the read for ever); links to files are read, links to folders listed."""
     found = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         elif p.is_file():
             found.append(p)
+        elif p.exists():
+            raise NetspecError(f"{p} is not a regular file")
         else:
             raise NetspecError(f"{p} does not exist")
     if not found:
