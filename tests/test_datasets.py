@@ -479,7 +479,7 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_run_folder(tmp_path, load
     folder = write_folder(tmp_path / "pets", n=30)
     bad = folder / "cat" / "broken.png"
     bad.write_bytes(b"not a png")
-    checked = mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8], test: 0.01, %s}" % loading, 3, 192)
+    checked = mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8], test: 3, %s}" % loading, 3, 192)
     with pytest.raises(DataError) as e:
         run(checked, out=tmp_path / "r")
     assert str(e.value).startswith(f"cannot read image {bad}") and "Traceback" not in str(e.value)

@@ -191,3 +191,105 @@ def test_predict_skips_fifos_reads_16_bit_and_shows_names_as_given(tmp_path, dig
     _png_header_only(tmp_path / "bomb.png", 30000, 30000)
     bomb = cli.invoke(app, ["predict", str(digit_run), str(tmp_path / "bomb.png")])
     assert bomb.exit_code == 1 and "is larger than netspec decodes" in bomb.output and "Traceback" not in bomb.output
+
+
+# --- npz archives: every read bounded, every pixel problem found by validate --------------------
+
+def _npz_spec(tmp_path, npz: str, extra: str = "", classes: int = 2, values: int = 16) -> object:
+    spec = tmp_path / "n.yaml"
+    spec.write_text(f"name: n\ndata: {{dataset: npz, path: {npz}, input_shape: [{values}]{extra}}}\n"
+                    f"model:\n  layers: [{{Linear: {{out_features: {classes}}}}}]\n")
+    return spec
+
+
+def test_nan_and_out_of_range_float_pixels_are_refused_by_validate(tmp_path):
+    images = np.random.default_rng(0).random((20, 4, 4)).astype(np.float32)
+    images[3, 1, 1] = images[7, 2, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", images=images, labels=np.arange(20) % 2)
+    [msg] = _messages(_npz_spec(tmp_path, "nan.npz"))
+    assert msg.startswith("data.path:") and "images holds 2 NaN or infinite pixel values" in msg
+    np.savez(tmp_path / "big.npz", images=np.full((20, 4, 4), 3.5, np.float32), labels=np.arange(20) % 2)
+    [msg] = _messages(_npz_spec(tmp_path, "big.npz"))
+    assert "float32 with values in 3.5..3.5" in msg
+    np.savez(tmp_path / "ints.npz", images=np.zeros((20, 4, 4), np.int32), labels=np.arange(20) % 2)
+    [msg] = _messages(_npz_spec(tmp_path, "ints.npz"))
+    assert "images is int32: netspec reads uint8 images" in msg
+
+
+def test_an_ambiguous_layout_must_be_stated(tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (20, 3, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "amb.npz", images=images, labels=np.arange(20) % 2)
+    [msg] = _messages(_npz_spec(tmp_path, "amb.npz", values=72))
+    assert "read as channels-last (N, H, W, C) and as channels-first" in msg
+    for layout, shape in (("NHWC", (3, 3, 8)), ("NCHW", (3, 8, 3))):
+        checked = check_file(_npz_spec(tmp_path, "amb.npz", f", layout: {layout}", values=72))
+        assert checked.spec.data.image_shape == shape
+        source = load_source(checked.spec.data)
+        read = torch.cat([source.train.images, source.test.images])
+        stored = read if layout == "NCHW" else read.permute(0, 2, 3, 1)  # back to the array's own order
+        assert sorted(map(bytes, stored.numpy())) == sorted(map(bytes, images))
+
+
+def test_label_bombs_and_object_arrays_are_refused_quickly(tmp_path):
+    import tracemalloc
+
+    images = np.zeros((20, 4, 4), np.uint8)
+    for top in (10**7, np.iinfo(np.uint64).max):
+        labels = (np.arange(20) % 2).astype(np.uint64)
+        labels[5] = top
+        np.savez(tmp_path / "labels.npz", images=images, labels=labels)
+        tracemalloc.start()
+        [msg] = _messages(_npz_spec(tmp_path, "labels.npz"))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert f"labels go up to {int(top):,}: netspec trains at most 100,000 classes" in msg
+        assert peak < 20 << 20
+    np.savez(tmp_path / "objects.npz", images=np.array([None] * 20, dtype=object).reshape(20, 1, 1),
+             labels=np.arange(20) % 2)
+    [msg] = _messages(_npz_spec(tmp_path, "objects.npz"))
+    assert "array of Python objects" in msg and "never unpickles" in msg
+
+
+def _forge(path, key: str, shape: tuple, dtype: str = "|u1", payload: bytes = b"") -> None:
+    """Rewrite one member of an npz with a header that says `shape` over `payload` (a lie, unless sized right)."""
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(path) as z:
+        others = {n: z.read(n) for n in z.namelist() if n != key + ".npy"}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in others.items():
+            z.writestr(n, data)
+        z.writestr(key + ".npy", buf.getvalue() + payload)
+
+
+def test_forged_headers_and_zip_bombs_cost_nothing(tmp_path):
+    import time
+    import tracemalloc
+
+    np.savez(tmp_path / "huge.npz", images=np.zeros((20, 4, 4), np.uint8), labels=np.arange(20) % 2)
+    _forge(tmp_path / "huge.npz", "images", (10**12, 4, 4))
+    [msg] = _messages(_npz_spec(tmp_path, "huge.npz"))
+    assert "header says [1000000000000, 4, 4] uint8" in msg and "damaged or forged" in msg
+    # classes.npy that declares its true size but inflates to 400 MB: a zip bomb, refused by its length
+    np.savez(tmp_path / "bomb.npz", images=np.zeros((20, 4, 4), np.uint8), labels=np.arange(20) % 2)
+    _forge(tmp_path / "bomb.npz", "classes", (10**8,), "<U1", b"a\0\0\0" * 10**8)
+    assert (tmp_path / "bomb.npz").stat().st_size < 2 << 20
+    tracemalloc.start()
+    started = time.monotonic()
+    [msg] = _messages(_npz_spec(tmp_path, "bomb.npz"))
+    seconds, peak = time.monotonic() - started, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "classes must be up to 100,000 names" in msg
+    assert seconds < 5 and peak < 20 << 20
+
+
+def test_npz_float_images_load_as_uint8_without_a_float64_copy(tmp_path):
+    images = np.random.default_rng(1).random((50, 6, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", images=images, labels=np.arange(50) % 2)
+    checked = check_file(_npz_spec(tmp_path, "f.npz", values=108))
+    source = load_source(checked.spec.data)
+    both = torch.cat([source.train.images, source.test.images])
+    expected = torch.from_numpy(np.rint(images * 255).astype(np.uint8)).permute(0, 3, 1, 2)
+    assert sorted(map(bytes, both.numpy())) == sorted(map(bytes, expected.numpy()))

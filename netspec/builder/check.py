@@ -160,6 +160,9 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
         if given_values is not None and len(given_values) != facts.image_shape[0]:
             problems.append(doc.problem(("data", key), f"{len(given_values)} value(s); {name} images have "
                                         f"{facts.image_shape[0]} channel(s)", "one value per channel"))
+    if d.layout is not None and d.dataset != "npz":
+        problems.append(doc.problem(("data", "layout"), f"data.layout is for npz archives; {name} says how its "
+                                    "images are stored", "remove data.layout"))
     if d.test is not None and not facts.holds_out_test:
         problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "
                                     "image folder or an npz without x_test", "remove data.test"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torchvision import datasets, transforms
 
 from netspec.errors import DataError
 from netspec.spec.datasets import (NAMED, Facts, FactsError, dataset_facts, list_folder,
-                                   npz_image_shape, npz_keys, test_count)
+                                   npz_chunks, npz_image_shape, npz_keys, npz_member, test_count)
 
 TEST_SPLIT_SEED = 0  # a single folder's test hold-out is the same whatever the training seed
 
@@ -281,25 +282,40 @@ def _read_folder(data, facts: Facts):
     return _held_out_test(everything, test_count(data, len(everything)))
 
 
-def _to_nchw(array: np.ndarray, key: str) -> torch.Tensor:
-    _, layout = npz_image_shape(array.shape)
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating) or array.size and (array.min() < 0 or array.max() > 1):
-            raise DataError(f"{key} is {array.dtype}: netspec reads uint8 images (0..255) or floats in 0..1")
-        array = np.rint(array * 255).astype(np.uint8)
-    t = torch.from_numpy(np.ascontiguousarray(array))
-    if layout == "NHW":
-        return t.unsqueeze(1)
-    return t.permute(0, 3, 1, 2).contiguous() if layout == "NHWC" else t
+def _npz_images(archive, key: str, layout: str) -> torch.Tensor:
+    """An image array as uint8 (N, C, H, W), converted a block at a time (floats in 0..1, which
+    the check found finite and in range, scaled by 255), never as one float64 copy."""
+    m = npz_member(archive, key)
+    (c, h, w), _ = npz_image_shape(m.shape, layout)
+    out = np.empty((m.shape[0], c, h, w), np.uint8)
+    i = 0
+    for block in npz_chunks(archive, m):
+        if block.dtype != np.uint8:
+            block = np.rint(block.astype(np.float32) * 255).astype(np.uint8)
+        if layout == "NHW":
+            block = block[:, None]
+        elif layout == "NHWC":
+            block = block.transpose(0, 3, 1, 2)
+        out[i: i + len(block)] = block
+        i += len(block)
+    return torch.from_numpy(out)
+
+
+def _npz_labels(archive, key: str) -> torch.Tensor:
+    m = npz_member(archive, key)
+    return torch.from_numpy(np.concatenate([np.zeros(0, np.int64), *npz_chunks(archive, m)]).astype(np.int64))
 
 
 def _read_npz(data, facts: Facts):
     path = Path(data.path)
     x_train, y_train, x_test, y_test = npz_keys(path)
-    with np.load(path, allow_pickle=False) as arrays:
-        train = ArrayImages(_to_nchw(arrays[x_train], x_train), torch.from_numpy(arrays[y_train].astype(np.int64)))
-        if x_test:
-            return train, ArrayImages(_to_nchw(arrays[x_test], x_test), torch.from_numpy(arrays[y_test].astype(np.int64)))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            train = ArrayImages(_npz_images(archive, x_train, facts.pixels), _npz_labels(archive, y_train))
+            if x_test:
+                return train, ArrayImages(_npz_images(archive, x_test, facts.pixels), _npz_labels(archive, y_test))
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
     return _held_out_test(train, test_count(data, len(train)))
 
 

@@ -47,6 +47,7 @@ class DataSpec:
     classes: int | None = None  # number of classes; the check fills it in (stated, it is checked)
     validation: int | float = 5000  # images held out of training (a float below 1: a share)
     test: int | float | None = None  # a single folder or array without a test split: held out as test
+    layout: str | None = None  # npz: NHW, NHWC or NCHW, where the image array's shape reads both ways
     mean: tuple[float, ...] | None = None  # per-channel normalisation; None: computed on the training split
     std: tuple[float, ...] | None = None
     loading: str = "auto"  # memory | stream | auto (memory when the float tensors fit memory_mb)

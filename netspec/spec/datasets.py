@@ -71,6 +71,7 @@ class Facts:
     train: int | None  # images in the training split (before validation is held out); None: not counted
     test: int | None
     layout: str = ""  # imagefolder: "split" (train/ and test/) or "single"; npz: the array keys used
+    pixels: str = ""  # npz: how the images are stored, NHW, NHWC or NCHW
 
     @property
     def holds_out_test(self) -> bool:
@@ -239,25 +240,83 @@ def _folder_facts(data) -> Facts:
 # --- npz arrays -----------------------------------------------------------------
 
 NPZ_KEYS = (("x_train", "y_train", "x_test", "y_test"), ("images", "labels", None, None))
+NPZ_LAYOUTS = ("NHW", "NHWC", "NCHW")
+MAX_CLASSES = 100_000  # the schema's limit on data.classes
+CHUNK_BYTES = 64 << 20  # an npz array is read (decompressed) this much at a time
 
 
-def npz_image_shape(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], str] | None:
-    """(C, H, W) and the array's layout ("NHW", "NHWC" or "NCHW") from an image array's shape."""
+def npz_image_shape(shape: tuple[int, ...], layout: str | None = None) -> tuple[tuple[int, int, int], str] | None:
+    """(C, H, W) and the array's layout ("NHW", "NHWC" or "NCHW") from an image array's shape, as
+    stated (`layout`) or as the only reading that fits; None when no reading fits. NpzLayoutError
+    when both channels-last and channels-first fit, such as (N, 3, 8, 3)."""
+    fits = []
     if len(shape) == 3:
-        return (1, shape[1], shape[2]), "NHW"
+        fits.append(((1, shape[1], shape[2]), "NHW"))
     if len(shape) == 4 and shape[3] in (1, 3):
-        return (shape[3], shape[1], shape[2]), "NHWC"
+        fits.append(((shape[3], shape[1], shape[2]), "NHWC"))
     if len(shape) == 4 and shape[1] in (1, 3):
-        return (shape[1], shape[2], shape[3]), "NCHW"
-    return None
+        fits.append(((shape[1], shape[2], shape[3]), "NCHW"))
+    if layout is not None:
+        return next((f for f in fits if f[1] == layout), None)
+    if len(fits) > 1:
+        raise NpzLayoutError(shape)
+    return fits[0] if fits else None
 
 
-def _header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
-    with archive.open(key + ".npy") as f:
+class NpzLayoutError(ValueError):
+    def __init__(self, shape):
+        super().__init__(f"images of shape {list(shape)} read as channels-last (N, H, W, C) and as channels-first "
+                         "(N, C, H, W)")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One array of an npz archive, known from its header and the archive's directory alone."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int  # bytes of the .npy header before the data
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def npz_member(archive: zipfile.ZipFile, key: str) -> Member:
+    """An array's header, checked against the size the archive declares for it before anything is
+    decompressed: a header that claims 10^12 images, or a member whose declared size differs from
+    what its header says (a zip bomb, a cut file), is a ValueError, as is an array of objects
+    (pickles are never loaded)."""
+    info = archive.getinfo(key + ".npy")
+    with archive.open(info) as f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)  # the header only: no image is read
-    return shape, dtype
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{key} is an array of Python objects ({dtype}); netspec reads numbers only, "
+                         "and never unpickles")
+    m = Member(key, tuple(shape), dtype, fortran, offset)
+    if info.file_size != offset + m.nbytes:
+        raise ValueError(f"{key}'s header says {list(shape)} {dtype} ({m.nbytes:,} bytes) but the archive holds "
+                         f"{max(info.file_size - offset, 0):,} bytes for it: a damaged or forged archive")
+    return m
+
+
+def npz_chunks(archive: zipfile.ZipFile, m: Member, rows: int | None = None):
+    """The array `m` as consecutive blocks of rows (first axis), each at most about CHUNK_BYTES
+    (or `rows` rows): reading never decompresses more than the block it returns."""
+    if m.fortran and len(m.shape) > 1:
+        raise ValueError(f"{m.key} is stored in Fortran order; save it with numpy.savez after numpy.ascontiguousarray")
+    row = m.nbytes // m.shape[0] if m.shape and m.shape[0] else 0
+    step = rows or max(1, CHUNK_BYTES // max(row, 1))
+    with archive.open(m.key + ".npy") as f:
+        f.read(m.offset)
+        for start in range(0, m.shape[0] if m.shape else 0, step):
+            n = min(step, m.shape[0] - start)
+            yield np.frombuffer(f.read(n * row), dtype=m.dtype).reshape(n, *m.shape[1:])
 
 
 def npz_keys(path: Path) -> tuple[str, str, str | None, str | None]:
@@ -271,44 +330,87 @@ def npz_keys(path: Path) -> tuple[str, str, str | None, str | None]:
                      "save with numpy.savez(path, images=..., labels=...), images uint8 (N, H, W) or (N, H, W, C)")
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def _images_problem(archive, m: Member) -> str | None:
+    """What is wrong with an image array's pixels, read a block at a time: a type netspec does not
+    read, floats outside 0..1, NaN or infinite values (which would become 0 without a word)."""
+    if m.dtype == np.uint8:
+        return None
+    if not np.issubdtype(m.dtype, np.floating):
+        return f"{m.key} is {m.dtype}: netspec reads uint8 images (0..255) or floats in 0..1"
+    bad, low, high = 0, math.inf, -math.inf
+    for block in npz_chunks(archive, m):
+        finite = np.isfinite(block)
+        bad += int(block.size - np.count_nonzero(finite))
+        if finite.any():
+            low, high = min(low, float(block[finite].min())), max(high, float(block[finite].max()))
+    if bad:
+        return f"{m.key} holds {bad:,} NaN or infinite pixel values"
+    if low < 0 or high > 1:
+        return f"{m.key} is {m.dtype} with values in {low:g}..{high:g}: netspec reads floats in 0..1 (or uint8 0..255)"
+    return None
+
+
+def _labels(archive, m: Member, images: int) -> np.ndarray:
+    if len(m.shape) != 1 or m.shape[0] != images or not np.issubdtype(m.dtype, np.integer):
+        raise ValueError(f"{m.key} must be one integer label per image ({images:,} images); it has shape "
+                         f"{list(m.shape)} and dtype {m.dtype}")
+    return np.concatenate([np.zeros(0, m.dtype), *npz_chunks(archive, m)])
+
+
 def _npz_facts(data) -> Facts:
     path = _need_path(data)
     where = ("data", "path")
     if not path.is_file():
         raise FactsError(where, f"{path} is not a file", "npz reads a numpy .npz archive")
+    layout = getattr(data, "layout", None)
     try:
         keys = npz_keys(path)
         with zipfile.ZipFile(path) as archive:
-            headers = {k: _header(archive, k) for k in keys if k}
-        with np.load(path, allow_pickle=False) as arrays:
-            labels = {k: arrays[k] for k in keys[1::2] if k}
-            names = arrays["classes"] if "classes" in arrays.files else None
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+            x_key = keys[0]
+            members = {k: npz_member(archive, k) for k in keys if k}
+            found = npz_image_shape(members[x_key].shape, layout)
+            if found is None:
+                raise FactsError(where if layout is None else ("data", "layout"),
+                                 f"{x_key} has shape {list(members[x_key].shape)}; images are (N, H, W), (N, H, W, C) "
+                                 "or (N, C, H, W) with 1 or 3 channels" + (f", and not {layout}" if layout else ""))
+            total = sum(members[k].nbytes for k in keys[0::2] if k)
+            if total > _memory_bytes() // 2:
+                raise FactsError(where, f"the images take {total / 2**30:,.1f} GiB unpacked, more than half of this "
+                                        f"machine's {_memory_bytes() / 2**30:,.1f} GiB of memory")
+            labels = {}
+            for xk, yk in zip(keys[0::2], keys[1::2]):
+                if not xk:
+                    continue
+                if xk != x_key and npz_image_shape(members[xk].shape, found[1]) != found:
+                    raise FactsError(where, f"{xk} has shape {list(members[xk].shape)}, {x_key} "
+                                            f"{list(members[x_key].shape)}: both splits need the same image size")
+                problem = _images_problem(archive, members[xk])
+                if problem:
+                    raise FactsError(where, problem)
+                labels[yk] = y = _labels(archive, members[yk], members[xk].shape[0])
+                if len(y) and y.min() < 0:
+                    raise FactsError(where, f"{yk} has a negative label ({int(y.min())}); labels are 0, 1, ... classes-1")
+            names = _class_names(archive) if "classes.npy" in archive.namelist() else None
+    except NpzLayoutError as e:
+        raise FactsError(("data", "dataset"), f"{e}: netspec cannot tell which", "state data.layout: NHWC or NCHW") from None
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
         raise FactsError(where, f"cannot read {path} as a numpy .npz archive: {e}") from None
-    x_key = keys[0]
-    found = npz_image_shape(headers[x_key][0])
-    if found is None:
-        raise FactsError(where, f"{x_key} has shape {list(headers[x_key][0])}; images are (N, H, W), (N, H, W, C) "
-                                "or (N, C, H, W) with 1 or 3 channels")
     shape = found[0]
-    for xk, yk in zip(keys[0::2], keys[1::2]):
-        if not xk:
-            continue
-        n = headers[xk][0][0]
-        y = labels[yk]
-        if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
-            raise FactsError(where, f"{yk} must be one integer label per image ({n} images); it has shape "
-                                    f"{list(y.shape)} and dtype {y.dtype}")
-        if xk != x_key and npz_image_shape(headers[xk][0]) != found:
-            raise FactsError(where, f"{xk} has shape {list(headers[xk][0])}, {x_key} {list(headers[x_key][0])}: "
-                                    "both splits need the same image size")
-        if len(y) and y.min() < 0:
-            raise FactsError(where, f"{yk} has a negative label ({int(y.min())}); labels are 0, 1, ... classes-1")
-    top = max(int(y.max()) for y in labels.values() if len(y)) + 1
+    top = max((int(y.max()) for y in labels.values() if len(y)), default=-1) + 1
     if names is not None:
-        classes = tuple(str(c) for c in names.tolist())
+        classes = names
         if top > len(classes):
             raise FactsError(where, f"labels go up to {top - 1} but the archive names {len(classes)} classes")
+    elif top > MAX_CLASSES:
+        raise FactsError(where, f"labels go up to {top - 1:,}: netspec trains at most {MAX_CLASSES:,} classes",
+                         "labels are 0, 1, ... classes-1; renumber them")
     else:
         classes = tuple(str(i) for i in range(top))
     if len(classes) < 2:
@@ -316,10 +418,23 @@ def _npz_facts(data) -> Facts:
     stated = stated_image_shape(data)
     if data.image_shape and stated != shape:
         raise FactsError(("data", "image_shape"), f"{list(stated)} but the images in {path.name} are {list(shape)}")
-    train = headers[x_key][0][0]
+    train = members[x_key].shape[0]
     if keys[2]:
-        test = headers[keys[2]][0][0]
+        test = members[keys[2]].shape[0]
     else:
         test = test_count(data, train)
         train -= test
-    return Facts(shape, classes, train, test, ",".join(k for k in keys if k))
+    if test < 1:
+        raise FactsError(("data", "test") if not keys[2] else where,
+                         f"a test split of {test} images ({keys[2] or 'data.test of ' + str(train) + ' images'})",
+                         "hold out at least one image for testing")
+    return Facts(shape, classes, train, test, ",".join(k for k in keys if k), found[1])
+
+
+def _class_names(archive) -> tuple[str, ...]:
+    m = npz_member(archive, "classes")
+    if len(m.shape) != 1 or m.dtype.kind not in "US" or m.shape[0] > MAX_CLASSES:
+        raise ValueError(f"classes must be up to {MAX_CLASSES:,} names (an array of text); it is "
+                         f"{list(m.shape)} {m.dtype}")
+    return tuple(c.decode(errors="replace") if isinstance(c, bytes) else str(c)
+                 for block in npz_chunks(archive, m) for c in block.tolist())

@@ -172,6 +172,9 @@ DATA = _obj(
                              "(default 5000; imagefolder and npz: 0.1)", 5000),
         "test": _count("imagefolder or npz without a test split: images held out as the test set "
                        "(a count or a share below 1; default 0.2)"),
+        "layout": {"enum": ["NHW", "NHWC", "NCHW"],
+                   "description": "npz: how the image array is stored; needed only where its shape reads both ways, "
+                                  "such as (N, 3, 8, 3)"},
         "mean": _PER_CHANNEL | {"items": {"type": "number"},
                                 "description": "per-channel mean of pixels scaled to 0..1; default: computed on the training split"},
         "std": _PER_CHANNEL | {"items": {"type": "number", "exclusiveMinimum": 0},
