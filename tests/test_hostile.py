@@ -293,3 +293,25 @@ def test_npz_float_images_load_as_uint8_without_a_float64_copy(tmp_path):
     both = torch.cat([source.train.images, source.test.images])
     expected = torch.from_numpy(np.rint(images * 255).astype(np.uint8)).permute(0, 3, 1, 2)
     assert sorted(map(bytes, both.numpy())) == sorted(map(bytes, expected.numpy()))
+
+
+def test_pixel_statistics_read_chunks_bounded_by_memory_mb():
+    from netspec.data.datasets import ArrayImages
+    from netspec.data.splits import pixel_stats
+
+    images = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8)
+    seen = []
+
+    class Recorder:  # the images, telling how many are read at once
+        shape = images.shape
+
+        def __getitem__(self, idx):
+            seen.append(len(idx))
+            return images[idx]
+
+    mean, std = pixel_stats(ArrayImages(Recorder(), torch.zeros(1000)), memory_mb=8)
+    assert max(seen) * 3 * 32 * 32 * 8 <= (8 << 20) // 8 and sum(seen) == 1000  # 1 MiB of float64 at a time
+    x = images.double() / 255
+    assert np.allclose(mean, x.mean(dim=(0, 2, 3))) and np.allclose(std, x.std(dim=(0, 2, 3), correction=0))
+    pixel_stats(ArrayImages(Recorder(), torch.zeros(1000)))  # the default budget: 64 MiB, 2730 images
+    assert seen[-1] == 1000

@@ -22,7 +22,7 @@ from netspec.data.datasets import ArrayImages, FileImages, Source, batches_of, l
 from netspec.errors import DataError
 from netspec.spec.datasets import count
 
-STATS_CHUNK = 8192  # images per step while summing pixel statistics
+STATS_CHUNK_BYTES = 64 << 20  # float64 pixels summed at a time (at most; less under a small data.memory_mb)
 
 
 def worker_count(setting: int | str, images) -> int:
@@ -139,23 +139,26 @@ class Data:
 
 
 def pixel_stats(images: ArrayImages | FileImages, idx: torch.Tensor | None = None,
-                workers: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+                workers: int = 0, memory_mb: int = 2048) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of pixels scaled to 0..1 (float64 sums), over
-    the images at `idx` (all when None), read a chunk at a time (no copy of the split)."""
+    the images at `idx` (all when None), read a chunk at a time (no copy of the split): a chunk's
+    float64 pixels take at most STATS_CHUNK_BYTES, and at most an eighth of data.memory_mb."""
     idx = torch.arange(len(images)) if idx is None else idx
     c = images.image_shape[0]
+    budget = min(STATS_CHUNK_BYTES, memory_mb * 2**20 // 8)
+    rows = max(1, budget // (8 * math.prod(images.image_shape)))
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     n = 0
     if isinstance(images, ArrayImages):
-        chunks = (images.images[idx[i: i + STATS_CHUNK]] for i in range(0, len(idx), STATS_CHUNK))
+        chunks = (images.images[idx[i: i + rows]] for i in range(0, len(idx), rows))
     else:
-        loader = loader_of(images.subset(idx).dataset(), workers, batch_size=256)
+        loader = loader_of(images.subset(idx).dataset(), workers, batch_size=min(256, rows))
         chunks = (x for x, _ in batches_of(loader))
     for x in chunks:
-        x = x.double() / 255.0
+        x = x.double().div_(255.0)
         total += x.sum(dim=(0, 2, 3))
-        squares += (x * x).sum(dim=(0, 2, 3))
+        squares += x.square_().sum(dim=(0, 2, 3))
         n += x.numel() // c
     if n == 0:
         raise DataError("no training images to compute normalisation statistics from")
@@ -207,7 +210,7 @@ def prepare(source: Source, data, *, seed: int, device: torch.device | str = "cp
     if data.mean is not None and data.std is not None:  # the check made sure both have one value per channel
         mean, std, stats_from = tuple(data.mean), tuple(data.std), "spec"
     else:  # the whole training split, before --limit, so a limited run preprocesses like a full one
-        mean, std = pixel_stats(train_images, train_idx, workers)
+        mean, std = pixel_stats(train_images, train_idx, workers, data.memory_mb)
         stats_from = "training split"
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(c, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(c, 1, 1)
