@@ -405,7 +405,9 @@ class TrialLine:
     """A line per finished trial, printed by whichever worker process ran it (picklable)."""
 
     def __call__(self, study, frozen):
-        if "duplicate_of" in frozen.user_attrs:
+        from netspec.runner.sweep import counted
+
+        if not counted(frozen):
             return
         if frozen.state.name == "COMPLETE":
             text = f"complete: val acc {frozen.value:.4f}"
@@ -449,6 +451,10 @@ def sweep_cmd(
     def on_trial(study, frozen):
         if "obs" in progress:
             progress.pop("obs").stop()
+        from netspec.runner.sweep import counted
+
+        if not counted(frozen):
+            return
         if frozen.state.name == "PRUNED":
             step = frozen.last_step
             text = f"pruned after epoch {step} (val acc {frozen.intermediate_values[step]:.4f})" if step else "pruned"

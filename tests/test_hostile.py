@@ -315,3 +315,166 @@ def test_pixel_statistics_read_chunks_bounded_by_memory_mb():
     assert np.allclose(mean, x.mean(dim=(0, 2, 3))) and np.allclose(std, x.std(dim=(0, 2, 3), correction=0))
     pixel_stats(ArrayImages(Recorder(), torch.zeros(1000)))  # the default budget: 64 MiB, 2730 images
     assert seen[-1] == 1000
+
+
+# --- sweeps: each worker and rerun its own values, one budget, one spec per study ----------------
+
+SWEEP = """name: tiny
+data: {validation: 100, input_shape: [784]}
+model:
+  layers:
+    - Linear: {out_features: 16}
+    - ReLU
+    - Linear: {out_features: 10}
+train: {epochs: 1, batch_size: 64}
+"""
+
+
+def _sweep_spec(tmp_path, text: str = SWEEP):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def _trials(folder, name="tiny"):
+    import optuna
+
+    backend = optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).get_trials()
+
+
+def test_random_sweep_workers_propose_their_own_values_within_one_budget(fake_data, tmp_path):
+    from netspec.runner.sweep import counted, sweep
+
+    args = dict(ranges=["train.optimizer.lr=1e-4:1e-2:log"], sampler="random", out=tmp_path / "s",
+                data_dir=fake_data, limit=200)
+    sweep(_sweep_spec(tmp_path), trials=4, workers=2, **args)
+    trained = [t for t in _trials(tmp_path / "s") if counted(t)]
+    lrs = [t.params["train.optimizer.lr"] for t in trained]
+    assert len(trained) == 4 and len(set(lrs)) == 4, lrs  # 4 trials, 4 values (not 5 trials, 2 values)
+    sweep(_sweep_spec(tmp_path), trials=6, **args)  # a rerun with a larger budget: new values, not the first ones
+    more = [t.params["train.optimizer.lr"] for t in _trials(tmp_path / "s") if counted(t)]
+    assert len(more) == 6 and len(set(more)) == 6
+
+
+def test_trial_seeds_are_derived_reproducibly():
+    from netspec.runner.sweep import trial_seed
+
+    assert trial_seed(0, 3) == trial_seed(0, 3)
+    assert len({trial_seed(0, n) for n in range(100)} | {trial_seed(1, n) for n in range(100)}) == 200
+
+
+def test_a_sweep_of_an_edited_spec_is_refused_with_what_changed(fake_data, tmp_path):
+    from netspec.errors import RunError
+    from netspec.runner.sweep import sweep
+
+    args = dict(grid=["train.batch_size=32"], out=tmp_path / "s", data_dir=fake_data, limit=200)
+    sweep(_sweep_spec(tmp_path), **args)
+    with pytest.raises(RunError, match=r"another spec \(train.epochs: 1 -> 2\).*--out"):
+        sweep(_sweep_spec(tmp_path), overrides=("train.epochs=2",), **args)
+    wider = SWEEP.replace("out_features: 16", "out_features: 24")
+    with pytest.raises(RunError, match=r"model.layers.0.Linear.out_features: 16 -> 24|model.layers.0.*16 -> 24"):
+        sweep(_sweep_spec(tmp_path, wider), **args)
+    assert len(sweep(_sweep_spec(tmp_path), **args).study.trials) == 1  # the same spec continues
+
+
+def test_a_journal_cut_mid_record_opens_again_with_nothing_lost(fake_data, tmp_path):
+    from netspec.runner.sweep import sweep
+
+    args = dict(grid=["train.batch_size=32,64,128"], out=tmp_path / "s", data_dir=fake_data, limit=200)
+    sweep(_sweep_spec(tmp_path), trials=1, **args)
+    journal = tmp_path / "s" / "study.journal"
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 0, "par')  # what a crash or a full disk leaves
+    for _ in range(2):  # the first rerun appends after the cut; the second must still open the study
+        result = sweep(_sweep_spec(tmp_path), trials=2, **args)
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and journal.read_bytes().endswith(b"\n")
+
+
+def test_too_many_workers_are_refused():
+    from netspec.errors import RunError
+    from netspec.runner.sweep import check_workers
+
+    with pytest.raises(RunError, match=r"--workers 1000: give 1 to \d+ \(this machine has \d+ cores"):
+        check_workers(1000)
+    with pytest.raises(RunError, match="--workers 0"):
+        check_workers(0)
+    check_workers(1)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the parent", "Ctrl-C to the group"])
+def test_stopping_a_parallel_sweep_stops_its_workers_in_one_line(fake_data, tmp_path, how):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    spec = _sweep_spec(tmp_path, SWEEP.replace("epochs: 1", "epochs: 30"))
+    args = [sys.executable, "-m", "netspec", "sweep", str(spec), "--grid", "train.batch_size=32,64", "--workers", "2",
+            "--out", str(tmp_path / "s"), "--data-dir", str(fake_data), "--limit", "600"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    start = time.time()
+    while len(list((tmp_path / "s").glob("trial-*/checkpoint.pt"))) < 2:
+        assert proc.poll() is None and time.time() - start < 180
+        time.sleep(0.1)
+    workers = {t.user_attrs["worker"][1] for t in _trials(tmp_path / "s")}
+    if how == "SIGTERM to the parent":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    time.sleep(1)
+    alive = []
+    for pid in workers:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    assert not alive, f"workers {alive} outlived their parent"
+    assert proc.returncode == 130 and "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith("trial ")]
+    assert len(lines) == 1 and "sweep interrupted" in lines[0], output
+    interrupted = [t for t in _trials(tmp_path / "s") if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 2  # both trials marked to run again
+
+
+def test_workers_of_a_killed_parent_stop_by_themselves(fake_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    spec = _sweep_spec(tmp_path, SWEEP.replace("epochs: 1", "epochs: 30"))
+    args = [sys.executable, "-m", "netspec", "sweep", str(spec), "--grid", "train.batch_size=32,64", "--workers", "2",
+            "--out", str(tmp_path / "s"), "--data-dir", str(fake_data), "--limit", "600"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    start = time.time()
+    while len(list((tmp_path / "s").glob("trial-*/checkpoint.pt"))) < 2:
+        assert proc.poll() is None and time.time() - start < 180
+        time.sleep(0.1)
+    workers = {t.user_attrs["worker"][1] for t in _trials(tmp_path / "s")}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+    assert len([t for t in _trials(tmp_path / "s") if t.user_attrs.get("interrupted")]) == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) is gone for our purpose
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from netspec.errors import RunError, SpecError
-from netspec.runner.sweep import parse_range, sweep
+from netspec.runner.sweep import counted, parse_range, sweep
 
 from conftest import ROOT, TINY_SWEEP
 
@@ -34,7 +34,7 @@ def trials_of(folder):
 
 def assert_each_grid_point_completed_once(folder):
     # a worker that finds every grid point taken records one untrained duplicate and stops
-    trials = [t for t in trials_of(folder) if "duplicate_of" not in t.user_attrs]
+    trials = [t for t in trials_of(folder) if counted(t)]
     done = collections.Counter(tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE)
     assert len(done) == 4 and set(done.values()) == {1}, done
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -70,7 +70,7 @@ def test_workers_divide_the_trials(fake_data, tmp_path):
     trials = assert_each_grid_point_completed_once(tmp_path / "s")
     workers = {tuple(t.user_attrs["worker"]) for t in trials}
     assert len(workers) == 2 and os.getpid() not in {pid for _, pid in workers}
-    assert len([t for t in result.study.trials if "duplicate_of" not in t.user_attrs]) == 4
+    assert len([t for t in result.study.trials if counted(t)]) == 4  # neither a duplicate nor over the budget
     for t in trials:  # every trial is an ordinary run folder with its report
         assert (tmp_path / "s" / f"trial-{t.number:03d}" / "report.md").is_file()
 

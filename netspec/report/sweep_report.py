@@ -11,7 +11,7 @@ from rich.table import Table
 
 from netspec.report import plots
 from netspec.runner.rundir import atomic_write
-from netspec.runner.sweep import decode_value
+from netspec.runner.sweep import counted, decode_value
 
 def leaderboard(study) -> list[dict]:
     """Finished trials, ranked by the validation accuracy of the model each trial saved (its
@@ -19,8 +19,8 @@ def leaderboard(study) -> list[dict]:
     last reported epoch. Test accuracy is shown, never used to rank."""
     rows = []
     for t in study.trials:
-        if t.state in (TrialState.RUNNING, TrialState.WAITING) or "duplicate_of" in t.user_attrs:
-            continue  # a duplicate never trained: another worker's trial holds its result
+        if t.state in (TrialState.RUNNING, TrialState.WAITING) or not counted(t):
+            continue  # a duplicate or a trial over the budget never trained
         if t.state == TrialState.FAIL and "error" not in t.user_attrs:
             continue  # interrupted or killed: it runs again as a new trial (retry_of), which is shown
         vals = t.intermediate_values

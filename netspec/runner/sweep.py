@@ -20,13 +20,18 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import socket
+import sys
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -193,6 +198,13 @@ def decode_value(value):
 _JSON = "json:"
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial `number` of a sweep whose spec says `seed`: every trial its own
+    stream, the same on every rerun and in whichever worker draws it (workers seeded alike would
+    propose the same values, and a rerun with more --trials would repeat the earlier ones)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def _sampler(space: Space, seed: int):
     if space.sampler == "grid":
         return optuna.samplers.GridSampler({k: [encode_value(o) for o in v] for k, v in space.grid.items()}, seed=seed)
@@ -242,6 +254,7 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if space.prune else optuna.pruners.NopPruner()
     try:
         if storage is None and not (folder / "study.db").is_file():
+            repair_journal(folder / "study.journal")
             backend = optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
             store, heartbeats = optuna.storages.JournalStorage(backend), False
         else:
@@ -256,6 +269,38 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
     except Exception as e:  # bad URL, unreachable server, unreadable file: one line for the user
         raise RunError(f"cannot open the study storage {storage or folder}: {str(e).splitlines()[0]}") from None
     return study, heartbeats
+
+
+def repair_journal(path: Path) -> None:
+    """A journal whose last record was cut off (a crash, a full disk) made whole, under the lock
+    Optuna's own writers take: Optuna skips a cut last line when reading, but its next record would
+    be appended onto it, and the study would never open again. A cut line that is a whole record
+    gets its newline; anything else of it is dropped (no finished trial is in it: Optuna reads
+    none of it)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    while not lock.acquire():
+        time.sleep(0.05)
+    try:
+        with open(path, "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            if b"\n" not in tail:  # a last line longer than the tail read: read it all
+                f.seek(0)
+                tail = f.read()
+            cut = tail.rfind(b"\n") + 1  # the start of the last line, within the tail read
+            try:
+                json.loads(tail[cut:])
+                f.write(b"\n")
+            except ValueError:
+                f.truncate(size - len(tail) + cut)
+    finally:
+        lock.release()
 
 
 def _rdb_storage(url: str, attempts: int = 5):
@@ -347,8 +392,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
     """Run (or continue) a sweep. `workers` > 1 starts that many processes on the one study, each
     with its share of the CPU cores; any number of `netspec sweep` commands, on this machine or
     (with a shared --storage) on others, may work on the same study at once."""
-    if workers < 1:
-        raise RunError(f"--workers {workers}: give at least 1")
+    check_workers(workers)
     job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, None, tuple(imposed),
                None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter,
                on_trial if workers > 1 and _picklable(on_trial) else None)
@@ -374,21 +418,86 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
                            f"would rank trials trained on different data side by side. Rerun with the same --limit, "
                            f"or start a new sweep with --out")
         _check_same_space(study, space, folder)
+        _check_same_base(study, base, folder)
         study.set_user_attr("limit", limit)
         study.set_user_attr("space", _space_record(space))
+        study.set_user_attr("base", _base_record(base))
         _recover(study, heartbeats)
-        if workers > 1:
-            _run_workers(job, workers)
-            study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
-        else:
+        with terminate_as_interrupt():
             try:
-                _optimize(study, doc, space, job, reporter, observer, on_trial)
+                if workers > 1:
+                    _run_workers(job, workers)
+                else:
+                    _optimize(study, doc, space, job, reporter, observer, on_trial, base.spec.train.seed)
             except (KeyboardInterrupt, Interrupted):
                 raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec "
                                   f"sweep command again to continue (the interrupted trial runs again)", folder) from None
+        if workers > 1:
+            study, _ = open_study(folder, base.spec.name, storage, space, base.spec.train.seed)
         return SweepResult(folder, study, space)
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+def check_workers(workers: int) -> None:
+    """Worker processes this machine can hold: one per core, and about 1 GiB of memory each (torch
+    and the data); more only thrash, and 1000 would exhaust the memory before training one trial."""
+    cores = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = cores << 30
+    most = max(1, min(cores, memory >> 30))
+    if not 1 <= workers <= most:
+        raise RunError(f"--workers {workers}: give 1 to {most} (this machine has {cores} cores and "
+                       f"{memory / 2**30:.0f} GiB of memory; a worker takes a core and about 1 GiB)")
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a scheduler's stop, `kill`) handled like Ctrl-C while the sweep runs: the trial is
+    marked interrupted and the study stays resumable. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up is not interrupted again
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _base_record(checked: Checked) -> dict:
+    """What every trial trains, before the swept values: the resolved spec without its sweep section."""
+    record = checked.spec.to_dict()
+    record.pop("sweep", None)
+    return json.loads(json.dumps(record, default=str))
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}{i}.").items()} or {prefix[:-1]: []}
+    return {prefix[:-1]: value}
+
+
+def _check_same_base(study: optuna.Study, base: Checked, folder: Path) -> None:
+    """A study ranks trials of one base spec; a rerun after editing the spec or --set is refused
+    with what changed (its old leaderboard would otherwise pass for the new spec's)."""
+    old = study.user_attrs.get("base")
+    new = _base_record(base)
+    if old is None or old == new:
+        return
+    before, after = _flat(old), _flat(new)
+    changes = [f"{k}: {before.get(k, '(absent)')} -> {after.get(k, '(absent)')}"
+               for k in sorted(set(before) | set(after)) if before.get(k, "(absent)") != after.get(k, "(absent)")]
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    raise RunError(f"{folder} holds a sweep of another spec ({shown}); its trials trained something else, and its "
+                   f"leaderboard would pass for this spec's. Start a new sweep with --out, or undo the change")
 
 
 def _prepare(job: "_Job", whole: bool = False):
@@ -426,12 +535,20 @@ class _Job:
     on_trial: Callable | None  # likewise: a picklable callable (a top-level class), told of each finished trial
 
 
-def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial) -> None:
+def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial, seed: int) -> None:
     folder, imposed, base_dir = Path(job.folder), job.imposed, Path(job.spec_path).parent
     data_dir, limit = job.data_dir, job.limit
+    budget = _budget(space)
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", [socket.gethostname(), os.getpid()])
+        ahead = _ahead(trial.study, trial.number)
+        if ahead >= budget:  # other workers started the last trials of the budget meanwhile
+            trial.set_user_attr("over_budget", ahead)
+            trial.study.stop()
+            raise optuna.TrialPruned(f"the budget of {budget} trials is taken by earlier trials")
+        if space.sampler != "grid":  # the grid sampler hands out distinct points itself
+            trial.study.sampler = _sampler(space, trial_seed(seed, trial.number))
         values = {}
         for key, options in space.grid.items():
             values[key] = decode_value(trial.suggest_categorical(key, [encode_value(o) for o in options]))
@@ -474,8 +591,6 @@ def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial) -> Non
         trial.set_user_attr("train_size", m["train_size"])
         return m["final_val_accuracy"]  # the saved model's, the one its test accuracy belongs to
 
-    budget = _budget(space)
-
     def at_budget(study: optuna.Study, _trial) -> None:  # the budget of the study, shared by every worker
         if _spent(study) >= budget:
             study.stop()
@@ -488,7 +603,7 @@ def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial) -> Non
 def _twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """An earlier trial with the same settings that is running, finished or failed for a reason."""
     for t in study.get_trials(deepcopy=False):
-        if t.number == trial.number or t.params != trial.params or "duplicate_of" in t.user_attrs:
+        if t.number == trial.number or t.params != trial.params or not counted(t):
             continue
         if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED) or (
                 t.state == TrialState.FAIL and "error" in t.user_attrs):
@@ -496,22 +611,55 @@ def _twin(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return None
 
 
+def counted(t) -> bool:
+    """A trial that trained (or tried to): not a grid duplicate nor one started over the budget."""
+    return "duplicate_of" not in t.user_attrs and "over_budget" not in t.user_attrs
+
+
+def _uses_budget(t) -> bool:
+    """Finished, pruned, or failed for a reason (an interrupted or killed trial runs again instead)."""
+    return counted(t) and (t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                           or (t.state == TrialState.FAIL and "error" in t.user_attrs))
+
+
 def _spent(study: optuna.Study) -> int:
-    """Trials that used up budget: finished, pruned, or failed for a reason (an interrupted or
-    killed trial runs again instead)."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if "duplicate_of" not in t.user_attrs and (
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
+    return sum(1 for t in study.get_trials(deepcopy=False) if _uses_budget(t))
 
 
-def _worker(job: _Job, threads: int) -> None:
-    """One worker process: its share of the cores, then trials until the study's budget is spent."""
-    import torch
+def _ahead(study: optuna.Study, number: int) -> int:
+    """Trials before `number` that hold a share of the budget: spent, or running. Ordered by trial
+    number, so of two workers that start at once exactly one trial is over the budget, not both."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and (
+        _uses_budget(t) or (counted(t) and t.state == TrialState.RUNNING)))
 
-    torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    doc, space, base = _prepare(job)
-    study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
-    _optimize(study, doc, space, job, job.reporter, None, job.on_trial)
+
+def _worker(job: _Job, threads: int, parent: int) -> None:
+    """One worker process: its share of the cores, then trials until the study's budget is spent.
+    The parent decides when to stop: Ctrl-C in the terminal is ignored here (the parent gets it
+    too and sends SIGTERM), and a worker whose parent is gone (killed) stops by itself; either
+    way its trial is marked interrupted, and the worker exits without a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with terminate_as_interrupt():
+            threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+            import torch
+
+            torch.set_num_threads(threads)
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+            doc, space, base = _prepare(job)
+            study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
+            _optimize(study, doc, space, job, job.reporter, None, job.on_trial, base.spec.train.seed)
+    except (KeyboardInterrupt, Interrupted):
+        sys.exit(INTERRUPTED_EXIT)
+
+
+INTERRUPTED_EXIT = 130
+
+
+def _orphan_watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _picklable(value) -> bool:
@@ -527,16 +675,22 @@ def _picklable(value) -> bool:
 def _run_workers(job: _Job, workers: int) -> None:
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker, args=(job, threads), name=f"netspec-sweep-worker-{i}") for i in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(job, threads, os.getpid()), name=f"netspec-sweep-worker-{i}")
+             for i in range(workers)]
     for p in procs:
         p.start()
     try:
         for p in procs:
             p.join()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM reached this process: each worker is told once
         for p in procs:
-            p.join(timeout=30)  # they got the same Ctrl-C and save their state
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker marks its trial interrupted and exits
+        for p in procs:
+            p.join(timeout=30)
         raise Interrupted("sweep interrupted", Path(job.folder)) from None
+    if any(p.exitcode == INTERRUPTED_EXIT for p in procs):  # a worker was stopped from outside
+        raise Interrupted("sweep interrupted", Path(job.folder))
     failed = [p.name for p in procs if p.exitcode not in (0, None)]
     if failed:
         raise RunError(f"{len(failed)} of {workers} sweep workers stopped with an error (exit codes "
