@@ -226,11 +226,12 @@ class Run:
         return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i])}
                 for k, (f, i) in enumerate(zip(files, pred.labels.tolist()))]
 
-    def export(self, path: str | Path | None = None, format: str = "onnx") -> Path:
-        """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it."""
+    def export(self, path: str | Path | None = None, format: str = "onnx", force: bool = False) -> Path:
+        """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it;
+        a given `path` that exists is replaced only with `force`."""
         if format != "onnx":
             raise NetspecError(f"export format {format!r}: only onnx is supported")
-        return export_onnx(self.path, path)
+        return export_onnx(self.path, path, force)
 
     def evaluate(self, data_dir=None) -> dict:
         """Test accuracy of the saved model, recomputed (in the run's own precision)."""

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from netspec.errors import Interrupted, NetspecError, SpecError
+from netspec.errors import Interrupted, NetspecError, SpecError, os_error_text
 
 class Command(TyperCommand):
     """Plain help without type labels beside arguments (SPEC, RUN_DIR say enough), aligned as before."""
@@ -79,6 +79,9 @@ def user_errors():
         raise typer.Exit(130) from None
     except NetspecError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from None
+    except OSError as e:  # the machine's, not the program's: a full disk, a folder we may not write
+        err.print(f"[red]error:[/] {escape(os_error_text(e))}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
@@ -486,12 +489,13 @@ def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False, metavar="RUN_DIR")],
     format: Annotated[str, typer.Option("--format", metavar="onnx", help="file format")] = "onnx",
     out_file: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="where (default RUN_DIR/model.onnx)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace FILE (and FILE.json) if they exist")] = False,
 ):
     """Write the trained model as an ONNX file (with its preprocessing in FILE.json)."""
     import netspec
 
     with user_errors():
-        path = netspec.open_run(run_dir).export(out_file, format=format)
+        path = netspec.open_run(run_dir).export(out_file, format=format, force=force)
     out.print(f"wrote {escape(str(path))} and {escape(str(path))}.json", highlight=False)
 
 

@@ -70,3 +70,9 @@ class Interrupted(NetspecError):
     def __init__(self, message: str, run_dir):
         self.run_dir = run_dir
         super().__init__(message)
+
+
+def os_error_text(e: OSError) -> str:
+    """An operating-system error as one line: what failed, and on which file."""
+    text = e.strerror or str(e) or type(e).__name__
+    return f"{text}: {e.filename}" if e.filename else text

@@ -478,3 +478,109 @@ def _alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# --- one line, not a traceback -------------------------------------------------------------------
+
+def test_a_5000_digit_integer_is_a_located_error(tmp_path):
+    spec = tmp_path / "big.yaml"
+    spec.write_text("name: x\nmodel:\n  layers:\n    - Linear: {out_features: " + "9" * 5000 + "}\n")
+    r = cli.invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "big.yaml:4:30" in r.output and "a number of 5,000 digits" in r.output
+    r = cli.invoke(app, ["validate", str(SWEEP_SPEC := _sweep_spec(tmp_path)), "--set", "train.epochs=" + "1" * 5000])
+    assert r.exit_code == 1 and "a number of 5,000 digits" in r.output and SWEEP_SPEC.is_file()
+
+
+def test_a_run_killed_before_its_data_loaded_leaves_a_folder_to_reuse_not_resume(tmp_path, fake_data):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "spec.yaml").write_text("")  # the claim a run makes first: what a kill during loading leaves
+    r = cli.invoke(app, ["run", "--resume", str(folder), "--data-dir", str(fake_data)])
+    assert r.exit_code == 1 and "stopped before its data loaded: nothing to resume" in r.output
+    spec = _sweep_spec(tmp_path)
+    r = cli.invoke(app, ["run", str(spec), "--out", str(folder), "--data-dir", str(fake_data), "--limit", "100"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_export_never_replaces_a_file_silently_and_bad_targets_are_one_line(tmp_path, digit_run):
+    pytest.importorskip("onnxscript")
+    precious = tmp_path / "notes.txt"
+    precious.write_text("my notes")
+    r = cli.invoke(app, ["export", str(digit_run), "--out", str(precious)])
+    assert r.exit_code == 1 and "already exists; pick another --out, or add --force" in r.output
+    assert precious.read_text() == "my notes"
+    for target, says in ((tmp_path / "missing" / "m.onnx", "does not exist"), (tmp_path, "is a folder"),
+                         ("/proc/m.onnx", "cannot write /proc/m.onnx")):
+        r = cli.invoke(app, ["export", str(digit_run), "--out", str(target)])
+        assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output, r.output
+    r = cli.invoke(app, ["export", str(digit_run), "--out", str(precious), "--force"])
+    assert r.exit_code == 0 and precious.read_bytes()[:4] != b"my n"
+
+
+def test_a_nonexistent_data_dir_is_not_created(tmp_path, monkeypatch):
+    missing = tmp_path / "typo"
+    spec = _sweep_spec(tmp_path)
+    monkeypatch.setenv("NETSPEC_DATA_DIR", str(missing))
+    r = cli.invoke(app, ["run", str(spec), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 1 and "does not exist" in r.output and not missing.exists()
+
+
+def test_a_hand_edited_data_record_is_refused(tmp_path, digit_run):
+    import shutil
+
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_digit(), "L").save(images / "a.png")
+    for edit, says in (({"std": [0]}, "std [0]: one finite number per channel (1), each above 0"),
+                       ({"image_shape": [1, 40000, 40000]}, "image_shape [1, 40000, 40000]"),
+                       ({"mean": "zero"}, "mean 'zero'"), ({"classes": [1, 2]}, "names 2 classes")):
+        copy = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(digit_run, copy)
+        record = json.loads((copy / "data.json").read_text()) | edit
+        (copy / "data.json").write_text(json.dumps(record))
+        r = cli.invoke(app, ["predict", str(copy), str(images)])
+        assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output, r.output
+
+
+def _small_disk(path, size: str = "1m"):
+    import subprocess
+
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs (a real full disk)")
+    return path
+
+
+def test_a_full_disk_is_one_line_in_run_and_sweep(tmp_path, fake_data):
+    import subprocess
+
+    disk = _small_disk(tmp_path / "disk", "256k")
+    try:
+        (disk / "filler").write_bytes(b"\0" * (256 * 1024 - 48 * 1024))  # 48 KiB left: less than one checkpoint
+        spec = _sweep_spec(tmp_path)
+        r = cli.invoke(app, ["run", str(spec), "--out", str(disk / "r"), "--data-dir", str(fake_data), "--limit", "100"])
+        assert r.exit_code == 1 and "No space left on device" in r.output and "Traceback" not in r.output, r.output
+        r = cli.invoke(app, ["sweep", str(spec), "--grid", "train.batch_size=32,64", "--out", str(disk / "s"),
+                             "--data-dir", str(fake_data), "--limit", "100"])
+        assert r.exit_code == 1 and "No space left on device" in r.output and "Traceback" not in r.output, r.output
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_copied_sweep_folder_points_at_its_own_trials(tmp_path, fake_data):
+    import shutil
+
+    from netspec.runner.sweep import sweep
+
+    sweep(_sweep_spec(tmp_path), grid=["train.batch_size=32"], out=tmp_path / "s", data_dir=fake_data, limit=100)
+    from netspec.report.sweep_report import write_sweep_outputs
+
+    shutil.copytree(tmp_path / "s", tmp_path / "copy")  # the original stays: links must not lead back to it
+    result = sweep(_sweep_spec(tmp_path), grid=["train.batch_size=32"], out=tmp_path / "copy", data_dir=fake_data,
+                   limit=100)
+    rows = write_sweep_outputs(result.folder, "tiny", result.study, result.space)
+    assert rows[0]["run_dir"] == "trial-000" and (tmp_path / "copy" / rows[0]["run_dir"] / "metrics.json").is_file()
+    assert ",trial-000" in (tmp_path / "copy" / "leaderboard.csv").read_text()

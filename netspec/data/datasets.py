@@ -326,6 +326,10 @@ def load_source(data, data_dir: str | Path | None = None, download: bool = True)
     except FactsError as e:
         raise DataError(f"data.{'.'.join(map(str, e.path[1:]))}: {e.message}") from None
     if data.dataset in NAMED:
+        given = data_dir or os.environ.get("NETSPEC_DATA_DIR")
+        if given and not Path(given).is_dir():  # a typo would otherwise become a new folder and a download
+            raise DataError(f"the data folder {given} (--data-dir or NETSPEC_DATA_DIR) does not exist; point it at the "
+                            "folder that holds the datasets, or create it for torchvision to download into")
         (tr_x, tr_y), (te_x, te_y) = _read_named(data.dataset, Path(data_dir) if data_dir else default_data_dir(), download)
         train, test = ArrayImages(tr_x, tr_y.long()), ArrayImages(te_x, te_y.long())
     elif data.dataset == "imagefolder":

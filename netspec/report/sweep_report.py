@@ -156,9 +156,17 @@ def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _within(folder: Path, run_dir: str) -> str:
+    """A trial's folder relative to the sweep folder when it is there (trial-003: trial numbers are
+    the study's, so the name is this trial's), so the leaderboard points at this folder's copy after
+    the sweep folder is moved or copied; a trial another machine ran keeps its recorded path."""
+    name = Path(run_dir).name
+    return name if run_dir and (folder / name).is_dir() else run_dir
+
+
 def write_sweep_outputs(folder: Path, name: str, study, space) -> list[dict]:
     keys = space.keys
-    rows = leaderboard(study)
+    rows = [r | {"run_dir": _within(folder, r["run_dir"])} for r in leaderboard(study)]
     atomic_write(folder / "leaderboard.csv", lambda f: f.write(leaderboard_csv(rows, keys).encode()))
     atomic_write(folder / "sweep.md", lambda f: f.write(sweep_markdown(name, rows, space, keys).encode()))
     for fname, fig in (("trials.png", plots.trials_figure(rows)),

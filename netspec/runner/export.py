@@ -24,13 +24,30 @@ from netspec.spec.datasets import IMAGE_EXTENSIONS
 IMAGE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")
 
 
-def export_onnx(run_path: str | Path, out: str | Path | None = None) -> Path:
-    """Write RUN_DIR/model.onnx (or `out`) and its preprocessing next to it; returns the path."""
+def _export_target(out: Path, force: bool) -> None:
+    """Refuse a target that is not a new file in an existing folder (unless `force` replaces a file)."""
+    if out.is_dir():
+        raise NetspecError(f"--out {out} is a folder; give a file name, such as {out / 'model.onnx'}")
+    if not out.parent.is_dir():
+        raise NetspecError(f"--out {out}: the folder {out.parent} does not exist")
+    for target in (out, out.with_name(out.name + ".json")):
+        if (target.exists() or target.is_symlink()) and not force:
+            raise NetspecError(f"{target} already exists; pick another --out, or add --force to replace it")
+        if target.exists() and not target.is_file():
+            raise NetspecError(f"{target} exists and is not a regular file")
+
+
+def export_onnx(run_path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    """Write RUN_DIR/model.onnx (or `out`) and its preprocessing next to it; returns the path.
+    An explicit `out` that exists is replaced only with `force`; the run folder's own model.onnx
+    is the export's, and is written again."""
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it; say so before torch fails deeper
     except ImportError:
         raise NetspecError("ONNX export needs the onnx extra: pip install 'netspec[onnx]' "
                            "(onnx, onnxscript; onnxruntime to run the file)") from None
+    if out is not None:
+        _export_target(Path(out), force)
     run_dir, checked, model, _ = load_run(run_path)
     spec = checked.spec
     path = Path(out) if out else run_dir / "model.onnx"
@@ -44,7 +61,10 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None) -> Path:
         except Exception as e:  # noqa: BLE001 - any exporter failure is one line for the user
             raise RunError(f"ONNX export of {run_dir.path} failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     data = program.model_proto.SerializeToString()
-    atomic_write(path, lambda f: f.write(data))
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as e:
+        raise NetspecError(f"cannot write {path}: {e.strerror or e}") from None
     pre = preprocessing(run_dir, spec)
     c, h, w = pre["image_shape"]
     meta = {"input": "images", "input_shape": ["batch", *spec.data.input_shape],
@@ -54,7 +74,10 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None) -> Path:
             "output": "outputs",
             "output_is": "probabilities (the spec ends in Softmax)" if checked.analysis.softmax_head else "logits",
             "classes": pre["classes"], "spec": spec.name}
-    atomic_write(path.with_name(path.name + ".json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
+    try:
+        atomic_write(path.with_name(path.name + ".json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
+    except OSError as e:
+        raise NetspecError(f"cannot write {path}.json: {e.strerror or e}") from None
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import platform
 import sys
 import time
@@ -92,15 +93,39 @@ def preprocessing(run_dir: RunDir, spec) -> dict:
     with these fixed statistics."""
     if (run_dir / DATA_RECORD).is_file():
         record = run_dir.read_json(DATA_RECORD)
-        if isinstance(record, dict) and {"classes", "mean", "std", "image_shape"} <= record.keys():
-            return record
-        raise CheckpointError(f"{run_dir / DATA_RECORD} is not a data record")
+        problem = _record_problem(record, spec)
+        if problem:
+            raise CheckpointError(f"{run_dir / DATA_RECORD} {problem}; it was edited or damaged (rerun the spec to "
+                                  "write it again)")
+        return record
     legacy = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
     if spec.data.dataset not in legacy:
         raise CheckpointError(f"{run_dir.path} has no {DATA_RECORD}: its preprocessing is unknown")
     mean, std = legacy[spec.data.dataset]
     return {"dataset": spec.data.dataset, "classes": list(NAMED[spec.data.dataset].classes), "image_shape": [1, 28, 28],
             "input_shape": list(spec.data.input_shape), "mean": [mean], "std": [std], "stats_from": "fixed"}
+
+
+def _record_problem(record, spec) -> str | None:
+    """What is wrong with a data record, checked like any input against the run's own spec: a
+    hand-edited std of 0 would give NaN probabilities, a huge image_shape a huge allocation."""
+    if not isinstance(record, dict) or not {"classes", "mean", "std", "image_shape"} <= record.keys():
+        return "is not a data record"
+    shape = record["image_shape"]
+    if not (isinstance(shape, list) and all(type(v) is int for v in shape)) or (
+            spec.data.image_shape and tuple(shape) != tuple(spec.data.image_shape)):
+        return f"says image_shape {shape!r}, the run's spec {list(spec.data.image_shape or ())}"
+    classes = record["classes"]
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)) or (
+            spec.data.classes and len(classes) != spec.data.classes):
+        return f"names {len(classes) if isinstance(classes, list) else 'no'} classes, the run's spec {spec.data.classes}"
+    for key, low in (("mean", -math.inf), ("std", 0)):
+        values = record[key]
+        if not (isinstance(values, list) and len(values) == shape[0]
+                and all(type(v) in (int, float) and math.isfinite(v) and v > low for v in values)):
+            return (f"has {key} {values!r}: one finite number per channel ({shape[0]})"
+                    + (", each above 0" if key == "std" else ""))
+    return None
 
 
 def history_csv(history: list[EpochStats]) -> str:

@@ -6,6 +6,7 @@ are only ever loaded with `weights_only=True`; one that needs more is refused.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -64,10 +65,21 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if not isinstance(e, (OSError, KeyboardInterrupt)) and _disk_full(path.parent):
+            # torch.save reports a full disk as RuntimeError("... unexpected pos ..."): say what it is
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     _fsync_dir(path.parent)
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def _json_safe(value: Any) -> Any:
@@ -138,6 +150,10 @@ class RunDir:
         if not path.is_dir() or path.is_symlink():
             raise RunError(f"--out {path} exists and is not a folder")
         entries = list(path.iterdir())
+        claim = path / SPEC_FILE
+        if entries == [claim] and claim.is_file() and not claim.is_symlink() and claim.stat().st_size == 0:
+            claim.unlink()  # a claim never used: a run stopped (killed) before its data loaded
+            return
         if not entries:
             return
         is_run = (path / SPEC_FILE).is_file()
@@ -163,6 +179,9 @@ class RunDir:
         path = Path(path)
         if not (path / SPEC_FILE).is_file():
             raise CheckpointError(f"{path} is not a run folder (no {SPEC_FILE} in it)")
+        if (path / SPEC_FILE).stat().st_size == 0:
+            raise CheckpointError(f"{path} holds a run stopped before its data loaded: nothing to resume; "
+                                  f"run the spec again with --out {path}")
         return cls(path)
 
     def __truediv__(self, name: str) -> Path:

@@ -35,7 +35,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import Interrupted, Problem, RunError, SpecError
+from netspec.errors import Interrupted, NetspecError, Problem, RunError, SpecError, os_error_text
 from netspec.runner.run import Reporter, run
 from netspec.runner.train import Observer
 from netspec.spec.loader import Document, load_file, load_text
@@ -651,6 +651,9 @@ def _worker(job: _Job, threads: int, parent: int) -> None:
             _optimize(study, doc, space, job, job.reporter, None, job.on_trial, base.spec.train.seed)
     except (KeyboardInterrupt, Interrupted):
         sys.exit(INTERRUPTED_EXIT)
+    except (NetspecError, OSError) as e:  # a worker's only channel is its stderr: one line, no traceback
+        print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
+        sys.exit(1)
 
 
 INTERRUPTED_EXIT = 130

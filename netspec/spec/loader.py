@@ -27,6 +27,7 @@ MAX_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is generous
 MAX_DEPTH = 64  # real specs nest 5 levels deep
 MAX_ALIASES = 64  # anchors are rare in specs; billion-laughs needs many
 MAX_VALUES = 100_000  # values after alias expansion
+MAX_DIGITS = 100  # an integer in a spec; sizes stop at 2^31
 
 PLAIN_TAGS = {
     "tag:yaml.org,2002:" + t
@@ -205,6 +206,11 @@ class _Builder:
             # text, and whatever else YAML 1.1 resolves a plain scalar to (timestamps, `=` as
             # tag:yaml.org,2002:value, `<<` as a merge key): kept as written, never constructed
             return node.value
+        if tag == "int" and len(node.value) > MAX_DIGITS:  # Python refuses to read > 4,300 digits
+            line, col = _mark(node.start_mark)
+            self.problems.append(Problem(self.doc.file, line, col, format_path(path),
+                                         f"a number of {len(node.value):,} digits; netspec reads at most {MAX_DIGITS}"))
+            return 0
         value = self.scalars.construct_object(node)
         if isinstance(value, float) and not math.isfinite(value):
             line, col = _mark(node.start_mark)
