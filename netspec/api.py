@@ -22,22 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import torch
+from typing import TYPE_CHECKING
+
 import yaml
-from torch import nn
 
 from netspec.builder.check import Checked, check_document
-from netspec.builder.model import build_model
 from netspec.errors import NetspecError, SpecError
-from netspec.report.run_report import RunReporter
 from netspec.report.tables import summary_json, summary_text
-from netspec.runner.export import export_onnx, image_files, read_images
-from netspec.runner.rundir import RunDir
-from netspec.runner.run import check_run_spec, evaluate_run, load_run, preprocessing, read_history
-from netspec.runner.run import run as _run
-from netspec.runner.train import EpochStats, Observer, logits_model
+from netspec.runner.observer import Observer
 from netspec.spec.loader import load_file, load_text
 from netspec.spec.overrides import apply_overrides
+
+if TYPE_CHECKING:  # loading and checking a spec needs no torch; building, training and runs import it there
+    import torch
+    from torch import nn
+
+    from netspec.runner.train import EpochStats
 
 __all__ = ["Spec", "Run", "Prediction", "load", "train", "resume", "open_run"]
 
@@ -114,6 +114,11 @@ class Spec:
         without the final Softmax. netspec's own training does exactly that.
         Torch's global random state is left as it was.
         """
+        import torch
+
+        from netspec.builder.model import build_model
+        from netspec.runner.train import logits_model
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed if seed is None else seed)
             model = build_model(self.config, device)
@@ -189,17 +194,24 @@ class Run:
 
     @property
     def logits_model(self) -> nn.Module:
+        from netspec.runner.train import logits_model
+
         return logits_model(self.model, self.spec.softmax_head)
 
     @functools.cached_property
     def preprocessing(self) -> dict:
         """How the run's images were read and normalised (data.json): classes, image_shape, mean, std."""
+        from netspec.runner.rundir import RunDir
+        from netspec.runner.run import preprocessing
+
         return preprocessing(RunDir(self.path), self.spec.config)
 
     def predict(self, images: torch.Tensor, batch_size: int = 1000) -> Prediction:
         """Classes and probabilities for raw images: uint8 (0..255) or floats in [0, 1], one image
         per row in any shape holding the stored image's values: (N, H, W), (N, C, H, W) or flat
         (N, C*H*W). They are normalised per channel and shaped as in training, computed in fp32."""
+        import torch
+
         images = torch.as_tensor(images)
         if images.dtype == torch.uint8:
             images = images.float() / 255
@@ -221,6 +233,8 @@ class Run:
         """Classify image files (and the images in folders): each read as in training (grayscale
         or RGB, resized to the run's image size), scaled to 0..1, then normalised as in training.
         MNIST digits are light on dark; invert dark-on-light drawings first."""
+        from netspec.runner.export import image_files, read_images
+
         files = image_files(paths)
         pred = self.predict(read_images(files, tuple(self.preprocessing["image_shape"])))
         return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i])}
@@ -231,10 +245,14 @@ class Run:
         a given `path` that exists is replaced only with `force`."""
         if format != "onnx":
             raise NetspecError(f"export format {format!r}: only onnx is supported")
+        from netspec.runner.export import export_onnx
+
         return export_onnx(self.path, path, force)
 
     def evaluate(self, data_dir=None) -> dict:
         """Test accuracy of the saved model, recomputed (in the run's own precision)."""
+        from netspec.runner.run import evaluate_run
+
         return evaluate_run(self.path, data_dir)
 
     def __repr__(self) -> str:
@@ -263,6 +281,8 @@ class PrintProgress(Observer):
 
 def open_run(path: str | Path) -> Run:
     """A run folder (finished, interrupted or failed): spec, model with its weights, history, metrics."""
+    from netspec.runner.run import load_run, read_history
+
     run_dir, checked, model, notes = load_run(path)
     metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
@@ -287,6 +307,9 @@ def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, d
     `force`: empty `out` first when it holds an earlier run (otherwise that is refused).
     """
     spec = _as_spec(spec, rules, overrides)
+    from netspec.report.run_report import RunReporter
+    from netspec.runner.run import run as _run
+
     result = _run(spec.checked, out=out, data_dir=data_dir, observer=_observer(progress), limit=limit, force=force,
                   runs_root=runs_root, detect_anomaly=detect_anomaly, reporter=RunReporter())
     return open_run(result.run_dir.path)
@@ -294,6 +317,10 @@ def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, d
 
 def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bool | Observer = True) -> Run:
     """Continue an interrupted run from its last finished epoch, on the data it used."""
+    from netspec.report.run_report import RunReporter
+    from netspec.runner.rundir import RunDir
+    from netspec.runner.run import check_run_spec, run as _run
+
     checked, _ = check_run_spec(RunDir.open(path))
     _run(checked, out=path, data_dir=data_dir, observer=_observer(progress), resume=True, reporter=RunReporter())
     return open_run(path)

@@ -412,7 +412,7 @@ def test_stopping_a_parallel_sweep_stops_its_workers_in_one_line(fake_data, tmp_
 
     from conftest import ROOT
 
-    spec = _sweep_spec(tmp_path, SWEEP.replace("epochs: 1", "epochs: 30"))
+    spec = _sweep_spec(tmp_path, SWEEP.replace("epochs: 1", "epochs: 500"))
     args = [sys.executable, "-m", "netspec", "sweep", str(spec), "--grid", "train.batch_size=32,64", "--workers", "2",
             "--out", str(tmp_path / "s"), "--data-dir", str(fake_data), "--limit", "600"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -451,7 +451,7 @@ def test_workers_of_a_killed_parent_stop_by_themselves(fake_data, tmp_path):
 
     from conftest import ROOT
 
-    spec = _sweep_spec(tmp_path, SWEEP.replace("epochs: 1", "epochs: 30"))
+    spec = _sweep_spec(tmp_path, SWEEP.replace("epochs: 1", "epochs: 500"))
     args = [sys.executable, "-m", "netspec", "sweep", str(spec), "--grid", "train.batch_size=32,64", "--workers", "2",
             "--out", str(tmp_path / "s"), "--data-dir", str(fake_data), "--limit", "600"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

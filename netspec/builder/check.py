@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from netspec.builder.lint import lint
-from netspec.builder.model import Analysis, analyze, budget_hint
+from netspec.builder.analysis import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
 from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, dataset_facts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netspec.builder.model import Analysis
+from netspec.builder.analysis import Analysis
 from netspec.spec.config import Spec
 from netspec.spec.schema import LINT_WARNINGS as WARNINGS  # noqa: F401 (names and one-line reasons)
 

@@ -1,216 +1,42 @@
-"""Turn a frozen spec into a torch module, and analyse it without allocating.
-
-`analyze(spec)` builds the model on the `meta` device: shapes and parameter
-counts are exact (they come from the torch classes themselves) but no weight
-memory is touched, so a spec asking for 10^12 parameters is reported, not
-allocated. `build_model(spec)` builds the real module once analysis passed.
+"""Turn a checked spec into a torch module. Shapes and sizes were settled by
+`netspec.builder.analysis` (without torch) before this runs; building is the layer
+table's `make` for each layer, or the ViT class.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from netspec.spec.layers import LAYERS, Shape, ShapeError, _fmt
+from netspec.builder.analysis import analyze, layer_name, num_classes
 from netspec.builder.vit import ViT
-from netspec.spec.config import LayerSpec, Spec, ViTSpec
-
-DEFAULT_CLASSES = 10  # a shapes-only spec (dataset none) that does not state data.classes
-MAX_PARAMS = 500_000_000  # 2 GB of float32 weights, 6 GB with Adam's state
-MAX_ACTIVATION_BYTES = 8 << 30  # one training (or evaluation) batch's activations, float32
-MAX_MODULES = 5_000  # building (even on meta) costs ~1 ms per module; real ViTs have hundreds
-BYTES = 4
+from netspec.spec.config import Spec
+from netspec.spec.layers import LAYERS
 
 
-@dataclass(frozen=True)
-class BuildProblem:
-    path: tuple  # where in the spec, e.g. ("model", "layers", 3)
-    message: str
-    hint: str = ""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the summary table."""
-
-    index: int
-    name: str  # child name in the module, e.g. conv2d_0 (state_dict keys start with it)
-    layer: str  # what it is, with its non-default arguments
-    shape: Shape  # output shape of one sample
-    params: int  # trainable
-    frozen: int = 0  # non-trainable parameters
-
-
-@dataclass
-class Analysis:
-    input_shape: Shape
-    rows: list[Row] = field(default_factory=list)
-    problems: list[BuildProblem] = field(default_factory=list)
-    output_shape: Shape | None = None
-    hidden_units: int | None = None  # Sequential models only
-    activation_elements: int = 0  # per sample, summed over layer outputs
-    softmax_head: bool = False  # the model ends in Softmax (folded into the loss)
-
-    @property
-    def params(self) -> int:
-        return sum(r.params for r in self.rows)
-
-    @property
-    def frozen(self) -> int:
-        return sum(r.frozen for r in self.rows)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def layer_name(index: int, layer: LayerSpec) -> str:
-    return f"{layer.name.lower()}_{index}"
-
-
-def _count(module: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in module.parameters()) - trainable
-
-
-def _sequential(spec: Spec, shape: Shape, analysis: Analysis, device) -> nn.Module | None:
+def _sequential(spec: Spec) -> nn.Module:
     children: OrderedDict[str, nn.Module] = OrderedDict()
-    linears = []
+    shape = tuple(spec.data.input_shape)
     for i, layer in enumerate(spec.model):
         entry = LAYERS[layer.name]
-        try:
-            out = entry.shape(shape, layer.kwargs)
-            if any(s < 1 for s in out):
-                raise ShapeError(f"output shape {_fmt(out)} is empty")
-            with torch.device(device):
-                module = entry.make(shape, layer.kwargs)
-        except ShapeError as e:
-            analysis.problems.append(BuildProblem(
-                ("model", "layers", i), f"{layer.name} {e}",
-                f"the layer before it outputs {_fmt(shape)}" if i else f"the input shape is {_fmt(shape)}"))
-            return None
-        except (RuntimeError, ValueError, OverflowError) as e:  # torch refusing a size
-            analysis.problems.append(BuildProblem(("model", "layers", i), f"{layer.name} cannot be built: {e}"))
-            return None
-        name = layer_name(i, layer)
-        children[name] = module
-        trainable, frozen = _count(module)
-        analysis.rows.append(Row(i, name, layer.describe(), out, trainable, frozen))
-        analysis.activation_elements += math.prod(out)
-        if layer.name == "Linear":
-            linears.append(layer.kwargs["out_features"])
-        shape = out
-    analysis.output_shape = shape
-    analysis.hidden_units = sum(linears[:-1])
-    analysis.softmax_head = spec.model[-1].name == "Softmax"
+        children[layer_name(i, layer)] = entry.make(shape, layer.kwargs)
+        shape = entry.shape(shape, layer.kwargs)
     return nn.Sequential(children)
 
 
-def _vit(spec: Spec, shape: Shape, analysis: Analysis, device) -> nn.Module | None:
-    v: ViTSpec = spec.model
-    where = ("model", "vit", "patch_size")
-    if len(shape) != 3:
-        analysis.problems.append(BuildProblem(
-            ("data", "input_shape"), f"a ViT needs an image shape [channels, height, width], got {list(shape)}"))
-        return None
-    c, h, w = shape
-    classes = num_classes(spec)
-    if h % v.patch_size or w % v.patch_size:
-        divisors = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
-        analysis.problems.append(BuildProblem(
-            where, f"patch size {v.patch_size} does not tile a {h}x{w} image",
-            f"use one of {divisors}"))
-        return None
-    tokens = (h // v.patch_size) * (w // v.patch_size) + 1
-    # activations per sample and layer: the attention maps dominate for long sequences
-    per_layer = v.heads * tokens * tokens * 2 + tokens * (3 * v.heads * v.dim_head + 6 * v.dim + 2 * v.mlp_dim)
-    analysis.activation_elements = tokens * v.dim * 2 + v.depth * per_layer
-    if analysis.activation_elements * max(spec.train.batch_size, spec.train.eval_batch_size) * BYTES > MAX_ACTIVATION_BYTES:
-        return None  # reported by the activation check below, before building
-    # module count of the encoder: norms, MLP (4), attention (4, or 4 per head when run head by head)
-    modules = v.depth * (7 + (5 * v.heads + 1 if v.attention == "per_head" else 4))
-    if modules > MAX_MODULES:
-        analysis.problems.append(BuildProblem(
-            ("model", "vit"), f"depth {v.depth} x {v.heads} heads ({v.attention}) would build about {modules:,} "
-                              f"modules; netspec builds at most {MAX_MODULES:,}",
-            "use fewer layers or heads, or attention: batched (one module for all heads)"))
-        return None
-    with torch.device(device):
-        model = ViT(image_shape=(c, h, w), patch_size=v.patch_size, num_classes=classes, dim=v.dim,
-                    depth=v.depth, heads=v.heads, dim_head=v.dim_head, mlp_dim=v.mlp_dim,
-                    dropout=v.dropout, attention_dropout=v.attention_dropout, emb_dropout=v.emb_dropout,
-                    pool=v.pool, per_head=v.attention == "per_head")
-    n = tokens - 1
-    rows = [
-        ("to_patch_embedding", f"patches {v.patch_size}x{v.patch_size} -> Linear", (n, v.dim), model.to_patch_embedding),
-        ("tokens", "class token + position embedding", (tokens, v.dim), [model.cls_token, model.pos_embedding]),
-    ]
-    for i, layer in enumerate(model.layers):
-        rows.append((f"layers.{i}", f"EncoderLayer(heads={v.heads}, dim_head={v.dim_head}, mlp_dim={v.mlp_dim})",
-                     (tokens, v.dim), layer))
-    rows += [("norm", "LayerNorm", (tokens, v.dim), model.norm),
-             ("mlp_head", f"{v.pool} token -> Linear", (classes,), model.mlp_head)]
-    for i, (name, text, out, part) in enumerate(rows):
-        params = part if isinstance(part, list) else list(part.parameters())
-        analysis.rows.append(Row(i, name, text, out, sum(p.numel() for p in params if p.requires_grad)))
-    analysis.output_shape = (classes,)
-    return model
-
-
-def num_classes(spec: Spec) -> int:
-    """The model's output size: the dataset's classes (the check writes them into the spec)."""
-    return spec.data.classes or DEFAULT_CLASSES
-
-
-def _construct(spec: Spec, device) -> tuple[nn.Module | None, Analysis]:
-    shape = tuple(spec.data.input_shape)
-    analysis = Analysis(input_shape=shape)
-    build = _vit if spec.is_vit else _sequential
-    model = build(spec, shape, analysis, device)
-    if analysis.problems:
-        return None, analysis
-    where = ("model",)
-    if analysis.params + analysis.frozen > MAX_PARAMS:
-        analysis.problems.append(BuildProblem(
-            where, f"the model has {analysis.params + analysis.frozen:,} parameters; netspec builds at most {MAX_PARAMS:,}",
-            budget_hint(analysis)))
-    for what, key, batch in (("training", "batch_size", spec.train.batch_size),
-                             ("evaluation", "eval_batch_size", spec.train.eval_batch_size)):
-        act = analysis.activation_elements * batch * BYTES
-        if act > MAX_ACTIVATION_BYTES:
-            analysis.problems.append(BuildProblem(
-                ("train", key), f"one {what} batch needs about {act:,} bytes of activations "
-                                f"({analysis.activation_elements:,} values per sample x {key} {batch}); "
-                                f"the limit is {MAX_ACTIVATION_BYTES:,}", f"lower train.{key}"))
-            break
-    trains = spec.data.dataset != "none"
-    classes = num_classes(spec)
-    if trains and analysis.output_shape is not None and tuple(analysis.output_shape) != (classes,) and not analysis.problems:
-        analysis.problems.append(BuildProblem(
-            ("model", "layers", len(spec.model) - 1),
-            f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
-            f"end with Linear(out_features={classes}) on a flat input (add Flatten before it)"))
-    return (None if analysis.problems else model), analysis
-
-
-def budget_hint(analysis: Analysis, n: int = 3) -> str:
-    total = max(analysis.params, 1)
-    top = sorted(analysis.rows, key=lambda r: -r.params)[:n]
-    return "most parameters are in " + ", ".join(
-        f"{r.name} {r.layer} ({r.params:,}, {100 * r.params / total:.0f}%)" for r in top if r.params)
-
-
-def analyze(spec: Spec) -> Analysis:
-    """Exact shapes and parameter counts, with no weight memory allocated."""
-    return _construct(spec, "meta")[1]
+def _vit(spec: Spec) -> nn.Module:
+    v = spec.model
+    return ViT(image_shape=tuple(spec.data.input_shape), patch_size=v.patch_size, num_classes=num_classes(spec),
+               dim=v.dim, depth=v.depth, heads=v.heads, dim_head=v.dim_head, mlp_dim=v.mlp_dim,
+               dropout=v.dropout, attention_dropout=v.attention_dropout, emb_dropout=v.emb_dropout,
+               pool=v.pool, per_head=v.attention == "per_head")
 
 
 def build_model(spec: Spec, device: str | torch.device = "cpu") -> nn.Module:
     """The real module (weights initialised by torch's defaults under the current seed)."""
-    model, analysis = _construct(spec, device)
-    if model is None:  # validation runs first; reaching this is a bug
+    analysis = analyze(spec)
+    if analysis.problems:  # validation runs first; reaching this is a bug
         raise AssertionError(f"spec {spec.name} does not build: {analysis.problems}")
-    return model
+    with torch.device(device):
+        return _vit(spec) if spec.is_vit else _sequential(spec)

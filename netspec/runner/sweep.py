@@ -461,7 +461,8 @@ def terminate_as_interrupt():
         yield
         return
     def interrupt(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up is not interrupted again
+        # Python may deliver this inside a weakref callback, whose exception it ignores: so the
+        # handler stays, and whoever sent SIGTERM sends it again if the process lives on
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -662,7 +663,12 @@ INTERRUPTED_EXIT = 130
 def _orphan_watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
-    os.kill(os.getpid(), signal.SIGTERM)
+    while True:  # again every RESEND_S, in case Python swallowed the interrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(RESEND_S)
+
+
+RESEND_S, KILL_S = 10, 60  # a stopped worker is told again after 10 s, and killed after a minute
 
 
 def _picklable(value) -> bool:
@@ -682,17 +688,27 @@ def _run_workers(job: _Job, workers: int) -> None:
              for i in range(workers)]
     for p in procs:
         p.start()
+    stopped: list[float] = []
+
+    def stop(signum, frame):  # Ctrl-C or SIGTERM: noted, never raised (it could land in a weakref callback)
+        stopped.append(time.monotonic())
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    told = None
     try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM reached this process: each worker is told once
-        for p in procs:
-            if p.is_alive():
-                p.terminate()  # SIGTERM: the worker marks its trial interrupted and exits
-        for p in procs:
-            p.join(timeout=30)
-        raise Interrupted("sweep interrupted", Path(job.folder)) from None
-    if any(p.exitcode == INTERRUPTED_EXIT for p in procs):  # a worker was stopped from outside
+        while any(p.is_alive() for p in procs):
+            next(p for p in procs if p.is_alive()).join(0.2)
+            if stopped and (told is None or time.monotonic() - told > RESEND_S):
+                told = time.monotonic()
+                for p in procs:  # SIGTERM: the worker marks its trial interrupted and exits
+                    if p.is_alive():
+                        (p.kill if told - stopped[0] > KILL_S else p.terminate)()
+    finally:
+        for s, previous in handlers.items():
+            signal.signal(s, previous)
+    if stopped or any(p.exitcode == INTERRUPTED_EXIT for p in procs):  # stopped here, or from outside
         raise Interrupted("sweep interrupted", Path(job.folder))
     failed = [p.name for p in procs if p.exitcode not in (0, None)]
     if failed:

@@ -18,6 +18,7 @@ from torch import nn
 
 from netspec.data.augment import augment
 from netspec.data.splits import Data, Split
+from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
 from netspec.errors import CheckpointError, RunError
 from netspec.runner.speed import COMPILE_MODES, Speed, autocast, prepare, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
@@ -32,19 +33,6 @@ class EpochStats:
     val_acc: float
     seconds: float
     lr: float  # at the end of the epoch
-
-
-class Observer:
-    """Hooks for progress display; the library itself never prints."""
-
-    def start(self, *, epochs: int, first_epoch: int, steps: int) -> None: ...
-
-    def step(self, *, epoch: int, step: int, loss: float) -> None: ...
-
-    def epoch(self, stats: EpochStats) -> None: ...
-
-    def note(self, text: str) -> None:
-        """One line worth telling the user (e.g. compilation failed and training went on eagerly)."""
 
 
 class NonFinite(RunError):

@@ -15,7 +15,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 DIGITS = tuple(string.digits)
 _MERGED = set("cijklmopsuvwxyz")  # EMNIST bymerge/balanced fold these lowercase letters into uppercase
@@ -289,6 +288,8 @@ def npz_member(archive: zipfile.ZipFile, key: str) -> Member:
     decompressed: a header that claims 10^12 images, or a member whose declared size differs from
     what its header says (a zip bomb, a cut file), is a ValueError, as is an array of objects
     (pickles are never loaded)."""
+    import numpy as np  # only for npz archives: checking other specs never loads it
+
     info = archive.getinfo(key + ".npy")
     with archive.open(info) as f:
         version = np.lib.format.read_magic(f)
@@ -308,6 +309,8 @@ def npz_member(archive: zipfile.ZipFile, key: str) -> Member:
 def npz_chunks(archive: zipfile.ZipFile, m: Member, rows: int | None = None):
     """The array `m` as consecutive blocks of rows (first axis), each at most about CHUNK_BYTES
     (or `rows` rows): reading never decompresses more than the block it returns."""
+    import numpy as np  # only for npz archives: checking other specs never loads it
+
     if m.fortran and len(m.shape) > 1:
         raise ValueError(f"{m.key} is stored in Fortran order; save it with numpy.savez after numpy.ascontiguousarray")
     row = m.nbytes // m.shape[0] if m.shape and m.shape[0] else 0
@@ -340,6 +343,8 @@ def _memory_bytes() -> int:
 def _images_problem(archive, m: Member) -> str | None:
     """What is wrong with an image array's pixels, read a block at a time: a type netspec does not
     read, floats outside 0..1, NaN or infinite values (which would become 0 without a word)."""
+    import numpy as np  # only for npz archives: checking other specs never loads it
+
     if m.dtype == np.uint8:
         return None
     if not np.issubdtype(m.dtype, np.floating):
@@ -358,6 +363,8 @@ def _images_problem(archive, m: Member) -> str | None:
 
 
 def _labels(archive, m: Member, images: int) -> np.ndarray:
+    import numpy as np  # only for npz archives: checking other specs never loads it
+
     if len(m.shape) != 1 or m.shape[0] != images or not np.issubdtype(m.dtype, np.integer):
         raise ValueError(f"{m.key} must be one integer label per image ({images:,} images); it has shape "
                          f"{list(m.shape)} and dtype {m.dtype}")

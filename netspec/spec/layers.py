@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from torch import nn
 
 Shape = tuple[int, ...]
 MAX_SIZE = 2**31 - 1  # any single size argument; larger is surely a typo
@@ -51,9 +50,9 @@ def _positive(default: float) -> dict:
 @dataclass(frozen=True)
 class LayerType:
     name: str
-    module: type[nn.Module]
-    make: Callable[[Shape, dict], nn.Module]  # input shape, arguments -> module
+    make: Callable[[Shape, dict], Any]  # input shape, arguments -> torch module (imports torch when called)
     shape: Callable[[Shape, dict], Shape]  # input shape, arguments -> output shape
+    params: Callable[[Shape, dict], int] = lambda s, a: 0  # input shape, arguments -> trainable parameters
     args: dict[str, dict] = field(default_factory=dict)  # argument -> JSON Schema
     required: tuple[str, ...] = ()
     doc: str = ""
@@ -182,71 +181,102 @@ def _kw(a: dict, *names: str) -> dict:
 
 _CONV_KW = ("stride", "padding", "dilation", "groups", "bias")
 
+def _nn():
+    """torch.nn, imported when a module is built (checking a spec never imports torch)."""
+    from torch import nn
+
+    return nn
+
+
+# --- parameter rules: what torch's classes allocate, counted without them ----------
+# (tests/test_analysis.py compares each with the torch module for random arguments)
+
+def _linear_params(s: Shape, a: dict) -> int:
+    return s[-1] * a["out_features"] + (a["out_features"] if a["bias"] else 0)
+
+
+def _conv_params(n: int):
+    def params(s: Shape, a: dict) -> int:
+        k = math.prod(_n(a["kernel_size"], n))
+        out = a["out_channels"]
+        return out * (s[0] // a.get("groups", 1)) * k + (out if a.get("bias", True) else 0)
+
+    return params
+
+
+def _norm_params(s: Shape, a: dict) -> int:  # BatchNorm: weight and bias per channel (running stats are buffers)
+    return 2 * s[0] if a["affine"] else 0
+
+
+def _layernorm_params(s: Shape, a: dict) -> int:
+    return 2 * s[-1] if a["affine"] else 0
+
+
 # --- the table ------------------------------------------------------------
 
 register(LayerType(
-    "Linear", nn.Linear,
-    make=lambda s, a: nn.Linear(s[-1], a["out_features"], bias=a["bias"]),
-    shape=_linear_shape,
+    "Linear",
+    make=lambda s, a: _nn().Linear(s[-1], a["out_features"], bias=a["bias"]),
+    shape=_linear_shape, params=_linear_params,
     args={"out_features": _int(), "bias": _bool(True)}, required=("out_features",),
     doc="fully-connected layer on the last dimension",
 ))
 register(LayerType(
-    "Conv1d", nn.Conv1d,
-    make=lambda s, a: nn.Conv1d(s[0], a["out_channels"], a["kernel_size"], **_kw(a, *_CONV_KW)),
-    shape=_conv(1), args=_conv_args(False), required=("out_channels", "kernel_size"),
+    "Conv1d",
+    make=lambda s, a: _nn().Conv1d(s[0], a["out_channels"], a["kernel_size"], **_kw(a, *_CONV_KW)),
+    shape=_conv(1), params=_conv_params(1), args=_conv_args(False), required=("out_channels", "kernel_size"),
     doc="1-d convolution over (channels, length)",
 ))
 register(LayerType(
-    "Conv2d", nn.Conv2d,
-    make=lambda s, a: nn.Conv2d(s[0], a["out_channels"], _n(a["kernel_size"], 2), **{
+    "Conv2d",
+    make=lambda s, a: _nn().Conv2d(s[0], a["out_channels"], _n(a["kernel_size"], 2), **{
         k: (_n(v, 2) if k in ("stride", "padding", "dilation") else v) for k, v in _kw(a, *_CONV_KW).items()}),
-    shape=_conv(2), args=_conv_args(True), required=("out_channels", "kernel_size"),
+    shape=_conv(2), params=_conv_params(2), args=_conv_args(True), required=("out_channels", "kernel_size"),
     doc="2-d convolution over (channels, height, width)",
 ))
 for _name, _cls, _dims in (
-    ("MaxPool1d", nn.MaxPool1d, 1), ("MaxPool2d", nn.MaxPool2d, 2),
-    ("AvgPool1d", nn.AvgPool1d, 1), ("AvgPool2d", nn.AvgPool2d, 2),
+    ("MaxPool1d", lambda nn: nn.MaxPool1d, 1), ("MaxPool2d", lambda nn: nn.MaxPool2d, 2),
+    ("AvgPool1d", lambda nn: nn.AvgPool1d, 1), ("AvgPool2d", lambda nn: nn.AvgPool2d, 2),
 ):
     register(LayerType(
-        _name, _cls,
-        make=(lambda cls, n: lambda s, a: cls(_n(a["kernel_size"], n), stride=_n(a.get("stride") or a["kernel_size"], n),
+        _name,
+        make=(lambda cls, n: lambda s, a: cls(_nn())(_n(a["kernel_size"], n), stride=_n(a.get("stride") or a["kernel_size"], n),
                                               padding=_n(a["padding"], n)))(_cls, _dims),
         shape=_pool(_dims), args=_pool_args(_dims == 2), required=("kernel_size",),
         doc=f"{_dims}-d {'max' if 'Max' in _name else 'average'} pooling; stride defaults to the kernel size",
     ))
 register(LayerType(
-    "BatchNorm1d", nn.BatchNorm1d,
-    make=lambda s, a: nn.BatchNorm1d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
-    shape=_batchnorm((1, 2), "features, or channels and length"), args=_norm_args(),
+    "BatchNorm1d",
+    make=lambda s, a: _nn().BatchNorm1d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
+    shape=_batchnorm((1, 2), "features, or channels and length"), params=_norm_params, args=_norm_args(),
     doc="batch normalization over features (or channels of a sequence)",
 ))
 register(LayerType(
-    "BatchNorm2d", nn.BatchNorm2d,
-    make=lambda s, a: nn.BatchNorm2d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
-    shape=_batchnorm((3,), "channels, height, width"), args=_norm_args(),
+    "BatchNorm2d",
+    make=lambda s, a: _nn().BatchNorm2d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
+    shape=_batchnorm((3,), "channels, height, width"), params=_norm_params, args=_norm_args(),
     doc="batch normalization over the channels of an image",
 ))
 register(LayerType(
-    "LayerNorm", nn.LayerNorm,
-    make=lambda s, a: nn.LayerNorm(s[-1], eps=a["eps"], elementwise_affine=a["affine"]),
-    shape=_same, args={"eps": _positive(1e-5), "affine": _bool(True)},
+    "LayerNorm",
+    make=lambda s, a: _nn().LayerNorm(s[-1], eps=a["eps"], elementwise_affine=a["affine"]),
+    shape=_same, params=_layernorm_params, args={"eps": _positive(1e-5), "affine": _bool(True)},
     doc="layer normalization over the last dimension",
 ))
 register(LayerType(
-    "Dropout", nn.Dropout, make=lambda s, a: nn.Dropout(a["p"]), shape=_same,
+    "Dropout", make=lambda s, a: _nn().Dropout(a["p"]), shape=_same,
     args={"p": _prob(0.5)}, doc="zeroes activations at random with probability p while training",
 ))
-register(LayerType("ReLU", nn.ReLU, make=lambda s, a: nn.ReLU(), shape=_same, doc="max(0, x)"))
-register(LayerType("GELU", nn.GELU, make=lambda s, a: nn.GELU(), shape=_same, doc="Gaussian error linear unit"))
-register(LayerType("Tanh", nn.Tanh, make=lambda s, a: nn.Tanh(), shape=_same, doc="hyperbolic tangent"))
-register(LayerType("Sigmoid", nn.Sigmoid, make=lambda s, a: nn.Sigmoid(), shape=_same, doc="logistic function"))
+register(LayerType("ReLU", make=lambda s, a: _nn().ReLU(), shape=_same, doc="max(0, x)"))
+register(LayerType("GELU", make=lambda s, a: _nn().GELU(), shape=_same, doc="Gaussian error linear unit"))
+register(LayerType("Tanh", make=lambda s, a: _nn().Tanh(), shape=_same, doc="hyperbolic tangent"))
+register(LayerType("Sigmoid", make=lambda s, a: _nn().Sigmoid(), shape=_same, doc="logistic function"))
 register(LayerType(
-    "Softmax", nn.Softmax, make=lambda s, a: nn.Softmax(dim=a["dim"]), shape=_softmax_shape,
+    "Softmax", make=lambda s, a: _nn().Softmax(dim=a["dim"]), shape=_softmax_shape,
     args={"dim": {"type": "integer", "maximum": -1, "minimum": -8, "default": -1}},
     doc="probabilities over `dim` (negative: counted from the end of one sample's shape)",
 ))
 register(LayerType(
-    "Flatten", nn.Flatten, make=lambda s, a: nn.Flatten(), shape=_flatten_shape,
+    "Flatten", make=lambda s, a: _nn().Flatten(), shape=_flatten_shape,
     doc="flattens one sample to a vector",
 ))
