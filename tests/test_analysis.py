@@ -95,7 +95,8 @@ def test_the_vit_formula_equals_the_module(attention, tmp_path):
             assert by_name[name] == sum(p.numel() for p in model.get_submodule(name).parameters())
 
 
-@pytest.mark.parametrize("spec", sorted(SPECS.glob("**/*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", sorted(p for p in SPECS.glob("**/*.yaml") if "inputs" not in p.parts),
+                         ids=lambda p: p.stem)
 def test_shipped_specs_count_as_torch_does(spec):
     import netspec
 

@@ -493,9 +493,16 @@ def test_a_5000_digit_integer_is_a_located_error(tmp_path):
 
 
 def test_a_run_killed_before_its_data_loaded_leaves_a_folder_to_reuse_not_resume(tmp_path, fake_data):
+    import socket
+    import subprocess
+
+    from netspec.runner.rundir import CLAIM
+
     folder = tmp_path / "r"
     folder.mkdir()
-    (folder / "spec.yaml").write_text("")  # the claim a run makes first: what a kill during loading leaves
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process that has exited: the claimer was killed
+    (folder / "spec.yaml").write_text(f"{CLAIM}{socket.gethostname()} {dead.pid}\n")  # what a kill during loading leaves
     r = cli.invoke(app, ["run", "--resume", str(folder), "--data-dir", str(fake_data)])
     assert r.exit_code == 1 and "stopped before its data loaded: nothing to resume" in r.output
     spec = _sweep_spec(tmp_path)

@@ -236,7 +236,9 @@ WHERE = {  # what torchvision looks for under the data folder
 assert READERS.keys() == NAMED.keys() == WHERE.keys()
 
 
-def _read_named(name: str, root: Path, download: bool):
+def _read_named(name: str, root: Path, download: bool, create: bool = True):
+    """The named set's splits; downloaded into `root` when allowed, creating the folder only when it
+    is the default cache (a given folder that does not exist is a typo, not a place to download to)."""
     read = READERS[name]
     title = NAMED[name].title
     missing = (f"{title} is not in {root}, or its files are incomplete (torchvision looks for {root / WHERE[name]}). "
@@ -249,6 +251,9 @@ def _read_named(name: str, root: Path, download: bool):
             raise DataError(missing) from None
     except (ValueError, OSError, KeyError, EOFError) as e:  # present but unreadable
         raise DataError(f"{title} in {root} cannot be read: {type(e).__name__}: {e}") from None
+    if not create and not root.is_dir():
+        raise DataError(f"the data folder {root} (--data-dir or NETSPEC_DATA_DIR) does not exist; point it at the "
+                        "folder that holds the datasets, or create it for torchvision to download into")
     try:
         root.mkdir(parents=True, exist_ok=True)
         return [read(str(root), t, True) for t in (True, False)]
@@ -326,11 +331,9 @@ def load_source(data, data_dir: str | Path | None = None, download: bool = True)
     except FactsError as e:
         raise DataError(f"data.{'.'.join(map(str, e.path[1:]))}: {e.message}") from None
     if data.dataset in NAMED:
-        given = data_dir or os.environ.get("NETSPEC_DATA_DIR")
-        if given and not Path(given).is_dir():  # a typo would otherwise become a new folder and a download
-            raise DataError(f"the data folder {given} (--data-dir or NETSPEC_DATA_DIR) does not exist; point it at the "
-                            "folder that holds the datasets, or create it for torchvision to download into")
-        (tr_x, tr_y), (te_x, te_y) = _read_named(data.dataset, Path(data_dir) if data_dir else default_data_dir(), download)
+        given = bool(data_dir or os.environ.get("NETSPEC_DATA_DIR"))
+        (tr_x, tr_y), (te_x, te_y) = _read_named(data.dataset, Path(data_dir) if data_dir else default_data_dir(),
+                                                 download, create=not given)
         train, test = ArrayImages(tr_x, tr_y.long()), ArrayImages(te_x, te_y.long())
     elif data.dataset == "imagefolder":
         train, test = _read_folder(data, facts)

@@ -14,6 +14,7 @@ import os
 import pickle
 import secrets
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -93,6 +94,39 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+CLAIM = "# netspec run folder claimed, data loading: "  # spec.yaml until the resolved spec replaces it
+
+
+def claim_owner(path: Path) -> tuple[str, int] | None:
+    """(host, pid) of the run that claimed a folder and has not written its spec yet; None when
+    `path` holds a spec. An empty file is a claim of an older netspec, owner unknown."""
+    try:
+        if path.stat().st_size > 200:
+            return None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text:
+        return ("", 0)
+    if not text.startswith(CLAIM):
+        return None
+    host, _, pid = text[len(CLAIM):].strip().rpartition(" ")
+    return (host, int(pid)) if pid.isdigit() else ("", 0)
+
+
+def _claim_alive(path: Path) -> bool:
+    host, pid = claim_owner(path) or ("", 0)
+    if not pid or host != socket.gethostname():
+        return bool(pid)  # another machine's run: assume it lives
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -127,7 +161,9 @@ class RunDir:
                         path = Path(f"{base}-{n}")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             try:
-                os.close(os.open(path / SPEC_FILE, flags, 0o666))
+                fd = os.open(path / SPEC_FILE, flags, 0o666)
+                with os.fdopen(fd, "w") as claim:
+                    claim.write(f"{CLAIM}{socket.gethostname()} {os.getpid()}\n")
             except FileExistsError:
                 raise RunError(f"{path} was taken by another run at the same moment; use another --out") from None
         except OSError as e:
@@ -139,7 +175,7 @@ class RunDir:
         empty spec.yaml goes, and the folder too when nothing else is in it."""
         claim = self.path / SPEC_FILE
         try:
-            if claim.is_file() and not claim.is_symlink() and claim.stat().st_size == 0:
+            if claim.is_file() and not claim.is_symlink() and claim_owner(claim) is not None:
                 claim.unlink()
             self.path.rmdir()
         except OSError:
@@ -151,8 +187,11 @@ class RunDir:
             raise RunError(f"--out {path} exists and is not a folder")
         entries = list(path.iterdir())
         claim = path / SPEC_FILE
-        if entries == [claim] and claim.is_file() and not claim.is_symlink() and claim.stat().st_size == 0:
-            claim.unlink()  # a claim never used: a run stopped (killed) before its data loaded
+        if entries == [claim] and not claim.is_symlink() and claim_owner(claim) is not None:
+            if _claim_alive(claim):
+                raise RunError(f"{path} already holds an earlier run, still loading its data (process "
+                               f"{claim_owner(claim)[1]}); pick another --out")
+            claim.unlink()  # a claim never used: its run was killed before its data loaded
             return
         if not entries:
             return
@@ -179,9 +218,9 @@ class RunDir:
         path = Path(path)
         if not (path / SPEC_FILE).is_file():
             raise CheckpointError(f"{path} is not a run folder (no {SPEC_FILE} in it)")
-        if (path / SPEC_FILE).stat().st_size == 0:
-            raise CheckpointError(f"{path} holds a run stopped before its data loaded: nothing to resume; "
-                                  f"run the spec again with --out {path}")
+        if claim_owner(path / SPEC_FILE) is not None:
+            raise CheckpointError(f"{path} holds a run {'still loading its data' if _claim_alive(path / SPEC_FILE) else 'stopped before its data loaded'}: "
+                                  f"nothing to resume; run the spec again with --out {path} once it is not in use")
         return cls(path)
 
     def __truediv__(self, name: str) -> Path:
