@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import run
+from conftest import TINY_SWEEP, run
 from netspec.builder.check import check_file
 from netspec.cli import app
 from netspec.data.datasets import load_source
@@ -319,15 +319,7 @@ def test_pixel_statistics_read_chunks_bounded_by_memory_mb():
 
 # --- sweeps: each worker and rerun its own values, one budget, one spec per study ----------------
 
-SWEEP = """name: tiny
-data: {validation: 100, input_shape: [784]}
-model:
-  layers:
-    - Linear: {out_features: 16}
-    - ReLU
-    - Linear: {out_features: 10}
-train: {epochs: 1, batch_size: 64}
-"""
+SWEEP = TINY_SWEEP[:TINY_SWEEP.index("sweep:")]  # the small MLP, without its own sweep section
 
 
 def _sweep_spec(tmp_path, text: str = SWEEP):
@@ -372,8 +364,8 @@ def test_a_sweep_of_an_edited_spec_is_refused_with_what_changed(fake_data, tmp_p
     sweep(_sweep_spec(tmp_path), **args)
     with pytest.raises(RunError, match=r"another spec \(train.epochs: 1 -> 2\).*--out"):
         sweep(_sweep_spec(tmp_path), overrides=("train.epochs=2",), **args)
-    wider = SWEEP.replace("out_features: 16", "out_features: 24")
-    with pytest.raises(RunError, match=r"model.layers.0.Linear.out_features: 16 -> 24|model.layers.0.*16 -> 24"):
+    wider = SWEEP.replace("out_features: 32", "out_features: 48")
+    with pytest.raises(RunError, match=r"model.layers.0.Linear.out_features: 32 -> 48"):
         sweep(_sweep_spec(tmp_path, wider), **args)
     assert len(sweep(_sweep_spec(tmp_path), **args).study.trials) == 1  # the same spec continues
 

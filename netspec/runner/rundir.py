@@ -116,8 +116,13 @@ def claim_owner(path: Path) -> tuple[str, int] | None:
 
 def _claim_alive(path: Path) -> bool:
     host, pid = claim_owner(path) or ("", 0)
-    if not pid or host != socket.gethostname():
-        return bool(pid)  # another machine's run: assume it lives
+    return bool(pid) and process_alive(host, pid)
+
+
+def process_alive(host: str, pid: int) -> bool:
+    """Whether process `pid` on `host` still runs; another machine's is assumed to."""
+    if host != socket.gethostname():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

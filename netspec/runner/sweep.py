@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 from netspec.errors import Interrupted, NetspecError, Problem, RunError, SpecError, os_error_text
 from netspec.runner.run import Reporter, run
+from netspec.runner.rundir import process_alive
 from netspec.runner.train import Observer
 from netspec.spec.loader import Document, load_file, load_text
 from netspec.builder.check import Checked, check_document
@@ -345,18 +346,6 @@ def _check_same_space(study: optuna.Study, space: Space, folder: Path) -> None:
                    f"mixed with this one's. Start a new sweep with --out (or delete the folder)")
 
 
-def _alive(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return True  # another machine's worker: only Optuna's heartbeats can tell
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _recover(study: optuna.Study, heartbeats: bool) -> None:
     """Trials that will never finish run again, once: a trial cut short by Ctrl-C (FAIL, marked
     interrupted) and, in a journal study, a RUNNING trial whose worker process on this machine is
@@ -368,7 +357,7 @@ def _recover(study: optuna.Study, heartbeats: bool) -> None:
         if t.number in retried or t.user_attrs.get("retry_of") is not None:
             continue
         stale = (t.state == TrialState.RUNNING and not heartbeats and "worker" in t.user_attrs
-                 and not _alive(*t.user_attrs["worker"]))
+                 and not process_alive(*t.user_attrs["worker"]))
         if stale:
             try:
                 study.tell(t.number, state=TrialState.FAIL)
