@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "specs").glob("**/*.yaml"))
+SPECS = sorted(str(p) for p in (ROOT / "specs").glob("*.yaml"))
 CASES = {
     "--version": ["--version"],
     "--help": ["--help"],
-    "validate (1 spec)": ["validate", "specs/cnn.yaml"],
+    "validate (1 spec)": ["validate", str(ROOT / "specs" / "cnn.yaml")],
     f"validate ({len(SPECS)} specs)": ["validate", *SPECS],
-    "summary": ["summary", "specs/vit.yaml"],
+    "summary": ["summary", str(ROOT / "specs" / "vit.yaml")],
 }
 
 
@@ -37,7 +37,7 @@ def once(tree: Path, args: list[str]) -> tuple[float, float]:
     """Wall seconds and peak resident MiB of one `python -m netspec ARGS` with `tree` first on the
     path, measured by a small parent process of its own (so each peak is this command's alone)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", PROBE, sys.executable, "-m", "netspec", *args], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-c", PROBE, sys.executable, "-m", "netspec", *args], cwd=tree, env=env,
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), int(out[1]) / 1024
 
