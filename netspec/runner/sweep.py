@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from netspec.errors import Interrupted, NetspecError, Problem, RunError, SpecError, os_error_text
 from netspec.runner.run import Reporter, run
 from netspec.runner.rundir import process_alive
+from netspec.spec.datasets import memory_bytes
 from netspec.runner.train import Observer
 from netspec.spec.loader import Document, load_file, load_text
 from netspec.builder.check import Checked, check_document
@@ -431,11 +432,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
 def check_workers(workers: int) -> None:
     """Worker processes this machine can hold: one per core, and about 1 GiB of memory each (torch
     and the data); more only thrash, and 1000 would exhaust the memory before training one trial."""
-    cores = os.cpu_count() or 1
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = cores << 30
+    cores, memory = os.cpu_count() or 1, memory_bytes()
     most = max(1, min(cores, memory >> 30))
     if not 1 <= workers <= most:
         raise RunError(f"--workers {workers}: give 1 to {most} (this machine has {cores} cores and "

@@ -333,7 +333,8 @@ def npz_keys(path: Path) -> tuple[str, str, str | None, str | None]:
                      "save with numpy.savez(path, images=..., labels=...), images uint8 (N, H, W) or (N, H, W, C)")
 
 
-def _memory_bytes() -> int:
+def memory_bytes() -> int:
+    """This machine's physical memory (a cap for what one input may make netspec hold)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -388,9 +389,9 @@ def _npz_facts(data) -> Facts:
                                  f"{x_key} has shape {list(members[x_key].shape)}; images are (N, H, W), (N, H, W, C) "
                                  "or (N, C, H, W) with 1 or 3 channels" + (f", and not {layout}" if layout else ""))
             total = sum(members[k].nbytes for k in keys[0::2] if k)
-            if total > _memory_bytes() // 2:
+            if total > memory_bytes() // 2:
                 raise FactsError(where, f"the images take {total / 2**30:,.1f} GiB unpacked, more than half of this "
-                                        f"machine's {_memory_bytes() / 2**30:,.1f} GiB of memory")
+                                        f"machine's {memory_bytes() / 2**30:,.1f} GiB of memory")
             labels = {}
             for xk, yk in zip(keys[0::2], keys[1::2]):
                 if not xk:
