@@ -125,7 +125,7 @@ def process_alive(host: str, pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no process number at all (a forged claim)
         return False
     except PermissionError:
         return True

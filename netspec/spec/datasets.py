@@ -363,13 +363,15 @@ def _images_problem(archive, m: Member) -> str | None:
     return None
 
 
-def _labels(archive, m: Member, images: int) -> np.ndarray:
+def _label_range(archive, m: Member, images: int) -> tuple[int, int] | None:
+    """(smallest, largest) label, read a block at a time (never the whole array); None if empty."""
     import numpy as np  # only for npz archives: checking other specs never loads it
 
     if len(m.shape) != 1 or m.shape[0] != images or not np.issubdtype(m.dtype, np.integer):
         raise ValueError(f"{m.key} must be one integer label per image ({images:,} images); it has shape "
                          f"{list(m.shape)} and dtype {m.dtype}")
-    return np.concatenate([np.zeros(0, m.dtype), *npz_chunks(archive, m)])
+    ends = [(int(b.min()), int(b.max())) for b in npz_chunks(archive, m) if len(b)]
+    return (min(lo for lo, _ in ends), max(hi for _, hi in ends)) if ends else None
 
 
 def _npz_facts(data) -> Facts:
@@ -402,16 +404,16 @@ def _npz_facts(data) -> Facts:
                 problem = _images_problem(archive, members[xk])
                 if problem:
                     raise FactsError(where, problem)
-                labels[yk] = y = _labels(archive, members[yk], members[xk].shape[0])
-                if len(y) and y.min() < 0:
-                    raise FactsError(where, f"{yk} has a negative label ({int(y.min())}); labels are 0, 1, ... classes-1")
+                labels[yk] = span = _label_range(archive, members[yk], members[xk].shape[0])
+                if span and span[0] < 0:
+                    raise FactsError(where, f"{yk} has a negative label ({span[0]}); labels are 0, 1, ... classes-1")
             names = _class_names(archive) if "classes.npy" in archive.namelist() else None
     except NpzLayoutError as e:
         raise FactsError(("data", "dataset"), f"{e}: netspec cannot tell which", "state data.layout: NHWC or NCHW") from None
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
         raise FactsError(where, f"cannot read {path} as a numpy .npz archive: {e}") from None
     shape = found[0]
-    top = max((int(y.max()) for y in labels.values() if len(y)), default=-1) + 1
+    top = max((span[1] for span in labels.values() if span), default=-1) + 1
     if names is not None:
         classes = names
         if top > len(classes):
