@@ -14,6 +14,10 @@ import string
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is imported where an npz is read
+    import numpy as np
 
 
 DIGITS = tuple(string.digits)
