@@ -447,14 +447,29 @@ def terminate_as_interrupt():
         yield
         return
     def interrupt(signum, frame):
-        # Python may deliver this inside a weakref callback, whose exception it ignores: so the
-        # handler stays, and whoever sent SIGTERM sends it again if the process lives on
         raise KeyboardInterrupt
+
+    hook = sys.unraisablehook
+
+    def landed_in_callback(unraisable):
+        # Python may run the handler inside a weakref callback or __del__, where it prints the
+        # exception as "Exception ignored" and goes on: the signal is sent again instead, a moment
+        # later from a timer thread (sent from here, the handler would run here), to land in the
+        # sweep's own code
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+            again.daemon = True
+            again.start()
+        else:
+            hook(unraisable)
+
     previous = signal.signal(signal.SIGTERM, interrupt)
+    sys.unraisablehook = landed_in_callback
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook
 
 
 def _base_record(checked: Checked) -> dict:
