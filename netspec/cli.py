@@ -299,7 +299,7 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_defaul
 
 @app.command(cls=Command)
 def attention(
-    run_dir: Annotated[Path, typer.Argument(help="run folder of a ViT", show_default=False, metavar="RUN_DIR")],
+    run_dir: Annotated[Path, typer.Argument(help="run folder of a model with attention (a ViT)", show_default=False, metavar="RUN_DIR")],
     index: Annotated[int, typer.Option("--index", metavar="N", help="validation example")] = 0,
     layer: Annotated[int, typer.Option("--layer", metavar="L", help="encoder layer (negative: from the end)")] = -1,
     data_dir: DataDirOpt = None,
@@ -314,10 +314,11 @@ def attention(
 
     with user_errors():
         run = netspec.open_run(run_dir)
-        if not run.spec.config.is_vit:
-            raise NetspecError(f"{run_dir} is not a ViT run; attention maps need model: vit")
+        if not run.spec.config.family.attention:
+            raise NetspecError(f"{run_dir} has no attention layers ({run.spec.config.family.key}); attention maps "
+                               f"need a model with attention, such as model: vit")
         data = load_data(run.spec.checked, torch.device("cpu"), data_dir)
-        path = write_attention(RunDir(run.path), run.model, data, index=index, layer=layer)
+        path = write_attention(RunDir(run.path), run.spec.config.family, run.model, data, index=index, layer=layer)
     out.print(f"wrote {escape(str(path))}", highlight=False)
 
 

@@ -40,15 +40,34 @@ def test_shipped_specs_validate_and_summary_matches_real_module(spec):
     model = build_model(checked.spec)
     real = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert checked.analysis.params == real
+    assert_rows_match_module(checked, model)
+
+
+def assert_rows_match_module(checked, model):
+    """Every summary row that names a module (blocks and their layers included) has that module's
+    output shape and parameter count; the model's output has the analysed shape."""
+    from netspec.builder.analysis import module_names
+
     x = torch.zeros(2, *checked.spec.data.input_shape)
     model.eval()
-    if not checked.spec.is_vit:
-        for row, child in zip(checked.analysis.rows, model):
-            x = child(x)
-            assert tuple(x.shape[1:]) == row.shape, row.name
-            assert sum(p.numel() for p in child.parameters()) == row.params + row.frozen
-    else:
-        assert tuple(model(x).shape) == (2, 10)
+    modules, names = dict(model.named_modules()), module_names(checked.analysis)
+    seen, hooks = {}, []
+    for row in checked.analysis.rows:
+        module = modules.get(names[id(row)])
+        if module is None:
+            assert row.name == "tokens", row  # the ViT's class token and positions are parameters, not a module
+            continue
+        assert sum(p.numel() for p in module.parameters()) == row.params + row.frozen, names[id(row)]
+        hooks.append(module.register_forward_hook(
+            lambda m, i, o, key=names[id(row)]: seen.setdefault(key, tuple(o.shape[1:])) and None))
+    with torch.no_grad():
+        out = model(x)
+    for h in hooks:
+        h.remove()
+    assert tuple(out.shape[1:]) == checked.analysis.output_shape
+    for row in checked.analysis.rows:
+        if names[id(row)] in seen:
+            assert seen[names[id(row)]] == row.shape, names[id(row)]
 
 
 def test_shipped_specs_point_editors_at_the_schema():
@@ -191,7 +210,7 @@ def test_missing_rules_file(write_spec):
 def test_set_overrides_validate_again():
     checked = check_file(SPECS / "mlp.yaml", overrides=("train.epochs=3", "model.layers.2.Dropout.p=0.3"))
     assert checked.spec.train.epochs == 3
-    assert dict(checked.spec.model[2].args)["p"] == 0.3
+    assert checked.spec.model[2].kwargs["p"] == 0.3
     probs = errors(SPECS / "mlp.yaml", overrides=("train.bogus=1",))
     assert probs[0].file == "--set train.bogus=1" and "unknown key 'bogus'" in probs[0].message
     with pytest.raises(SpecError, match="key=value"):

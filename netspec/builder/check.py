@@ -92,7 +92,7 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
 
     spec = resolve_data(spec_from_dict(doc.data), doc, base_dir, read_data)
     analysis = analyze(spec)
-    problems = [doc.problem(p.path, p.message, p.hint) for p in analysis.problems]
+    problems = [build_problem(doc, p) for p in analysis.problems]
     problems += [doc.problem(path, msg, hint) for path, msg, hint in training_problems(spec)]
     results = tuple(r for rules in rule_sets for r in evaluate(rules, spec, analysis))
     if not analysis.problems:
@@ -105,6 +105,14 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
             error.checked = checked
         raise error
     return checked
+
+
+def build_problem(doc: Document, problem) -> Problem:
+    """An analysis problem at its line; the other places it names ({0}, {1}) as lines too."""
+    message = problem.message
+    if problem.refs:
+        message = message.format(*(f"line {doc.locate(ref)[0]}" for ref in problem.refs))
+    return doc.problem(problem.path, message, problem.hint)
 
 
 def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = True) -> Spec:
@@ -172,9 +180,6 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
     return replace(spec, data=replace(d, image_shape=tuple(facts.image_shape), classes=len(facts.classes), test=test))
 
 
-BATCH_NORMS = ("BatchNorm1d", "BatchNorm2d")
-
-
 def training_problems(spec: Spec) -> list[tuple[tuple, str, str]]:
     """Settings that the schema accepts but that would crash or mislead once training starts."""
     out = []
@@ -187,18 +192,7 @@ def training_problems(spec: Spec) -> list[tuple[tuple, str, str]]:
                     "the one-cycle schedule would cycle SGD's momentum between "
                     f"{t.schedule.max_momentum} and {t.schedule.base_momentum}, but the optimizer says momentum 0",
                     "set schedule.cycle_momentum: false to train without momentum"))
-    if not spec.is_vit:
-        names = [layer.name for layer in spec.model]
-        if t.batch_size == 1 and any(n in BATCH_NORMS for n in names):
-            i = next(i for i, n in enumerate(names) if n in BATCH_NORMS)
-            out.append((("train", "batch_size"),
-                        f"batch size 1 with {names[i]} (model.layers[{i}]): batch statistics of one sample are "
-                        "undefined in training", "use a batch size of 2 or more"))
-        for i, n in enumerate(names[:-1]):
-            if n == "Softmax":
-                out.append((("model", "layers", i),
-                            "Softmax is allowed only as the last layer: cross-entropy would otherwise be computed "
-                            "on probabilities", "remove it, or move it to the end"))
+    out += spec.family.training_problems(spec)
     return out
 
 
@@ -214,10 +208,15 @@ def check_file(path: str | Path, *, imposed: tuple[str, ...] = (), overrides: tu
 def evaluate(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
     out: list[RuleResult] = []
     r = rules.name
-    names = [] if spec.is_vit else [layer.name for layer in spec.model]
+    names = spec.family.layer_names(spec.model)
     if rules.allowed_layers is not None:
-        bad = sorted(set(names) - set(rules.allowed_layers)) if not spec.is_vit else ["vit"]
+        bad = sorted(set(names) - set(rules.allowed_layers))
         out.append(RuleResult(r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
+                              not bad, ("model",)))
+    if rules.allowed_blocks is not None:
+        bad = sorted(set(spec.family.block_names(spec.model)) - set(rules.allowed_blocks))
+        out.append(RuleResult(r, "blocks", ", ".join(bad) or "all allowed",
+                              "only " + ", ".join(rules.allowed_blocks) if rules.allowed_blocks else "none (a plain chain)",
                               not bad, ("model",)))
     if rules.max_params is not None:
         out.append(RuleResult(r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",

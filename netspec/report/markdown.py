@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from netspec.spec.config import flatten
+from netspec.builder.analysis import module_names
 from netspec.builder.check import Checked
 
 
@@ -58,6 +59,7 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
     verdict = ""
     if target is not None:
         verdict = " — **meets the target**" if metrics.get("passed") else " — **below the target**"
+    names = module_names(a)  # a block's layers read residual_1.layers.conv2d_0
     lines = [
         f"# {spec.name}",
         "",
@@ -84,7 +86,8 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         "## Architecture",
         "",
         _table(["#", "name", "layer", "output shape", "params"],
-               [[r.index, f"`{r.name}`", r.layer, "(" + ", ".join(map(str, r.shape)) + ")", f"{r.params + r.frozen:,}"]
+               [[r.index if r.kind != "shortcut" else "", f"`{names[id(r)]}`", r.layer,
+                 "(" + ", ".join(map(str, r.shape)) + ")", f"({r.params + r.frozen:,})" if r.block else f"{r.params + r.frozen:,}"]
                 for r in a.rows]),
         "",
         f"Input shape ({', '.join(map(str, a.input_shape))}); total parameters {a.params + a.frozen:,}.",

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from netspec.builder.check import Checked
-from netspec.builder.vit import record_attention
 from netspec.data.splits import Data
 from netspec.errors import RunError
 from netspec.report import plots
@@ -35,32 +34,31 @@ class RunReporter(Reporter):
     def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
                  model, data: Data) -> None:
         attention = None
-        if checked.spec.is_vit and metrics.get("model_epoch") is not None:
-            write_attention(run_dir, model, data)
+        if checked.spec.family.attention and metrics.get("model_epoch") is not None:
+            write_attention(run_dir, checked.spec.family, model, data)
             attention = ATTENTION_PNG
         loss = LOSS_PNG if (run_dir / LOSS_PNG).is_file() else None  # never link a plot that was not written
         run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention,
                                                         loss_png=loss))
 
 
-def write_attention(run_dir: RunDir, model, data: Data, *, index: int = 0, layer: int = -1) -> Path:
-    """Heatmaps of every head of one encoder layer for validation example `index`."""
+def write_attention(run_dir: RunDir, family, model, data: Data, *, index: int = 0, layer: int = -1) -> Path:
+    """Heatmaps of every head of one attention layer for validation example `index` (a model
+    family with `attention` says how its layers are counted and its maps recorded)."""
     which = "validation" if len(data.val) else "test"  # data.validation: 0 leaves only the test set
     split = data.val if len(data.val) else data.test
     if not 0 <= index < len(split):
         raise RunError(f"--index {index} is out of range: the {which} set has {len(split)} examples")
-    depth = len(model.layers)
+    depth = family.attention_depth(model)
     if not -depth <= layer < depth:
         raise RunError(f"--layer {layer} is out of range: the model has {depth} encoder layers")
     model.eval()
     x, label = split.example(index)
-    with torch.no_grad(), record_attention(model, layer) as maps:
-        model(x)
-    attn = maps[0][0].float().cpu()  # (heads, T, T)
+    with torch.no_grad():
+        attn, grid = family.attention_maps(model, x, layer)
+    attn = attn[0].float().cpu()  # (heads, T, T)
     image = data.unnormalise(x[0])  # (C, H, W), 0..1
     shown = layer % depth
-    p = model.to_patch_embedding.patchify.p
-    grid = (data.input_shape[1] // p, data.input_shape[2] // p)
     fig = plots.attention_figure(image.numpy(), attn.numpy(),
                                  f"layer {shown} attention, {which} example {index} (label {label})", grid=grid)
     path = run_dir.save_figure(ATTENTION_PNG if (index, layer) == (0, -1) else f"attention-{index}-layer{shown}.png", fig)

@@ -29,8 +29,13 @@ def summary_table(checked: Checked) -> Table:
     table.add_column("layer")
     table.add_column("output shape")
     table.add_column("params", justify="right")
-    for r in a.rows:
-        table.add_row(str(r.index), r.name, r.layer, _shape(r.shape), f"{r.params + r.frozen:,}")
+    for r in a.rows:  # a block's row holds its layers' subtotal; its layers are indented under it
+        indent = "  " * r.depth
+        branch = f"[{r.path[-2]}] " if len(r.path) > 3 and r.path[-3] == "branches" else ""
+        params = f"{r.params + r.frozen:,}"
+        table.add_row(str(r.index) if r.kind != "shortcut" else "", escape(indent + branch + r.name),
+                      escape(indent + r.layer) if r.block else escape(r.layer), _shape(r.shape),
+                      f"[dim]({params})[/]" if r.block else params)
     return table
 
 
@@ -72,13 +77,27 @@ def summary_text(checked: Checked, width: int = 110) -> str:
     return console.export_text()
 
 
+def rows_tree(rows) -> list[dict]:
+    """Summary rows nested as the spec nests them: a block's layers (and shortcut) under it."""
+    top: list[dict] = []
+    stack: list[list[dict]] = [top]
+    for r in rows:
+        del stack[r.depth + 1:]
+        node = {"index": r.index, "name": r.name, "layer": r.layer, "output_shape": list(r.shape),
+                "params": r.params + r.frozen, "trainable": r.params}
+        stack[r.depth].append(node)
+        if r.block:
+            node["layers"] = []
+            stack.append(node["layers"])
+    return top
+
+
 def summary_json(checked: Checked) -> dict:
     a = checked.analysis
     return {
         "name": checked.spec.name,
         "input_shape": list(a.input_shape),
-        "layers": [{"index": r.index, "name": r.name, "layer": r.layer, "output_shape": list(r.shape),
-                    "params": r.params + r.frozen, "trainable": r.params} for r in a.rows],
+        "layers": rows_tree(a.rows),
         "output_shape": list(a.output_shape) if a.output_shape else None,
         "params": a.params + a.frozen,
         "trainable_params": a.params,

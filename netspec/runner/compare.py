@@ -28,11 +28,8 @@ def read_run(path: str | Path) -> RunInfo:
     run_dir = RunDir.open(path)
     checked, notes = check_run_spec(run_dir)
     spec = checked.spec
-    if spec.is_vit:
-        fields = flatten(spec.to_dict()["model"]["vit"])
-        layers, kinds = [f"{k}={v}" for k, v in fields.items()], list(fields)
-    else:
-        layers, kinds = [layer.describe() for layer in spec.model], [layer.name for layer in spec.model]
+    parts = spec.family.describe(spec.model)
+    layers, kinds = [text for _, text in parts], [kind for kind, _ in parts]
     metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     label = spec.name if run_dir.path.name == spec.name else f"{spec.name} ({run_dir.path.name})"

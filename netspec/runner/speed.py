@@ -49,7 +49,7 @@ class Speed:
 
 
 def has_conv(spec: Spec) -> bool:
-    return not spec.is_vit and any(layer.name == "Conv2d" for layer in spec.model)
+    return spec.family.has_conv(spec.model)
 
 
 def _bf16_ok(device: torch.device) -> bool:
@@ -66,7 +66,7 @@ def _bf16_ok(device: torch.device) -> bool:
 def resolve(spec: Spec, device: torch.device) -> Speed:
     """Concrete settings for `spec` on `device` (every `auto` decided)."""
     t = spec.train
-    heavy = has_conv(spec) or spec.is_vit  # an MLP is too small for any of this to pay
+    heavy = spec.family.heavy(spec.model)  # an MLP is too small for any of this to pay
     precision = t.precision
     if precision == "auto":
         if not heavy or device.type not in ("cpu", "cuda"):
@@ -80,7 +80,7 @@ def resolve(spec: Spec, device: torch.device) -> Speed:
     if compile_ == "auto":
         compile_ = "cudagraphs" if device.type == "cuda" and heavy else "off"
     fused = (device.type == "cuda") if t.fused_attention == "auto" else bool(t.fused_attention)
-    return Speed(precision, channels_last and has_conv(spec), compile_, fused and spec.is_vit, t.deterministic)
+    return Speed(precision, channels_last and has_conv(spec), compile_, fused and spec.family.attention, t.deterministic)
 
 
 def resolved_spec(spec: Spec, speed: Speed) -> Spec:

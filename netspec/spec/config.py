@@ -5,38 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from netspec.families import FAMILIES, Family, family_of
 from netspec.spec.datasets import DEFAULT_FILE_VALIDATION, FILES
-from netspec.spec.layers import LAYERS
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    name: str  # a key of the registry
-    args: tuple[tuple[str, Any], ...] = ()  # with defaults filled in
-
-    @property
-    def kwargs(self) -> dict:
-        return dict(self.args)
-
-    def describe(self) -> str:
-        schema, args = LAYERS[self.name].args, dict(self.args)
-        shown = {k: args[k] for k in schema if k in args and schema[k].get("default") != args[k]}
-        return self.name + ("(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
-
-
-@dataclass(frozen=True)
-class ViTSpec:
-    patch_size: int  # side of a square patch; must tile the image
-    dim: int  # model width
-    depth: int  # encoder layers
-    heads: int  # attention heads per layer
-    dim_head: int  # query/key/value size of one head
-    mlp_dim: int  # hidden size of the encoder MLP
-    dropout: float = 0.1  # after attention, inside and after the MLP
-    attention_dropout: float = 0.0  # on the attention weights themselves
-    emb_dropout: float = 0.0  # on patch embeddings + positions
-    pool: str = "cls"  # classify from the class token ("cls") or the token mean
-    attention: str = "batched"  # "per_head" runs single-head modules one by one
 
 
 @dataclass(frozen=True)
@@ -116,7 +86,7 @@ class TrainSpec:
 @dataclass(frozen=True)
 class Spec:
     name: str
-    model: tuple[LayerSpec, ...] | ViTSpec
+    model: Any  # a registered family's frozen config (netspec/families)
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     rules: str | None = None
@@ -125,8 +95,8 @@ class Spec:
     lint_ignore: tuple[str, ...] = ()  # linter warnings this spec silences (lint: {ignore: [...]})
 
     @property
-    def is_vit(self) -> bool:
-        return isinstance(self.model, ViTSpec)
+    def family(self) -> Family:
+        return family_of(self.model)
 
     def to_dict(self) -> dict:
         """The resolved spec: every default written out, loadable again."""
@@ -136,10 +106,7 @@ class Spec:
         if self.rules:
             out["rules"] = self.rules
         out["data"] = {k: v for k, v in _plain(asdict(self.data)).items() if v is not None}
-        if self.is_vit:
-            out["model"] = {"vit": _plain(asdict(self.model))}
-        else:
-            out["model"] = {"layers": [{l.name: _plain(l.kwargs)} if l.args else l.name for l in self.model]}
+        out["model"] = {self.family.key: _plain(self.family.to_dict(self.model))}
         out["train"] = _plain(asdict(self.train))
         if self.sweep:
             out["sweep"] = _plain(self.sweep)
@@ -167,16 +134,8 @@ def _pick(cls, raw: dict | None, **nested):
 
 def spec_from_dict(data: dict) -> Spec:
     """Build the frozen spec from schema-valid data."""
-    model = data["model"]
-    if "vit" in model:
-        built: tuple[LayerSpec, ...] | ViTSpec = ViTSpec(**model["vit"])
-    else:
-        layers = []
-        for item in model["layers"]:
-            name, args = (item, {}) if isinstance(item, str) else next(iter(item.items()))
-            full = LAYERS[name].with_defaults(args or {})
-            layers.append(LayerSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in full.items()))))
-        built = tuple(layers)
+    (key, raw), = data["model"].items()
+    built = FAMILIES[key].parse(raw)
     train = dict(data.get("train") or {})
     if isinstance(train.get("compile"), bool):  # YAML 1.1 reads `compile: off` as false
         train["compile"] = "on" if train["compile"] else "off"

@@ -56,6 +56,10 @@ class LayerType:
     args: dict[str, dict] = field(default_factory=dict)  # argument -> JSON Schema
     required: tuple[str, ...] = ()
     doc: str = ""
+    # what the layer does, for the linter and the checks (never its name): linear, conv, pool,
+    # batchnorm, norm, activation, dropout, softmax, flatten, identity
+    role: str = ""
+    dims: int = 0  # spatial dimensions of a windowed layer (Conv2d: 2)
 
     def with_defaults(self, args: dict) -> dict:
         defaults = {k: s["default"] for k, s in self.args.items() if "default" in s}
@@ -219,20 +223,20 @@ register(LayerType(
     make=lambda s, a: _nn().Linear(s[-1], a["out_features"], bias=a["bias"]),
     shape=_linear_shape, params=_linear_params,
     args={"out_features": _int(), "bias": _bool(True)}, required=("out_features",),
-    doc="fully-connected layer on the last dimension",
+    role="linear", doc="fully-connected layer on the last dimension",
 ))
 register(LayerType(
     "Conv1d",
     make=lambda s, a: _nn().Conv1d(s[0], a["out_channels"], a["kernel_size"], **_kw(a, *_CONV_KW)),
     shape=_conv(1), params=_conv_params(1), args=_conv_args(False), required=("out_channels", "kernel_size"),
-    doc="1-d convolution over (channels, length)",
+    role="conv", dims=1, doc="1-d convolution over (channels, length)",
 ))
 register(LayerType(
     "Conv2d",
     make=lambda s, a: _nn().Conv2d(s[0], a["out_channels"], _n(a["kernel_size"], 2), **{
         k: (_n(v, 2) if k in ("stride", "padding", "dilation") else v) for k, v in _kw(a, *_CONV_KW).items()}),
     shape=_conv(2), params=_conv_params(2), args=_conv_args(True), required=("out_channels", "kernel_size"),
-    doc="2-d convolution over (channels, height, width)",
+    role="conv", dims=2, doc="2-d convolution over (channels, height, width)",
 ))
 for _name, _cls, _dims in (
     ("MaxPool1d", lambda nn: nn.MaxPool1d, 1), ("MaxPool2d", lambda nn: nn.MaxPool2d, 2),
@@ -242,41 +246,57 @@ for _name, _cls, _dims in (
         _name,
         make=(lambda cls, n: lambda s, a: cls(_nn())(_n(a["kernel_size"], n), stride=_n(a.get("stride") or a["kernel_size"], n),
                                               padding=_n(a["padding"], n)))(_cls, _dims),
-        shape=_pool(_dims), args=_pool_args(_dims == 2), required=("kernel_size",),
+        shape=_pool(_dims), args=_pool_args(_dims == 2), required=("kernel_size",), role="pool", dims=_dims,
         doc=f"{_dims}-d {'max' if 'Max' in _name else 'average'} pooling; stride defaults to the kernel size",
     ))
 register(LayerType(
     "BatchNorm1d",
     make=lambda s, a: _nn().BatchNorm1d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
     shape=_batchnorm((1, 2), "features, or channels and length"), params=_norm_params, args=_norm_args(),
-    doc="batch normalization over features (or channels of a sequence)",
+    role="batchnorm", doc="batch normalization over features (or channels of a sequence)",
 ))
 register(LayerType(
     "BatchNorm2d",
     make=lambda s, a: _nn().BatchNorm2d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
     shape=_batchnorm((3,), "channels, height, width"), params=_norm_params, args=_norm_args(),
-    doc="batch normalization over the channels of an image",
+    role="batchnorm", doc="batch normalization over the channels of an image",
 ))
 register(LayerType(
     "LayerNorm",
     make=lambda s, a: _nn().LayerNorm(s[-1], eps=a["eps"], elementwise_affine=a["affine"]),
     shape=_same, params=_layernorm_params, args={"eps": _positive(1e-5), "affine": _bool(True)},
-    doc="layer normalization over the last dimension",
+    role="norm", doc="layer normalization over the last dimension",
 ))
 register(LayerType(
     "Dropout", make=lambda s, a: _nn().Dropout(a["p"]), shape=_same,
-    args={"p": _prob(0.5)}, doc="zeroes activations at random with probability p while training",
+    args={"p": _prob(0.5)}, role="dropout", doc="zeroes activations at random with probability p while training",
 ))
-register(LayerType("ReLU", make=lambda s, a: _nn().ReLU(), shape=_same, doc="max(0, x)"))
-register(LayerType("GELU", make=lambda s, a: _nn().GELU(), shape=_same, doc="Gaussian error linear unit"))
-register(LayerType("Tanh", make=lambda s, a: _nn().Tanh(), shape=_same, doc="hyperbolic tangent"))
-register(LayerType("Sigmoid", make=lambda s, a: _nn().Sigmoid(), shape=_same, doc="logistic function"))
+register(LayerType("ReLU", make=lambda s, a: _nn().ReLU(), shape=_same, role="activation", doc="max(0, x)"))
+register(LayerType("GELU", make=lambda s, a: _nn().GELU(), shape=_same, role="activation", doc="Gaussian error linear unit"))
+register(LayerType("Tanh", make=lambda s, a: _nn().Tanh(), shape=_same, role="activation", doc="hyperbolic tangent"))
+register(LayerType("Sigmoid", make=lambda s, a: _nn().Sigmoid(), shape=_same, role="activation", doc="logistic function"))
 register(LayerType(
     "Softmax", make=lambda s, a: _nn().Softmax(dim=a["dim"]), shape=_softmax_shape,
     args={"dim": {"type": "integer", "maximum": -1, "minimum": -8, "default": -1}},
-    doc="probabilities over `dim` (negative: counted from the end of one sample's shape)",
+    role="softmax", doc="probabilities over `dim` (negative: counted from the end of one sample's shape)",
 ))
 register(LayerType(
     "Flatten", make=lambda s, a: _nn().Flatten(), shape=_flatten_shape,
-    doc="flattens one sample to a vector",
+    role="flatten", doc="flattens one sample to a vector",
+))
+register(LayerType("SiLU", make=lambda s, a: _nn().SiLU(), shape=_same, role="activation", doc="x * sigmoid(x) (swish)"))
+register(LayerType(
+    "Identity", make=lambda s, a: _nn().Identity(), shape=_same, role="identity",
+    doc="passes its input through (a placeholder, e.g. an empty branch)",
+))
+
+
+def _global_pool_shape(s: Shape, a: dict) -> Shape:
+    _rank(s, (3,), _DIMS[2])
+    return (s[0], 1, 1)
+
+
+register(LayerType(
+    "AdaptiveAvgPool2d", make=lambda s, a: _nn().AdaptiveAvgPool2d(1), shape=_global_pool_shape,
+    role="pool", dims=2, doc="global average pooling: each channel's mean, a 1x1 map (before Flatten)",
 ))

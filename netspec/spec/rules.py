@@ -3,7 +3,8 @@
 A rules file (YAML) may state (every key optional; `name` defaults to the file name):
   name             how messages and reports call the rule set
   description      a line for people
-  allowed_layers   whitelist of layer names (enforced through the schema)
+  allowed_layers   whitelist of layer names (enforced through the schema, inside blocks too)
+  allowed_blocks   whitelist of blocks (Residual, Concat, Repeat); unsaid: every block; []: a plain chain
   max_params       at most this many trainable parameters
   params_below     fewer than this many trainable parameters
   max_hidden_units sum of out_features of every Linear but the last
@@ -19,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from netspec.families.blocks import BLOCKS
 from netspec.spec.layers import LAYERS
 from netspec.errors import SpecError
 from netspec.spec.loader import Document, load_file
@@ -32,6 +34,7 @@ RULES_SCHEMA = {
         "name": {"type": "string", "minLength": 1},  # optional: the file's name without .yaml
         "description": {"type": "string"},
         "allowed_layers": {"type": "array", "items": {"enum": sorted(LAYERS)}, "uniqueItems": True},
+        "allowed_blocks": {"type": "array", "items": {"enum": sorted(BLOCKS)}, "uniqueItems": True},
         "max_params": {"type": "integer", "minimum": 0},
         "params_below": {"type": "integer", "minimum": 1},
         "max_hidden_units": {"type": "integer", "minimum": 0},
@@ -48,6 +51,7 @@ class Rules:
     source: str  # file it was read from
     description: str = ""
     allowed_layers: tuple[str, ...] | None = None
+    allowed_blocks: tuple[str, ...] | None = None
     max_params: int | None = None
     params_below: int | None = None
     max_hidden_units: int | None = None
@@ -89,13 +93,15 @@ def rules_to_dict(rules: Rules) -> dict:
     fields = asdict(rules)
     fields.pop("source")
     fields["fixed"] = dict(rules.fixed)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items() if v not in (None, "", (), {})}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()
+            if v not in (None, "", (), {}) or (k == "allowed_blocks" and v == ())}  # []: no blocks at all
 
 
 def rules_from_dict(data: dict, source: str = "recorded in the run folder") -> Rules:
     return Rules(
         name=data["name"], source=source, description=data.get("description", ""),
         allowed_layers=tuple(data["allowed_layers"]) if "allowed_layers" in data else None,
+        allowed_blocks=tuple(data["allowed_blocks"]) if "allowed_blocks" in data else None,
         max_params=data.get("max_params"), params_below=data.get("params_below"),
         max_hidden_units=data.get("max_hidden_units"),
         required_layers=tuple(data.get("required_layers", ())),
@@ -105,6 +111,10 @@ def rules_from_dict(data: dict, source: str = "recorded in the run folder") -> R
 
 
 def allowed_layers(rule_sets: list[Rules]) -> list[str] | None:
-    """The layers every rule set allows (None: no whitelist at all)."""
-    sets = [set(r.allowed_layers) for r in rule_sets if r.allowed_layers is not None]
-    return sorted(set.intersection(*sets)) if sets else None
+    """The layers and blocks every rule set allows (None: no whitelist at all)."""
+    layers = [set(r.allowed_layers) for r in rule_sets if r.allowed_layers is not None]
+    blocks = [set(r.allowed_blocks) for r in rule_sets if r.allowed_blocks is not None]
+    if not layers and not blocks:
+        return None
+    return sorted((set.intersection(*layers) if layers else set(LAYERS))
+                  | (set.intersection(*blocks) if blocks else set(BLOCKS)))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from netspec.families import FAMILIES
 from netspec.spec.datasets import DATASETS
-from netspec.spec.layers import LAYERS, MAX_SIZE
+from netspec.spec.layers import MAX_SIZE
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -38,46 +39,6 @@ def _num(desc: str = "", default=None, **bounds) -> dict:
         s["default"] = default
     return s | ({"description": desc} if desc else {})
 
-
-def layer_item_schema(allowed: list[str]) -> dict:
-    """One item of `model.layers`: a bare name, or a one-key mapping of name -> arguments."""
-    bare = [n for n in allowed if not LAYERS[n].required]
-    with_args = {
-        n: _obj(LAYERS[n].args, LAYERS[n].required, description=LAYERS[n].doc)
-        for n in allowed
-    }
-    return {
-        "if": {"type": "string"},
-        "then": {"enum": bare},
-        "else": {
-            "type": "object",
-            "minProperties": 1,
-            "maxProperties": 1,
-            "propertyNames": {"enum": list(allowed)},
-            "properties": with_args,
-        },
-    }
-
-
-VIT = _obj(
-    {
-        "patch_size": _int(1, 1024, desc="side of the square patches; must tile the image"),
-        "dim": _int(1, 65536, desc="model width (token embedding size)"),
-        "depth": _int(1, 256, desc="number of encoder layers"),
-        "heads": _int(1, 256, desc="attention heads per layer"),
-        "dim_head": _int(1, 65536, desc="query/key/value size of one head"),
-        "mlp_dim": _int(1, 1 << 20, desc="hidden size of each encoder MLP"),
-        "dropout": _num("dropout after attention, inside and after the MLP", 0.1, minimum=0, exclusiveMaximum=1),
-        "attention_dropout": _num("dropout on the attention weights", 0.0, minimum=0, exclusiveMaximum=1),
-        "emb_dropout": _num("dropout on the patch embeddings", 0.0, minimum=0, exclusiveMaximum=1),
-        "pool": {"enum": ["cls", "mean"], "default": "cls"},
-        "attention": {
-            "enum": ["batched", "per_head"], "default": "batched",
-            "description": "batched: all heads in one matmul; per_head: one single-head module after another",
-        },
-    },
-    required=("patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim"),
-)
 
 AUGMENT = _obj(
     {
@@ -231,8 +192,19 @@ LINT = _obj({"ignore": {"type": "array", "uniqueItems": True, "items": {"enum": 
                         "description": "warnings this spec silences, by name"}})
 
 
+def model_schema(allowed: list[str] | None) -> tuple[dict, dict]:
+    """model: exactly one registered family's key, and the $defs the families refer to."""
+    properties, defs = {}, {}
+    for key, family in FAMILIES.items():
+        properties[key], more = family.schema(allowed)
+        defs.update(more)
+    return _obj(properties, minProperties=1, maxProperties=1,
+                description="one of: " + "; ".join(f"{k}: {f.doc}" for k, f in FAMILIES.items())), defs
+
+
 def spec_schema(allowed_layers: list[str] | None = None) -> dict:
-    allowed = sorted(allowed_layers if allowed_layers is not None else LAYERS)
+    """The spec's schema; `allowed_layers` (layer and block names) narrows it to a rule set's whitelist."""
+    model, defs = model_schema(allowed_layers)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "netspec spec",
@@ -244,21 +216,14 @@ def spec_schema(allowed_layers: list[str] | None = None) -> dict:
                 "rules": {"type": "string", "minLength": 1,
                           "description": "a shipped rule set (mnist-mlp, mnist-cnn, mnist-vit) or a path to a rules file"},
                 "data": DATA,
-                "model": _obj(
-                    {
-                        "layers": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                   "items": layer_item_schema(allowed)},
-                        "vit": VIT,
-                    },
-                    minProperties=1,
-                    maxProperties=1,
-                ),
+                "model": model,
                 "train": TRAIN,
                 "sweep": SWEEP,
                 "lint": LINT,
             },
             required=("name", "model"),
         ),
+        **({"$defs": defs} if defs else {}),
     }
 
 

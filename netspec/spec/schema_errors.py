@@ -13,6 +13,7 @@ import re
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
+from netspec.families.blocks import BLOCKS
 from netspec.spec.layers import LAYERS
 from netspec.errors import Problem
 from netspec.spec.loader import Document
@@ -31,7 +32,7 @@ def schema_problems(doc: Document, schema: dict, allowed_layers: list[str] | Non
     validator = Validator(schema)
     misplaced = _misindented_arguments(doc)
     problems = {p for err in validator.iter_errors(doc.data)
-                if not any(tuple(err.absolute_path)[:3] == where for where in misplaced)
+                if not any(tuple(err.absolute_path)[:len(where)] == where for where in misplaced)
                 for p in _explain(err, doc, allowed_layers)}
     return sorted(problems | set(misplaced.values()))
 
@@ -40,8 +41,7 @@ def _misindented_arguments(doc: Document) -> dict[tuple, Problem]:
     """`- Linear:` followed by `out_features: 10` at the same indentation reads as a layer item
     {Linear: null, out_features: 10}: three confusing errors for one mistake. Say what it is."""
     found = {}
-    layers = doc.data.get("model", {}).get("layers") if isinstance(doc.data, dict) and isinstance(doc.data.get("model"), dict) else None
-    for i, item in enumerate(layers if isinstance(layers, list) else []):
+    for where, item in _layer_items(doc.data):
         if not isinstance(item, dict) or len(item) < 2:
             continue
         names = [k for k, v in item.items() if k in LAYERS and v is None]
@@ -50,13 +50,42 @@ def _misindented_arguments(doc: Document) -> dict[tuple, Problem]:
         name = names[0]
         args = [k for k in item if k != name]
         if args and all(a in LAYERS[name].args for a in args):
-            where = ("model", "layers", i)
             shown = ", ".join(args)
             found[where] = doc.problem(where + (args[0],), f"{shown} {'is an argument' if len(args) == 1 else 'are arguments'} of "
                                        f"{name} but {'is' if len(args) == 1 else 'are'} written beside it, not under it",
                                        f"indent {shown} under {name} (two more spaces), or write "
                                        f"{{{name}: {{{', '.join(f'{a}: {item[a]}' for a in args)}}}}}", at_key=True)
     return found
+
+
+def _layer_items(data, path: tuple = ("model", "layers")):
+    """(path, item) of every item of model.layers and of the layer lists inside its blocks."""
+    node = data
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    yield from _list_items(node, path)
+
+
+def _list_items(items, path: tuple):
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        yield path + (i,), item
+        if isinstance(item, dict) and len(item) == 1:
+            (name, args), = item.items()
+            if name in BLOCKS and isinstance(args, dict):
+                key = BLOCKS[name].bodies
+                bodies = args.get(key)
+                if key == "layers":
+                    yield from _list_items(bodies, path + (i, name, key))
+                else:
+                    for b, body in enumerate(bodies if isinstance(bodies, list) else []):
+                        yield from _list_items(body, path + (i, name, key, b))
+
+
+def is_item_path(path: tuple) -> bool:
+    """A path naming one item of a layer list: model.layers[3], ...Residual.layers[1], ...branches[0][2]."""
+    if len(path) < 3 or path[:2] != ("model", "layers") or not isinstance(path[-1], int):
+        return False
+    return path[-2] == "layers" or (isinstance(path[-2], int) and len(path) >= 4 and path[-3] == "branches")
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -70,12 +99,20 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 def _layer_name_problem(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
     name = err.instance
     path = tuple(err.absolute_path)
-    allowed = allowed if allowed is not None else sorted(LAYERS)
+    allowed = allowed if allowed is not None else sorted([*LAYERS, *BLOCKS])
     if not isinstance(name, str):
         return doc.problem(path, f"a layer name must be text, got {name!r}")
     if name in LAYERS and name not in allowed:
         return doc.problem(path, f"layer '{name}' is not allowed by the rules",
                            "allowed: " + ", ".join(allowed))
+    if name in BLOCKS and name not in allowed:
+        return doc.problem(path, f"block '{name}' is not allowed by the rules",
+                           "allowed: " + ", ".join(allowed))
+    if name in BLOCKS:  # bare name: a block needs its layer lists
+        key = BLOCKS[name].bodies
+        return doc.problem(path, f"block '{name}' needs its {key}",
+                           f"write it as {{{name}: {{{key}: [...]}}}}" if key == "layers"
+                           else f"write it as {{{name}: {{{key}: [[...], [...]]}}}}")
     if name in LAYERS and LAYERS[name].required:  # bare name, but arguments are needed
         need = ", ".join(LAYERS[name].required)
         return doc.problem(path, f"layer '{name}' needs arguments: {need}",
@@ -141,8 +178,9 @@ def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None)
         err = best_match(err.context)
     path = tuple(err.absolute_path)
     schema_path = list(err.absolute_schema_path)
-    in_layers = len(path) >= 3 and path[:2] == ("model", "layers")
-    if err.validator == "enum" and in_layers and ("propertyNames" in schema_path or len(path) == 3):
+    in_layers = is_item_path(path)
+    if err.validator == "enum" and (in_layers or is_item_path(path[:-1])) and (
+            "propertyNames" in schema_path or in_layers and "then" in schema_path):
         return _layer_name_problem(err, doc, allowed)
     if err.validator == "type":
         names = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "true or false",
@@ -154,7 +192,9 @@ def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None)
     if err.validator == "required":
         return doc.problem(path, err.message.replace("is a required property", "is missing (required)"))
     if err.validator in ("minProperties", "maxProperties") and path == ("model",):
-        return doc.problem(path, "model needs exactly one of 'layers' or 'vit'")
+        from netspec.families import FAMILIES
+
+        return doc.problem(path, "model needs exactly one of " + " or ".join(f"'{k}'" for k in FAMILIES))
     if err.validator in ("minProperties", "maxProperties") and in_layers:
         return doc.problem(path, "a layer is one name, or one 'Name: {arguments}' mapping")
     if err.validator == "pattern" and path == ("name",):

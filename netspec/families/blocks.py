@@ -1,0 +1,180 @@
+"""The closed block registry: layer lists nested in a layer list (residual, branching, repeated).
+
+A block is one table entry, as a layer is: its argument schema, the key that holds its
+layer lists (`layers` for one body, `branches` for several), its shape rule (which walks its
+bodies with the same walker as the top-level list, so every rule, budget and error applies
+inside) and its builder (torch modules in netspec/builder/blocks.py, imported when built).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from netspec.families.base import BuildProblem, Row, Shape
+from netspec.spec.layers import _fmt
+
+MAX_DEPTH = 4  # blocks in blocks in blocks in blocks; deeper is surely a mistake (and a slow schema)
+MAX_TIMES = 100
+
+
+@dataclass(frozen=True)
+class BlockType:
+    name: str
+    bodies: str  # "layers" (one body) or "branches" (several)
+    analyze: Callable  # (block, shape, path, walker, depth, main) -> output shape, or None after a problem
+    make: Callable  # (block, shape, build_list) -> (torch module, output shape)
+    args: dict[str, dict] = field(default_factory=dict)  # argument -> JSON Schema (besides the bodies)
+    required: tuple[str, ...] = ()
+    doc: str = ""
+
+
+BLOCKS: dict[str, BlockType] = {}
+
+
+def register_block(entry: BlockType) -> BlockType:
+    if entry.name in BLOCKS:
+        raise ValueError(f"block {entry.name!r} is already registered")
+    BLOCKS[entry.name] = entry
+    return entry
+
+
+# --- Residual ---------------------------------------------------------------------------
+
+def shortcut_plan(mode: str, shape: Shape, out: Shape) -> tuple[str, int] | str:
+    """How a Residual's input reaches its output: ("identity", 1), ("conv", stride) for a 1x1
+    convolution (+ BatchNorm) projection, ("linear", 1) for features; or why it cannot."""
+    if mode in ("auto", "identity") and out == shape:
+        return ("identity", 1)
+    if mode == "identity":
+        return (f"an identity shortcut needs the layers to keep the shape, but they turn {_fmt(shape)} into "
+                f"{_fmt(out)}")
+    if len(shape) == 1 and len(out) == 1:
+        return ("linear", 1)
+    if len(shape) == 3 and len(out) == 3:
+        (_, h, w), (_, h2, w2) = shape, out
+        for stride in range(1, max(h, w) + 1):  # a 1x1 convolution with stride s gives (n - 1) // s + 1
+            if (h - 1) // stride + 1 == h2 and (w - 1) // stride + 1 == w2:
+                return ("conv", stride)
+        return (f"no 1x1 projection turns {_fmt(shape)} into {_fmt(out)}: the layers' height and width "
+                f"are not the input's divided by one stride")
+    return f"the layers turn {_fmt(shape)} into {_fmt(out)}, and no projection maps one rank onto the other"
+
+
+def _residual_analyze(block, shape, path, walker, depth, main):
+    here = path + ("Residual",)
+    out = walker.items(block.bodies[0], shape, here + ("layers",), depth + 1, main)
+    if out is None:
+        return None
+    plan = shortcut_plan(block.kwargs["shortcut"], shape, out)
+    if isinstance(plan, str):
+        stated = block.kwargs["shortcut"] != "auto"  # then at its own line; else at the block's
+        walker.problem(BuildProblem(here + ("shortcut",) if stated else path, f"Residual: {plan}",
+                                    "use shortcut: auto (a projection where shapes differ), or make the "
+                                    "layers keep the input's shape"))
+        return None
+    kind, stride = plan
+    if kind == "conv":
+        params = shape[0] * out[0] + 2 * out[0]
+        walker.row(Row(0, "shortcut", f"Conv2d(1x1, stride={stride}) + BatchNorm2d", out, params,
+                       depth=depth + 1, path=here + ("shortcut",), main=False, kind="shortcut"), modules=3)
+    elif kind == "linear":
+        walker.row(Row(0, "shortcut", "Linear(bias=False)", out, shape[0] * out[0], depth=depth + 1,
+                       path=here + ("shortcut",), main=False, kind="shortcut"), modules=1)
+    walker.activation(math.prod(out))  # the sum
+    return out
+
+
+def _residual_make(block, shape, build_list):
+    from netspec.builder.blocks import Residual, projection
+
+    layers, out = build_list(block.bodies[0], shape)
+    kind, stride = shortcut_plan(block.kwargs["shortcut"], shape, out)
+    return Residual(layers, projection(kind, shape[0], out[0], stride)), out
+
+
+register_block(BlockType(
+    "Residual", "layers", _residual_analyze, _residual_make,
+    args={"shortcut": {"enum": ["auto", "identity", "projection"], "default": "auto",
+                       "description": "how the input reaches the sum: identity (shapes must match), projection "
+                                      "(1x1 convolution + BatchNorm, or Linear), auto (identity where it can)"}},
+    doc="output = layers(x) + shortcut(x)",
+))
+
+
+# --- Concat -----------------------------------------------------------------------------
+
+def _concat_analyze(block, shape, path, walker, depth, main):
+    here = path + ("Concat",)
+    outs = []
+    for b, branch in enumerate(block.bodies):
+        out = walker.items(branch, shape, here + ("branches", b), depth + 1, main and b == 0, label=f"branch {b}")
+        if out is None:
+            return None
+        outs.append(out)
+    ranks = {len(o) for o in outs}
+    if len(ranks) > 1 or any(o[1:] != outs[0][1:] for o in outs):
+        listed = ", ".join(f"branch {b} ({{{b}}}) ends in {_fmt(o)}" for b, o in enumerate(outs))
+        walker.problem(BuildProblem(
+            path, f"Concat joins its branches on channels, so the rest of their shapes must agree: {listed}",
+            "make every branch end in the same height and width (pooling, stride or padding)",
+            refs=tuple(here + ("branches", b) for b in range(len(outs)))))
+        return None
+    out = (sum(o[0] for o in outs), *outs[0][1:])
+    walker.activation(math.prod(out))
+    return out
+
+
+def _concat_make(block, shape, build_list):
+    from netspec.builder.blocks import Concat
+
+    built = [build_list(branch, shape) for branch in block.bodies]
+    out = (sum(o[0] for _, o in built), *built[0][1][1:])
+    return Concat([module for module, _ in built]), out
+
+
+register_block(BlockType(
+    "Concat", "branches", _concat_analyze, _concat_make,
+    doc="branches side by side on the same input, joined on channels (or features)",
+))
+
+
+# --- Repeat -----------------------------------------------------------------------------
+
+def _repeat_analyze(block, shape, path, walker, depth, main):
+    here = path + ("Repeat",)
+    times = block.kwargs["times"]
+    for k in range(times):
+        first = len(walker.rows)
+        walker.row(Row(k, str(k), f"copy {k + 1} of {times}", shape, 0, depth=depth + 1, block=True,
+                       path=here + ("layers",), main=main, kind="copy"), modules=1)
+        shape = walker.items(block.bodies[0], shape, here + ("layers",), depth + 2, main,
+                             label=f"copy {k + 1} of {times}" if k else "")
+        if shape is None:
+            return None
+        walker.close(first, shape)
+    return shape
+
+
+def _repeat_make(block, shape, build_list):
+    from torch import nn
+
+    copies = []
+    for _ in range(block.kwargs["times"]):
+        copy, shape = build_list(block.bodies[0], shape)
+        copies.append(copy)
+    return nn.Sequential(*copies), shape
+
+
+register_block(BlockType(
+    "Repeat", "layers", _repeat_analyze, _repeat_make,
+    args={"times": {"type": "integer", "minimum": 1, "maximum": MAX_TIMES,
+                    "description": "copies of the layers, one after another, each with its own weights"}},
+    required=("times",),
+    doc="the same layers several times in a row, each copy with its own weights",
+))
+
+
+def block_params_text(block: Any) -> str:
+    shown = {k: v for k, v in block.args if BLOCKS[block.name].args.get(k, {}).get("default") != v}
+    return block.name + ("(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
