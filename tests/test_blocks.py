@@ -371,3 +371,53 @@ def test_summary_json_nests_blocks_with_subtotals():
     assert block["params"] == sum(c["params"] for c in block["layers"]) == 4_704
     text = cli.invoke(app, ["summary", str(SPECS / "resnet-mnist.yaml")]).stdout
     assert "residual_9" in text and "  shortcut" in text
+
+
+class _InterruptAt:
+    """Stops a run in its second epoch (Observer's step hook)."""
+
+    def start(self, **kw): ...
+
+    def epoch(self, stats): ...
+
+    def note(self, text): ...
+
+    def step(self, *, epoch, step, loss):
+        if epoch == 2 and step == 3:
+            raise KeyboardInterrupt
+
+
+def test_a_block_model_resumes_to_the_same_weights_and_predicts_from_its_folder(fake_data, tmp_path):
+    from conftest import run
+    from netspec.errors import Interrupted
+
+    spec = tmp_path / "blocks.yaml"
+    spec.write_text("""name: blocks
+data: {validation: 100}
+model:
+  layers:
+    - Conv2d: {out_channels: 4, kernel_size: 3, padding: 1, stride: 2}
+    - Repeat: {times: 2, layers: [{Residual: {layers: [{Conv2d: {out_channels: 4, kernel_size: 3, padding: 1}}, BatchNorm2d]}}, ReLU]}
+    - Concat: {branches: [[{Conv2d: {out_channels: 2, kernel_size: 1}}], [{MaxPool2d: {kernel_size: 3, stride: 1, padding: 1}}]]}
+    - AdaptiveAvgPool2d
+    - Flatten
+    - Linear: {out_features: 10}
+train: {epochs: 2, augment: {shift: 1}}
+""")
+    checked = check_file(spec)
+    run(checked, out=tmp_path / "full", data_dir=fake_data, limit=300)
+    with pytest.raises(Interrupted):
+        run(checked, out=tmp_path / "cut", data_dir=fake_data, observer=_InterruptAt(), limit=300)
+    run(checked, out=tmp_path / "cut", data_dir=fake_data, resume=True, limit=300)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
+    assert "repeat_1.1.residual_0.layers.batchnorm2d_1.running_var" in a
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    reopened = netspec.open_run(tmp_path / "cut")  # the run folder builds the block model again
+    assert all(torch.equal(reopened.model.state_dict()[k], a[k]) for k in a)
+    images = torch.rand(4, 1, 28, 28)
+    pre = reopened.preprocessing
+    x = (images - pre["mean"][0]) / pre["std"][0]
+    with torch.no_grad():
+        expected = reopened.model.eval()(x).argmax(1)
+    assert torch.equal(reopened.predict(images).labels, expected)
