@@ -39,7 +39,8 @@ class Command(TyperCommand):
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Describe, check and train small neural networks from one YAML file.")
-out = Console(soft_wrap=True)
+PIPED_WIDTH = 4096  # piped or redirected, a table keeps its whole rows (a terminal wraps at its width)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)
 err = Console(stderr=True, soft_wrap=True)
 
 def _version(value: bool):
@@ -56,10 +57,40 @@ def main(version: Annotated[Optional[bool], typer.Option("--version", help="prin
     """Describe, check and train small neural networks from one YAML file."""
 
 
-SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False, metavar="SPEC")]
-RulesOpt = Annotated[Optional[list[str]], typer.Option("--rules", metavar="NAME_OR_FILE", help="impose a rule set (name or file); repeatable")]
+def _yaml_files(incomplete: str) -> list[str]:
+    """Completion for SPEC: YAML files and folders that start with what is typed."""
+    folder, _, stem = incomplete.rpartition("/")
+    base = Path(folder or ".")
+    try:
+        entries = sorted(p for p in base.iterdir() if p.name.startswith(stem) and not p.name.startswith("."))
+    except OSError:
+        return []
+    shown = [(f"{folder}/" if folder else "") + p.name + ("/" if p.is_dir() else "") for p in entries
+             if p.is_dir() or p.suffix in (".yaml", ".yml")]
+    return shown
+
+
+def _rule_sets(incomplete: str) -> list[str]:
+    from netspec.spec.rules import shipped_rule_sets
+
+    return [n for n in shipped_rule_sets() if n.startswith(incomplete)] + _yaml_files(incomplete)
+
+
+def _choices(*values: str):
+    return lambda incomplete: [v for v in values if v.startswith(incomplete)]
+
+
+SpecArg = Annotated[Path, typer.Argument(help="spec file (YAML)", show_default=False, metavar="SPEC",
+                                         autocompletion=_yaml_files)]
+RulesOpt = Annotated[Optional[list[str]], typer.Option("--rules", metavar="NAME_OR_FILE", autocompletion=_rule_sets,
+                                                       help="impose a rule set (name or file); repeatable")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a setting: key=value (dotted key); repeatable")]
-FormatOpt = Annotated[str, typer.Option("--format", metavar="text|json", help="text or json")]
+FormatOpt = Annotated[str, typer.Option("--format", metavar="text|json", help="text or json",
+                                        autocompletion=_choices("text", "json"))]
+CHECK_FORMATS = ("text", "json", "github", "sarif")
+CheckFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="|".join(CHECK_FORMATS), help="text; json (a list of file results); github (workflow "
+    "annotations); sarif (SARIF 2.1.0)", autocompletion=_choices(*CHECK_FORMATS))]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", envvar="NETSPEC_DATA_DIR",
                                                     help="folder of the named datasets in torchvision's layout: MNIST/raw, cifar-10-batches-py, ... (default: ~/.cache/netspec, downloaded)")]
 
@@ -104,45 +135,56 @@ def _check(spec: Path, rules, overrides):
     return netspec.load(Path(spec), rules=list(rules or ()), overrides=list(overrides or ())).checked
 
 
-def _format(value: str) -> str:
-    if value not in ("text", "json"):
-        raise typer.BadParameter("use text or json", param_hint="--format")
+def _format(value: str, choices: tuple[str, ...] = ("text", "json")) -> str:
+    if value not in choices:
+        raise typer.BadParameter("use " + ", ".join(choices[:-1]) + " or " + choices[-1], param_hint="--format")
     return value
+
+
+def _print_findings(fmt: str, results: list[dict]) -> None:
+    from netspec._version import __version__
+    from netspec.report.findings import FORMATS
+
+    sys.stdout.write(FORMATS[fmt](results, __version__))
 
 
 @app.command(cls=Command)
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False, metavar="SPEC")],
+    specs: Annotated[list[Path], typer.Argument(help="spec files", show_default=False, metavar="SPEC",
+                                                autocompletion=_yaml_files)],
     rules: RulesOpt = None,
     set_: SetOpt = None,
-    format: FormatOpt = "text",
+    format: CheckFormatOpt = "text",
 ):
-    """Check specs against the schema and their rules; exit 0 if all are valid, 1 if not."""
-    fmt = _format(format)
-    results, failed = [], 0
+    """Check specs against the schema and their rules; exit 0 if all are valid (warnings do not
+    fail), 1 if any is not. The findings are the result: they go to stdout in every format."""
+    from netspec.report.findings import result
+
+    fmt = _format(format, CHECK_FORMATS)
+    results = []
     for spec in specs:
         try:
             checked = _check(spec, rules, set_)
-            results.append({"file": str(spec), "valid": True, "errors": [],
-                            "warnings": [w.to_dict() for w in checked.warnings], "params": checked.analysis.params})
+            results.append(result(str(spec), checked))
             if fmt == "text":
                 out.print(f"[green]✓[/] {escape(str(spec))}  ({checked.analysis.params:,} params)", highlight=False)
                 _print_warnings(checked, indent="  ")
         except SpecError as e:
-            failed += 1
-            results.append({"file": str(spec), "valid": False, "errors": [p.to_dict() for p in e.problems]})
+            results.append(result(str(spec), error=e))
             if fmt == "text":
                 out.print(f"[red]✗[/] {escape(str(spec))}", highlight=False)
                 for p in e.problems:
                     out.print("  " + _problem_text(p), highlight=False)
-    if fmt == "json":
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-    raise typer.Exit(1 if failed else 0)
+    if fmt != "text":
+        _print_findings(fmt, results)
+    raise typer.Exit(0 if all(r["valid"] for r in results) else 1)
 
 
 @app.command(cls=Command)
 def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: FormatOpt = "text"):
-    """Layers, output shapes and parameters (Keras style), and each rule with pass/fail."""
+    """Layers, output shapes and parameters (Keras style), and each rule with pass/fail.
+    --format json: validate's list of results, its one result with the table's fields added."""
+    from netspec.report.findings import result
     from netspec.report.tables import print_summary, summary_json
 
     fmt = _format(format)
@@ -154,11 +196,7 @@ def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: 
                 raise
         checked, failed = e.checked, e
     if fmt == "json":
-        data = summary_json(checked)
-        data["warnings"] = [w.to_dict() for w in checked.warnings]
-        data["valid"] = failed is None
-        data["errors"] = [p.to_dict() for p in failed.problems] if failed else []
-        print(json.dumps(data, indent=2))
+        _print_findings("json", [result(str(spec), checked, failed) | summary_json(checked)])
     else:
         print_summary(out, checked)
         _print_warnings(checked)
@@ -251,16 +289,15 @@ def run(
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
     import netspec
 
-    if (spec is None) == (resume is None):
-        err.print("[red]error:[/] give a spec to run, or --resume RUN_DIR (not both)")
-        raise typer.Exit(1)
+    if (spec is None) == (resume is None):  # usage errors: exit 2, as Click's own
+        raise typer.BadParameter("give a spec to run, or --resume RUN_DIR (not both)", param_hint="SPEC")
+    if resume is not None and (set_ or rules or force or out_dir or limit is not None):
+        raise typer.BadParameter("--set, --rules, --out, --force and --limit do not apply to a run being resumed: "
+                                 "it continues as it started; start a new run instead", param_hint="--resume")
     observer = ProgressObserver(err)
     with user_errors():
         try:
             if resume is not None:
-                if set_ or rules or force or out_dir or limit is not None:
-                    raise NetspecError("--set, --rules, --out, --force and --limit do not apply to a run being resumed: "
-                                       "it continues as it started; start a new run instead")
                 result = netspec.resume(resume, data_dir=data_dir, progress=observer)
             else:
                 loaded = netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()))
@@ -425,7 +462,8 @@ def sweep_cmd(
     spec: SpecArg,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", metavar="KEY=V1,V2,...", help="key=v1,v2,... (repeatable)")] = None,
     range_: Annotated[Optional[list[str]], typer.Option("--range", metavar="KEY=LOW:HIGH[:log][:int]", help="key=low:high[:log][:int] (repeatable)")] = None,
-    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="grid|tpe|random", help="grid, tpe or random")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="grid|tpe|random", help="grid, tpe or random",
+                                                      autocompletion=_choices("grid", "tpe", "random"))] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", metavar="N", help="trial budget (grid: its size)")] = None,
     prune: Annotated[Optional[bool], typer.Option("--prune/--no-prune", help="stop hopeless trials early")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,

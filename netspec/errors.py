@@ -23,6 +23,7 @@ class Problem:
     path: str  # JSON-style path inside the document, e.g. model.layers[3].Linear
     message: str
     hint: str = ""
+    code: str = ""  # stable: schema/unknown-key, shape, rule/params, a lint's name, ... (README: "Finding codes")
 
     @property
     def where(self) -> str:
@@ -40,7 +41,13 @@ class Problem:
             "path": self.path,
             "message": self.message,
             "hint": self.hint,
+            "code": self.code or "spec",
         }
+
+    def coded(self, code: str) -> "Problem":
+        from dataclasses import replace
+
+        return replace(self, code=code)
 
 
 class SpecError(NetspecError):

@@ -365,7 +365,7 @@ def test_cifar_resnet_exports_and_trains_a_few_steps_on_cifar_files(tmp_path, mo
 def test_summary_json_nests_blocks_with_subtotals():
     r = cli.invoke(app, ["summary", str(SPECS / "resnet-mnist.yaml"), "--format", "json"])
     assert r.exit_code == 0, r.output
-    layers = json.loads(r.stdout)["layers"]
+    layers = json.loads(r.stdout)[0]["layers"]
     block = layers[3]
     assert block["name"] == "residual_3" and [c["name"] for c in block["layers"]][:2] == ["conv2d_0", "batchnorm2d_1"]
     assert block["params"] == sum(c["params"] for c in block["layers"]) == 4_704

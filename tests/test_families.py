@@ -89,7 +89,7 @@ def test_a_family_registered_in_a_test_is_checked_summarised_trained_and_exporte
     r = cli.invoke(app, ["validate", str(path)])
     assert r.exit_code == 0 and "19,090 params" in r.output, r.output  # 784*24+24 + 24*10+10
     r = cli.invoke(app, ["summary", str(path), "--format", "json"])
-    assert [row["name"] for row in json.loads(r.stdout)["layers"]] == ["hidden", "head"]
+    assert [row["name"] for row in json.loads(r.stdout)[0]["layers"]] == ["hidden", "head"]
     path.write_text(TOY.replace("hidden: 24", "hidden: 2000"))
     r = cli.invoke(app, ["validate", str(path)])
     assert r.exit_code == 1 and ":4:" in r.output and "wider than the 784 input values" in r.output

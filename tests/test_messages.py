@@ -67,8 +67,8 @@ def test_summary_of_a_spec_over_budget_shows_the_table_and_the_failing_rule():
     assert "rules 'mnist-cnn' require < 50,000" in r.output
     j = cli.invoke(app, ["summary", str(SPECS / "cnn.yaml"), "--set", "model.layers.0.Conv2d.out_channels=64",
                          "--format", "json"])
-    data = json.loads(j.stdout)
-    assert j.exit_code == 1 and data["valid"] is False and data["trainable_params"] == 63_674 and data["errors"]
+    [data] = json.loads(j.stdout)
+    assert j.exit_code == 1 and data["valid"] is False and data["params"] == 63_674 and data["trainable_params"] == 63_674 and data["errors"]
 
 
 # --- the linter ------------------------------------------------------------------
@@ -97,8 +97,8 @@ def test_each_lint_warning(write_spec, name):
     # validate shows it with its line; --format json carries it
     r = cli.invoke(app, ["validate", str(write_spec(text, "again.yaml"))])
     assert r.exit_code == 0 and "warning:" in r.output and f"[{name}]" in r.output and "again.yaml:4:" in r.output
-    j = json.loads(cli.invoke(app, ["validate", str(write_spec(text, "j.yaml")), "--format", "json"]).stdout)
-    assert [w["path"] for w in j["warnings"]] == [f"model.layers[{index}]"]
+    [j] = json.loads(cli.invoke(app, ["validate", str(write_spec(text, "j.yaml")), "--format", "json"]).stdout)
+    assert [(w["path"], w["code"]) for w in j["warnings"]] == [(f"model.layers[{index}]", f"lint/{name}")]
 
 
 def test_shipped_specs_produce_no_warning():

@@ -16,7 +16,7 @@ def test_wheel_ships_schema_and_rule_sets(tmp_path):
                     "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("netspec-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "netspec/spec/schema.json" in names
+    assert {"netspec/spec/schema.json", "netspec/report/results.schema.json"} <= names
     assert {"netspec/spec/rulesets/mnist-mlp.yaml", "netspec/spec/rulesets/mnist-cnn.yaml",
             "netspec/spec/rulesets/mnist-vit.yaml"} <= names
 

@@ -237,10 +237,10 @@ def test_huge_layer_is_reported_not_allocated(write_spec):
 def test_cli_summary_json_fundamentals():
     r = runner.invoke(app, ["summary", str(SPECS / "fundamentals/conv1d.yaml"), "--format", "json"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
+    [data] = json.loads(r.output)
     assert data["params"] == 40 and data["output_shape"] == [8, 99]
     r = runner.invoke(app, ["summary", str(SPECS / "fundamentals/conv2d.yaml"), "--format", "json"])
-    data = json.loads(r.output)
+    [data] = json.loads(r.output)
     assert data["params"] == 392 and data["output_shape"] == [8, 13, 13]
 
 
@@ -251,7 +251,7 @@ def test_cli_validate_exit_codes(write_spec):
     r = runner.invoke(app, ["validate", str(bad)])
     assert r.exit_code == 1 and "Traceback" not in r.output and f"{bad}:3:" in r.output
     r = runner.invoke(app, ["validate", str(bad), "--format", "json"])
-    data = json.loads(r.output)
+    [data] = json.loads(r.output)
     assert data["valid"] is False and data["errors"][0]["line"] == 3
 
 

@@ -22,7 +22,7 @@ def analyze(spec: Spec) -> Analysis:
     if analysis.params + analysis.frozen > MAX_PARAMS:
         analysis.problems.append(BuildProblem(
             ("model",), f"the model has {analysis.params + analysis.frozen:,} parameters; netspec builds at most "
-                        f"{MAX_PARAMS:,}", budget_hint(analysis)))
+                        f"{MAX_PARAMS:,}", budget_hint(analysis), code="limit"))
     for what, key, batch in (("training", "batch_size", spec.train.batch_size),
                              ("evaluation", "eval_batch_size", spec.train.eval_batch_size)):
         act = analysis.activation_elements * batch * BYTES
@@ -30,7 +30,7 @@ def analyze(spec: Spec) -> Analysis:
             analysis.problems.append(BuildProblem(
                 ("train", key), f"one {what} batch needs about {act:,} bytes of activations "
                                 f"({analysis.activation_elements:,} values per sample x {key} {batch}); "
-                                f"the limit is {MAX_ACTIVATION_BYTES:,}", f"lower train.{key}"))
+                                f"the limit is {MAX_ACTIVATION_BYTES:,}", f"lower train.{key}", code="limit"))
             break
     classes = num_classes(spec)
     if (spec.data.dataset != "none" and analysis.output_shape is not None
@@ -38,7 +38,7 @@ def analyze(spec: Spec) -> Analysis:
         analysis.problems.append(BuildProblem(
             analysis.output_path,
             f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
-            f"end with Linear(out_features={classes}) on a flat input (add Flatten before it)"))
+            f"end with Linear(out_features={classes}) on a flat input (add Flatten before it)", code="output-size"))
     return analysis
 
 

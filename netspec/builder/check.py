@@ -64,7 +64,7 @@ def _rule_sets(doc: Document, imposed: tuple[str, ...], base_dir: Path) -> tuple
         where = resolve_rules(name, base)
         if where is None:
             msg = f"rules '{name}' not found: not a shipped rule set ({', '.join(shipped_rule_sets())}) nor a file"
-            problems.append(doc.problem(path, msg) if path else Problem(name, 0, 0, "", msg))
+            problems.append(doc.problem(path, msg, code="rules") if path else Problem(name, 0, 0, "", msg, code="rules"))
             continue
         try:
             found.append(load_rules(where))
@@ -90,14 +90,18 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     if problems:
         raise SpecError(problems)
 
-    spec = resolve_data(spec_from_dict(doc.data), doc, base_dir, read_data)
+    try:
+        spec = resolve_data(spec_from_dict(doc.data), doc, base_dir, read_data)
+    except SpecError as e:  # the spec against its data set's facts
+        raise SpecError([p if p.code else p.coded("data") for p in e.problems]) from None
     analysis = analyze(spec)
     problems = [build_problem(doc, p) for p in analysis.problems]
-    problems += [doc.problem(path, msg, hint) for path, msg, hint in training_problems(spec)]
+    problems += [doc.problem(path, msg, hint, code="training") for path, msg, hint in training_problems(spec)]
     results = tuple(r for rules in rule_sets for r in evaluate(rules, spec, analysis))
     if not analysis.problems:
         problems += problems_of(list(results), doc)
-    warnings = tuple(doc.problem(w.path, f"{w.message} [{w.name}]") for w in lint(spec, analysis)) if not problems else ()
+    warnings = tuple(doc.problem(w.path, f"{w.message} [{w.name}]", code=f"lint/{w.name}")
+                     for w in lint(spec, analysis)) if not problems else ()
     checked = Checked(spec, doc, tuple(rule_sets), analysis, results, warnings)
     if problems:
         error = SpecError(problems)
@@ -112,7 +116,7 @@ def build_problem(doc: Document, problem) -> Problem:
     message = problem.message
     if problem.refs:
         message = message.format(*(f"line {doc.locate(ref)[0]}" for ref in problem.refs))
-    return doc.problem(problem.path, message, problem.hint)
+    return doc.problem(problem.path, message, problem.hint, code=problem.code)
 
 
 def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = True) -> Spec:
@@ -250,6 +254,15 @@ def _show(v: Any) -> str:
     return "(absent)" if v is None else str(v)
 
 
+def rule_code(result: RuleResult) -> str:
+    """rule/params, rule/hidden-units, rule/layers, rule/blocks, rule/required-layers, rule/fixed."""
+    if result.limit.startswith("fixed at"):
+        return "rule/fixed"
+    if result.rule.startswith("has "):
+        return "rule/required-layers"
+    return "rule/" + result.rule.replace(" ", "-")
+
+
 def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
     problems = []
     for res in results:
@@ -260,9 +273,9 @@ def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
                 layer = res.rule[4:]
                 msg = f"rules '{res.rules}' require a {layer} layer, and the model has none"
                 hint = f"add - {layer} to model.layers where it belongs"
-                problems.append(doc.problem(res.path, msg, hint))
+                problems.append(doc.problem(res.path, msg, hint, code=rule_code(res)))
                 continue
             else:
                 msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"
-            problems.append(doc.problem(res.path, msg, res.hint))
+            problems.append(doc.problem(res.path, msg, res.hint, code=rule_code(res)))
     return problems

@@ -33,6 +33,7 @@ class BuildProblem:
     message: str  # may name other places as {0}, {1}: the check writes them as "line N"
     hint: str = ""
     refs: tuple = ()  # the paths {0}, {1}, ... stand for
+    code: str = "shape"  # the finding's stable code: shape, limit, output-size
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class Walker:
         nesting = sum(1 for p in path if p in BLOCKS)
         if nesting > MAX_DEPTH:
             self.problem(BuildProblem(path, f"blocks nest {nesting} deep here; netspec allows {MAX_DEPTH}",
-                                      "use Repeat for many copies rather than nesting"))
+                                      "use Repeat for many copies rather than nesting", code="limit"))
             return None
         for i, item in enumerate(items):
             where = path + (i,)
@@ -335,7 +335,8 @@ class LayersFamily(Family):
         except _TooMany:
             analysis.problems.append(BuildProblem(
                 ("model", "layers"), f"the layers and blocks would build more than {MAX_MODULES:,} modules; "
-                                     f"netspec builds at most {MAX_MODULES:,}", "use fewer Repeat copies or layers"))
+                                     f"netspec builds at most {MAX_MODULES:,}", "use fewer Repeat copies or layers",
+                code="limit"))
             return
         if out is None:
             return

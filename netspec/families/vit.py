@@ -109,7 +109,7 @@ class ViTFamily(Family):
             analysis.problems.append(BuildProblem(
                 ("model", "vit"), f"depth {v.depth} x {v.heads} heads ({v.attention}) would build about "
                                   f"{analysis.modules:,} modules; netspec builds at most {MAX_MODULES:,}",
-                "use fewer layers or heads, or attention: batched (one module for all heads)"))
+                "use fewer layers or heads, or attention: batched (one module for all heads)", code="limit"))
             return
         d, inner = v.dim, v.heads * v.dim_head
         # two LayerNorms; q, k, v without bias and the output projection; the MLP's two Linears

@@ -99,7 +99,7 @@ def summary_json(checked: Checked) -> dict:
         "input_shape": list(a.input_shape),
         "layers": rows_tree(a.rows),
         "output_shape": list(a.output_shape) if a.output_shape else None,
-        "params": a.params + a.frozen,
+        "total_params": a.params + a.frozen,
         "trainable_params": a.params,
         "non_trainable_params": a.frozen,
         "hidden_units": a.hidden_units,

@@ -62,13 +62,13 @@ class Document:
             path = path[:-1]
         return self.positions.get(path, (1, 1))
 
-    def problem(self, path: Path_, message: str, hint: str = "", at_key: bool = False) -> Problem:
+    def problem(self, path: Path_, message: str, hint: str = "", at_key: bool = False, code: str = "") -> Problem:
         for i in range(len(path), 0, -1):
             if tuple(path[:i]) in self.overrides:
-                return Problem(self.overrides[tuple(path[:i])], 0, 0, format_path(path), message, hint)
+                return Problem(self.overrides[tuple(path[:i])], 0, 0, format_path(path), message, hint, code)
         pos = self.key_positions.get(tuple(path)) if at_key else None
         line, col = pos or self.locate(path)
-        return Problem(self.file, line, col, format_path(path), message, hint)
+        return Problem(self.file, line, col, format_path(path), message, hint, code)
 
 
 def _mark(mark) -> tuple[int, int]:
@@ -79,20 +79,20 @@ def read_text(path: str | Path) -> str:
     p = Path(path)
     name = str(path)
     if not p.exists():
-        raise SpecError([Problem(name, 0, 0, "", "file not found")])
+        raise SpecError([Problem(name, 0, 0, "", "file not found", code="file")])
     if p.is_dir():
-        raise SpecError([Problem(name, 0, 0, "", "is a directory, not a YAML file")])
+        raise SpecError([Problem(name, 0, 0, "", "is a directory, not a YAML file", code="file")])
     size = p.stat().st_size
     if size > MAX_BYTES:
         raise SpecError(
-            [Problem(name, 0, 0, "", f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,}")]
+            [Problem(name, 0, 0, "", f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,}", code="file")]
         )
     try:
         return p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError([Problem(name, 0, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})")]) from None
+        raise SpecError([Problem(name, 0, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})", code="file")]) from None
     except OSError as e:
-        raise SpecError([Problem(name, 0, 0, "", f"cannot read: {e.strerror}")]) from None
+        raise SpecError([Problem(name, 0, 0, "", f"cannot read: {e.strerror}", code="file")]) from None
 
 
 def load_file(path: str | Path) -> Document:
@@ -100,8 +100,15 @@ def load_file(path: str | Path) -> Document:
 
 
 def load_text(text: str, file: str = "<string>") -> Document:
+    try:
+        return _load_text(text, file)
+    except SpecError as e:  # what is wrong with the YAML itself, before any schema
+        raise SpecError([p if p.code else p.coded("yaml") for p in e.problems]) from None
+
+
+def _load_text(text: str, file: str) -> Document:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
-        raise SpecError([Problem(file, 0, 0, "", f"text is over {MAX_BYTES:,} bytes")])
+        raise SpecError([Problem(file, 0, 0, "", f"text is over {MAX_BYTES:,} bytes", code="file")])
     try:
         _check_events(text, file)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -109,7 +116,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line, col = _mark(mark) if mark else (0, 0)
         msg = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
-        raise SpecError([Problem(file, line, col, "", f"invalid YAML: {msg or e}")]) from None
+        raise SpecError([Problem(file, line, col, "", f"invalid YAML: {msg or e}", code="yaml")]) from None
     if node is None:
         raise SpecError([Problem(file, 1, 1, "", "the file is empty; a spec is a YAML mapping")])
     doc = Document(data=None, file=file)

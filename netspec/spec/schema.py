@@ -207,8 +207,10 @@ def spec_schema(allowed_layers: list[str] | None = None) -> dict:
     model, defs = model_schema(allowed_layers)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:netspec:schema:spec",
         "title": "netspec spec",
-        "description": "A neural network, its data and its training, for netspec.",
+        "description": "A neural network for netspec (a layer list with residual, branching and repeated blocks, or a "
+                       "Vision Transformer), its data set and its training, in one YAML file.",
         **_obj(
             {
                 "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},

@@ -54,7 +54,8 @@ def _misindented_arguments(doc: Document) -> dict[tuple, Problem]:
             found[where] = doc.problem(where + (args[0],), f"{shown} {'is an argument' if len(args) == 1 else 'are arguments'} of "
                                        f"{name} but {'is' if len(args) == 1 else 'are'} written beside it, not under it",
                                        f"indent {shown} under {name} (two more spaces), or write "
-                                       f"{{{name}: {{{', '.join(f'{a}: {item[a]}' for a in args)}}}}}", at_key=True)
+                                       f"{{{name}: {{{', '.join(f'{a}: {item[a]}' for a in args)}}}}}", at_key=True,
+                                       code="schema/misindented")
     return found
 
 
@@ -101,25 +102,26 @@ def _layer_name_problem(err: ValidationError, doc: Document, allowed: list[str] 
     path = tuple(err.absolute_path)
     allowed = allowed if allowed is not None else sorted([*LAYERS, *BLOCKS])
     if not isinstance(name, str):
-        return doc.problem(path, f"a layer name must be text, got {name!r}")
+        return doc.problem(path, f"a layer name must be text, got {name!r}", code="schema/layer-name")
     if name in LAYERS and name not in allowed:
         return doc.problem(path, f"layer '{name}' is not allowed by the rules",
-                           "allowed: " + ", ".join(allowed))
+                           "allowed: " + ", ".join(allowed), code="rule/layers")
     if name in BLOCKS and name not in allowed:
         return doc.problem(path, f"block '{name}' is not allowed by the rules",
-                           "allowed: " + ", ".join(allowed))
+                           "allowed: " + ", ".join(allowed), code="rule/blocks")
     if name in BLOCKS:  # bare name: a block needs its layer lists
         key = BLOCKS[name].bodies
         return doc.problem(path, f"block '{name}' needs its {key}",
                            f"write it as {{{name}: {{{key}: [...]}}}}" if key == "layers"
-                           else f"write it as {{{name}: {{{key}: [[...], [...]]}}}}")
+                           else f"write it as {{{name}: {{{key}: [[...], [...]]}}}}", code="schema/missing-arguments")
     if name in LAYERS and LAYERS[name].required:  # bare name, but arguments are needed
         need = ", ".join(LAYERS[name].required)
         return doc.problem(path, f"layer '{name}' needs arguments: {need}",
-                           f"write it as {{{name}: {{{', '.join(f'{a}: ...' for a in LAYERS[name].required)}}}}}")
+                           f"write it as {{{name}: {{{', '.join(f'{a}: ...' for a in LAYERS[name].required)}}}}}",
+                           code="schema/missing-arguments")
     guess = _did_you_mean(name, allowed)
     hint = (f"did you mean '{guess}'? " if guess else "") + "allowed: " + ", ".join(allowed)
-    return doc.problem(path, f"unknown layer '{name}'", hint)
+    return doc.problem(path, f"unknown layer '{name}'", hint, code="schema/unknown-layer")
 
 
 def _type_hint(value, expected, text: str | None) -> str:
@@ -156,7 +158,7 @@ def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> 
         path = tuple(err.absolute_path)  # data.validation, data.test: a count or a share
         shown = doc.texts.get(path, repr(err.instance))
         return [doc.problem(path, f"{shown} is neither a count of images (a whole number, 0 or more) "
-                                  "nor a share of them (a number between 0 and 1)", "e.g. 5000 or 0.1")]
+                                  "nor a share of them (a number between 0 and 1)", "e.g. 5000 or 0.1", code="schema/type")]
     if err.context:  # anyOf/oneOf: report the most relevant branch
         err = best_match(err.context)
     if err.validator == "additionalProperties":  # every unknown key of the mapping, each with its guess
@@ -168,9 +170,14 @@ def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> 
             moved = _MOVED.get(path + (key,))
             hint = (f"did you mean '{guess}'? " if guess else f"it is written {moved}; " if moved else "") + (
                 "known keys: " + ", ".join(known) if known else "")
-            out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, at_key=True))
+            out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, at_key=True, code="schema/unknown-key"))
         return out
-    return [_explain_one(err, doc, allowed)]
+    problem = _explain_one(err, doc, allowed)
+    return [problem if problem.code else problem.coded(CODES.get(err.validator, "schema/value"))]
+
+
+CODES = {"type": "schema/type", "required": "schema/required", "minProperties": "schema/one-key",
+         "maxProperties": "schema/one-key", "pattern": "schema/pattern", "enum": "schema/enum"}
 
 
 def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
