@@ -148,12 +148,15 @@ def _assignments(overrides) -> list[str]:
     return list(overrides)
 
 
-def load(source: str | Path | Mapping, *, rules: str | Path | list = (), overrides: Mapping | list | None = None) -> Spec:
+def load(source: str | Path | Mapping, *, rules: str | Path | list = (), overrides: Mapping | list | None = None,
+         draft: bool = False) -> Spec:
     """Load and check a spec from a file path, YAML text or a dict.
 
     `rules`: rule sets imposed on top of the spec's own (shipped names or files);
-    `overrides`: {"train.epochs": 3} or ["train.epochs=3"]. Raises `SpecError` with every
-    problem (file, line, column, path, message, hint).
+    `overrides`: {"train.epochs": 3} or ["train.epochs=3"]; `draft=True`: the rules' fixed
+    settings may be overridden (every other rule still applies) and the run is marked
+    "draft: not gradable". Raises `SpecError` with every problem (file, line, column, path,
+    message, hint).
     """
     doc, base = _document(source, "<dict>" if isinstance(source, Mapping) else "<string>")
     assignments = _assignments(overrides)
@@ -162,7 +165,7 @@ def load(source: str | Path | Mapping, *, rules: str | Path | list = (), overrid
             raise SpecError([doc.problem((), "a spec is a mapping of keys")])
         apply_overrides(doc, assignments)
     imposed = (rules,) if isinstance(rules, (str, Path)) else tuple(rules)
-    return Spec(check_document(doc, imposed=tuple(str(r) for r in imposed), base_dir=base))
+    return Spec(check_document(doc, imposed=tuple(str(r) for r in imposed), base_dir=base, draft=draft))
 
 
 # --- runs -------------------------------------------------------------------------

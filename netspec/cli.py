@@ -91,6 +91,9 @@ CHECK_FORMATS = ("text", "json", "github", "sarif")
 CheckFormatOpt = Annotated[str, typer.Option(
     "--format", metavar="|".join(CHECK_FORMATS), help="text; json (a list of file results); github (workflow "
     "annotations); sarif (SARIF 2.1.0)", autocompletion=_choices(*CHECK_FORMATS))]
+DraftOpt = Annotated[bool, typer.Option("--draft", help="let --set override the rules' fixed settings (epochs, batch "
+                                         "size, ...) to try things quickly; every other rule still applies, and the "
+                                         "run is marked 'draft: not gradable'")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", envvar="NETSPEC_DATA_DIR",
                                                     help="folder of the named datasets in torchvision's layout: MNIST/raw, cifar-10-batches-py, ... (default: ~/.cache/netspec, downloaded)")]
 
@@ -129,10 +132,10 @@ def _problem_text(p) -> str:
     return text + (f"\n    [dim]hint: {escape(p.hint)}[/]" if p.hint else "")
 
 
-def _check(spec: Path, rules, overrides):
+def _check(spec: Path, rules, overrides, draft: bool = False):
     import netspec
 
-    return netspec.load(Path(spec), rules=list(rules or ()), overrides=list(overrides or ())).checked
+    return netspec.load(Path(spec), rules=list(rules or ()), overrides=list(overrides or ()), draft=draft).checked
 
 
 def _format(value: str, choices: tuple[str, ...] = ("text", "json")) -> str:
@@ -155,6 +158,7 @@ def validate(
     rules: RulesOpt = None,
     set_: SetOpt = None,
     format: CheckFormatOpt = "text",
+    draft: DraftOpt = False,
 ):
     """Check specs against the schema and their rules; exit 0 if all are valid (warnings do not
     fail), 1 if any is not. The findings are the result: they go to stdout in every format."""
@@ -164,7 +168,7 @@ def validate(
     results = []
     for spec in specs:
         try:
-            checked = _check(spec, rules, set_)
+            checked = _check(spec, rules, set_, draft)
             results.append(result(str(spec), checked))
             if fmt == "text":
                 out.print(f"[green]✓[/] {escape(str(spec))}  ({checked.analysis.params:,} params)", highlight=False)
@@ -181,7 +185,8 @@ def validate(
 
 
 @app.command(cls=Command)
-def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: FormatOpt = "text"):
+def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: FormatOpt = "text",
+            draft: DraftOpt = False):
     """Layers, output shapes and parameters (Keras style), and each rule with pass/fail.
     --format json: validate's list of results, its one result with the table's fields added."""
     from netspec.report.findings import result
@@ -189,7 +194,7 @@ def summary(spec: SpecArg, rules: RulesOpt = None, set_: SetOpt = None, format: 
 
     fmt = _format(format)
     try:
-        checked, failed = _check(spec, rules, set_), None
+        checked, failed = _check(spec, rules, set_, draft), None
     except SpecError as e:
         if e.checked is None:  # the model does not build: there is no table to show
             with user_errors():
@@ -285,13 +290,14 @@ def run(
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", help="train on the first N training images only (quick checks); validation and test sets stay whole")] = None,
     force: Annotated[bool, typer.Option("--force", help="empty the --out run folder first if it holds an earlier run")] = False,
+    draft: DraftOpt = False,
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
     import netspec
 
     if (spec is None) == (resume is None):  # usage errors: exit 2, as Click's own
         raise typer.BadParameter("give a spec to run, or --resume RUN_DIR (not both)", param_hint="SPEC")
-    if resume is not None and (set_ or rules or force or out_dir or limit is not None):
+    if resume is not None and (set_ or rules or force or out_dir or draft or limit is not None):
         raise typer.BadParameter("--set, --rules, --out, --force and --limit do not apply to a run being resumed: "
                                  "it continues as it started; start a new run instead", param_hint="--resume")
     observer = ProgressObserver(err)
@@ -300,7 +306,9 @@ def run(
             if resume is not None:
                 result = netspec.resume(resume, data_dir=data_dir, progress=observer)
             else:
-                loaded = netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()))
+                loaded = netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()), draft=draft)
+                if loaded.checked.draft:
+                    err.print("[yellow]draft:[/] not gradable: " + escape("; ".join(loaded.checked.waived)), highlight=False)
                 _print_warnings(loaded.checked)
                 result = netspec.train(loaded, out=out_dir, data_dir=data_dir, limit=limit, force=force,
                                        progress=observer, detect_anomaly=detect_anomaly)

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -359,3 +360,49 @@ def test_self_referencing_set_and_rules_file(write_spec, tmp_path):
     rules.write_text("name: loop\nfixed: &f {x: *f}\n")
     r = cli.invoke(app, ["validate", str(SPECS / "mlp.yaml"), "--rules", str(rules)])
     assert r.exit_code == 1 and "contains itself" in r.output
+
+
+def test_draft_mode_overrides_fixed_settings_and_marks_the_run_not_gradable(fake_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+
+    cli = CliRunner()
+    args = ["--set", "train.epochs=1", "--set", "data.validation=100"]
+    refused = cli.invoke(app, ["validate", str(SPECS / "cnn.yaml"), *args])
+    assert refused.exit_code == 1 and "fixed at 10 by rules 'mnist-cnn'" in refused.output
+    ok = cli.invoke(app, ["validate", str(SPECS / "cnn.yaml"), *args, "--draft"])
+    assert ok.exit_code == 0, ok.output
+    # every other rule still applies under --draft
+    over = cli.invoke(app, ["validate", str(SPECS / "cnn.yaml"), *args, "--draft",
+                            "--set", "model.layers.0.Conv2d.out_channels=64"])
+    assert over.exit_code == 1 and "< 50,000" in over.output and "train.epochs" not in over.output
+    r = cli.invoke(app, ["run", str(SPECS / "cnn-small.yaml"), *args, "--draft", "--limit", "200",
+                         "--out", str(tmp_path / "d"), "--data-dir", str(fake_data)])
+    assert r.exit_code == 0, r.output
+    assert "draft:" in r.output and "train.epochs (1; fixed at 10 by 'mnist-cnn')" in r.output
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert metrics["draft"] is True
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "**Draft: not gradable.**" in report and "✗ waived (draft)" in report
+    assert "waived" in (tmp_path / "d" / "rules.json").read_text()
+    shutil.copytree(tmp_path / "d", tmp_path / "d2")
+    shown = cli.invoke(app, ["compare", str(tmp_path / "d"), str(tmp_path / "d2"), "--format", "json"])  # reopened: still a draft
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["runs"][0]["draft"] is True
+    assert "[draft]" in json.loads(shown.stdout)["runs"][0]["label"]
+
+
+def test_a_rule_set_imposed_again_counts_once(tmp_path):
+    from netspec.errors import SpecError
+
+    with pytest.raises(SpecError) as once:
+        check_file(SPECS / "cnn.yaml", overrides=("train.epochs=5",))
+    with pytest.raises(SpecError) as twice:
+        check_file(SPECS / "cnn.yaml", overrides=("train.epochs=5",), imposed=("mnist-cnn",))
+    assert len(twice.value.problems) == len(once.value.problems) == 1
+    copy = tmp_path / "copy.yaml"
+    copy.write_text((Path(__file__).parents[1] / "netspec/spec/rulesets/mnist-cnn.yaml").read_text().replace(
+        "name: mnist-cnn", "name: my-copy"))
+    checked = check_file(SPECS / "cnn.yaml", imposed=(str(copy),))
+    assert len({r.rules for r in checked.results}) == 1 and len(checked.rules) == 1

@@ -68,6 +68,7 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         "## Result",
         "",
         f"- Status: {metrics['status']}",
+        ("- **Draft: not gradable.** Overridden under `--draft`: " + "; ".join(checked.waived)) if checked.draft else None,
         f"- Test accuracy: **{_num(metrics.get('test_accuracy'))}**"
         + (f" (target ≥ {target}){verdict}" if target is not None else ""),
         f"- Test loss: {_num(metrics.get('test_loss'))}",
@@ -98,7 +99,8 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         lines += ["", "## Rules", "",
                   _table(["rule set", "rule", "value", "limit", "ok"],
                          [[r.rules, r.rule, r.value, r.limit,
-                           {True: "✓", False: "✗", None: "see result"}[r.ok]] for r in checked.results])]
+                           "✗ waived (draft)" if r.waived else {True: "✓", False: "✗", None: "see result"}[r.ok]]
+                          for r in checked.results])]
     lines += ["", "## Hyperparameters", "",
               _table(["setting", "value"], [[f"`{k}`", v] for k, v in flatten({"data": resolved["data"], "train": resolved["train"]}).items()])]
     lines = [line for line in lines if line is not None]

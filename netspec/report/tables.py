@@ -58,7 +58,8 @@ def rules_table(checked: Checked) -> Table | None:
     for col in ("rule set", "rule", "value", "limit", ""):
         table.add_column(col)
     for r in checked.results:
-        table.add_row(escape(r.rules), escape(r.rule), escape(r.value), escape(r.limit), _mark(r.ok))
+        table.add_row(escape(r.rules), escape(r.rule), escape(r.value), escape(r.limit),
+                      "[yellow]✗ waived (draft)[/]" if r.waived else _mark(r.ok))
     return table
 
 
@@ -104,6 +105,7 @@ def summary_json(checked: Checked) -> dict:
         "non_trainable_params": a.frozen,
         "hidden_units": a.hidden_units,
         "softmax_folded_into_loss": a.softmax_head,
-        "rules": [{"rules": r.rules, "rule": r.rule, "value": r.value, "limit": r.limit, "ok": r.ok}
+        "draft": checked.draft,
+        "rules": [{"rules": r.rules, "rule": r.rule, "value": r.value, "limit": r.limit, "ok": r.ok, "waived": r.waived}
                   for r in checked.results],
     }

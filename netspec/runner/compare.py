@@ -33,6 +33,8 @@ def read_run(path: str | Path) -> RunInfo:
     metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     label = spec.name if run_dir.path.name == spec.name else f"{spec.name} ({run_dir.path.name})"
+    if checked.draft:  # the rules' fixed settings were overridden: say so wherever the run is listed
+        label += " [draft]"
     return RunInfo(label, run_dir.path, spec.to_dict(), layers, kinds, metrics, history, notes)
 
 
@@ -80,7 +82,7 @@ def compare(runs: list[RunInfo]) -> dict:
                   "model_epoch": r.metrics.get("model_epoch"), "train_size": r.metrics.get("train_size"),
                   "limit": r.metrics.get("limit"), "test_size": r.metrics.get("test_size"), "notes": r.notes,
                   "epochs": r.metrics.get("epochs_completed"), "train_seconds": r.metrics.get("train_seconds"),
-                  "status": r.metrics.get("status", "unknown")} for r in runs],
+                  "status": r.metrics.get("status", "unknown"), "draft": bool(r.metrics.get("draft"))} for r in runs],
         "architecture": {r.label: architecture_changes(runs[0], r) for r in runs[1:]},
         "settings": settings_that_differ(runs),
         "baseline": runs[0].label,

@@ -289,6 +289,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "epochs_completed": len(history),
         "epochs_planned": spec.train.epochs,
         "params": checked.analysis.params,
+        "draft": checked.draft,  # fixed settings of the rules overridden (--draft): not gradable
         "hidden_units": checked.analysis.hidden_units,
         "limit": limit,
         "train_size": len(data.train), "train_available": data.train_available,

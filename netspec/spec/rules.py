@@ -58,6 +58,8 @@ class Rules:
     required_layers: tuple[str, ...] = ()
     fixed: tuple[tuple[str, Any], ...] = ()
     target_accuracy: float | None = None
+    # fixed keys a draft run may break (`--draft`): recorded in the run folder, never read from a rules file
+    waived: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return rules_to_dict(self)
@@ -107,7 +109,14 @@ def rules_from_dict(data: dict, source: str = "recorded in the run folder") -> R
         required_layers=tuple(data.get("required_layers", ())),
         fixed=tuple((k, v) for k, v in data.get("fixed", {}).items()),
         target_accuracy=data.get("target_accuracy"),
+        waived=tuple(data.get("waived", ())),
     )
+
+
+def same_rules(a: Rules, b: Rules) -> bool:
+    """The same rule set, imposed twice (by name and by the spec, or as two copies of one file)."""
+    strip = lambda r: {k: v for k, v in rules_to_dict(r).items() if k not in ("name", "description")}  # noqa: E731
+    return strip(a) == strip(b)
 
 
 def allowed_layers(rule_sets: list[Rules]) -> list[str] | None:
