@@ -165,3 +165,19 @@ def test_figures_keep_legends_off_the_data_and_label_their_axes():
     fig = plots.trials_figure(rows)
     lo, hi = fig.axes[0].get_ylim()
     assert lo <= 0.98 and hi >= 0.982 and fig.axes[0].get_title().startswith("sweep:") and fig.axes[0].get_legend() is None
+
+
+def test_one_round_reports_rule_findings_with_schema_errors_and_names_in_any_case(write_spec):
+    """A spec with a typo, a fixed setting broken and a required layer missing: all three in the
+    first round (the rules need no valid spec to see them); `Adam` reads as adam."""
+    from netspec.errors import SpecError
+
+    text = ("name: t\nrules: mnist-cnn\ndata: {input_shape: [1, 28, 28]}\nmodel:\n  layers:\n"
+            "    - Conv2d: {out_channels: 8, kernel_size: 3}\n    - Relu\n    - Flatten\n    - Dropout\n"
+            "    - Linear: {out_features: 10}\ntrain:\n  optimizer: {name: Adam}\n  epochs: 5\n")
+    with pytest.raises(SpecError) as e:
+        check_file(write_spec(text))
+    found = {(p.line, p.code) for p in e.value.problems}
+    assert found == {(7, "schema/unknown-layer"), (13, "rule/fixed"), (5, "rule/required-layers")}, e.value.problems
+    fixed = check_file(write_spec(text.replace("- Relu", "- MaxPool2d: {kernel_size: 2}\n    - BatchNorm2d").replace("epochs: 5", "epochs: 10"), "ok.yaml"))
+    assert fixed.spec.train.optimizer.name == "adam"

@@ -116,20 +116,26 @@ def test_wrong_types(write_spec, value, hint):
     assert hint in p.hint
 
 
-def test_yaml11_number_and_boolean_hints(write_spec):
+def test_yaml11_boolean_hint_and_yaml12_numbers(write_spec):
     path = write_spec("name: no\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
                       "train:\n  optimizer: {lr: 1e-3}\n")
-    probs = errors(path)
-    by_path = {p.path: p for p in probs}
-    assert "boolean" in by_path["name"].hint
-    assert "write 1.0e-3" in by_path["train.optimizer.lr"].hint
+    [p] = errors(path)
+    assert p.path == "name" and "boolean" in p.hint  # lr: 1e-3 is a number, as YAML 1.2 (and --set) read it
+    ok = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
+                    "train:\n  optimizer: {lr: 1e-3, weight_decay: 5E-4}\n", "ok.yaml")
+    opt = check_file(ok).spec.train.optimizer
+    assert opt.lr == 0.001 and opt.weight_decay == 0.0005
+    quoted = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
+                        "train:\n  optimizer: {lr: '1e-3'}\n", "quoted.yaml")
+    [p] = errors(quoted)  # quoted, it is text, as the writer said
+    assert p.path == "train.optimizer.lr" and "not a number" in p.message
 
 
 def test_non_finite_lr_as_text(write_spec):
     path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
                       "train:\n  optimizer: {lr: 1e999}\n")
-    [p] = errors(path)
-    assert "not a finite number" in p.hint
+    [p] = errors(path)  # read as the number it says (YAML 1.2), which is not finite
+    assert p.line == 6 and "non-finite number '1e999'" in p.message
 
 
 def test_shape_mismatch_conv_after_flatten(write_spec):

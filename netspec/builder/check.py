@@ -94,6 +94,7 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     record) instead of reading the folder or file, which may be gone."""
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), f"a spec is a mapping of keys (name, data, model, train), not {type(doc.data).__name__}")])
+    _names_in_any_case(doc.data)
     if rule_sets is None:
         rule_sets, problems = _rule_sets(doc, imposed, base_dir)
     else:
@@ -102,8 +103,8 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
         rule_sets = [replace(r, waived=tuple(k for k, _ in r.fixed)) for r in rule_sets]
     allowed = allowed_layers(rule_sets)
     problems += schema_problems(doc, spec_schema(allowed), allowed)
-    if problems:
-        raise SpecError(problems)
+    if problems:  # what the rules say about the file as written is independent of those mistakes: one round
+        raise SpecError(problems + [p for p in early_rule_problems(doc, rule_sets) if p.path not in {q.path for q in problems}])
 
     try:
         spec = resolve_data(spec_from_dict(doc.data), doc, base_dir, read_data)
@@ -132,6 +133,42 @@ def build_problem(doc: Document, problem) -> Problem:
     if problem.refs:
         message = message.format(*(f"line {doc.locate(ref)[0]}" for ref in problem.refs))
     return doc.problem(problem.path, message, problem.hint, code=problem.code)
+
+
+def _names_in_any_case(data: dict) -> None:
+    """`Adam`, `OneCycle`: the optimizer's and the schedule's names are read in any case (as torch spells them)."""
+    train = data.get("train")
+    for section in ("optimizer", "schedule"):
+        part = train.get(section) if isinstance(train, dict) else None
+        if isinstance(part, dict) and isinstance(part.get("name"), str):
+            part["name"] = part["name"].lower()
+
+
+def early_rule_problems(doc: Document, rule_sets: list[Rules]) -> list[Problem]:
+    """Rule findings that need no valid spec: a fixed setting written with another value, a
+    required layer named nowhere. Reported with the schema's errors, so a spec is fixed in one round."""
+    from netspec.spec.schema_errors import layer_items
+
+    found = []
+    names = {item if isinstance(item, str) else next(iter(item)) for _, item in layer_items(doc.data)
+             if isinstance(item, str) or (isinstance(item, dict) and len(item) == 1)}
+    for rules in rule_sets:
+        for key, want in rules.fixed:
+            try:
+                have = get_path(doc.data, key)
+            except (KeyError, IndexError, TypeError):
+                continue  # unsaid: the default decides, after the schema
+            have_cmp = list(have) if isinstance(have, tuple) else have
+            if have_cmp != want and key not in rules.waived:
+                found.append(doc.problem(split_key(key), f"{key} is {_show(have)}, but it is fixed at {_show(want)} by "
+                                                         f"rules '{rules.name}'", code="rule/fixed"))
+        if isinstance(doc.data.get("model"), dict) and "layers" in doc.data["model"]:
+            for layer in rules.required_layers:
+                if layer not in names:
+                    found.append(doc.problem(("model",), f"rules '{rules.name}' require a {layer} layer, and the "
+                                                         "model has none", f"add - {layer} to model.layers where it belongs",
+                                             code="rule/required-layers"))
+    return found
 
 
 def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = True) -> Spec:

@@ -15,6 +15,7 @@ happens in three guarded passes:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,10 @@ def _check_events(text: str, file: str) -> None:
             )
 
 
+# a number with an exponent that YAML 1.1 leaves as text: 1e-3, 5E+2, 1.5e3 (no dot or no sign)
+_YAML12_EXPONENT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
 class _Builder:
     def __init__(self, doc: Document):
         self.doc = doc
@@ -209,6 +214,14 @@ class _Builder:
     def _scalar(self, node, path):
         self.doc.texts[path] = node.value
         tag = node.tag.rsplit(":", 1)[-1]
+        if tag == "str" and node.style is None and _YAML12_EXPONENT.fullmatch(node.value):
+            # `lr: 1e-3` is a number in YAML 1.2 (and to everyone); YAML 1.1 reads it as text
+            value = float(node.value)
+            if not math.isfinite(value):
+                line, col = _mark(node.start_mark)
+                self.problems.append(Problem(self.doc.file, line, col, format_path(path),
+                                             f"non-finite number '{node.value}' is not allowed"))
+            return value
         if tag not in ("int", "float", "bool", "null"):
             # text, and whatever else YAML 1.1 resolves a plain scalar to (timestamps, `=` as
             # tag:yaml.org,2002:value, `<<` as a merge key): kept as written, never constructed

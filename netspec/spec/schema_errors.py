@@ -41,7 +41,7 @@ def _misindented_arguments(doc: Document) -> dict[tuple, Problem]:
     """`- Linear:` followed by `out_features: 10` at the same indentation reads as a layer item
     {Linear: null, out_features: 10}: three confusing errors for one mistake. Say what it is."""
     found = {}
-    for where, item in _layer_items(doc.data):
+    for where, item in layer_items(doc.data):
         if not isinstance(item, dict) or len(item) < 2:
             continue
         names = [k for k, v in item.items() if k in LAYERS and v is None]
@@ -59,7 +59,7 @@ def _misindented_arguments(doc: Document) -> dict[tuple, Problem]:
     return found
 
 
-def _layer_items(data, path: tuple = ("model", "layers")):
+def layer_items(data, path: tuple = ("model", "layers")):
     """(path, item) of every item of model.layers and of the layer lists inside its blocks."""
     node = data
     for key in path:
