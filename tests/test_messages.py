@@ -181,3 +181,24 @@ def test_one_round_reports_rule_findings_with_schema_errors_and_names_in_any_cas
     assert found == {(7, "schema/unknown-layer"), (13, "rule/fixed"), (5, "rule/required-layers")}, e.value.problems
     fixed = check_file(write_spec(text.replace("- Relu", "- MaxPool2d: {kernel_size: 2}\n    - BatchNorm2d").replace("epochs: 5", "epochs: 10"), "ok.yaml"))
     assert fixed.spec.train.optimizer.name == "adam"
+
+
+@pytest.mark.parametrize("text, line, message, hint", [
+    ("name: t\nmodel:\n  layers:\n    - Flatten\n   - Linear: {out_features: 10}\n", 5,
+     "this line is indented 3 spaces; the list items above it use 4", "same column"),
+    ("name: t\nmodel:\n  layers:\n    - Flatten\n     - Linear: {out_features: 10}\n", 5,
+     "this line is indented 5 spaces; the list items above it use 4", "same column"),
+    ("name: t\nmodel:\n  layers:\n    - Flatten\n\t- ReLU\n", 5,
+     "a tab in the indentation: YAML indents with spaces only", "replace the tab with spaces"),
+    ("name: t\ntrain:\n  epochs: 3\nbatch_size: 32\nmodel:\n  layers: [Flatten]\n", 4,
+     "unknown key 'batch_size'", "'batch_size' is a key of train: move it under train:"),
+    ("name: t\nmodel:\n  layers: [Flatten]\ntrain:\n  shift: 2\n", 5,
+     "unknown key 'shift'", "'shift' is a key of train.augment: move it under augment:"),
+])
+def test_indentation_slips_are_said_as_what_happened(write_spec, text, line, message, hint):
+    from netspec.errors import SpecError
+
+    with pytest.raises(SpecError) as e:
+        check_file(write_spec(text))
+    [p] = e.value.problems
+    assert (p.line, p.message) == (line, message) and hint in p.hint, p

@@ -117,7 +117,8 @@ def _load_text(text: str, file: str) -> Document:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line, col = _mark(mark) if mark else (0, 0)
         msg = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
-        raise SpecError([Problem(file, line, col, "", f"invalid YAML: {msg or e}", code="yaml")]) from None
+        said, hint = _what_happened(text, line, msg or str(e))
+        raise SpecError([Problem(file, line, col, "", said, hint, code="yaml")]) from None
     if node is None:
         raise SpecError([Problem(file, 1, 1, "", "the file is empty; a spec is a YAML mapping")])
     doc = Document(data=None, file=file)
@@ -126,6 +127,31 @@ def _load_text(text: str, file: str) -> Document:
     if builder.problems:
         raise SpecError(builder.problems)
     return doc
+
+
+def _what_happened(text: str, line: int, said: str) -> tuple[str, str]:
+    """PyYAML's words for the usual slips, as what happened and where (its own words kept as the hint)."""
+    raw = f"PyYAML: {said}"
+    if "'\\t'" in said or "\t" in said:
+        return "a tab in the indentation: YAML indents with spaces only", "replace the tab with spaces; " + raw
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return f"invalid YAML: {said}", ""
+    here = lines[line - 1]
+    indent = len(here) - len(here.lstrip(" "))
+    if here.lstrip().startswith("- "):
+        for above in reversed(lines[:line - 1]):
+            if above.lstrip().startswith("- ") and len(above) - len(above.lstrip(" ")) != indent:
+                width = len(above) - len(above.lstrip(" "))
+                return (f"this line is indented {indent} spaces; the list items above it use {width}",
+                        f"start every item of one list in the same column; {raw}")
+            if above.strip() and not above.lstrip().startswith("- ") and len(above) - len(above.lstrip(" ")) < indent:
+                break
+    if any(w in said for w in ("expected <block end>", "mapping values are not allowed", "did not find expected")):
+        return (f"the indentation of this line ({indent} spaces) does not fit the lines above it",
+                f"YAML reads nesting from indentation: keys of one mapping, and items of one list, start in the same "
+                f"column; {raw}")
+    return f"invalid YAML: {said}", ""
 
 
 def _check_events(text: str, file: str) -> None:

@@ -165,9 +165,17 @@ def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> 
         known = list(err.schema.get("properties", {}))
         path = tuple(err.absolute_path)
         out = []
+        homes = _homes(err.schema, ".".join(map(str, path)))
         for key in [k for k in err.instance if k not in known]:
             guess = _did_you_mean(str(key), known)
             moved = _MOVED.get(path + (key,))
+            elsewhere = [h for h in homes.get(key, []) if h != ".".join(map(str, path))]
+            if not guess and not moved and len(elsewhere) == 1 and len(path) < 2:
+                section = elsewhere[0]
+                out.append(doc.problem(path + (key,), f"unknown key '{key}'",
+                                       f"'{key}' is a key of {section}: move it under {section.split('.')[-1]}:",
+                                       at_key=True, code="schema/unknown-key"))
+                continue
             hint = (f"did you mean '{guess}'? " if guess else f"it is written {moved}; " if moved else "") + (
                 "known keys: " + ", ".join(known) if known else "")
             out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, at_key=True, code="schema/unknown-key"))
@@ -178,6 +186,20 @@ def _explain(err: ValidationError, doc: Document, allowed: list[str] | None) -> 
 
 CODES = {"type": "schema/type", "required": "schema/required", "minProperties": "schema/one-key",
          "maxProperties": "schema/one-key", "pattern": "schema/pattern", "enum": "schema/enum"}
+
+
+def _homes(schema: dict, prefix: str = "", out: dict | None = None, depth: int = 0) -> dict[str, list[str]]:
+    """key -> the sections of the spec that have it (train.batch_size -> {"batch_size": ["train"]}),
+    through plain nested objects (not into layer lists)."""
+    out = {} if out is None else out
+    if depth > 3 or not isinstance(schema, dict):
+        return out
+    for key, sub in schema.get("properties", {}).items():
+        if prefix:
+            out.setdefault(key, []).append(prefix)
+        if isinstance(sub, dict) and sub.get("type") == "object" and "properties" in sub and key != "model":
+            _homes(sub, f"{prefix}.{key}" if prefix else key, out, depth + 1)
+    return out
 
 
 def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None) -> Problem:
