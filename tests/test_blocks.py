@@ -285,7 +285,7 @@ def test_softmax_inside_a_block_and_batch_norm_with_batch_one_are_errors(write_s
     - Residual: {layers: [{Linear: {out_features: 784}}, Softmax]}
     - Linear: {out_features: 10}
 """) + "train: {batch_size: 1}\n")
-    assert any("Softmax is allowed only as the last layer" in p.message and p.line == 6 for p in probs)
+    assert any("Softmax between layers turns the features into probabilities" in p.message and p.line == 6 for p in probs)
     probs = problems(write_spec, spec_text("""\
     - Residual: {layers: [{Conv2d: {out_channels: 1, kernel_size: 1}}, BatchNorm2d]}
     - Flatten

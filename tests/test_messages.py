@@ -81,7 +81,29 @@ LINT_CASES = {
     "pool-to-1x1": ("[{Conv2d: {out_channels: 4, kernel_size: 3}}, {MaxPool2d: {kernel_size: 26}}, "
                     "{Conv2d: {out_channels: 4, kernel_size: 1}}, Flatten, {Linear: {out_features: 10}}]", 1),
     "small-receptive-field": ("[{Conv2d: {out_channels: 4, kernel_size: 3}}, ReLU, Flatten, {Linear: {out_features: 10}}]", 2),
+    "inferred-argument": ("[Flatten, {Linear: {in_features: 784, out_features: 10}}]", 1),
 }
+
+STANDARD_CNNS = {  # small CNNs as courses and framework examples write them: none should be warned about
+    "keras-mnist": "[{Conv2d: {out_channels: 32, kernel_size: 3}}, ReLU, {Conv2d: {out_channels: 64, kernel_size: 3}}, "
+                   "ReLU, {MaxPool2d: {kernel_size: 2}}, Flatten, {Linear: {out_features: 10}}]",
+    "two-conv-two-pool": "[{Conv2d: {out_channels: 8, kernel_size: 3, padding: 1}}, ReLU, {MaxPool2d: {kernel_size: 2}}, "
+                         "{Conv2d: {out_channels: 16, kernel_size: 3, padding: 1}}, ReLU, {MaxPool2d: {kernel_size: 2}}, "
+                         "Flatten, {Linear: {out_features: 10}}]",
+    "lenet-5": "[{Conv2d: {out_channels: 6, kernel_size: 5, padding: 2}}, Tanh, {AvgPool2d: {kernel_size: 2}}, "
+               "{Conv2d: {out_channels: 16, kernel_size: 5}}, Tanh, {AvgPool2d: {kernel_size: 2}}, Flatten, "
+               "{Linear: {out_features: 120}}, Tanh, {Linear: {out_features: 84}}, Tanh, {Linear: {out_features: 10}}]",
+    "one-conv5-pool": "[{Conv2d: {out_channels: 16, kernel_size: 5}}, ReLU, {MaxPool2d: {kernel_size: 2}}, Flatten, "
+                      "{Linear: {out_features: 10}}]",
+    "conv-conv-no-pool": "[{Conv2d: {out_channels: 8, kernel_size: 3}}, ReLU, {Conv2d: {out_channels: 8, kernel_size: 3}}, "
+                         "ReLU, Flatten, {Linear: {out_features: 10}}]",
+}
+
+
+@pytest.mark.parametrize("name", list(STANDARD_CNNS))
+def test_ordinary_small_cnns_get_no_receptive_field_warning(write_spec, name):
+    text = f"name: t\ndata: {{input_shape: [1, 28, 28]}}\nmodel:\n  layers: {STANDARD_CNNS[name]}\n"
+    assert check_file(write_spec(text)).warnings == ()
 
 
 @pytest.mark.parametrize("name", list(LINT_CASES))
@@ -202,3 +224,30 @@ def test_indentation_slips_are_said_as_what_happened(write_spec, text, line, mes
         check_file(write_spec(text))
     [p] = e.value.problems
     assert (p.line, p.message) == (line, message) and hint in p.hint, p
+
+
+def test_pytorch_sizes_are_accepted_when_right_and_explained_when_wrong(write_spec):
+    from netspec.errors import SpecError
+
+    text = ("name: t\ndata: {input_shape: [1, 28, 28]}\nmodel:\n  layers:\n"
+            "    - Conv2d: {in_channels: 1, out_channels: 8, kernel_size: 3}\n    - BatchNorm2d: {num_features: 8}\n"
+            "    - Flatten\n    - Linear: {in_features: 5408, out_features: 10}\n")
+    checked = check_file(write_spec(text))
+    assert sorted(w.line for w in checked.warnings if w.code == "lint/inferred-argument") == [5, 6, 8]
+    assert checked.analysis.params == 80 + 16 + 5408 * 10 + 10
+    with pytest.raises(SpecError) as e:
+        check_file(write_spec(text.replace("in_features: 5408", "in_features: 1568"), "bad.yaml"))
+    [p] = e.value.problems
+    assert p.line == 8 and p.path == "model.layers[3].Linear.in_features"
+    assert "netspec infers in_features = 5408 from the layer before" in p.message
+    assert p.hint == "remove in_features (netspec fills it in) or make it 5408"
+
+
+def test_a_wrong_output_size_points_at_the_last_linear_with_the_fix(write_spec):
+    from netspec.errors import SpecError
+
+    with pytest.raises(SpecError) as e:
+        check_file(write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers:\n    - Linear: {out_features: 64}\n"
+                              "    - ReLU\n    - Linear: {out_features: 9}\n    - Softmax\n"))
+    [p] = e.value.problems
+    assert p.line == 7 and p.hint == "make the last Linear's out_features 10" and p.code == "output-size"

@@ -291,7 +291,9 @@ def test_momentum_cycling_is_explicit_and_reported(fake_data, tmp_path):
     (("train.batch_size=1", "model.layers=[Flatten, {Linear: {out_features: 16}}, BatchNorm1d, ReLU, {Linear: {out_features: 10}}]"),
      "train.batch_size", "batch size 1 with BatchNorm1d (model.layers[2])"),
     (("model.layers=[Flatten, {Linear: {out_features: 16}}, Softmax, {Linear: {out_features: 10}}]",),
-     "model.layers[2]", "Softmax is allowed only as the last layer"),
+     "model.layers[2]", "Softmax between layers turns the features into probabilities that sum to 1 before the Linear"),
+    (("model.layers=[Flatten, {Linear: {out_features: 10}}, Softmax, Softmax]",),
+     "model.layers[2]", "Softmax is allowed only as the last layer: cross-entropy would otherwise be computed"),
     (("train.eval_batch_size=65536", "model.layers=[Flatten, {Linear: {out_features: 40000}}, ReLU, {Linear: {out_features: 10}}]"),
      "train.eval_batch_size", "one evaluation batch needs about"),
 ])

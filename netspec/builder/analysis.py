@@ -38,7 +38,8 @@ def analyze(spec: Spec) -> Analysis:
         analysis.problems.append(BuildProblem(
             analysis.output_path,
             f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
-            f"end with Linear(out_features={classes}) on a flat input (add Flatten before it)", code="output-size"))
+            (analysis.output_hint or "end with Linear(out_features={classes}) on a flat input").format(classes=classes),
+            code="output-size"))
     return analysis
 
 

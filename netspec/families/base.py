@@ -71,6 +71,7 @@ class Analysis:
     modules: int = 0  # torch modules the builder will create
     softmax_head: bool = False  # the model ends in Softmax (folded into the loss)
     output_path: tuple = ("model",)  # where a wrong output size is reported
+    output_hint: str = ""  # how to fix it, {classes} standing for the data set's classes
 
     @property
     def params(self) -> int:

@@ -21,6 +21,7 @@ MAX_ITEMS = 1000  # items in one layer list
 MAX_BRANCHES = 16
 DIGIT = 20 / 28  # an MNIST digit fills about the central 20x20 pixels of 28x28; taken for any subject
 DIGITS = ("mnist", "emnist-digits", "emnist-mnist")
+RF_SHARE = 4  # small-receptive-field: the convolutions see less than a quarter of the subject's side
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,12 @@ class Walker:
                         f"the block's input is {_fmt(shape)}" if depth else f"the input shape is {_fmt(shape)}")
                 self.problem(BuildProblem(where, (f"in {label}: " if label else "") + f"{item.name} {e}", came))
                 return None
+            for arg, infer in entry.inferred.items():
+                if arg in kw and kw[arg] != infer(shape):
+                    self.problem(BuildProblem(where + (item.name, arg), f"netspec infers {arg} = {infer(shape)} from "
+                                              f"the layer before (it outputs {_fmt(shape)}); {kw[arg]} is stated",
+                                              f"remove {arg} (netspec fills it in) or make it {infer(shape)}"))
+                    return None
             self.row(Row(i, layer_name(i, item), item.describe(), out, entry.params(shape, kw), depth=depth,
                          path=where, main=main, kind=item.name))
             self.activation(math.prod(out))
@@ -248,6 +255,11 @@ def _lint(spec, analysis: Analysis) -> list[LintWarning]:
     def warn(row: Row, name: str, message: str) -> None:
         found.add(LintWarning(row.path, name, message))
 
+    for row in rows:  # PyTorch habit: a size netspec infers, stated (and equal, or it is an error)
+        stated = [a for a in LAYERS[row.kind].inferred if a in item_at(config, row.path).kwargs]
+        if stated:
+            warn(row, "inferred-argument", f"{', '.join(stated)} of {row.kind} is inferred by netspec from the "
+                                           f"layer before; stating it is not needed (it matches)")
     linears = [i for i, role in enumerate(roles) if role == "linear"]
     if linears:
         last = rows[linears[-1]]
@@ -286,9 +298,12 @@ def _lint(spec, analysis: Analysis) -> list[LintWarning]:
             rf += (k - 1) * d * jump
             jump *= stride
         side = min(spec.data.input_shape[-2:]) if len(spec.data.input_shape) == 3 else 0
-        if side and rf < DIGIT * side:
+        # warn only where it is clearly too small: under a quarter of the subject's side. The
+        # classic two-convolution nets (Keras' and PyTorch's MNIST examples, receptive field 6;
+        # LeNet-5, 16) train to 99% because the Linear after Flatten sees the whole map
+        if side and rf * RF_SHARE < DIGIT * side:
             warn(rows[flat], "small-receptive-field",
-                 f"the convolutions before the classifier see {rf}x{rf} pixels, less than "
+                 f"the convolutions before the classifier see {rf}x{rf} pixels, less than a quarter of "
                  f"{'a digit' if spec.data.dataset in DIGITS else 'the subject of an image'} (about "
                  f"{round(DIGIT * side)}x{round(DIGIT * side)} of {side}x{side}); add convolutions or pooling")
     return sorted(found)
@@ -343,6 +358,13 @@ class LayersFamily(Family):
         last = spec.model.layers[-1]
         analysis.output_shape = out
         analysis.output_path = ("model", "layers", len(spec.model) - 1)
+        linears = [r for r in analysis.rows if r.kind in LAYERS and LAYERS[r.kind].role == "linear" and r.main]
+        if len(out) > 1:
+            analysis.output_hint = ("the output is not flat: add Flatten before the last Linear" if linears else
+                                    "end with Flatten and Linear(out_features={classes})")
+        elif linears:  # the layer that decides the output size, not the Softmax after it
+            analysis.output_path = linears[-1].path
+            analysis.output_hint = "make the last Linear's out_features {classes}"
         analysis.hidden_units = sum(walker.linears[:-1])
         analysis.softmax_head = isinstance(last, LayerSpec) and LAYERS[last.name].role == "softmax"
 
@@ -360,10 +382,16 @@ class LayersFamily(Family):
             out.append((("train", "batch_size"),
                         f"batch size 1 with {item.name} ({_where(where)}): batch statistics of one sample are "
                         "undefined in training", "use a batch size of 2 or more"))
-        for where, item in items:
+        for k, (where, item) in enumerate(items):
             if isinstance(item, LayerSpec) and LAYERS[item.name].role == "softmax" and where != last:
-                out.append((where, "Softmax is allowed only as the last layer: cross-entropy would otherwise be "
-                                   "computed on probabilities", "remove it, or move it to the end"))
+                learns = [i.name for _, i in items[k + 1:] if isinstance(i, LayerSpec) and LAYERS[i.name].role in ("linear", "conv")]
+                if learns:  # what it does there: squashes hidden features
+                    out.append((where, f"Softmax between layers turns the features into probabilities that sum to 1 "
+                                       f"before the {learns[0]} after it: a hidden layer wants an activation",
+                                "use ReLU here; Softmax belongs at the end, if anywhere"))
+                else:
+                    out.append((where, "Softmax is allowed only as the last layer: cross-entropy would otherwise be "
+                                       "computed on probabilities", "remove it, or move it to the end"))
         return out
 
     def build(self, spec):

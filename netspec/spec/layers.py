@@ -60,6 +60,15 @@ class LayerType:
     # batchnorm, norm, activation, dropout, softmax, flatten, identity
     role: str = ""
     dims: int = 0  # spatial dimensions of a windowed layer (Conv2d: 2)
+    # what torch's constructor wants and netspec infers (in_features, in_channels, num_features): a spec
+    # may state it out of PyTorch habit; it must then equal the inferred value
+    inferred: dict[str, Callable[[Shape], int]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in self.inferred:  # stated, they are whole numbers; the analysis compares them
+            self.args.setdefault(name, {"type": "integer", "minimum": 1, "maximum": MAX_SIZE,
+                                        "description": "inferred by netspec from the layer before; if stated, it "
+                                                       "must equal the inferred value"})
 
     def with_defaults(self, args: dict) -> dict:
         defaults = {k: s["default"] for k, s in self.args.items() if "default" in s}
@@ -223,20 +232,20 @@ register(LayerType(
     make=lambda s, a: _nn().Linear(s[-1], a["out_features"], bias=a["bias"]),
     shape=_linear_shape, params=_linear_params,
     args={"out_features": _int(), "bias": _bool(True)}, required=("out_features",),
-    role="linear", doc="fully-connected layer on the last dimension",
+    role="linear", inferred={"in_features": lambda s: s[-1]}, doc="fully-connected layer on the last dimension",
 ))
 register(LayerType(
     "Conv1d",
     make=lambda s, a: _nn().Conv1d(s[0], a["out_channels"], a["kernel_size"], **_kw(a, *_CONV_KW)),
     shape=_conv(1), params=_conv_params(1), args=_conv_args(False), required=("out_channels", "kernel_size"),
-    role="conv", dims=1, doc="1-d convolution over (channels, length)",
+    role="conv", dims=1, inferred={"in_channels": lambda s: s[0]}, doc="1-d convolution over (channels, length)",
 ))
 register(LayerType(
     "Conv2d",
     make=lambda s, a: _nn().Conv2d(s[0], a["out_channels"], _n(a["kernel_size"], 2), **{
         k: (_n(v, 2) if k in ("stride", "padding", "dilation") else v) for k, v in _kw(a, *_CONV_KW).items()}),
     shape=_conv(2), params=_conv_params(2), args=_conv_args(True), required=("out_channels", "kernel_size"),
-    role="conv", dims=2, doc="2-d convolution over (channels, height, width)",
+    role="conv", dims=2, inferred={"in_channels": lambda s: s[0]}, doc="2-d convolution over (channels, height, width)",
 ))
 for _name, _cls, _dims in (
     ("MaxPool1d", lambda nn: nn.MaxPool1d, 1), ("MaxPool2d", lambda nn: nn.MaxPool2d, 2),
@@ -253,13 +262,13 @@ register(LayerType(
     "BatchNorm1d",
     make=lambda s, a: _nn().BatchNorm1d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
     shape=_batchnorm((1, 2), "features, or channels and length"), params=_norm_params, args=_norm_args(),
-    role="batchnorm", doc="batch normalization over features (or channels of a sequence)",
+    role="batchnorm", inferred={"num_features": lambda s: s[0]}, doc="batch normalization over features (or channels of a sequence)",
 ))
 register(LayerType(
     "BatchNorm2d",
     make=lambda s, a: _nn().BatchNorm2d(s[0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"]),
     shape=_batchnorm((3,), "channels, height, width"), params=_norm_params, args=_norm_args(),
-    role="batchnorm", doc="batch normalization over the channels of an image",
+    role="batchnorm", inferred={"num_features": lambda s: s[0]}, doc="batch normalization over the channels of an image",
 ))
 register(LayerType(
     "LayerNorm",

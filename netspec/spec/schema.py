@@ -186,6 +186,7 @@ LINT_WARNINGS = {  # name -> why it is probably a mistake (netspec/builder/lint.
     "batchnorm-after-output": "BatchNorm after the last Linear normalises the logits",
     "pool-to-1x1": "a pooling leaves a 1x1 map, yet more convolutions follow",
     "small-receptive-field": "the convolutions see less than the subject of an image (a digit) before the classifier",
+    "inferred-argument": "in_features, in_channels or num_features stated: netspec infers them (a note, not a mistake)",
 }
 
 LINT = _obj({"ignore": {"type": "array", "uniqueItems": True, "items": {"enum": list(LINT_WARNINGS)},
