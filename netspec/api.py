@@ -172,13 +172,13 @@ def load(source: str | Path | Mapping, *, rules: str | Path | list = (), overrid
 
 @dataclass(frozen=True)
 class Prediction:
-    labels: torch.Tensor  # (N,) class index per input
+    labels: list[int]  # class index per input
     probabilities: torch.Tensor  # (N, classes)
     classes: tuple[str, ...]  # class names (MNIST: "0".."9")
 
     @property
     def names(self) -> list[str]:
-        return [self.classes[i] for i in self.labels.tolist()]
+        return [self.classes[i] for i in self.labels]
 
     def __iter__(self):  # labels, probabilities = run.predict(x)
         return iter((self.labels, self.probabilities))
@@ -230,7 +230,7 @@ class Run:
         with torch.no_grad():
             logits = torch.cat([net(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
         probs = torch.softmax(logits.float(), dim=1)
-        return Prediction(probs.argmax(1), probs, tuple(pre["classes"]))
+        return Prediction(probs.argmax(1).tolist(), probs, tuple(pre["classes"]))
 
     def predict_files(self, paths) -> list[dict]:
         """Classify image files (and the images in folders): each read as in training (grayscale
@@ -241,7 +241,7 @@ class Run:
         files = image_files(paths)
         pred = self.predict(read_images(files, tuple(self.preprocessing["image_shape"])))
         return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i])}
-                for k, (f, i) in enumerate(zip(files, pred.labels.tolist()))]
+                for k, (f, i) in enumerate(zip(files, pred.labels))]
 
     def export(self, path: str | Path | None = None, format: str = "onnx", force: bool = False) -> Path:
         """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it;

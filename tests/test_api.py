@@ -82,11 +82,12 @@ def test_train_open_and_predict_on_tensors(fake_data, tmp_path, capsys):
     x = ((images.float() / 255 - pre["mean"][0]) / pre["std"][0]).reshape(50, 784)
     with torch.no_grad():
         expected = again.logits_model(x).argmax(1)
-    assert torch.equal(pred.labels, expected) and pred.probabilities.shape == (50, 10)
+    assert pred.labels == expected.tolist() and pred.probabilities.shape == (50, 10)
+    assert isinstance(pred.labels, list) and all(type(label) is int for label in pred.labels)
     assert torch.allclose(pred.probabilities.sum(1), torch.ones(50))
     labels, probs = again.predict(images.float() / 255)  # floats in [0, 1] give the same
-    assert torch.equal(labels, pred.labels)
-    assert (pred.labels == raw.test.labels[:50]).float().mean() > 0.5
+    assert labels == pred.labels
+    assert (torch.tensor(pred.labels) == raw.test.labels[:50]).float().mean() > 0.5
     with pytest.raises(netspec.NetspecError, match="784 values each"):
         again.predict(torch.zeros(2, 27, 27))
 
@@ -158,3 +159,15 @@ def test_the_notebook_runs_end_to_end_in_a_real_kernel(tmp_path):
     own = output_of("dataset\": \"imagefolder")  # a folder of PNGs: classes and shape from the folder, then predictions
     assert own.startswith("3 classes; (3, 16, 16)") and "['blue', 'green', 'red']" in own  # sorted folder names
     assert own.count("'blue')") == 3  # the blue squares predicted blue
+
+
+def test_a_reopened_run_evaluates_on_the_data_it_used(fake_data, tmp_path, monkeypatch):
+    """No data folder given: the run's own (recorded in run.json), never a download into ~/.cache."""
+    monkeypatch.delenv("NETSPEC_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty default cache: a download would be tried there
+    spec = netspec.load((SPECS / "mlp.yaml").read_text().replace("rules: mnist-mlp\n", "").split("\nsweep:")[0],
+                        overrides={"train.epochs": 1, "data.validation": 100, "train.schedule.name": "none"})
+    run = netspec.train(spec, data_dir=fake_data, out=tmp_path / "r", limit=200, progress=False)
+    again = netspec.open_run(run.path).evaluate()
+    assert again["test_accuracy"] == run.metrics["test_accuracy"]
+    assert not (tmp_path / "home" / ".cache" / "netspec").exists()

@@ -60,7 +60,7 @@ def test_predict_on_png_files_and_a_folder(fake_data, tmp_path):
     rows = json.loads(r.stdout)
     assert [row["file"].rsplit("/", 1)[1] for row in rows] == ["0.png", "1.png", "2.png", "3.png", "big.png"]
     expected = run.predict(raw.test.images[:4, 0])
-    assert [row["label"] for row in rows[:4]] == expected.labels.tolist()
+    assert [row["label"] for row in rows[:4]] == expected.labels
     assert all(0 <= row["probability"] <= 1 for row in rows)
     assert [row["label"] for row in rows[:4]] == raw.test.labels[:4].tolist()  # the synthetic digits are easy
     text = cli.invoke(app, ["predict", str(run.path), str(folder / "0.png")])

@@ -184,10 +184,12 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         if not (run_dir / CHECKPOINT).is_file():
             raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
                                   f"resume; start the run again")
-        recorded = _read_run_record(run_dir).get("limit")
+        record = _read_run_record(run_dir)
+        recorded = record.get("limit")
         if limit is not None and limit != recorded:
             raise RunError(f"{run_dir.path} was trained with --limit {recorded}; resume it without --limit")
         limit = recorded
+        data_dir = data_dir if data_dir is not None else recorded_data_dir(record)
         state = run_dir.load(CHECKPOINT)
     else:
         run_dir = RunDir.create(out, spec.name, runs_root, force=force)
@@ -201,7 +203,8 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     if not resume:
         run_dir.write_yaml(SPEC_FILE, resolved_spec(checked))
         _write_rules(run_dir, checked)
-        run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv)})
+        run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv),
+                                        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None})
         reporter.started(run_dir, checked)
     run_dir.write_json(DATA_RECORD, data.record())
     if observer is not None and data_dir is not None and spec.data.dataset in FILES:
@@ -216,6 +219,12 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         if resume:
             trainer.load_state(state, source=run_dir / CHECKPOINT)
         return _train(checked, run_dir, model, data, trainer, device, limit, reporter)
+
+
+def recorded_data_dir(record: dict) -> str | None:
+    """The folder of named datasets the run read, where it still exists (else the default applies)."""
+    where = record.get("data_dir")
+    return where if isinstance(where, str) and Path(where).is_dir() else None
 
 
 def _read_run_record(run_dir: RunDir) -> dict:
@@ -357,6 +366,8 @@ def load_run(path: str | Path, device: str = "cpu"):
 def evaluate_run(path: str | Path, data_dir=None) -> dict:
     run_dir, checked, model, notes = load_run(path)
     device = torch.device("cpu")
+    if data_dir is None:  # the data the run used, not a download
+        data_dir = recorded_data_dir(_read_run_record(run_dir))
     data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
     speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
     net = logits_model(prepare_model(model, speed), checked.analysis.softmax_head)
