@@ -232,16 +232,22 @@ class Run:
         probs = torch.softmax(logits.float(), dim=1)
         return Prediction(probs.argmax(1).tolist(), probs, tuple(pre["classes"]))
 
-    def predict_files(self, paths) -> list[dict]:
+    def predict_files(self, paths, invert: bool = False) -> list[dict]:
         """Classify image files (and the images in folders): each read as in training (grayscale
         or RGB, resized to the run's image size), scaled to 0..1, then normalised as in training.
-        MNIST digits are light on dark; invert dark-on-light drawings first."""
-        from netspec.runner.export import image_files, read_images
+        `invert=True` reads 1 - pixel (a dark digit on light paper, for a model of light-on-dark
+        MNIST). Each row says `looks_inverted` where the image's brightness is far from the
+        training images' and its inverse is close: the prediction is then likely wrong."""
+        from netspec.runner.export import image_files, looks_inverted, read_images
 
         files = image_files(paths)
-        pred = self.predict(read_images(files, tuple(self.preprocessing["image_shape"])))
-        return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i])}
-                for k, (f, i) in enumerate(zip(files, pred.labels))]
+        images = read_images(files, tuple(self.preprocessing["image_shape"]))
+        if invert:
+            images = 1 - images
+        suspect = looks_inverted(images, self.preprocessing["mean"])
+        pred = self.predict(images)
+        return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i]),
+                 "looks_inverted": bool(suspect[k])} for k, (f, i) in enumerate(zip(files, pred.labels))]
 
     def export(self, path: str | Path | None = None, format: str = "onnx", force: bool = False) -> Path:
         """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it;

@@ -551,13 +551,21 @@ def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="run folder", show_default=False, metavar="RUN_DIR")],
     images: Annotated[list[Path], typer.Argument(help="image files or folders of them", show_default=False, metavar="IMAGE")],
     format: FormatOpt = "text",
+    invert: Annotated[bool, typer.Option("--invert", help="read 1 - pixel: dark ink on light paper, for a model "
+                                                          "trained on light-on-dark images such as MNIST")] = False,
 ):
     """Classify image files with a run's model: class and probability per image."""
     import netspec
 
     fmt = _format(format)
     with user_errors():
-        rows = netspec.open_run(run_dir).predict_files(images)
+        rows = netspec.open_run(run_dir).predict_files(images, invert=invert)
+    suspects = [r["file"] for r in rows if r["looks_inverted"]]
+    if suspects:
+        err.print(f"[yellow]warning:[/] {len(suspects)} image(s) look inverted against the training images (light "
+                  f"background where they are dark, or the reverse), so their predictions are likely wrong: "
+                  f"{escape(', '.join(suspects[:5]))}{' ...' if len(suspects) > 5 else ''}; "
+                  f"{'remove --invert' if invert else 'try --invert'}", highlight=False)
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return

@@ -67,3 +67,22 @@ def test_predict_on_png_files_and_a_folder(fake_data, tmp_path):
     assert text.exit_code == 0 and "0.png" in text.output
     bad = cli.invoke(app, ["predict", str(run.path), str(tmp_path / "missing.png")])
     assert bad.exit_code == 1 and "does not exist" in bad.output and "Traceback" not in bad.output
+
+
+def test_predict_warns_about_an_inverted_photo_and_invert_reads_it(fake_data, tmp_path):
+    from conftest import mnist_source
+
+    run = trained("mlp", fake_data, tmp_path)
+    raw = mnist_source(fake_data)
+    digit = raw.test.images[0, 0].numpy()
+    Image.fromarray(digit, mode="L").save(tmp_path / "light-on-dark.png")
+    Image.fromarray(255 - digit, mode="L").save(tmp_path / "dark-on-light.png")  # ink on paper
+    r = cli.invoke(app, ["predict", str(run.path), str(tmp_path / "light-on-dark.png"), str(tmp_path / "dark-on-light.png"),
+                         "--format", "json"])
+    assert r.exit_code == 0
+    plain, photo = json.loads(r.stdout)
+    assert not plain["looks_inverted"] and photo["looks_inverted"]
+    assert "1 image(s) look inverted" in r.stderr and "try --invert" in r.stderr
+    fixed = json.loads(cli.invoke(app, ["predict", str(run.path), str(tmp_path / "dark-on-light.png"), "--invert",
+                                        "--format", "json"]).stdout)
+    assert fixed[0]["label"] == plain["label"] and not fixed[0]["looks_inverted"]

@@ -99,6 +99,17 @@ def image_files(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+INVERTED_GAP = 0.3  # an image's mean brightness this far from training's, whose inverse is near it
+
+
+def looks_inverted(images: torch.Tensor, train_mean) -> list[bool]:
+    """Per image (N, C, H, W in 0..1): brighter or darker than the training images by a wide
+    margin, while 1 - image matches them (dark ink on light paper for a model of light-on-dark digits)."""
+    mean = torch.tensor(train_mean, dtype=torch.float32).mean()
+    seen = images.flatten(1).mean(1)
+    return [bool(abs(s - mean) > INVERTED_GAP and abs((1 - s) - mean) < abs(s - mean) / 2) for s in seen]
+
+
 def read_images(files: list[Path], image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
     """(N, C, H, W) floats in 0..1: each file read as in training (grayscale or RGB, resized)."""
     from netspec.data.datasets import read_image
