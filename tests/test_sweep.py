@@ -82,6 +82,8 @@ def test_interrupted_sweep_resumes(write_spec, fake_data, tmp_path):
     assert table[0]["train.batch_size"] in ("32", "64") and float(table[0]["test_accuracy"]) > 0
     md = (folder / "sweep.md").read_text()
     assert "## Best trial" in md and "never used to choose" in md
+    assert "Each trial trained 1 epoch on the full training set, batch size swept." in md
+    assert "a larger batch also means fewer optimizer steps" in md
     assert "`train.batch_size`: too few finished trials to say" in md  # one trial per value proves nothing
     assert len(rows) == 2  # the interrupted trial is shown by its retry
     for png in ("trials.png", "settings.png"):

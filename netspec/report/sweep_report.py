@@ -121,7 +121,22 @@ def effects(rows: list[dict], keys: list[str], ranges: dict) -> list[str]:
     return lines
 
 
-def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
+def training_lines(base: dict | None, limit, keys: list[str]) -> list[str]:
+    """What every trial trained on and for how long, and what a swept batch size also changes."""
+    train = (base or {}).get("train", {})
+    epochs, batch = train.get("epochs"), train.get("batch_size")
+    data = f"the first {limit:,} training images (--limit {limit})" if limit else "the full training set"
+    swept = lambda k: k in keys  # noqa: E731
+    many = "a swept number of epochs" if swept("train.epochs") else f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    lines = [f"Each trial trained {many} on {data}, batch size "
+             f"{'swept' if swept('train.batch_size') else batch}."]
+    if swept("train.batch_size") and not swept("train.epochs"):
+        lines.append(f"At a fixed {epochs} epochs a larger batch also means fewer optimizer steps (training images / "
+                     "batch size per epoch): part of what a batch size does here is the number of steps.")
+    return lines
+
+
+def sweep_markdown(name: str, rows: list[dict], space, keys: list[str], base: dict | None = None, limit=None) -> str:
     done = [r for r in rows if r["state"] == "complete"]
     lines = [f"# Sweep: {name}", "", "## What was tried", ""]
     for k, v in space.grid.items():
@@ -131,7 +146,8 @@ def sweep_markdown(name: str, rows: list[dict], space, keys: list[str]) -> str:
     counts = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    lines += ["", f"Sampler: {space.sampler}; trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+    lines += ["", *training_lines(base, limit, keys),
+              "", f"Sampler: {space.sampler}; trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
               "Trials are ranked by the validation accuracy of the model each one saves (its last epoch); test accuracy is reported, never used to choose.", ""]
     if done:
         best = done[0]
@@ -168,7 +184,8 @@ def write_sweep_outputs(folder: Path, name: str, study, space) -> list[dict]:
     keys = space.keys
     rows = [r | {"run_dir": _within(folder, r["run_dir"])} for r in leaderboard(study)]
     atomic_write(folder / "leaderboard.csv", lambda f: f.write(leaderboard_csv(rows, keys).encode()))
-    atomic_write(folder / "sweep.md", lambda f: f.write(sweep_markdown(name, rows, space, keys).encode()))
+    base, limit = study.user_attrs.get("base"), study.user_attrs.get("limit")
+    atomic_write(folder / "sweep.md", lambda f: f.write(sweep_markdown(name, rows, space, keys, base, limit).encode()))
     for fname, fig in (("trials.png", plots.trials_figure(rows)),
                        ("settings.png", plots.settings_figure(rows, keys, {k for k, r in space.ranges.items() if r.log}))):
         atomic_write(folder / fname, lambda f, fig=fig: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
