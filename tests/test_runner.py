@@ -40,6 +40,23 @@ def test_run_writes_every_output(fake_data, tmp_path):
     report = (d / "report.md").read_text()
     assert "![training and validation loss](loss.png)" in report and "`train.optimizer.lr`" in report
     assert (d / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # the settings that apply (Adam: no SGD momentum; an MLP: no fused attention, no channels-last)
+    assert "`train.optimizer.momentum`" not in report and "`train.fused_attention`" not in report
+    assert "`train.channels_last`" not in report and "`train.optimizer.betas`" in report
+    # the accuracy target judged after the run, with the accuracy
+    acc = f"{m['test_accuracy']:.4f}"
+    assert f"| mnist-mlp | test accuracy | {acc} | >= 0.975 | {'✓' if m['passed'] else '✗'} |" in report
+    # the exact command, into a new folder beside this one (never runs/ inside it)
+    assert "Reproduce, from the folder that holds this one: `netspec run r/spec.yaml --out r-again`" in report
+    assert "Trained 2 epochs in" in report
+    # the test set as a write-up shows it: confusion matrix, accuracy per class, the mistakes
+    assert "![test confusion matrix](confusion.png)" in report and (d / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    per_class = [line for line in report.splitlines() if line.startswith("| 0 | ")]
+    assert per_class and "| test images | correct | accuracy | most often taken for |" in report
+    wrong = int(report.split(" of ")[0].rsplit("\n", 1)[-1].replace(",", "")) if " test images misclassified" in report else None
+    assert wrong == round((1 - m["test_accuracy"]) * m["test_size"])  # the matrix agrees with the accuracy
+    if wrong:
+        assert "![misclassified test images](mistakes.png)" in report and (d / "mistakes.png").is_file()
     saved = torch.load(d / "model.pt", weights_only=True)
     assert set(saved) >= {"spec", "state_dict"} and "linear_0.weight" in saved["state_dict"]
     again = evaluate_run(d, fake_data)

@@ -387,6 +387,7 @@ def test_draft_mode_overrides_fixed_settings_and_marks_the_run_not_gradable(fake
     assert metrics["draft"] is True
     report = (tmp_path / "d" / "report.md").read_text()
     assert "**Draft: not gradable.**" in report and "✗ waived (draft)" in report
+    assert "`netspec run d/spec.yaml --out d-again --limit 200 --draft`" in report  # the command that repeats it
     assert "waived" in (tmp_path / "d" / "rules.json").read_text()
     shutil.copytree(tmp_path / "d", tmp_path / "d2")
     shown = cli.invoke(app, ["compare", str(tmp_path / "d"), str(tmp_path / "d2"), "--format", "json"])  # reopened: still a draft

@@ -162,12 +162,11 @@ def early_rule_problems(doc: Document, rule_sets: list[Rules]) -> list[Problem]:
             if have_cmp != want and key not in rules.waived:
                 found.append(doc.problem(split_key(key), f"{key} is {_show(have)}, but it is fixed at {_show(want)} by "
                                                          f"rules '{rules.name}'", code="rule/fixed"))
-        if isinstance(doc.data.get("model"), dict) and "layers" in doc.data["model"]:
-            for layer in rules.required_layers:
-                if layer not in names:
-                    found.append(doc.problem(("model",), f"rules '{rules.name}' require a {layer} layer, and the "
-                                                         "model has none", f"add - {layer} to model.layers where it belongs",
-                                             code="rule/required-layers"))
+        for layer in rules.required_layers:  # as the full check counts them (a ViT names no layers)
+            if layer not in names:
+                found.append(doc.problem(("model",), f"rules '{rules.name}' require a {layer} layer, and the "
+                                                     "model has none", f"add - {layer} to model.layers where it belongs",
+                                         code="rule/required-layers"))
     return found
 
 

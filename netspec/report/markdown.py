@@ -51,8 +51,64 @@ def speed_line(speed: dict | None) -> str | None:
             + f"; the test accuracy above was measured in {precision}")
 
 
+def evaluation_lines(evaluation: dict) -> list[str]:
+    """Per-class accuracy, the confusion matrix (counts, for up to 10 classes) and the mistakes."""
+    classes, matrix = evaluation["classes"], evaluation["matrix"]
+    rows = []
+    for i, name in enumerate(classes):
+        total, right = sum(matrix[i]), matrix[i][i]
+        confused = max(((matrix[i][j], classes[j]) for j in range(len(classes)) if j != i), default=(0, ""))
+        rows.append([name, total, right, _num(right / total) if total else "-",
+                     f"{confused[1]} ({confused[0]})" if confused[0] else "-"])
+    lines = ["", "## Test set", "",
+             f"{evaluation['wrong']:,} of {sum(map(sum, matrix)):,} test images misclassified.", "",
+             f"![test confusion matrix]({evaluation['confusion_png']})", "",
+             _table(["class", "test images", "correct", "accuracy", "most often taken for"], rows)]
+    if len(classes) <= 10:
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
+                  _table(["true \\ predicted", *classes], [[name, *matrix[i]] for i, name in enumerate(classes)])]
+    if evaluation.get("mistakes_png"):
+        lines += ["", f"![misclassified test images]({evaluation['mistakes_png']})"]
+    return lines
+
+
+def relevant_settings(spec, resolved: dict) -> dict:
+    """The data and training settings that mean something for this spec (not SGD's momentum under
+    Adam, not the one-cycle schedule's fields under cosine, not fused attention without attention)."""
+    flat = flatten({"data": resolved["data"], "train": resolved["train"]})
+    opt, sch = spec.train.optimizer.name, spec.train.schedule.name
+    drop = set()
+    if opt != "sgd":
+        drop |= {"train.optimizer.momentum", "train.optimizer.nesterov"}
+    if opt not in ("adam", "adamw"):
+        drop.add("train.optimizer.betas")
+    if sch != "onecycle":
+        drop |= {f"train.schedule.{k}" for k in ("pct_start", "cycle_momentum", "base_momentum", "max_momentum")}
+    elif not spec.train.schedule.cycle_momentum:
+        drop |= {"train.schedule.base_momentum", "train.schedule.max_momentum"}
+    if sch != "cosine":
+        drop.add("train.schedule.min_lr")
+    if not spec.family.attention:
+        drop.add("train.fused_attention")
+    if not spec.family.has_conv(spec.model):
+        drop.add("train.channels_last")
+    return {k: v for k, v in flat.items() if k not in drop}
+
+
+def reproduce_line(checked: Checked, metrics: dict, run_name: str) -> str:
+    """The exact command that trains this run again, from the folder above it, into a new folder."""
+    parts = ["netspec", "run", f"{run_name}/spec.yaml", "--out", f"{run_name}-again"]
+    if metrics.get("limit") is not None:
+        parts += ["--limit", str(metrics["limit"])]
+    if checked.draft:
+        parts.append("--draft")
+    return (f"Reproduce, from the folder that holds this one: `{' '.join(parts)}` (spec.yaml is the resolved "
+            f"spec: every setting written out, seed {checked.spec.train.seed}; add `--data-dir` where the data is "
+            f"not in the default place).")
+
+
 def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: str | None = None,
-                    loss_png: str | None = "loss.png") -> str:
+                    loss_png: str | None = "loss.png", evaluation: dict | None = None, run_name: str = "RUN") -> str:
     spec, a = checked.spec, checked.analysis
     resolved = spec.to_dict()
     target = metrics.get("target_accuracy")
@@ -80,7 +136,8 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
         data_line(metrics),
         f"- Trainable parameters: {a.params:,}"
         + (f"; hidden units: {a.hidden_units}" if a.hidden_units is not None else ""),
-        f"- Trained {metrics['epochs_completed']} epochs in {metrics['train_seconds']:.1f} s on {metrics['device']}"
+        f"- Trained {metrics['epochs_completed']} epoch{'' if metrics['epochs_completed'] == 1 else 's'} in "
+        f"{metrics['train_seconds']:.1f} s on {metrics['device']}"
         f" (torch {metrics['versions']['torch']}, seed {spec.train.seed})",
         speed_line(metrics.get("speed")),
         "",
@@ -98,11 +155,14 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
     if checked.results:
         lines += ["", "## Rules", "",
                   _table(["rule set", "rule", "value", "limit", "ok"],
-                         [[r.rules, r.rule, r.value, r.limit,
-                           "✗ waived (draft)" if r.waived else {True: "✓", False: "✗", None: "see result"}[r.ok]]
+                         [[r.rules, r.rule, _num(metrics.get("test_accuracy")) if r.ok is None and metrics.get(
+                             "test_accuracy") is not None else r.value, r.limit,
+                           "✗ waived (draft)" if r.waived else {True: "✓", False: "✗", None: "see result"}[
+                               r.ok if r.ok is not None or metrics.get("passed") is None else metrics["passed"]]]
                           for r in checked.results])]
     lines += ["", "## Hyperparameters", "",
-              _table(["setting", "value"], [[f"`{k}`", v] for k, v in flatten({"data": resolved["data"], "train": resolved["train"]}).items()])]
+              _table(["setting", "value"], [[f"`{k}`", v] for k, v in relevant_settings(spec, resolved).items()]),
+              "", "(The settings that apply to this model and optimizer; spec.yaml holds every one.)"]
     lines = [line for line in lines if line is not None]
     extra = optimizer_line(spec)
     if extra:
@@ -113,6 +173,8 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
     lines += [_table(["epoch", "train loss", "val loss", "train acc", "val acc", "seconds"],
                      [[h.epoch, _num(h.train_loss), _num(h.val_loss), _num(h.train_acc),
                        _num(h.val_acc), f"{h.seconds:.1f}"] for h in history]) if history else "No epoch finished."]
+    if evaluation:
+        lines += evaluation_lines(evaluation)
     if attention_png:
         lines += ["", "## Attention", "",
                   "Post-softmax attention weights of every head in the last encoder layer, for the first "
@@ -120,5 +182,5 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
                   "The lower panels draw the class token's row over the image: the patches each head "
                   "looks at when the class is decided.",
                   "", f"![attention heatmaps]({attention_png})"]
-    lines += ["", f"Reproduce: `netspec run spec.yaml` in this folder (the resolved spec, seed {spec.train.seed}).", ""]
+    lines += ["", reproduce_line(checked, metrics, run_name), ""]
     return "\n".join(lines)

@@ -41,8 +41,10 @@ def overlay_figure(runs: dict[str, list]):
     fig, ax = _subplots(figsize=(7, 4.2))
     for i, (name, history) in enumerate(runs.items()):
         color = f"C{i % 10}"
-        ax.plot([h.epoch for h in history], [h.train_loss for h in history], "-", color=color, label=f"{name} train")
-        ax.plot([h.epoch for h in history], [h.val_loss for h in history], "--", color=color, label=f"{name} val")
+        # markers: a one-epoch run is a point, and a line needs two
+        ax.plot([h.epoch for h in history], [h.train_loss for h in history], "o-", color=color, label=f"{name} train")
+        ax.plot([h.epoch for h in history], [h.val_loss for h in history], "s--", color=color, label=f"{name} val")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs, never 0.5
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("training (solid) and validation (dashed) loss")
@@ -183,4 +185,40 @@ def settings_figure(rows, keys, log_keys=frozenset()):
         ax.set_xlabel(key + ("\n" + caption if caption else ""), fontsize=8 if caption else None)
         ax.set_ylabel("val accuracy (saved model)")
         ax.grid(alpha=0.3)
+    return fig
+
+
+def confusion_figure(matrix, classes, title: str = ""):
+    """Test confusion matrix: rows true class, columns predicted, counts written in the cells."""
+    n = len(classes)
+    side = min(1.6 + 0.55 * n, 12)
+    fig, ax = _subplots(figsize=(side, side * 0.9), layout="constrained")
+    shown = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)  # colour: share of each true class
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
+                            color="white" if shown[i, j] > 0.5 else "black")
+        ax.set_xticks(range(n), [str(c) for c in classes], rotation=90 if max(len(str(c)) for c in classes) > 3 else 0)
+        ax.set_yticks(range(n), [str(c) for c in classes])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "test confusion matrix")
+    return fig
+
+
+def mistakes_figure(images, truths, guesses, classes, title: str = ""):
+    """Misclassified test images (0..1, C x H x W) with 'true -> predicted' under each."""
+    cols = min(8, max(1, len(images)))
+    rows = max(1, (len(images) + cols - 1) // cols)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 1.25, rows * 1.45 + 0.4), squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            pixels, style = _pixels(images[i])
+            ax.imshow(pixels, **style)
+            ax.set_title(f"{classes[truths[i]]} → {classes[guesses[i]]}", fontsize=8)
+    fig.suptitle(title or "misclassified test images (true → predicted)", fontsize=9)
     return fig

@@ -19,6 +19,9 @@ from netspec.runner.train import EpochStats
 
 ATTENTION_PNG = "attention.png"
 LOSS_PNG = "loss.png"
+CONFUSION_PNG = "confusion.png"
+MISTAKES_PNG = "mistakes.png"
+MISTAKES_SHOWN = 24
 
 
 class RunReporter(Reporter):
@@ -38,8 +41,41 @@ class RunReporter(Reporter):
             write_attention(run_dir, checked.spec.family, model, data)
             attention = ATTENTION_PNG
         loss = LOSS_PNG if (run_dir / LOSS_PNG).is_file() else None  # never link a plot that was not written
+        evaluation = None
+        if metrics.get("model_epoch") is not None and len(data.test):
+            evaluation = write_evaluation(run_dir, checked, model, data)
         run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention,
-                                                        loss_png=loss))
+                                                        loss_png=loss, evaluation=evaluation,
+                                                        run_name=run_dir.path.name))
+
+
+def write_evaluation(run_dir: RunDir, checked: Checked, model, data: Data) -> dict:
+    """The test set as a write-up shows it: confusion matrix (confusion.png and counts), accuracy
+    per class, and a grid of misclassified images (mistakes.png)."""
+    from netspec.runner.speed import resolve as resolve_speed
+    from netspec.runner.train import logits_model, predictions
+
+    net = logits_model(model, checked.analysis.softmax_head)
+    speed = resolve_speed(checked.spec, next(iter(model.parameters()), torch.zeros(0)).device)
+    truth, guess = predictions(net, data.test, checked.spec.train.eval_batch_size, speed)
+    classes = list(data.classes)
+    n = len(classes)
+    matrix = torch.zeros(n, n, dtype=torch.long)
+    matrix.index_put_((truth, guess), torch.ones_like(truth), accumulate=True)
+    fig = plots.confusion_figure(matrix.numpy(), classes, f"{checked.spec.name}: test confusion matrix")
+    run_dir.save_figure(CONFUSION_PNG, fig)
+    plots.close(fig)
+    wrong = (truth != guess).nonzero().flatten()[:MISTAKES_SHOWN].tolist()
+    mistakes = None
+    if wrong:
+        images = [data.unnormalise(data.test.example(i)[0][0].cpu()).numpy() for i in wrong]
+        fig = plots.mistakes_figure(images, truth[wrong].tolist(), guess[wrong].tolist(), classes,
+                                    f"the first {len(wrong)} misclassified test images (true → predicted)")
+        run_dir.save_figure(MISTAKES_PNG, fig)
+        plots.close(fig)
+        mistakes = MISTAKES_PNG
+    return {"classes": classes, "matrix": matrix.tolist(), "confusion_png": CONFUSION_PNG, "mistakes_png": mistakes,
+            "wrong": int((truth != guess).sum())}
 
 
 def write_attention(run_dir: RunDir, family, model, data: Data, *, index: int = 0, layer: int = -1) -> Path:
