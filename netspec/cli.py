@@ -581,13 +581,14 @@ def predict_cmd(
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="run folders (the first is the baseline)", show_default=False, metavar="RUN_DIR")],
     figure: Annotated[Optional[Path], typer.Option("--figure", metavar="PNG", help="also write the overlaid loss curves here (PNG)")] = None,
-    format: FormatOpt = "text",
+    format: Annotated[str, typer.Option("--format", metavar="text|json|markdown", help="text, json or markdown (tables "
+                                        "for a write-up)", autocompletion=_choices("text", "json", "markdown"))] = "text",
 ):
     """Runs side by side: architecture changes, settings that differ, accuracies, times, loss curves."""
     from netspec.report import plots
     from netspec.runner.compare import compare, read_runs
 
-    fmt = _format(format)
+    fmt = _format(format, ("text", "json", "markdown"))
     with user_errors():
         infos = read_runs(runs)
         result = compare(infos)
@@ -597,6 +598,11 @@ def compare_cmd(
         result["figure"] = str(figure)
     if fmt == "json":
         print(json.dumps(result, indent=2, default=str))
+        return
+    if fmt == "markdown":
+        from netspec.report.markdown import compare_markdown
+
+        sys.stdout.write(compare_markdown(result) + (f"\n![loss curves]({figure})\n" if figure is not None else ""))
         return
     table = Table(title="runs", title_justify="left")
     for col in ("run", "status", "params", "train images", "best val acc", "test acc", "model epoch", "train s"):

@@ -10,7 +10,7 @@ from netspec.cli import app
 from conftest import mnist_data, mnist_source
 from netspec.errors import DataError, Interrupted, RunError
 from netspec.runner import train as train_mod
-from netspec.runner.rundir import load_checkpoint
+from netspec.runner.rundir import RunDir, load_checkpoint
 from netspec.runner.run import evaluate_run
 from conftest import run
 from netspec.runner.train import Observer, Trainer
@@ -214,3 +214,31 @@ def test_fashion_mnist_reads_its_own_folder(tmp_path):
     assert raw.train.images.shape == (50, 1, 28, 28) and len(raw.test) == 20
     with pytest.raises(DataError, match="Fashion-MNIST is not in"):
         mnist_source(tmp_path / "elsewhere", "fashion-mnist")
+
+
+def test_a_short_run_draws_its_loss_within_epochs(fake_data, tmp_path):
+    from netspec.report import plots
+    from netspec.runner.run import Reporter, run as runner_run
+
+    class Keep(Reporter):
+        def progress(self, run_dir, checked, history, steps=None):
+            self.steps = list(steps or [])
+
+    keep = Keep()
+    checked = checked_mlp("train.epochs=1")
+    runner_run(checked, out=tmp_path / "r", data_dir=fake_data, limit=640, reporter=keep)
+    per_epoch = -(-640 // checked.spec.train.batch_size)
+    assert len(keep.steps) == per_epoch and keep.steps[-1][0] == 1.0  # every step on the CPU, ending at epoch 1
+    assert all(loss > 0 for _, loss in keep.steps)
+    fig = plots.loss_figure(runner_history(tmp_path / "r"), "t", steps=keep.steps)
+    lines = fig.axes[0].get_lines()
+    assert lines[0].get_label() == "training loss within epochs" and len(lines[0].get_xdata()) == per_epoch
+    long = [runner_history(tmp_path / "r")[0].__class__(epoch=e, train_loss=1, train_acc=1, val_loss=1, val_acc=1,
+                                                        seconds=1, lr=1) for e in range(1, 6)]
+    assert "training loss within epochs" not in [l.get_label() for l in plots.loss_figure(long, "t", steps=keep.steps).axes[0].get_lines()]
+
+
+def runner_history(path):
+    from netspec.runner.run import read_history
+
+    return read_history(RunDir.open(path))

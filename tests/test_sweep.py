@@ -119,6 +119,14 @@ def test_compare_reports_architecture_and_settings(fake_data, tmp_path, write_sp
     assert changes == ["changed: layer 0: Linear(out_features=32) -> Linear(out_features=48)",
                        "added: layer 2: Dropout(p=0.2)"]
     assert result["settings"] == {"train.batch_size": [64, 32]}
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+
+    md = CliRunner().invoke(app, ["compare", str(a.run_dir.path), str(b.run_dir.path), "--format", "markdown"])
+    assert md.exit_code == 0, md.output
+    assert md.stdout.startswith("## Runs compared\n\n| run | status | params |")
+    assert "- added: layer 2: Dropout(p=0.2)" in md.stdout and "| `train.batch_size` | 64 | 32 |" in md.stdout
 
 
 def test_whole_layer_lists_can_be_swept(write_spec, fake_data, tmp_path):

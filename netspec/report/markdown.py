@@ -184,3 +184,28 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
                   "", f"![attention heatmaps]({attention_png})"]
     lines += ["", reproduce_line(checked, metrics, run_name), ""]
     return "\n".join(lines)
+
+
+def compare_markdown(result: dict) -> str:
+    """`netspec compare --format markdown`: the runs, their architecture changes and the settings
+    that differ, as a write-up's tables."""
+    def f(v, digits=4):
+        return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+    lines = ["## Runs compared", "",
+             _table(["run", "status", "params", "train images", "epochs", "best val acc", "test acc", "train s"],
+                    [[r["label"], r["status"], f(r["params"]), f(r["train_size"]) + (" (--limit)" if r["limit"] else ""),
+                      f(r["epochs"]), f(r["best_val_accuracy"]), f(r["test_accuracy"]), f(r["train_seconds"], 1)]
+                     for r in result["runs"]])]
+    for label, changes in result["architecture"].items():
+        lines += ["", f"Architecture of {label} against {result['baseline']}: "
+                  + ("the same layers." if not changes else ""), *[f"- {c}" for c in changes]]
+    if result["settings"]:
+        lines += ["", "Settings that differ:", "",
+                  _table(["setting", *[r["label"] for r in result["runs"]]],
+                         [[f"`{k}`", *values] for k, values in result["settings"].items()])]
+    else:
+        lines += ["", "All settings are the same."]
+    if any(r["draft"] for r in result["runs"]):
+        lines += ["", "Runs marked [draft] overrode fixed settings of their rules (`--draft`): not gradable."]
+    return "\n".join(lines) + "\n"

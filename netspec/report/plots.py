@@ -12,10 +12,25 @@ def _subplots(*args, figsize, layout=None, **kw):
     return fig, fig.subplots(*args, **kw)
 
 
-def loss_figure(history, title: str = ""):
-    """Training and validation loss per epoch (and validation accuracy on a second axis)."""
+STEP_CURVE_EPOCHS = 3  # runs this short also get the training loss within epochs
+STEP_POINTS = 200  # the within-epoch curve, averaged into at most this many points
+
+
+def _binned(steps: list[tuple[float, float]], n: int) -> tuple[list[float], list[float]]:
+    size = max(1, -(-len(steps) // n))
+    chunks = [steps[i:i + size] for i in range(0, len(steps), size)]
+    return [c[-1][0] for c in chunks], [sum(v for _, v in c) / len(c) for c in chunks]
+
+
+def loss_figure(history, title: str = "", steps: list[tuple[float, float]] | None = None):
+    """Training and validation loss per epoch (and validation accuracy on a second axis); for a
+    short run also the training loss within its epochs, from `steps` ((epoch position, loss))."""
     epochs = [h.epoch for h in history]
     fig, ax = _subplots(figsize=(6.4, 4.4), layout="constrained")
+    shown = [s for s in (steps or []) if s[0] > epochs[0] - 1] if epochs else []  # this run's epochs only
+    if shown and len(history) <= STEP_CURVE_EPOCHS:
+        xs, ys = _binned(shown, STEP_POINTS)
+        ax.plot(xs, ys, "-", color="tab:blue", alpha=0.35, linewidth=1, label="training loss within epochs")
     ax.plot(epochs, [h.train_loss for h in history], "o-", label="training loss")
     ax.plot(epochs, [h.val_loss for h in history], "s-", label="validation loss")
     ax.set_xlabel("epoch")
@@ -33,6 +48,8 @@ def loss_figure(history, title: str = ""):
         ax.set_xticks(epochs)
     if len(epochs) == 1:
         ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    if shown and len(history) <= STEP_CURVE_EPOCHS:
+        ax.set_xticks(range(epochs[0] - 1, epochs[-1] + 1))  # the curve starts at the run's start
     return fig
 
 

@@ -28,9 +28,10 @@ class RunReporter(Reporter):
     def started(self, run_dir: RunDir, checked: Checked) -> None:
         run_dir.write_text("summary.txt", summary_text(checked))
 
-    def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats]) -> None:
+    def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats],
+                 steps: list[tuple[float, float]] | None = None) -> None:
         if history:
-            fig = plots.loss_figure(history, f"{checked.spec.name}: loss per epoch")
+            fig = plots.loss_figure(history, f"{checked.spec.name}: loss per epoch", steps=steps)
             run_dir.save_figure(LOSS_PNG, fig)
             plots.close(fig)
 

@@ -153,7 +153,8 @@ class Reporter:
 
     def started(self, run_dir: RunDir, checked: Checked) -> None: ...
 
-    def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats]) -> None: ...
+    def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats],
+                 steps: list[tuple[float, float]] | None = None) -> None: ...
 
     def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
                  model, data: Data) -> None: ...
@@ -241,7 +242,7 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
     def end_of_epoch(tr: Trainer) -> None:
         run_dir.save(CHECKPOINT, tr.state())
         run_dir.write_text("history.csv", history_csv(tr.history))
-        reporter.progress(run_dir, checked, tr.history)
+        reporter.progress(run_dir, checked, tr.history, steps=tr.step_losses)
 
     started = time.perf_counter()
     status, error = "finished", None

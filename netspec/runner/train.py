@@ -154,6 +154,9 @@ class Trainer:
         self.history: list[EpochStats] = []
         # how often to look at the loss on the host: each step on CPU (free), less often on a GPU
         self.sync_every = 1 if device.type == "cpu" else 50
+        # (position in epochs, mean training loss since the last sync): the curve within epochs,
+        # which a short run needs (one point per epoch says little about 1 or 2 epochs)
+        self.step_losses: list[tuple[float, float]] = []
 
     # --- state for checkpoints ------------------------------------------------
     def state(self) -> dict:
@@ -223,6 +226,7 @@ class Trainer:
         bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         bad_kind = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
+        shown_sum, shown_seen = 0.0, 0
         for step, (x, y) in enumerate(train.batches(t.batch_size, order, self.steps_per_epoch)):
             if t.augment.enabled:
                 x = augment(x, t.augment, aug_gen, self.data.image_shape)
@@ -250,7 +254,13 @@ class Trainer:
                 if bad_step.item() >= 0:
                     what = "loss" if bad_kind.item() == 1 else "gradient (the loss was finite)"
                     raise NonFinite(epoch, int(bad_step.item()), what)
-                self.observer.step(epoch=epoch, step=step + 1, loss=loss_sum.item() / seen)
+                total = loss_sum.item()
+                window = seen - shown_seen
+                if window:
+                    self.step_losses.append((epoch - 1 + (step + 1) / self.steps_per_epoch,
+                                             (total - shown_sum) / window))
+                shown_sum, shown_seen = total, seen
+                self.observer.step(epoch=epoch, step=step + 1, loss=total / seen)
         val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
         return EpochStats(
             epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
