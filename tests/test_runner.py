@@ -242,3 +242,15 @@ def runner_history(path):
     from netspec.runner.run import read_history
 
     return read_history(RunDir.open(path))
+
+
+def test_compare_figure_draws_one_epoch_runs_on_whole_epochs():
+    from netspec.report import plots
+    from netspec.runner.train import EpochStats
+
+    one = [EpochStats(epoch=1, train_loss=0.5, train_acc=0.9, val_loss=0.4, val_acc=0.9, seconds=1, lr=0.1)]
+    fig = plots.overlay_figure({"a": one, "b": one})
+    ax = fig.axes[0]
+    assert all(line.get_marker() not in (None, "None", "") for line in ax.get_lines())  # a point, not an empty line
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)

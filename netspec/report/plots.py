@@ -61,7 +61,12 @@ def overlay_figure(runs: dict[str, list]):
         # markers: a one-epoch run is a point, and a line needs two
         ax.plot([h.epoch for h in history], [h.train_loss for h in history], "o-", color=color, label=f"{name} train")
         ax.plot([h.epoch for h in history], [h.val_loss for h in history], "s--", color=color, label=f"{name} val")
+    epochs = sorted({h.epoch for history in runs.values() for h in history})
     ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs, never 0.5
+    if 0 < len(epochs) < 20:
+        ax.set_xticks(epochs)
+    if len(epochs) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("training (solid) and validation (dashed) loss")
