@@ -615,3 +615,24 @@ def test_a_stop_that_lands_in_a_weakref_callback_still_stops_the_sweep(capfd):
     assert time.monotonic() - start < 2
     err = capfd.readouterr().err
     assert "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_a_second_stop_does_not_cut_short_the_marking_of_the_first():
+    """The parent's (or the orphan watch's) resend may arrive while the worker is marking its trial
+    interrupted: that must finish, or the trial is left as a plain failure that never runs again."""
+    import signal
+
+    from netspec.runner.sweep import terminate_as_interrupt
+
+    marked = False
+    with terminate_as_interrupt():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+            for _ in range(1000):
+                pass
+        except KeyboardInterrupt:
+            signal.raise_signal(signal.SIGTERM)  # the resend, while the trial is being marked
+            for _ in range(1000):
+                pass
+            marked = True
+    assert marked

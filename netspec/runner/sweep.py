@@ -446,7 +446,16 @@ def terminate_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    raised: list[float] = []  # when the interrupt last went out
+
     def interrupt(signum, frame):
+        # once: a second SIGTERM (the parent's or the orphan watch's resend) landing while the
+        # trial is being marked interrupted would cut that short and leave a plain failure; it
+        # counts again only if the first evidently did not stop the process (RESEND_S later)
+        now = time.monotonic()
+        if raised and now - raised[-1] < RESEND_S:
+            return
+        raised.append(now)
         raise KeyboardInterrupt
 
     hook = sys.unraisablehook
@@ -457,6 +466,7 @@ def terminate_as_interrupt():
         # later from a timer thread (sent from here, the handler would run here), to land in the
         # sweep's own code
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            raised.clear()  # it did not go out: the next one must
             again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
             again.daemon = True
             again.start()
