@@ -709,8 +709,8 @@ def _run_workers(job: _Job, workers: int) -> None:
         handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     told = None
     try:
-        while any(p.is_alive() for p in procs):
-            next(p for p in procs if p.is_alive()).join(0.2)
+        while alive := [p for p in procs if p.is_alive()]:  # one list: a worker may end between two looks
+            alive[0].join(0.2)
             if stopped and (told is None or time.monotonic() - told > RESEND_S):
                 told = time.monotonic()
                 for p in procs:  # SIGTERM: the worker marks its trial interrupted and exits
