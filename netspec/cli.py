@@ -482,6 +482,7 @@ def sweep_cmd(
     data_dir: DataDirOpt = None,
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", help="train every trial on the first N training images only; validation and test stay whole")] = None,
+    draft: DraftOpt = False,
 ):
     """Search over spec settings (grid, TPE or random, with Optuna); every trial is a run. Rerun to resume."""
     from netspec.report.run_report import RunReporter
@@ -519,14 +520,15 @@ def sweep_cmd(
             result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
                            storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
                            overrides=tuple(set_ or ()), reporter=RunReporter(), workers=workers,
-                           observer=observer, on_trial=on_trial if workers == 1 else TrialLine())
+                           observer=observer, on_trial=on_trial if workers == 1 else TrialLine(), draft=draft)
         except Interrupted as e:  # one line, and the command that continues the sweep
             raise Interrupted(f"{e}:  netspec {shlex.join(sys.argv[1:])}", e.run_dir) from None
         finally:
             if "obs" in progress:
                 progress.pop("obs").stop()
         rows = write_sweep_outputs(result.folder, result.study.study_name, result.study, result.space)
-    out.print(leaderboard_table(rows, f"sweep {result.study.study_name}: validation accuracy of the saved model first"))
+    drafted = " [draft: not gradable]" if result.study.user_attrs.get("draft") else ""
+    out.print(leaderboard_table(rows, f"sweep {result.study.study_name}{drafted}: validation accuracy of the saved model first"))
     out.print(f"sweep folder: {escape(str(result.folder))}  (sweep.md, leaderboard.csv, trials.png, settings.png)",
               highlight=False)
 

@@ -117,10 +117,17 @@ CLI = "from netspec.cli import app\ntry:\n    app(%r)\nexcept SystemExit:\n    p
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["validate", "specs/cnn.yaml", "specs/vit.yaml"],
                                   ["validate", "--help"], ["run", "--help"], ["sweep", "--help"],
-                                  ["summary", "specs/cnn.yaml"], ["summary", "--format", "json", "specs/vit.yaml"]],
+                                  ["summary", "specs/cnn.yaml"], ["summary", "--format", "json", "specs/vit.yaml"],
+                                  ["validate", "--format", "sarif", "specs/resnet20-cifar10.yaml"]],
                          ids=" ".join)
 def test_checking_and_help_import_no_torch(args):
     assert _heavy_modules_after(CLI % (args,)) == []
+
+
+def test_shell_completion_imports_no_torch():
+    code = ("import os\nos.environ.update(_NETSPEC_COMPLETE='complete_bash', COMP_WORDS='netspec validate --rules ', "
+            "COMP_CWORD='3')\nfrom netspec.cli import app\ntry:\n    app(prog_name='netspec')\nexcept SystemExit:\n    pass")
+    assert _heavy_modules_after(code) == []
 
 
 def test_import_netspec_and_load_import_no_torch_until_a_model_is_built():

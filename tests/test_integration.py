@@ -144,3 +144,23 @@ def test_completion_offers_rule_sets_formats_devices_samplers_and_spec_files():
     assert {"text", "json", "github", "sarif"} <= set(_complete("netspec validate --format "))
     assert {"tpe", "grid", "random"} <= set(_complete("netspec sweep specs/cnn.yaml --sampler "))
     assert "specs/cnn.yaml" in _complete("netspec validate specs/c")
+
+
+def test_usage_errors_exit_2_and_piped_tables_keep_whole_rows(tmp_path):
+    """Exit 2 for a usage error (as Click's own), 1 for findings; a table read by a pipe is not
+    wrapped at 80 columns (a script greps whole rows)."""
+    env = {**os.environ}
+    env.pop("COLUMNS", None)
+    no_spec = subprocess.run([sys.executable, "-m", "netspec", "run"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert no_spec.returncode == 2 and "give a spec to run" in no_spec.stderr and not no_spec.stdout
+    both = subprocess.run([sys.executable, "-m", "netspec", "run", "--resume", str(tmp_path), "--set", "train.epochs=1"],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert both.returncode == 2 and "do not apply to a run being resumed" in both.stderr
+    unknown = subprocess.run([sys.executable, "-m", "netspec", "validate", "--bogus", "x.yaml"], capture_output=True,
+                             text=True, env=env, cwd=ROOT)
+    assert unknown.returncode == 2
+    piped = subprocess.run([sys.executable, "-m", "netspec", "summary", "specs/cnn.yaml"], capture_output=True, text=True,
+                           env=env, cwd=ROOT)
+    assert piped.returncode == 0
+    row = next(line for line in piped.stdout.splitlines() if "conv2d_0 " in line)
+    assert "Conv2d(out_channels=16, kernel_size=3, padding=1)" in row and len(row) > 80

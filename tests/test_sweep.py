@@ -154,3 +154,22 @@ def test_shipped_sweeps_pass_their_rules(name):
     space = make_space(doc, [], [], None, None, None)
     check_space(doc, space, (), Path(SPECS))
     assert space.keys
+
+
+def test_a_draft_sweep_may_tune_a_fixed_setting_and_says_so(fake_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+
+    spec = tmp_path / "cnn.yaml"
+    spec.write_text((SPECS / "cnn-small.yaml").read_text().split("\nsweep:")[0])
+    args = ["sweep", str(spec), "--grid", "train.epochs=1,2", "--set", "data.validation=100", "--limit", "200",
+            "--out", str(tmp_path / "s"), "--data-dir", str(fake_data), "--set", "train.schedule.name=none"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "fix train.epochs at 10" in refused.output
+    r = CliRunner().invoke(app, [*args, "--draft"])
+    assert r.exit_code == 0, r.output
+    assert "[draft: not gradable]" in r.stdout
+    assert "**Draft sweep: not gradable.**" in (tmp_path / "s" / "sweep.md").read_text()
+    trial = json.loads(next((tmp_path / "s").glob("trial-*/metrics.json")).read_text())
+    assert trial["draft"] is True

@@ -136,9 +136,13 @@ def training_lines(base: dict | None, limit, keys: list[str]) -> list[str]:
     return lines
 
 
-def sweep_markdown(name: str, rows: list[dict], space, keys: list[str], base: dict | None = None, limit=None) -> str:
+def sweep_markdown(name: str, rows: list[dict], space, keys: list[str], base: dict | None = None, limit=None,
+                   draft: bool = False) -> str:
     done = [r for r in rows if r["state"] == "complete"]
-    lines = [f"# Sweep: {name}", "", "## What was tried", ""]
+    lines = [f"# Sweep: {name}", ""]
+    if draft:
+        lines += ["**Draft sweep: not gradable.** Its trials may override the rules' fixed settings (`--draft`).", ""]
+    lines += ["## What was tried", ""]
     for k, v in space.grid.items():
         lines.append(f"- `{k}` over " + ", ".join(str(_short(o)) for o in v))
     for k, r in space.ranges.items():
@@ -185,7 +189,8 @@ def write_sweep_outputs(folder: Path, name: str, study, space) -> list[dict]:
     rows = [r | {"run_dir": _within(folder, r["run_dir"])} for r in leaderboard(study)]
     atomic_write(folder / "leaderboard.csv", lambda f: f.write(leaderboard_csv(rows, keys).encode()))
     base, limit = study.user_attrs.get("base"), study.user_attrs.get("limit")
-    atomic_write(folder / "sweep.md", lambda f: f.write(sweep_markdown(name, rows, space, keys, base, limit).encode()))
+    draft = bool(study.user_attrs.get("draft"))
+    atomic_write(folder / "sweep.md", lambda f: f.write(sweep_markdown(name, rows, space, keys, base, limit, draft).encode()))
     for fname, fig in (("trials.png", plots.trials_figure(rows)),
                        ("settings.png", plots.settings_figure(rows, keys, {k for k, r in space.ranges.items() if r.log}))):
         atomic_write(folder / fname, lambda f, fig=fig: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))

@@ -156,11 +156,11 @@ def _yaml(value: Any) -> str:
     return json.dumps(value)  # JSON is YAML: lists, numbers and strings round-trip
 
 
-def check_space(doc: Document, space: Space, imposed: tuple[str, ...], base_dir: Path) -> Checked:
-    """Refuse, before any training, a sweep that varies a fixed setting or breaks a rule."""
-    base = check_document(_with(doc, {}), imposed=imposed, base_dir=base_dir)
+def check_space(doc: Document, space: Space, imposed: tuple[str, ...], base_dir: Path, draft: bool = False) -> Checked:
+    """Refuse, before any training, a sweep that varies a fixed setting (unless a draft) or breaks a rule."""
+    base = check_document(_with(doc, {}), imposed=imposed, base_dir=base_dir, draft=draft)
     problems = []
-    for rules in base.rules:
+    for rules in base.rules if not draft else ():
         fixed = dict(rules.fixed)
         for key in space.keys:
             if key in fixed:
@@ -179,7 +179,7 @@ def check_space(doc: Document, space: Space, imposed: tuple[str, ...], base_dir:
         for corner in corners:
             values = {**combo, **corner}
             try:
-                check_document(_with(doc, values), imposed=imposed, base_dir=base_dir)
+                check_document(_with(doc, values), imposed=imposed, base_dir=base_dir, draft=draft)
             except SpecError as e:
                 shown = ", ".join(f"{k}={v}" for k, v in values.items())
                 problems += [Problem("sweep", 0, 0, p.path, f"with {shown}: {p.message}", p.hint) for p in e.problems]
@@ -378,14 +378,15 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
           out: str | Path | None = None, imposed: tuple[str, ...] = (), data_dir=None, limit: int | None = None,
           overrides: tuple[str, ...] = (), reporter: Reporter | None = None, workers: int = 1,
           observer: Callable[[optuna.Trial, dict], Observer] | None = None,
-          on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None) -> SweepResult:
+          on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+          draft: bool = False) -> SweepResult:
     """Run (or continue) a sweep. `workers` > 1 starts that many processes on the one study, each
     with its share of the CPU cores; any number of `netspec sweep` commands, on this machine or
     (with a shared --storage) on others, may work on the same study at once."""
     check_workers(workers)
     job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, None, tuple(imposed),
                None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter,
-               on_trial if workers > 1 and _picklable(on_trial) else None)
+               on_trial if workers > 1 and _picklable(on_trial) else None, draft)
     doc, space, base = _prepare(job, whole=True)
     if base.spec.data.validation == 0:
         raise SpecError([Problem(str(spec_path), 0, 0, "data.validation",
@@ -410,6 +411,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
         _check_same_space(study, space, folder)
         _check_same_base(study, base, folder)
         study.set_user_attr("limit", limit)
+        study.set_user_attr("draft", draft)  # trials may break the rules' fixed settings: not gradable
         study.set_user_attr("space", _space_record(space))
         study.set_user_attr("base", _base_record(base))
         _recover(study, heartbeats)
@@ -522,9 +524,9 @@ def _prepare(job: "_Job", whole: bool = False):
         apply_overrides(doc, list(job.overrides))
     base_dir = Path(job.spec_path).parent
     if whole:  # the sweep section itself, once, in the command
-        check_document(_with(doc, {}, keep_sweep=True), imposed=job.imposed, base_dir=base_dir)
+        check_document(_with(doc, {}, keep_sweep=True), imposed=job.imposed, base_dir=base_dir, draft=job.draft)
     space = make_space(doc, list(job.grid), list(job.ranges), job.sampler, job.trials, job.prune)
-    return doc, space, check_space(doc, space, job.imposed, base_dir)
+    return doc, space, check_space(doc, space, job.imposed, base_dir, job.draft)
 
 
 @dataclass(frozen=True)
@@ -545,6 +547,7 @@ class _Job:
     overrides: tuple
     reporter: Reporter | None  # pickled by reference: the worker writes the same run folders as the caller
     on_trial: Callable | None  # likewise: a picklable callable (a top-level class), told of each finished trial
+    draft: bool = False  # --draft: trials may override the rules' fixed settings (not gradable)
 
 
 def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial, seed: int) -> None:
@@ -578,7 +581,7 @@ def _optimize(study, doc, space, job: _Job, reporter, observer, on_trial, seed: 
                 trial.study.stop()
                 raise optuna.TrialPruned(f"trial {twin} already trains these settings")
         try:
-            checked = check_document(_with(doc, values), imposed=imposed, base_dir=base_dir)
+            checked = check_document(_with(doc, values), imposed=imposed, base_dir=base_dir, draft=job.draft)
         except SpecError as e:  # a combination the rules or shapes refuse: a failed trial with its reason, never retried
             trial.set_user_attr("error", "; ".join(p.message for p in e.problems))
             raise RunError(trial.user_attrs.get("error", str(e))) from None
