@@ -22,6 +22,15 @@ MAX_ACTIVATION_BYTES = 8 << 30  # one training (or evaluation) batch's activatio
 BYTES = 4
 
 
+def plain(value):
+    """Tuples as lists, all the way down: what YAML and JSON write."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def num_classes(spec: "Spec") -> int:
     """The model's output size: the dataset's classes (the check writes them into the spec)."""
     return spec.data.classes or DEFAULT_CLASSES

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Union
 
-from netspec.families.base import Analysis, BuildProblem, Family, LintWarning, Row, Shape, register_family
+from netspec.families.base import Analysis, BuildProblem, Family, LintWarning, Row, Shape, plain as _plain, register_family
 from netspec.families.blocks import BLOCKS, MAX_DEPTH, block_params_text
 from netspec.spec.layers import LAYERS, ShapeError, _fmt
 
@@ -108,14 +108,6 @@ def items_to_dict(items) -> list:
         else:
             out.append({item.name: _plain(item.kwargs)} if item.args else item.name)
     return out
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _obj(properties: dict, required=(), **extra) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netspec.families import FAMILIES, Family, family_of
+from netspec.families.base import plain as _plain
 from netspec.spec.datasets import DEFAULT_FILE_VALIDATION, FILES
 
 
@@ -113,14 +114,6 @@ class Spec:
         if self.lint_ignore:
             out["lint"] = {"ignore": list(self.lint_ignore)}
         return out
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _pick(cls, raw: dict | None, **nested):
