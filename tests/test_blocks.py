@@ -368,7 +368,7 @@ def test_summary_json_nests_blocks_with_subtotals():
     layers = json.loads(r.stdout)[0]["layers"]
     block = layers[3]
     assert block["name"] == "residual_3" and [c["name"] for c in block["layers"]][:2] == ["conv2d_0", "batchnorm2d_1"]
-    assert block["params"] == sum(c["params"] for c in block["layers"]) == 4_704
+    assert block["params"] == sum(c["params"] for c in block["layers"]) == 10_512
     text = cli.invoke(app, ["summary", str(SPECS / "resnet-mnist.yaml")]).stdout
     assert "residual_9" in text and "  shortcut" in text
 
