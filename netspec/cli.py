@@ -376,7 +376,7 @@ def data(
     image_shape: Annotated[Optional[str], typer.Option("--image-shape", metavar="C,H,W", help="a folder's images: channels (1 or 3), height, width (default: the first image's)")] = None,
     samples: Annotated[Optional[Path], typer.Option("--samples", metavar="PNG", help="also write a PNG grid of sample images here")] = None,
 ):
-    """Dataset facts (problem 2(a)): image size, pixel meaning and range, split sizes, class counts."""
+    """Dataset facts: image size, pixel meaning and range, split sizes, class counts."""
     from netspec.data.facts import data_spec_for, dataset_facts_table
     from netspec.report import plots
 
@@ -405,7 +405,6 @@ def data(
     if samples is not None:
         fig = plots.samples_figure(first.images.numpy(), first.labels, source.classes)
         fig.savefig(samples, dpi=100, bbox_inches="tight")
-        plots.close(fig)
         out.print(f"sample grid: {escape(str(samples))}", highlight=False)
 
 
@@ -425,7 +424,7 @@ def forward(
     input_file: Annotated[Path, typer.Option("--input", metavar="FILE", help="YAML list of inputs, each of the spec's input shape")],
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="seed for the layers' initial weights")] = 0,
 ):
-    """Apply a spec's (untrained) layers to given inputs and print the outputs: pooling by hand, problem 1(c)."""
+    """Apply a spec's (untrained) layers to given inputs and print the outputs (pooling by hand, say)."""
     from netspec.builder.forward import forward_file
 
     with user_errors():
@@ -474,7 +473,7 @@ def sweep_cmd(
                                                       autocompletion=_choices("grid", "tpe", "random"))] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", metavar="N", help="trial budget (grid: its size)")] = None,
     prune: Annotated[Optional[bool], typer.Option("--prune/--no-prune", help="stop hopeless trials early")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in the sweep folder)")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="Optuna storage URL, e.g. postgresql://... (default: a journal file in the sweep folder)")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="sweep folder (default runs/<name>-sweep)")] = None,
     workers: Annotated[int, typer.Option("--workers", metavar="N", help="worker processes on this machine, each with its share of the cores")] = 1,
     rules: RulesOpt = None,

@@ -13,7 +13,6 @@ import torch
 from conftest import ROOT, SPECS
 from netspec.builder.analysis import analyze
 from netspec.builder.model import build_model
-from netspec.families.vit import ViTSpec
 from netspec.spec.layers import LAYERS, ShapeError
 
 HEAVY = ("torch", "torchvision", "optuna", "matplotlib", "onnx", "numpy")

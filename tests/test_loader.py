@@ -131,5 +131,5 @@ def test_yaml_11_value_and_merge_scalars_are_text_not_a_crash(text, tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(text)
     r = CliRunner().invoke(app, ["validate", str(path)])
-    assert r.exit_code == 1 and r.exception is None or isinstance(r.exception, SystemExit)
+    assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
     assert "Traceback" not in r.output and "✗" in r.output

@@ -109,7 +109,6 @@ def test_vit_shapes_and_recorded_attention(per_head, tmp_path):
     fig = plots.attention_figure(x[0, 0].numpy(), attn[0].numpy(), grid=(4, 4))
     png = tmp_path / "a.png"
     fig.savefig(png)
-    plots.close(fig)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -5,8 +5,7 @@ a linter and a spec asking for 10^12 parameters is reported, never allocated.
 """
 from __future__ import annotations
 
-from netspec.families.base import (BYTES, DEFAULT_CLASSES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Row,  # noqa: F401
-                                   num_classes)
+from netspec.families.base import BYTES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Row, num_classes
 from netspec.spec.config import Spec
 from netspec.spec.layers import _fmt
 

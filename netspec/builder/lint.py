@@ -7,9 +7,8 @@ layers are not here: a Softmax anywhere but last is already an error.
 from __future__ import annotations
 
 from netspec.builder.analysis import Analysis
-from netspec.families.base import LintWarning  # noqa: F401
+from netspec.families.base import LintWarning
 from netspec.spec.config import Spec
-from netspec.spec.schema import LINT_WARNINGS as WARNINGS  # noqa: F401 (names and one-line reasons)
 
 
 def lint(spec: Spec, analysis: Analysis) -> list[LintWarning]:

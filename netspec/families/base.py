@@ -90,9 +90,6 @@ class Analysis:
     def frozen(self) -> int:
         return sum(r.frozen for r in self.rows if not r.block)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 class Family:

@@ -156,10 +156,6 @@ def attention_figure(image, attention, title: str = "", grid: tuple[int, int] | 
     return fig
 
 
-def close(fig) -> None:
-    """Nothing to release: a Figure made without pyplot is freed with its last reference."""
-
-
 def trials_figure(rows):
     """Validation (and test) accuracy of every finished trial, in trial order."""
     rows = sorted((r for r in rows if r["val_accuracy"] is not None), key=lambda r: r["trial"])

@@ -33,7 +33,6 @@ class RunReporter(Reporter):
         if history:
             fig = plots.loss_figure(history, f"{checked.spec.name}: loss per epoch", steps=steps)
             run_dir.save_figure(LOSS_PNG, fig)
-            plots.close(fig)
 
     def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
                  model, data: Data) -> None:
@@ -65,7 +64,6 @@ def write_evaluation(run_dir: RunDir, checked: Checked, model, data: Data) -> di
     matrix.index_put_((truth, guess), torch.ones_like(truth), accumulate=True)
     fig = plots.confusion_figure(matrix.numpy(), classes, f"{checked.spec.name}: test confusion matrix")
     run_dir.save_figure(CONFUSION_PNG, fig)
-    plots.close(fig)
     wrong = (truth != guess).nonzero().flatten()[:MISTAKES_SHOWN].tolist()
     mistakes = None
     if wrong:
@@ -73,7 +71,6 @@ def write_evaluation(run_dir: RunDir, checked: Checked, model, data: Data) -> di
         fig = plots.mistakes_figure(images, truth[wrong].tolist(), guess[wrong].tolist(), classes,
                                     f"the first {len(wrong)} misclassified test images (true → predicted)")
         run_dir.save_figure(MISTAKES_PNG, fig)
-        plots.close(fig)
         mistakes = MISTAKES_PNG
     return {"classes": classes, "matrix": matrix.tolist(), "confusion_png": CONFUSION_PNG, "mistakes_png": mistakes,
             "wrong": int((truth != guess).sum())}
@@ -99,5 +96,4 @@ def write_attention(run_dir: RunDir, family, model, data: Data, *, index: int = 
     fig = plots.attention_figure(image.numpy(), attn.numpy(),
                                  f"layer {shown} attention, {which} example {index} (label {label})", grid=grid)
     path = run_dir.save_figure(ATTENTION_PNG if (index, layer) == (0, -1) else f"attention-{index}-layer{shown}.png", fig)
-    plots.close(fig)
     return path

@@ -194,5 +194,4 @@ def write_sweep_outputs(folder: Path, name: str, study, space) -> list[dict]:
     for fname, fig in (("trials.png", plots.trials_figure(rows)),
                        ("settings.png", plots.settings_figure(rows, keys, {k for k, r in space.ranges.items() if r.log}))):
         atomic_write(folder / fname, lambda f, fig=fig: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
-        plots.close(fig)
     return rows

@@ -5,9 +5,9 @@ The space comes from the spec's `sweep:` section and/or the command line
 starts, the whole space is checked against the spec's rules: a swept setting
 that a rule fixes, or values that break a budget, are refused up front.
 
-The study lives in SQLite (in the sweep folder unless `--storage` says
-otherwise), so an interrupted sweep run again continues where it stopped, and
-several machines can share one study. The best trial is chosen on
+The study lives in a journal file in the sweep folder (or, with `--storage`,
+in a database), so an interrupted sweep run again continues where it stopped,
+and several processes, or machines sharing a database, work on one study. The best trial is chosen on
 validation accuracy; its test accuracy is reported, never used to choose.
 """
 from __future__ import annotations

@@ -95,8 +95,9 @@ TRAIN = _obj(
         },
         "compile": {
             "enum": ["auto", "off", "on", "cudagraphs", False, True], "default": "auto",
-            "description": "torch.compile the model: on, cudagraphs (mode reduce-overhead), off; auto: off "
-                           "(measured slower here); if compiling fails the run says so and goes on eagerly",
+            "description": "torch.compile the model: on, cudagraphs (mode reduce-overhead), off; auto: cudagraphs "
+                           "for conv nets and ViTs on a CUDA GPU, off elsewhere (measured slower on the CPU); if "
+                           "compiling fails the run says so and goes on eagerly",
         },
         "fused_attention": {
             "enum": ["auto", True, False], "default": "auto",
