@@ -294,3 +294,33 @@ def test_registry_is_closed():
 def test_cli_schema_prints_the_shipped_file():
     r = runner.invoke(app, ["schema"])
     assert r.exit_code == 0 and r.output == SCHEMA_FILE.read_text()
+
+
+def test_schema_defaults_equal_the_config_defaults():
+    """Each default is written twice (the schema editors read, the dataclass the code reads): they
+    must agree, or an editor shows one value while netspec trains with another."""
+    import dataclasses
+
+    from netspec.families.vit import SCHEMA as VIT_SCHEMA, ViTSpec
+    from netspec.spec import config
+    from netspec.spec.schema import DATA, TRAIN
+
+    def defaults(cls):
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+        return out
+
+    pairs = [(DATA, config.DataSpec), (TRAIN, config.TrainSpec), (TRAIN["properties"]["optimizer"], config.OptimizerSpec),
+             (TRAIN["properties"]["schedule"], config.ScheduleSpec), (TRAIN["properties"]["augment"], config.AugmentSpec),
+             (VIT_SCHEMA, ViTSpec)]
+    compared = 0
+    for schema, cls in pairs:
+        code = defaults(cls)
+        for key, prop in schema["properties"].items():
+            if "default" in prop and key in code:
+                want = list(code[key]) if isinstance(code[key], tuple) else code[key]
+                assert prop["default"] == want, (cls.__name__, key, prop["default"], code[key])
+                compared += 1
+    assert compared >= 30
