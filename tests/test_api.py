@@ -131,6 +131,7 @@ print(json.dumps({"same": before == after, "pyplot": "matplotlib.pyplot" in sys.
 """
 
 
+@pytest.mark.slow
 def test_importing_and_using_netspec_changes_nothing_global(fake_data, tmp_path):
     done = subprocess.run([sys.executable, "-c", CHECK_GLOBALS, str(SPECS / "mlp.yaml"), str(fake_data), str(tmp_path / "r")],
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "MPLBACKEND": ""})
@@ -140,6 +141,7 @@ def test_importing_and_using_netspec_changes_nothing_global(fake_data, tmp_path)
     assert not result["pyplot"]  # figures come from matplotlib.figure.Figure, never pyplot
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_end_to_end_in_a_real_kernel(tmp_path):
     import nbclient  # pinned in the dev extra: CI runs this notebook through a real kernel
     import nbformat

@@ -336,6 +336,7 @@ def test_torchinfo_counts_and_shapes_equal_netspecs(path):
             assert shapes[id(by_name[names[id(row)]])] == row.shape, names[id(row)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet-mnist", "inception-mnist"])
 def test_block_specs_train_and_export_to_onnx_with_pytorchs_outputs(fake_data, tmp_path, name):
     import onnxruntime
@@ -351,6 +352,7 @@ def test_block_specs_train_and_export_to_onnx_with_pytorchs_outputs(fake_data, t
     np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cifar_resnet_exports_and_trains_a_few_steps_on_cifar_files(tmp_path, monkeypatch):
     from test_datasets import write_cifar10
 

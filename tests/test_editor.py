@@ -18,8 +18,8 @@ from conftest import ROOT
 
 SERVER = os.environ.get("YAML_LANGUAGE_SERVER") or shutil.which(
     "yaml-language-server", path=str(ROOT / "tools" / "node_modules" / ".bin")) or shutil.which("yaml-language-server")
-pytestmark = pytest.mark.skipif(not SERVER, reason="yaml-language-server is not installed "
-                                                   "(npm install --prefix tools yaml-language-server@1.25.0)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SERVER, reason="yaml-language-server is not installed "
+                                                   "(npm install --prefix tools yaml-language-server@1.25.0)")]
 SCHEMA = (ROOT / "netspec" / "spec" / "schema.json").as_uri()
 
 

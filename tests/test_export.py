@@ -26,6 +26,7 @@ def trained(name, fake_data, tmp_path, **extra):
     return netspec.train(spec, data_dir=fake_data, out=tmp_path / name, limit=300, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [("mlp", {}), ("cnn", {}), ("vit", {"model.vit.depth": 2})])
 def test_onnx_export_gives_the_pytorch_outputs(fake_data, tmp_path, name, extra):
     import onnxruntime

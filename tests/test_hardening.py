@@ -64,6 +64,7 @@ def unrolled(schema: dict, depth: int = 1) -> dict:
     return resolve(schema, 0)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(from_schema(unrolled(spec_schema())))
 def test_schema_generated_specs_build_or_fail_with_our_error(data):
@@ -214,6 +215,7 @@ def _wait_for(path, proc, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_killed_run_resumes_to_the_same_weights(fake_data, tmp_path, sig):
     spec = _spec(tmp_path, epochs=6)  # enough epochs left to be cut short after the first checkpoint

@@ -335,6 +335,7 @@ def _trials(folder, name="tiny"):
     return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).get_trials()
 
 
+@pytest.mark.slow
 def test_random_sweep_workers_propose_their_own_values_within_one_budget(fake_data, tmp_path):
     from netspec.runner.sweep import counted, sweep
 
@@ -395,6 +396,7 @@ def test_too_many_workers_are_refused():
     check_workers(1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM to the parent", "Ctrl-C to the group"])
 def test_stopping_a_parallel_sweep_stops_its_workers_in_one_line(fake_data, tmp_path, how):
     import signal
@@ -435,6 +437,7 @@ def test_stopping_a_parallel_sweep_stops_its_workers_in_one_line(fake_data, tmp_
     assert len(interrupted) == 2  # both trials marked to run again
 
 
+@pytest.mark.slow
 def test_workers_of_a_killed_parent_stop_by_themselves(fake_data, tmp_path):
     import signal
     import subprocess

@@ -29,6 +29,7 @@ def _git(cwd: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (BIN / "pre-commit").exists() or not shutil.which("git"), reason="pre-commit or git missing")
 def test_pre_commit_runs_the_shipped_hook_and_stops_a_broken_spec(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PRE_COMMIT_HOME": str(tmp_path / "cache"),

@@ -1,6 +1,8 @@
 """A non-editable install ships everything netspec reads at run time."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -8,6 +10,8 @@ import sys
 import zipfile
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # real processes or servers (README: the quick suite)
 
 
 def test_wheel_ships_schema_and_rule_sets(tmp_path):

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # real processes or servers (README: the quick suite)
+
 SPEC = """name: shared
 data: {validation: 100, input_shape: [784]}
 model:

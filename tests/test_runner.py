@@ -172,6 +172,7 @@ def test_cli_run_and_eval(fake_data, tmp_path):
     assert r.exit_code == 1 and "nothing to train" in r.output
 
 
+@pytest.mark.slow
 def test_vit_run_writes_attention_heatmaps(fake_data, tmp_path):
     spec = tmp_path / "vit.yaml"
     spec.write_text("name: tiny-vit\ndata: {validation: 100}\nmodel:\n  vit: {patch_size: 7, dim: 16, depth: 2, "
@@ -187,6 +188,7 @@ def test_vit_run_writes_attention_heatmaps(fake_data, tmp_path):
     assert r.exit_code == 1 and "out of range" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason="real MNIST not present")
 def test_real_mnist_short_mlp_run(tmp_path):
     checked = check_file(SPECS / "mlp.yaml", overrides=("train.epochs=1", "train.augment.shift=0", "train.augment.rotate=0"))

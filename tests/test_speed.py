@@ -47,6 +47,7 @@ def test_auto_settings_per_model_and_device(monkeypatch):
     assert resolve(exact, cpu) == Speed("fp32", False, "off", False, False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, tolerance", [
     (("train.precision=bf16",), 0.05),
     (("train.precision=fp16",), 0.05),

@@ -18,6 +18,8 @@ from netspec.runner.sweep import counted, parse_range, sweep
 
 from conftest import ROOT, TINY_SWEEP
 
+pytestmark = pytest.mark.slow  # real processes or servers (README: the quick suite)
+
 SPEC = TINY_SWEEP.replace("epochs: 1,", "epochs: EPOCHS,") + "    train.optimizer.lr: [0.001, 0.003]\n"  # a 2 x 2 grid
 
 
