@@ -149,25 +149,30 @@ def early_rule_problems(doc: Document, rule_sets: list[Rules]) -> list[Problem]:
     required layer named nowhere. Reported with the schema's errors, so a spec is fixed in one round."""
     from netspec.spec.schema_errors import layer_items
 
-    found = []
     names = {item if isinstance(item, str) else next(iter(item)) for _, item in layer_items(doc.data)
              if isinstance(item, str) or (isinstance(item, dict) and len(item) == 1)}
+    results = []  # the same RuleResults `evaluate` makes, so the messages are problems_of's
     for rules in rule_sets:
         for key, want in rules.fixed:
             try:
                 have = get_path(doc.data, key)
             except (KeyError, IndexError, TypeError):
                 continue  # unsaid: the default decides, after the schema
-            have_cmp = list(have) if isinstance(have, tuple) else have
-            if have_cmp != want and key not in rules.waived:
-                found.append(doc.problem(split_key(key), f"{key} is {_show(have)}, but it is fixed at {_show(want)} by "
-                                                         f"rules '{rules.name}'", code="rule/fixed"))
+            results.append(_fixed_result(rules, key, have, want))
         for layer in rules.required_layers:  # as the full check counts them (a ViT names no layers)
-            if layer not in names:
-                found.append(doc.problem(("model",), f"rules '{rules.name}' require a {layer} layer, and the "
-                                                     "model has none", f"add - {layer} to model.layers where it belongs",
-                                         code="rule/required-layers"))
-    return found
+            results.append(_required_result(rules, layer, names))
+    return problems_of(results, doc)
+
+
+def _required_result(rules: Rules, layer: str, names) -> RuleResult:
+    return RuleResult(rules.name, f"has {layer}", "yes" if layer in names else "no", "required", layer in names,
+                      ("model",))
+
+
+def _fixed_result(rules: Rules, key: str, have, want) -> RuleResult:
+    ok = (list(have) if isinstance(have, tuple) else have) == want
+    return RuleResult(rules.name, key, _show(have), f"fixed at {_show(want)}", ok, split_key(key),
+                      waived=not ok and key in rules.waived)
 
 
 def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = True) -> Spec:
@@ -287,18 +292,14 @@ def evaluate(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
             f"<= {rules.max_hidden_units:,}", hidden is not None and hidden <= rules.max_hidden_units,
             ("model",), "hidden units: out_features of every Linear but the last"))
     for name in rules.required_layers:
-        out.append(RuleResult(r, f"has {name}", "yes" if name in names else "no", "required",
-                              name in names, ("model",)))
+        out.append(_required_result(rules, name, names))
     resolved = spec.to_dict()
     for key, want in rules.fixed:
         try:
             have = get_path(resolved, key)
         except (KeyError, IndexError, TypeError):
             have = None
-        have_cmp = list(have) if isinstance(have, tuple) else have
-        ok = have_cmp == want
-        out.append(RuleResult(r, key, _show(have), f"fixed at {_show(want)}", ok, split_key(key),
-                              waived=not ok and key in rules.waived))
+        out.append(_fixed_result(rules, key, have, want))
     if rules.target_accuracy is not None:
         out.append(RuleResult(r, "test accuracy", "after the run", f">= {rules.target_accuracy}", None))
     return out

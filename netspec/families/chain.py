@@ -149,11 +149,6 @@ def walk_items(items, path: tuple = ("model", "layers")) -> Iterator[tuple[tuple
                 yield from walk_items(body, inner)
 
 
-def item_at(config: LayerList, path: tuple) -> Item | None:
-    """The item at a spec path such as ("model", "layers", 3, "Residual", "layers", 1)."""
-    return next((item for where, item in walk_items(config.layers) if where == tuple(path)), None)
-
-
 # --- analysis --------------------------------------------------------------------------------
 
 class _TooMany(Exception):
@@ -240,6 +235,7 @@ def _where(path: tuple) -> str:
 def _lint(spec, analysis: Analysis) -> list[LintWarning]:
     config: LayerList = spec.model
     found: set[LintWarning] = set()
+    at = dict(walk_items(config.layers))  # spec path -> item, once (a Repeat's copies share their paths)
     # the main path, in the order it runs (each copy of a Repeat again; a Concat's first branch)
     rows = [r for r in analysis.rows if not r.block and r.main and r.kind in LAYERS]
     roles = [LAYERS[r.kind].role for r in rows]
@@ -248,7 +244,7 @@ def _lint(spec, analysis: Analysis) -> list[LintWarning]:
         found.add(LintWarning(row.path, name, message))
 
     for row in rows:  # PyTorch habit: a size netspec infers, stated (and equal, or it is an error)
-        stated = [a for a in LAYERS[row.kind].inferred if a in item_at(config, row.path).kwargs]
+        stated = [a for a in LAYERS[row.kind].inferred if a in at[row.path].kwargs]
         if stated:
             warn(row, "inferred-argument", f"{', '.join(stated)} of {row.kind} is inferred by netspec from the "
                                            f"layer before; stating it is not needed (it matches)")
@@ -280,7 +276,7 @@ def _lint(spec, analysis: Analysis) -> list[LintWarning]:
         for row, role in zip(rows[:flat], roles[:flat]):
             if role not in ("conv", "pool") or LAYERS[row.kind].dims != 2:
                 continue
-            a = item_at(config, row.path).kwargs
+            a = at[row.path].kwargs
             if "kernel_size" not in a:  # global pooling sees the whole map
                 rf = 10**9
                 break

@@ -35,29 +35,23 @@ class RunReporter(Reporter):
             run_dir.save_figure(LOSS_PNG, fig)
 
     def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
-                 model, data: Data) -> None:
+                 model, data: Data, predictions: tuple | None = None) -> None:
         attention = None
         if checked.spec.family.attention and metrics.get("model_epoch") is not None:
             write_attention(run_dir, checked.spec.family, model, data)
             attention = ATTENTION_PNG
         loss = LOSS_PNG if (run_dir / LOSS_PNG).is_file() else None  # never link a plot that was not written
         evaluation = None
-        if metrics.get("model_epoch") is not None and len(data.test):
-            evaluation = write_evaluation(run_dir, checked, model, data)
+        if predictions is not None and len(predictions[0]):
+            evaluation = write_evaluation(run_dir, checked, data, *predictions)
         run_dir.write_text("report.md", report_markdown(checked, metrics, history, attention_png=attention,
                                                         loss_png=loss, evaluation=evaluation,
                                                         run_name=run_dir.path.name))
 
 
-def write_evaluation(run_dir: RunDir, checked: Checked, model, data: Data) -> dict:
+def write_evaluation(run_dir: RunDir, checked: Checked, data: Data, truth: torch.Tensor, guess: torch.Tensor) -> dict:
     """The test set as a write-up shows it: confusion matrix (confusion.png and counts), accuracy
-    per class, and a grid of misclassified images (mistakes.png)."""
-    from netspec.runner.speed import resolve as resolve_speed
-    from netspec.runner.train import logits_model, predictions
-
-    net = logits_model(model, checked.analysis.softmax_head)
-    speed = resolve_speed(checked.spec, next(iter(model.parameters()), torch.zeros(0)).device)
-    truth, guess = predictions(net, data.test, checked.spec.train.eval_batch_size, speed)
+    per class, and a grid of misclassified images (mistakes.png), from the test pass's labels."""
     classes = list(data.classes)
     n = len(classes)
     matrix = torch.zeros(n, n, dtype=torch.long)

@@ -157,7 +157,8 @@ class Reporter:
                  steps: list[tuple[float, float]] | None = None) -> None: ...
 
     def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
-                 model, data: Data) -> None: ...
+                 model, data: Data, predictions: tuple | None = None) -> None:
+        """`predictions`: (test labels, predicted labels), from the pass that measured test accuracy."""
 
 
 def _check_limit(limit: int | None) -> None:
@@ -279,9 +280,11 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
     has_model = bool(history) or status != "interrupted"
     if has_model:
         net = logits_model(model, checked.analysis.softmax_head)
-        test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size, trainer.speed)
+        kept: list = []
+        test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size, trainer.speed, keep=kept)
+        predictions = (torch.cat([y for y, _ in kept]), torch.cat([g for _, g in kept])) if kept else None
     else:
-        test_loss = test_acc = None
+        test_loss = test_acc = predictions = None
     validated = len(data.val) > 0
     best = max(history, key=lambda h: h.val_acc) if history and validated else None
     target = checked.target_accuracy
@@ -322,7 +325,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
     run_dir.write_json("metrics.json", metrics)
-    reporter.finished(run_dir, checked, metrics, history, model, data)
+    reporter.finished(run_dir, checked, metrics, history, model, data, predictions)
     return metrics
 
 

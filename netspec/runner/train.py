@@ -92,9 +92,11 @@ def logits_model(model: nn.Module, softmax_head: bool) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None = None) -> tuple[float, float]:
+def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None = None,
+             keep: list | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `net` (logits) on a split, in `speed`'s precision
-    (fp32 when not given)."""
+    (fp32 when not given). `keep`, when given, receives (labels, predicted labels) per batch on
+    the CPU: the same pass gives the report its confusion matrix."""
     if len(split) == 0:
         return float("nan"), float("nan")
     was_training = net.training
@@ -106,24 +108,12 @@ def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None 
         with autocast(speed, device) if speed else nullcontext():
             logits = net(x).float()
         loss += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        guess = logits.argmax(1)
+        correct += (guess == y).sum()
+        if keep is not None:
+            keep.append((y.cpu(), guess.cpu()))
     net.train(was_training)
     return loss.item() / len(split), correct.item() / len(split)
-
-
-@torch.no_grad()
-def predictions(net: nn.Module, split: Split, batch_size: int, speed: Speed | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(true labels, predicted labels) on a split, on the CPU, computed as `evaluate` computes
-    its accuracy (same precision), so a confusion matrix agrees with the reported accuracy."""
-    was_training = net.training
-    net.eval()
-    truth, guess = [], []
-    for x, y in split.batches(batch_size):
-        with autocast(speed, x.device) if speed else nullcontext():
-            guess.append(net(x).float().argmax(1).cpu())
-        truth.append(y.cpu())
-    net.train(was_training)
-    return (torch.cat(truth), torch.cat(guess)) if truth else (torch.zeros(0, dtype=torch.long),) * 2
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -129,6 +129,10 @@ def _load_text(text: str, file: str) -> Document:
     return doc
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
 def _what_happened(text: str, line: int, said: str) -> tuple[str, str]:
     """PyYAML's words for the usual slips, as what happened and where (its own words kept as the hint)."""
     raw = f"PyYAML: {said}"
@@ -138,14 +142,14 @@ def _what_happened(text: str, line: int, said: str) -> tuple[str, str]:
     if not 1 <= line <= len(lines):
         return f"invalid YAML: {said}", ""
     here = lines[line - 1]
-    indent = len(here) - len(here.lstrip(" "))
+    indent = _indent(here)
     if here.lstrip().startswith("- "):
         for above in reversed(lines[:line - 1]):
-            if above.lstrip().startswith("- ") and len(above) - len(above.lstrip(" ")) != indent:
-                width = len(above) - len(above.lstrip(" "))
+            if above.lstrip().startswith("- ") and _indent(above) != indent:
+                width = _indent(above)
                 return (f"this line is indented {indent} spaces; the list items above it use {width}",
                         f"start every item of one list in the same column; {raw}")
-            if above.strip() and not above.lstrip().startswith("- ") and len(above) - len(above.lstrip(" ")) < indent:
+            if above.strip() and not above.lstrip().startswith("- ") and _indent(above) < indent:
                 break
     if any(w in said for w in ("expected <block end>", "mapping values are not allowed", "did not find expected")):
         return (f"the indentation of this line ({indent} spaces) does not fit the lines above it",
