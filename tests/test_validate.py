@@ -324,3 +324,10 @@ def test_schema_defaults_equal_the_config_defaults():
                 assert prop["default"] == want, (cls.__name__, key, prop["default"], code[key])
                 compared += 1
     assert compared >= 30
+
+
+def test_a_list_over_its_length_is_one_short_line_not_the_whole_list(write_spec):
+    """jsonschema's own message quotes the whole value: 1,200 layers made a line of megabytes."""
+    path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers:\n" + "    - ReLU\n" * 1200)
+    [p] = errors(path)
+    assert p.message == "1,200 items; at most 1000 are allowed here" and p.line == 5

@@ -233,4 +233,8 @@ def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None)
         guess = _did_you_mean(str(err.instance), options)
         return doc.problem(path, f"{err.instance!r} is not one of {', '.join(options)}",
                            f"did you mean '{guess}'?" if guess else "")
-    return doc.problem(path, err.message)
+    if err.validator in ("maxItems", "minItems") and isinstance(err.instance, list):
+        bound = "at most" if err.validator == "maxItems" else "at least"
+        return doc.problem(path, f"{len(err.instance):,} items; {bound} {err.validator_value} are allowed here")
+    message = err.message  # jsonschema's words quote the whole value, which may be a long list
+    return doc.problem(path, message if len(message) <= 300 else message[:280] + " ... (value cut short)")
