@@ -159,12 +159,21 @@ def validate(
     set_: SetOpt = None,
     format: CheckFormatOpt = "text",
     draft: DraftOpt = False,
+    rubric: Annotated[Optional[Path], typer.Option("--rubric", metavar="RUBRIC", help="show the points a grader's "
+                                                   "rubric gives each spec before training (its rules replace the spec's)")] = None,
 ):
     """Check specs against the schema and their rules; exit 0 if all are valid (warnings do not
     fail), 1 if any is not. The findings are the result: they go to stdout in every format."""
     from netspec.report.findings import result
 
     fmt = _format(format, CHECK_FORMATS)
+    if rubric is not None:
+        if fmt != "text" or rules or set_ or draft:
+            raise typer.BadParameter("--rubric shows the grader's verdicts as text; it takes no --rules, --set, "
+                                     "--draft or --format", param_hint="--rubric")
+        from netspec.cli_grade import print_rubric_verdicts
+
+        raise typer.Exit(0 if print_rubric_verdicts(specs, rubric) else 1)
     results = []
     for spec in specs:
         try:
@@ -637,3 +646,5 @@ def compare_cmd(
     if figure is not None:
         out.print(f"loss curves: {escape(str(figure))}", highlight=False)
 
+
+from netspec import cli_grade  # noqa: E402,F401 - registers `netspec grade` on the app

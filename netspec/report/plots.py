@@ -240,3 +240,16 @@ def mistakes_figure(images, truths, guesses, classes, title: str = ""):
             ax.set_title(f"{classes[truths[i]]} → {classes[guesses[i]]}", fontsize=8)
     fig.suptitle(title or "misclassified test images (true → predicted)", fontsize=9)
     return fig
+
+
+def accuracy_histogram(accuracies: list[float], title: str = ""):
+    """How a class's test accuracies spread (netspec grade)."""
+    fig, ax = _subplots(figsize=(6.4, 3.6), layout="constrained")
+    low = min(accuracies, default=0.0)
+    ax.hist(accuracies, bins=min(20, max(5, len(accuracies))), range=(min(low, 0.9), 1.0), color="tab:blue",
+            edgecolor="white")
+    ax.set_xlabel("test accuracy")
+    ax.set_ylabel("submissions")
+    ax.set_title(title or "test accuracy")
+    ax.grid(alpha=0.3, axis="y")
+    return fig

@@ -261,7 +261,7 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
             store, heartbeats = optuna.storages.JournalStorage(backend), False
         else:
             url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-            store = _rdb_storage(url)
+            store = rdb_storage(url)
             heartbeats = True
         try:
             study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction="maximize",
@@ -305,7 +305,7 @@ def repair_journal(path: Path) -> None:
         lock.release()
 
 
-def _rdb_storage(url: str, attempts: int = 5):
+def rdb_storage(url: str, attempts: int = 5):
     """Optuna's RDBStorage with heartbeats. Workers starting together race to create the tables
     (PostgreSQL answers one of them with a unique-key violation): the loser tries again."""
     with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
@@ -418,7 +418,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
         with terminate_as_interrupt():
             try:
                 if workers > 1:
-                    _run_workers(job, workers)
+                    run_processes(_worker, job, workers, folder)
                 else:
                     _optimize(study, doc, space, job, reporter, observer, on_trial, base.spec.train.seed)
             except (KeyboardInterrupt, Interrupted):
@@ -695,10 +695,13 @@ def _picklable(value) -> bool:
         return False
 
 
-def _run_workers(job: _Job, workers: int) -> None:
+def run_processes(target: Callable, job, workers: int, folder: Path, what: str = "sweep") -> None:
+    """`workers` processes running `target(job, threads, parent pid)`, each with its share of the
+    cores, until all end. Ctrl-C or SIGTERM here is passed on to them as SIGTERM (again after
+    RESEND_S, a kill after KILL_S); Interrupted if they were stopped, RunError if one failed."""
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker, args=(job, threads, os.getpid()), name=f"netspec-sweep-worker-{i}")
+    procs = [ctx.Process(target=target, args=(job, threads, os.getpid()), name=f"netspec-{what}-worker-{i}")
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -723,8 +726,8 @@ def _run_workers(job: _Job, workers: int) -> None:
         for s, previous in handlers.items():
             signal.signal(s, previous)
     if stopped or any(p.exitcode == INTERRUPTED_EXIT for p in procs):  # stopped here, or from outside
-        raise Interrupted("sweep interrupted", Path(job.folder))
+        raise Interrupted(f"{what} interrupted", folder)
     failed = [p.name for p in procs if p.exitcode not in (0, None)]
     if failed:
-        raise RunError(f"{len(failed)} of {workers} sweep workers stopped with an error (exit codes "
-                       f"{', '.join(str(p.exitcode) for p in procs if p.exitcode)}); run the sweep again to continue")
+        raise RunError(f"{len(failed)} of {workers} {what} workers stopped with an error (exit codes "
+                       f"{', '.join(str(p.exitcode) for p in procs if p.exitcode)}); run the {what} again to continue")

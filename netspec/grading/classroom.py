@@ -1,0 +1,373 @@
+"""Grading a class: every submission judged by the rubric, measured in a child process under the
+rubric's time and memory limits, and written to a gradebook.
+
+The class is an Optuna study, stored as the sweeps store theirs (a journal file in the output
+folder, or a database URL shared by graders on several machines): each submission is one
+enqueued trial, so any number of `netspec grade` processes take submissions from one queue,
+Optuna's heartbeats (database) or the worker's process id (journal) find a grader that died, and
+its submission is queued again. A rerun grades only what is not graded yet, or what changed
+since; nobody is graded twice.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from netspec.errors import Interrupted, NetspecError, RunError, os_error_text
+from netspec.grading.rubric import Rubric, load_rubric
+from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
+from netspec.report.gradebook import write_gradebook
+from netspec.runner.rundir import process_alive
+from netspec.runner.sweep import (INTERRUPTED_EXIT, check_workers, rdb_storage, repair_journal, run_processes,
+                                  terminate_as_interrupt)
+
+STUDY = "grade"
+JOURNAL = "grade.journal"
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class ClassJob:
+    """What a grader process needs (plain, picklable)."""
+
+    submissions: str
+    rubric: str
+    out: str
+    storage: str | None = None
+    data_dir: str | None = None
+    on_graded: Callable | None = None  # told each finished row (a top-level function, for worker processes)
+
+
+@dataclass
+class Gradebook:
+    folder: Path
+    rubric: Rubric
+    rows: list[dict]
+    skipped: list[str]
+
+
+def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
+          storage: str | None = None, data_dir=None, on_graded: Callable[[dict], None] | None = None) -> Gradebook:
+    """Grade every submission in a folder (or continue grading it) and write the gradebook."""
+    check_workers(workers)
+    loaded = load_rubric(rubric)
+    if not Path(submissions).is_dir():
+        raise RunError(f"{submissions} is not a folder of submissions (one spec file or folder per student)")
+    folder = Path(out) if out else Path(f"grades-{safe_name(loaded.name)}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot write the grade folder {folder}: {e.strerror or e}") from None
+    job = ClassJob(str(submissions), str(rubric), str(folder), storage, None if data_dir is None else str(data_dir),
+                   on_graded)
+    entries, skipped = find_entries(submissions)
+    study = open_class(job, loaded)
+    _recover(study)
+    _enqueue(study, entries)
+    with terminate_as_interrupt():
+        try:
+            if workers > 1:
+                run_processes(_worker, job, workers, folder, what="grading")
+            else:
+                _work(study, job, loaded, entries)
+        except (KeyboardInterrupt, Interrupted):
+            raise Interrupted(f"grading interrupted; {folder} keeps every finished grade. Run the same command "
+                              f"again to grade the rest", folder) from None
+        finally:
+            _write(folder, loaded, open_class(job, loaded), entries, skipped)
+    return Gradebook(folder, loaded, _rows(open_class(job, loaded), loaded, entries), skipped)
+
+
+def open_class(job: ClassJob, rubric: Rubric) -> optuna.Study:
+    """The class's study; refused when it was graded with another rubric (its grades would mix)."""
+    folder = Path(job.out)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if job.storage is None:
+                repair_journal(folder / JOURNAL)
+                store = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / JOURNAL)))
+            else:
+                store = rdb_storage(job.storage)
+            verbosity = optuna.logging.get_verbosity()
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+            try:
+                study = optuna.create_study(study_name=STUDY, storage=store, load_if_exists=True, direction="maximize",
+                                            sampler=optuna.samplers.RandomSampler(seed=0))
+            finally:
+                optuna.logging.set_verbosity(verbosity)
+    except Exception as e:  # noqa: BLE001 - bad URL, unreadable file: one line for the user
+        raise RunError(f"cannot open the grade storage {job.storage or folder / JOURNAL}: {str(e).splitlines()[0]}") from None
+    record = _rubric_record(rubric)
+    old = study.user_attrs.get("rubric")
+    if old is None:
+        study.set_user_attr("rubric", record)
+    elif old != record:
+        raise RunError(f"{folder} holds grades of another rubric (it changed since: {_changed(old, record)}); "
+                       f"its grades would mix with these. Grade into a new --out folder")
+    return study
+
+
+def _rubric_record(rubric: Rubric) -> dict:
+    fields = {k: v for k, v in vars(rubric).items() if k not in ("file", "description", "rules")}
+    fields["rules"] = [r.to_dict() for r in rubric.rules]
+    return json.loads(json.dumps(fields, default=str))
+
+
+def _changed(old: dict, new: dict) -> str:
+    return ", ".join(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+
+
+def _counted(t) -> bool:
+    return "student" in t.user_attrs and not t.user_attrs.get("duplicate") and not t.user_attrs.get("superseded")
+
+
+def _recover(study: optuna.Study) -> None:
+    """A submission whose grader died (its process on this machine gone) or was interrupted is
+    queued again, once per failure. Databases leave dead graders to Optuna's heartbeats."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if not _counted(t) or t.number in retried:
+            continue
+        worker = t.user_attrs.get("worker")
+        if t.state == TrialState.RUNNING and worker and not process_alive(*worker):
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                continue
+        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+            continue
+        study.enqueue_trial({}, user_attrs={"student": t.user_attrs["student"], "source": t.user_attrs.get("source"),
+                                            "retry_of": t.number})
+
+
+def _enqueue(study: optuna.Study, entries: list[Entry]) -> None:
+    """One waiting trial for each submission not graded, queued or being graded in its present form."""
+    have = {(t.user_attrs["student"], t.user_attrs.get("source")) for t in study.get_trials(deepcopy=False)
+            if _counted(t) and t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
+    for entry in entries:
+        source = source_digest(entry)
+        if (entry.student, source) not in have:
+            study.enqueue_trial({}, user_attrs={"student": entry.student, "source": source})
+
+
+def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entry], threads: int | None = None) -> None:
+    """Take waiting submissions from the class's queue until there are none."""
+    by_name = {e.student: e for e in entries}
+    threads = threads or max(1, os.cpu_count() or 1)
+
+    def objective(trial: optuna.Trial) -> float:
+        student = trial.user_attrs.get("student")
+        if student is None:  # the queue emptied between looking and taking: nothing to grade
+            trial.set_user_attr("empty", True)
+            raise optuna.TrialPruned()
+        trial.set_user_attr("worker", [socket.gethostname(), os.getpid()])
+        if _taken(trial.study, trial.number, student, trial.user_attrs.get("source")):
+            trial.set_user_attr("duplicate", True)  # two graders queued it at once: the earlier trial grades it
+            raise optuna.TrialPruned()
+        entry = by_name.get(student)
+        if entry is None or source_digest(entry) != trial.user_attrs.get("source"):
+            trial.set_user_attr("superseded", True)  # removed or changed since it was queued
+            raise optuna.TrialPruned()
+        try:
+            row = grade_entry(entry, rubric, Path(job.out), job.data_dir, threads)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        trial.set_user_attr("row", row)
+        if job.on_graded is not None:
+            job.on_graded(row)
+        return row["total"]
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.optimize(objective, n_trials=1)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _taken(study: optuna.Study, number: int, student: str, source: str | None) -> bool:
+    return any(t.number < number and _counted(t) and t.user_attrs["student"] == student
+               and t.user_attrs.get("source") == source and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
+               for t in study.get_trials(deepcopy=False))
+
+
+def _worker(job: ClassJob, threads: int, parent: int) -> None:
+    """A grader process of `--workers N`: Ctrl-C reaches it through the parent (SIGTERM)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with terminate_as_interrupt():
+            rubric = load_rubric(job.rubric)
+            entries, _ = find_entries(job.submissions)
+            _work(open_class(job, rubric), job, rubric, entries, threads)
+    except (KeyboardInterrupt, Interrupted):
+        sys.exit(INTERRUPTED_EXIT)
+    except (NetspecError, OSError) as e:
+        print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
+        sys.exit(1)
+
+
+# --- one submission ----------------------------------------------------------------------
+
+def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None, threads: int = 1) -> dict:
+    """The gradebook row of one submission: the rubric's verdict, then (if it may train) its test
+    accuracy measured in a child process under the rubric's limits."""
+    verdict = judge(entry, rubric)
+    started = time.perf_counter()
+    measured: dict = {}
+    status, reason = verdict.status, "; ".join(p.message for p in verdict.problems if not p.code.startswith("lint/"))
+    if verdict.trainable:
+        run_dir = folder / "runs" / safe_name(entry.student)
+        measured = _measure_in_child({"spec": entry.spec, "weights": entry.weights, "rubric": rubric,
+                                      "run_dir": str(run_dir), "data_dir": data_dir, "threads": threads}, rubric)
+        status = measured.get("status", "graded")
+        reason = measured.get("error", "")
+    items = list(verdict.items)
+    acc = measured.get("test_accuracy")
+    if acc is not None:
+        most = items[-1].max_points
+        items[-1] = Item(items[-1].name, rubric.accuracy_points(acc), most, True, f"{acc:.4f}")
+    elif verdict.trainable:
+        items[-1] = Item(items[-1].name, 0, items[-1].max_points, False, reason)
+    return _row(verdict, items, status, reason, measured, time.perf_counter() - started, rubric)
+
+
+def _row(verdict: Verdict, items: list[Item], status: str, reason: str, measured: dict, seconds: float,
+         rubric: Rubric) -> dict:
+    return {
+        "student": verdict.entry.student,
+        "file_name": safe_name(verdict.entry.student),  # of feedback/<file_name>.md and runs/<file_name>
+        "status": status,
+        "total": round(sum(i.points for i in items), 2),
+        "max": round(sum(i.max_points for i in items), 2),
+        "items": [vars(i) for i in items],
+        "test_accuracy": measured.get("test_accuracy"),
+        "test_size": measured.get("test_size"),
+        "params": verdict.params,
+        "seconds": round(seconds, 2),
+        "peak_mb": measured.get("peak_mb"),
+        "reason": reason,
+        "problems": [p.to_dict() for p in verdict.problems],
+        "fingerprint": verdict.fingerprint,
+        "run_dir": measured.get("run_dir"),
+        "spec": verdict.entry.spec,
+        "mode": rubric.mode,
+    }
+
+
+def _measure_in_child(task: dict, rubric: Rubric) -> dict:
+    """netspec.grading.measure.child in a fresh process, killed when it passes the rubric's time
+    or memory limit (its resident memory, read from /proc where there is one)."""
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="netspec-grade-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        proc = ctx.Process(target=_child, args=(task, str(result_file), os.getpid()), name="netspec-grade-child")
+        started = time.monotonic()
+        proc.start()
+        peak, over = 0, ""
+        try:
+            while proc.is_alive():
+                proc.join(POLL_S)
+                peak = max(peak, _resident_mb(proc.pid))
+                if time.monotonic() - started > rubric.seconds:
+                    over = "time limit"
+                elif rubric.memory_mb and peak > rubric.memory_mb:
+                    over = "memory limit"
+                if over:
+                    proc.kill()
+                    proc.join()
+        except BaseException:
+            proc.kill()
+            proc.join()
+            raise
+        if over == "time limit":
+            return {"status": over, "error": f"stopped after {rubric.seconds:g} s (the rubric's time limit)",
+                    "peak_mb": peak}
+        if over:
+            return {"status": over, "error": f"stopped at {peak} MB of memory (the rubric's limit is "
+                                             f"{rubric.memory_mb} MB)", "peak_mb": peak}
+        if not result_file.is_file():
+            return {"status": "error", "error": f"the grading process ended without a result (exit code "
+                                                f"{proc.exitcode})", "peak_mb": peak}
+        out = json.loads(result_file.read_text())
+    out["peak_mb"] = peak or None
+    if "error" in out:
+        out["status"] = "error"
+        if task["run_dir"] and Path(task["run_dir"]).is_dir() and not any(Path(task["run_dir"]).iterdir()):
+            shutil.rmtree(task["run_dir"], ignore_errors=True)
+    return out
+
+
+def _child(task: dict, result_file: str, parent: int) -> None:
+    from netspec.grading.measure import child  # torch is imported here, in the child only
+
+    child(task, result_file, parent)
+
+
+def _resident_mb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) >> 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+# --- the gradebook ---------------------------------------------------------------------------
+
+def _rows(study: optuna.Study, rubric: Rubric, entries: list[Entry]) -> list[dict]:
+    """One row per present submission: its latest grade in its present form, else 'not graded'."""
+    graded: dict[tuple, dict] = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.state == TrialState.COMPLETE and _counted(t) and "row" in t.user_attrs:
+            graded[(t.user_attrs["student"], t.user_attrs.get("source"))] = t.user_attrs["row"]
+    rows = []
+    for entry in entries:
+        row = graded.get((entry.student, source_digest(entry)))
+        if row is None:
+            verdict = judge(entry, rubric)
+            row = _row(verdict, verdict.items, "not graded", "not graded yet (interrupted, or being graded elsewhere)",
+                       {}, 0.0, rubric)
+        rows.append(row)
+    _mark_duplicates(rows)
+    return rows
+
+
+def _mark_duplicates(rows: list[dict]) -> None:
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row["fingerprint"] and row["status"] not in ("missing",):
+            groups.setdefault(row["fingerprint"], []).append(row["student"])
+    for row in rows:
+        same = [s for s in groups.get(row["fingerprint"], []) if s != row["student"]]
+        row["same_as"] = same
+
+
+def _write(folder: Path, rubric: Rubric, study: optuna.Study, entries: list[Entry], skipped: list[str]) -> None:
+    write_gradebook(folder, rubric.name, columns(rubric), _rows(study, rubric, entries), _about(rubric))
+
+
+def _about(rubric: Rubric) -> dict:
+    return {"mode": rubric.mode, "test": f"hidden set {Path(rubric.test_path).name}" if rubric.hidden_test
+            else f"{rubric.test_dataset} test split", "limit": rubric.limit, "locked": dict(rubric.locked),
+            "rules": [r.name for r in rubric.rules], "seconds": rubric.seconds, "memory_mb": rubric.memory_mb}
