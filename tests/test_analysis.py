@@ -117,7 +117,8 @@ CLI = "from netspec.cli import app\ntry:\n    app(%r)\nexcept SystemExit:\n    p
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["validate", "specs/cnn.yaml", "specs/vit.yaml"],
                                   ["validate", "--help"], ["run", "--help"], ["sweep", "--help"],
                                   ["summary", "specs/cnn.yaml"], ["summary", "--format", "json", "specs/vit.yaml"],
-                                  ["validate", "--format", "sarif", "specs/resnet20-cifar10.yaml"]],
+                                  ["validate", "--format", "sarif", "specs/resnet20-cifar10.yaml"],
+                                  ["grade", "--help"], ["validate", "--rubric", "rubrics/hw2-cnn.yaml", "specs/cnn.yaml"]],
                          ids=" ".join)
 def test_checking_and_help_import_no_torch(args):
     assert _heavy_modules_after(CLI % (args,)) == []

@@ -77,8 +77,10 @@ def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, spec, record: dict, test: ArrayImages, batch_size: int = 1000) -> float:
-    """Share of `test` classified right, in fp32, normalised with the run's own statistics."""
+def accuracy(net: torch.nn.Module, spec, record: dict, test: ArrayImages) -> float:
+    """Share of `test` classified right, in fp32, normalised with the run's own statistics, in the
+    spec's evaluation batches (their memory was checked with the spec)."""
+    batch_size = spec.train.eval_batch_size
     c, h, w = record["image_shape"]
     if tuple(test.image_shape) != (c, h, w):
         raise RunError(f"the test images are {'x'.join(map(str, test.image_shape))}; the model was trained on "
