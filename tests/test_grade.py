@@ -355,3 +355,15 @@ def test_the_shipped_rubric_loads():
     rubric = load_rubric(Path(__file__).parents[1] / "rubrics" / "hw2-cnn.yaml")
     assert rubric.rules[0].name == "mnist-cnn" and rubric.accuracy_max() == 40 and rubric.limit == 20000
     assert sum(m for _, m in columns(rubric)) == 81
+
+
+def test_a_grader_without_its_test_data_grades_nobody(tmp_path):
+    (tmp_path / "hidden.npz").write_bytes(b"not an archive")
+    (tmp_path / "rubric.yaml").write_text("test: {path: hidden.npz}\npoints: {valid: 1}\n")
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "a.yaml").write_text(mlp("a"))
+    proc = subprocess.run(NETSPEC + ["grade", str(tmp_path / "subs"), "--rubric", str(tmp_path / "rubric.yaml"),
+                                     "--out", str(tmp_path / "grades")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "the rubric's test data cannot be read, so nobody can be graded" in proc.stderr
+    assert "hidden.npz" in proc.stderr and not (tmp_path / "grades" / "gradebook.csv").exists()

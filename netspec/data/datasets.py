@@ -236,7 +236,7 @@ WHERE = {  # what torchvision looks for under the data folder
 assert READERS.keys() == NAMED.keys() == WHERE.keys()
 
 
-def _read_named(name: str, root: Path, download: bool, create: bool = True):
+def _read_named(name: str, root: Path, download: bool, create: bool = True, splits=(True, False)):
     """The named set's splits; downloaded into `root` when allowed, creating the folder only when it
     is the default cache (a given folder that does not exist is a typo, not a place to download to)."""
     read = READERS[name]
@@ -245,7 +245,7 @@ def _read_named(name: str, root: Path, download: bool, create: bool = True):
                "Point --data-dir or NETSPEC_DATA_DIR at a folder that holds it, or go online once so torchvision "
                "can download it there.")
     try:
-        return [read(str(root), t, False) for t in (True, False)]
+        return [read(str(root), t, False) for t in splits]
     except RuntimeError:
         if not download:
             raise DataError(missing) from None
@@ -256,7 +256,7 @@ def _read_named(name: str, root: Path, download: bool, create: bool = True):
                         "folder that holds the datasets, or create it for torchvision to download into")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return [read(str(root), t, True) for t in (True, False)]
+        return [read(str(root), t, True) for t in splits]
     except DataError:  # ours (SVHN without scipy): already the message
         raise
     except Exception as e:  # noqa: BLE001 - network errors come in many types; all mean the same here
@@ -342,6 +342,14 @@ def load_source(data, data_dir: str | Path | None = None, download: bool = True)
     if data.classes is not None and data.classes != len(facts.classes):
         raise DataError(f"{data.path or data.dataset} now has {len(facts.classes)} classes; the spec says {data.classes}")
     return Source(data.dataset, facts, train, test)
+
+
+def load_named_test(name: str, data_dir: str | Path | None = None) -> ArrayImages:
+    """A named set's test split alone (a grader needs no training images to test a model)."""
+    given = bool(data_dir or os.environ.get("NETSPEC_DATA_DIR"))
+    (x, y), = _read_named(name, Path(data_dir) if data_dir else default_data_dir(), True, create=not given,
+                          splits=(False,))
+    return ArrayImages(x, y.long())
 
 
 def load_test_set(path: str | Path) -> ArrayImages:

@@ -74,6 +74,7 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
     job = ClassJob(str(submissions), str(rubric), str(folder), storage, None if data_dir is None else str(data_dir),
                    on_graded)
     entries, skipped = find_entries(submissions)
+    _preflight(loaded, data_dir)
     study = open_class(job, loaded)
     _recover(study)
     _enqueue(study, entries)
@@ -89,6 +90,18 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
         finally:
             _write(folder, loaded, open_class(job, loaded), entries, skipped)
     return Gradebook(folder, loaded, _rows(open_class(job, loaded), loaded, entries), skipped)
+
+
+def _preflight(rubric: Rubric, data_dir) -> None:
+    """The test data read once before anyone is graded: a grader without it would give every
+    student a zero."""
+    from netspec.errors import DataError
+    from netspec.grading.measure import test_set
+
+    try:
+        test_set(rubric, data_dir)
+    except DataError as e:
+        raise RunError(f"the rubric's test data cannot be read, so nobody can be graded: {e}") from None
 
 
 def open_class(job: ClassJob, rubric: Rubric) -> optuna.Study:
@@ -185,7 +198,7 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
             raise optuna.TrialPruned()
         try:
             row = grade_entry(entry, rubric, Path(job.out), job.data_dir, threads)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or the grader's own failure: to grade again when the class continues
             trial.set_user_attr("interrupted", True)
             raise
         trial.set_user_attr("row", row)
@@ -238,6 +251,8 @@ def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None
         run_dir = folder / "runs" / safe_name(entry.student)
         measured = _measure_in_child({"spec": entry.spec, "weights": entry.weights, "rubric": rubric,
                                       "run_dir": str(run_dir), "data_dir": data_dir, "threads": threads}, rubric)
+        if measured.get("grader"):
+            raise RunError(f"the grader cannot test {entry.student}'s submission, nor anyone's: {measured['error']}")
         status = measured.get("status", "graded")
         reason = measured.get("error", "")
     items = list(verdict.items)

@@ -18,31 +18,42 @@ import torch
 
 from netspec.builder.check import check_document
 from netspec.builder.model import build_model
-from netspec.data.datasets import ArrayImages, load_source, load_test_set
+from netspec.data.datasets import ArrayImages, load_named_test, load_test_set
 from netspec.data.splits import normalise
-from netspec.errors import CheckpointError, NetspecError, RunError
+from netspec.errors import CheckpointError, DataError, NetspecError, RunError
 from netspec.grading.rubric import Rubric
 from netspec.grading.verdict import MAX_WEIGHTS, locked_document
-from netspec.report.run_report import RunReporter
 from netspec.runner.rundir import RunDir, is_state_dict, load_checkpoint
 from netspec.runner.run import _record_problem, preprocessing, run
 from netspec.runner.train import logits_model
-from netspec.spec.config import DataSpec
+
+
+EVAL_BATCH = 250
+
+
+class GraderError(RunError):
+    """The grader's own side failed (its test data): not the student's fault, and no grade."""
 
 
 def test_set(rubric: Rubric, data_dir=None) -> ArrayImages:
     """The rubric's test data: a named set's test split, or the hidden set."""
     if rubric.hidden_test:
         return load_test_set(rubric.test_path)
-    return load_source(DataSpec(dataset=rubric.test_dataset), data_dir).test
+    return load_named_test(rubric.test_dataset, data_dir)
 
 
 def measure(spec: str, weights: str | None, rubric: Rubric, run_dir: Path, data_dir=None) -> dict:
     """{"test_accuracy", "test_size", "params", "run_dir"} of one submission; NetspecError says
     why there is no accuracy (the weights do not match, training failed, ...)."""
     checked = check_document(locked_document(spec, rubric), rule_sets=[], base_dir=Path(spec).parent)
+    try:
+        test = test_set(rubric, data_dir)  # first: a grader without its test data stops before training anyone
+    except DataError as e:
+        raise GraderError(str(e)) from None
     torch.manual_seed(checked.spec.train.seed)
     if rubric.mode == "retrain":
+        from netspec.report.run_report import RunReporter  # figures for the feedback; evaluate mode needs none
+
         result = run(checked, out=run_dir, data_dir=data_dir, limit=rubric.limit, force=True, reporter=RunReporter())
         state = RunDir(result.run_dir.path).load_weights()
         record = preprocessing(result.run_dir, checked.spec)
@@ -54,7 +65,6 @@ def measure(spec: str, weights: str | None, rubric: Rubric, run_dir: Path, data_
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"the weights do not match the spec's architecture: {str(e).splitlines()[0]}") from None
-    test = test_set(rubric, data_dir)
     acc = accuracy(logits_model(model, checked.analysis.softmax_head), checked.spec, record, test)
     return {"test_accuracy": acc, "test_size": len(test), "params": checked.analysis.params,
             "run_dir": str(run_dir) if rubric.mode == "retrain" else None}
@@ -79,8 +89,9 @@ def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, spec, record: dict, test: ArrayImages) -> float:
     """Share of `test` classified right, in fp32, normalised with the run's own statistics, in the
-    spec's evaluation batches (their memory was checked with the spec)."""
-    batch_size = spec.train.eval_batch_size
+    spec's evaluation batches (their memory was checked with the spec), at most EVAL_BATCH: the
+    size of a batch does not change a prediction, and a grader's memory is small (Gradescope's 768 MB)."""
+    batch_size = min(spec.train.eval_batch_size, EVAL_BATCH)
     c, h, w = record["image_shape"]
     if tuple(test.image_shape) != (c, h, w):
         raise RunError(f"the test images are {'x'.join(map(str, test.image_shape))}; the model was trained on "
@@ -104,6 +115,8 @@ def child(task: dict, result_file: str, parent: int) -> None:
     try:
         rubric = task["rubric"]
         out = measure(task["spec"], task["weights"], rubric, Path(task["run_dir"]), task["data_dir"])
+    except GraderError as e:
+        out = {"error": str(e), "grader": True}
     except NetspecError as e:
         out = {"error": str(e)}
     except OSError as e:
