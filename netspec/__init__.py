@@ -6,15 +6,16 @@
     model = spec.build()                       # the torch module (spec.build(logits=True): no final Softmax)
     run = netspec.train(spec)                  # train, evaluate, write the run folder -> netspec.Run
     run = netspec.open_run("runs/cnn-...")     # later: run.model, run.history, run.metrics, run.predict(x)
+    book = netspec.grade("submissions/", "rubric.yaml", out="grades/")  # a class graded: book.rows
 
 Importing netspec changes nothing global (torch's random state, matplotlib's backend, the umask).
 """
 
 from netspec._version import __version__  # noqa: E402,F401
 
-from netspec.api import Prediction, Run, Spec, load, open_run, resume, train  # noqa: E402
+from netspec.api import Prediction, Run, Spec, grade, load, open_run, resume, train  # noqa: E402
 from netspec.errors import CheckpointError, DataError, Interrupted, NetspecError, Problem, RunError, SpecError  # noqa: E402
 
-__all__ = ["load", "train", "resume", "open_run", "Spec", "Run", "Prediction",
+__all__ = ["load", "train", "resume", "open_run", "grade", "Spec", "Run", "Prediction",
            "NetspecError", "SpecError", "Problem", "DataError", "RunError", "CheckpointError", "Interrupted",
            "__version__"]

@@ -339,3 +339,12 @@ def _observer(progress) -> Observer | None:
     if isinstance(progress, Observer) or (progress and not isinstance(progress, bool)):
         return progress
     return PrintProgress() if progress else None
+
+
+def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
+          storage: str | None = None, data_dir: str | Path | None = None):
+    """Grade a folder of submissions by a rubric (as `netspec grade`): writes gradebook.csv,
+    grades.md and feedback/ into `out`, and returns the gradebook (its `rows`, one dict per student)."""
+    from netspec.grading.classroom import grade as grade_class
+
+    return grade_class(submissions, rubric, out=out, workers=workers, storage=storage, data_dir=data_dir)

@@ -17,7 +17,8 @@ RubricOpt = Annotated[Optional[Path], typer.Option("--rubric", metavar="RUBRIC",
 def graded_line(row: dict) -> None:
     """One line per graded student (a top-level function: worker processes print it too)."""
     acc = "" if row["test_accuracy"] is None else f"  accuracy {row['test_accuracy']:.4f}"
-    why = f"  ({row['reason'][:120]})" if row["reason"] and row["status"] != "graded" else ""
+    reasons = row["reason"].split("; ") if row["reason"] and row["status"] != "graded" else []
+    why = f"  ({reasons[0]}{f'; and {len(reasons) - 1} more' if len(reasons) > 1 else ''})" if reasons else ""
     print(f"{row['student']}: {row['total']:g}/{row['max']:g}  {row['status']}{acc}  {row['seconds']:.1f}s{why}",
           flush=True)
 

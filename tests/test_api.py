@@ -20,7 +20,7 @@ LAYERS = ["errors", "spec", "builder", "data", "runner", "report", "grading", "a
 
 def test_documented_names_are_exported():
     public = {n for n in dir(netspec) if not n.startswith("_")}
-    assert {"load", "train", "resume", "open_run", "Spec", "Run", "Prediction", "NetspecError", "SpecError"} <= public
+    assert {"load", "train", "resume", "open_run", "grade", "Spec", "Run", "Prediction", "NetspecError", "SpecError"} <= public
 
 
 def test_load_from_path_text_and_dict_with_overrides():
