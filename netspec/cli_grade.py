@@ -99,7 +99,7 @@ def print_rubric_verdicts(specs: list[Path], rubric_file: Path) -> bool:
             out.print(f"  {sign} {escape(item.name)}: {item.points:g}/{item.max_points:g}"
                       + (f"  [dim]{escape(item.note)}[/]" if item.note else ""), highlight=False)
         acc = verdict.items[-1]
-        where = f"the hidden test set" if rubric.hidden_test else f"the {rubric.test_dataset} test split"
+        where = "the hidden test set" if rubric.hidden_test else f"the {rubric.test_dataset} test split"
         out.print(f"  - {escape(acc.name)}: up to {acc.max_points:g}, measured by the grader on {where}"
                   + (f"  [red]{escape(acc.note)}[/]" if acc.note else ""), highlight=False)
         for p in verdict.problems:

@@ -106,3 +106,44 @@ def test_two_workers_on_one_postgresql_study_divide_the_trials(postgres_url, fak
     assert folders == {"machine-0", "machine-1"}
     for t in trials:
         assert (Path(t.user_attrs["run_dir"]) / "metrics.json").is_file()
+
+
+GRADE_RUBRIC = "name: hw-pg\nmode: evaluate\npoints: {valid: 10, accuracy: [{at_least: 0.0, points: 5}]}\n"
+GRADE_SPEC = """name: {name}
+data: {{validation: 100}}
+model: {{layers: [Flatten, {{Linear: {{out_features: 10}}}}]}}
+train: {{precision: fp32}}
+"""
+
+
+def test_two_graders_on_one_postgresql_class_grade_each_student_once(postgres_url, fake_data, tmp_path):
+    """Two `netspec grade` processes (two machines, each with its own --out) share one class."""
+    import optuna
+    import torch
+
+    import netspec
+
+    (tmp_path / "rubric.yaml").write_text(GRADE_RUBRIC)
+    subs = tmp_path / "subs"
+    names = [f"st{i}" for i in range(6)]
+    record = {"classes": [str(i) for i in range(10)], "image_shape": [1, 28, 28], "mean": [0.2], "std": [0.3]}
+    for name in names:
+        (subs / name).mkdir(parents=True)
+        (subs / name / "spec.yaml").write_text(GRADE_SPEC.format(name=name))
+        model = netspec.load(GRADE_SPEC.format(name=name)).build(seed=0)
+        torch.save({"data": record, "state_dict": model.state_dict()}, subs / name / "model.pt")
+    procs = [subprocess.Popen([sys.executable, "-m", "netspec", "grade", str(subs), "--rubric", str(tmp_path / "rubric.yaml"),
+                               "--storage", postgres_url, "--out", str(tmp_path / f"machine-{i}"), "--data-dir", str(fake_data)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+    study = optuna.load_study(study_name="grade-hw-pg", storage=postgres_url)
+    graded = collections.Counter(t.user_attrs["student"] for t in study.get_trials()
+                                 if t.state.name == "COMPLETE" and "row" in t.user_attrs)
+    assert sorted(graded) == names and set(graded.values()) == {1}, graded  # each exactly once, by one of the two
+    lines = [o.splitlines() for o in outputs]
+    assert sum(1 for ls in lines for line in ls if line.startswith("st") and " graded " in line) == 6
+    # the grader that finished last wrote the whole class
+    books = [(tmp_path / f"machine-{i}" / "gradebook.csv").read_text() for i in range(2)]
+    assert any(b.count(",graded,") == 6 for b in books), books

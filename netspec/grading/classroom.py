@@ -34,7 +34,6 @@ from netspec.runner.rundir import process_alive
 from netspec.runner.sweep import (INTERRUPTED_EXIT, check_workers, rdb_storage, repair_journal, run_processes,
                                   terminate_as_interrupt)
 
-STUDY = "grade"
 JOURNAL = "grade.journal"
 POLL_S = 0.1
 
@@ -118,7 +117,7 @@ def open_class(job: ClassJob, rubric: Rubric) -> optuna.Study:
             verbosity = optuna.logging.get_verbosity()
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             try:
-                study = optuna.create_study(study_name=STUDY, storage=store, load_if_exists=True, direction="maximize",
+                study = optuna.create_study(study_name=f"grade-{safe_name(rubric.name)}", storage=store, load_if_exists=True, direction="maximize",
                                             sampler=optuna.samplers.RandomSampler(seed=0))
             finally:
                 optuna.logging.set_verbosity(verbosity)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netspec.builder.check import RuleResult, check_document, evaluate, rule_code
+from netspec.builder.check import RuleResult, check_document, evaluate
 from netspec.errors import Problem, SpecError
 from netspec.grading.rubric import Rubric
 from netspec.spec.loader import Document, load_file
