@@ -368,3 +368,18 @@ def test_a_grader_without_its_test_data_grades_nobody(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "the rubric's test data cannot be read, so nobody can be graded" in proc.stderr
     assert "hidden.npz" in proc.stderr and not (tmp_path / "grades" / "gradebook.csv").exists()
+
+
+def test_a_submission_over_the_memory_limit_keeps_its_points_so_far(tmp_path, fake_data):
+    (tmp_path / "rubric.yaml").write_text("mode: evaluate\npoints: {valid: 10, accuracy: [{at_least: 0.0, points: 5}]}\n"
+                                          "limits: {memory_mb: 64}\n")  # less than importing torch takes
+    (tmp_path / "subs" / "a").mkdir(parents=True)
+    (tmp_path / "subs" / "a" / "spec.yaml").write_text(mlp("a"))
+    _save_weights(mlp("a"), tmp_path / "subs" / "a", fake_data)
+    proc = subprocess.run(NETSPEC + ["grade", str(tmp_path / "subs"), "--rubric", str(tmp_path / "rubric.yaml"),
+                                     "--out", str(tmp_path / "grades"), "--data-dir", str(fake_data)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = _gradebook(tmp_path / "grades")["a"]
+    assert (row["status"], row["total"]) == ("memory limit", "10")
+    assert "the rubric's limit is 64 MB" in row["reason"] and int(row["peak_mb"]) > 64
