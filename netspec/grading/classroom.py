@@ -148,8 +148,9 @@ def _counted(t) -> bool:
 
 
 def _recover(study: optuna.Study) -> None:
-    """A submission whose grader died (its process on this machine gone) or was interrupted is
-    queued again, once per failure. Databases leave dead graders to Optuna's heartbeats."""
+    """A submission whose grader died (its process on this machine gone), was interrupted or
+    failed itself is queued again, once per failure. Databases leave dead graders to Optuna's
+    heartbeats."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
@@ -161,8 +162,8 @@ def _recover(study: optuna.Study) -> None:
                 study.tell(t.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):
                 continue
-        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
-            continue
+        elif t.state != TrialState.FAIL:  # a grade is a COMPLETE trial, whatever the submission did:
+            continue  # a FAIL is always the grader's (interrupted, killed, its test data gone)
         study.enqueue_trial({}, user_attrs={"student": t.user_attrs["student"], "source": t.user_attrs.get("source"),
                                             "retry_of": t.number})
 

@@ -348,10 +348,13 @@ def _check_same_space(study: optuna.Study, space: Space, folder: Path) -> None:
 
 
 def _recover(study: optuna.Study, heartbeats: bool) -> None:
-    """Trials that will never finish run again, once: a trial cut short by Ctrl-C (FAIL, marked
-    interrupted) and, in a journal study, a RUNNING trial whose worker process on this machine is
-    gone (killed). A RUNNING trial of a live worker is never touched. RDB studies leave dead
-    workers to Optuna's heartbeats (fail_stale_trials + RetryHeartbeatStaleTrialCallback)."""
+    """Trials that will never finish run again, once: a trial that failed for no reason of its own
+    (FAIL without an "error": cut short by Ctrl-C or a stop, marked interrupted or, when the
+    signal landed where the mark could not be written, not) and, in a journal study, a RUNNING
+    trial whose worker process on this machine is gone (killed). A trial refused for a reason
+    (the rules, a shape, a non-finite loss) is not retried; a RUNNING trial of a live worker is
+    never touched. RDB studies leave dead workers to Optuna's heartbeats (fail_stale_trials +
+    RetryHeartbeatStaleTrialCallback)."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
@@ -364,7 +367,7 @@ def _recover(study: optuna.Study, heartbeats: bool) -> None:
                 study.tell(t.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):  # finished meanwhile after all
                 continue
-        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+        elif not (t.state == TrialState.FAIL and "error" not in t.user_attrs):
             continue
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
 
