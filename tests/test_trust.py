@@ -53,7 +53,7 @@ class InterruptAt(Observer):
         self.at = (epoch, step)
 
     def step(self, *, epoch, step, loss):
-        if (epoch, step) == self.at:
+        if epoch == self.at[0] and step >= self.at[1]:  # the first look after that step (every sync_every steps)
             raise KeyboardInterrupt
 
 
