@@ -300,6 +300,9 @@ def run(
         "--limit", metavar="N", help="train on the first N training images only (quick checks); validation and test sets stay whole")] = None,
     force: Annotated[bool, typer.Option("--force", help="empty the --out run folder first if it holds an earlier run")] = False,
     draft: DraftOpt = False,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", metavar="N", help="train on N processes (DDP, launched "
+                                                 "with torchrun; one GPU each on a GPU machine); the spec's batch "
+                                                 "size is the batch of all N together")] = None,
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
     import netspec
@@ -309,7 +312,10 @@ def run(
     if resume is not None and (set_ or rules or force or out_dir or draft or limit is not None):
         raise typer.BadParameter("--set, --rules, --out, --force and --limit do not apply to a run being resumed: "
                                  "it continues as it started; start a new run instead", param_hint="--resume")
-    observer = ProgressObserver(err)
+    if nproc is not None:
+        _launch(nproc)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone shows progress and results
+    observer = ProgressObserver(err if main_rank else Console(stderr=True, quiet=True))
     with user_errors():
         try:
             if resume is not None:
@@ -323,9 +329,29 @@ def run(
                                        progress=observer, detect_anomaly=detect_anomaly)
         finally:
             observer.stop()
+    if not main_rank:
+        return
     for note in result.notes:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     _report_run(result)
+
+
+def _launch(nproc: int) -> None:
+    """`netspec run --nproc N ...` is `torchrun --standalone --nproc-per-node N -m netspec run ...`."""
+    if nproc < 1:
+        raise typer.BadParameter("give at least 1 process", param_hint="--nproc")
+    if "WORLD_SIZE" in os.environ:
+        raise typer.BadParameter("already running under torchrun; drop --nproc", param_hint="--nproc")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              f"--nproc-per-node={nproc}", "-m", "netspec", *args])
 
 
 @app.command("eval", cls=Command)

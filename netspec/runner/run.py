@@ -24,6 +24,7 @@ from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, prepare
 from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
+from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import backend_flags, standard_state
 from netspec.runner.speed import prepare as prepare_model
@@ -177,7 +178,20 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     """
     _require_dataset(checked.spec)  # before any folder is made
     _check_limit(limit)
-    device = resolve_device(checked.spec.train.device)
+    ranks, device = join(resolve_device(checked.spec.train.device))  # torchrun: this process's share
+    try:
+        return _run(checked, ranks, device, out=out, data_dir=data_dir, observer=observer, resume=resume,
+                    detect_anomaly=detect_anomaly, limit=limit, runs_root=runs_root, force=force, reporter=reporter)
+    finally:
+        leave(ranks)
+
+
+def _run(checked: Checked, ranks: Ranks, device, *, out, data_dir, observer, resume, detect_anomaly, limit,
+         runs_root, force, reporter) -> RunResult:
+    """run() in one process of `ranks`: rank 0 makes and writes the folder, every rank trains."""
+    if checked.spec.train.batch_size % ranks.size:
+        raise RunError(f"train.batch_size {checked.spec.train.batch_size} is the batch of all {ranks.size} processes "
+                       f"together and must divide among them evenly")
     speed = resolve_speed(checked.spec, device)
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
     spec = checked.spec
@@ -193,22 +207,27 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         limit = recorded
         data_dir = data_dir if data_dir is not None else recorded_data_dir(record)
         state = run_dir.load(CHECKPOINT)
-    else:
-        run_dir = RunDir.create(out, spec.name, runs_root, force=force)
+    else:  # made by rank 0 alone; the others learn where
+        made = RunDir.create(out, spec.name, runs_root, force=force).path if ranks.main else None
+        run_dir = RunDir(Path(from_main(ranks, str(made) if made else None)))
     try:
         data = load_data(checked, device, data_dir, limit)
     except BaseException:
-        if not resume:  # a run whose data never loaded leaves no folder behind to refuse the next try
+        if not resume and ranks.main:  # a run whose data never loaded leaves no folder behind to refuse the next try
             run_dir.release()
         raise
     reporter = reporter or Reporter()
-    if not resume:
+    if not ranks.main:  # only rank 0 writes, reports and tells the user
+        reporter, observer = Reporter(), None
+    if not resume and ranks.main:
         run_dir.write_yaml(SPEC_FILE, resolved_spec(checked))
         _write_rules(run_dir, checked)
         run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv),
-                                        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None})
+                                        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None,
+                                        **ranks.record()})
         reporter.started(run_dir, checked)
-    run_dir.write_json(DATA_RECORD, data.record())
+    if ranks.main:
+        run_dir.write_json(DATA_RECORD, data.record())
     if observer is not None and data_dir is not None and spec.data.dataset in FILES:
         observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
     if observer is not None and data.loading == "stream":
@@ -217,10 +236,16 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
         torch.manual_seed(spec.train.seed)
         model = build_model(spec, device)
         trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head,
-                          observer=observer, detect_anomaly=detect_anomaly)
+                          observer=observer, detect_anomaly=detect_anomaly, ranks=ranks)
         if resume:
             trainer.load_state(state, source=run_dir / CHECKPOINT)
-        return _train(checked, run_dir, model, data, trainer, device, limit, reporter)
+        if not ranks.main:  # trains its share; rank 0 keeps the folder, and is waited for
+            trainer.fit()
+            settle(ranks)
+            return RunResult(run_dir, run_dir.read_json("metrics.json"), trainer.history)
+        result = _train(checked, run_dir, model, data, trainer, device, limit, reporter)
+        settle(ranks)  # the folder is complete: every process may read it
+        return result
 
 
 def recorded_data_dir(record: dict) -> str | None:
@@ -249,8 +274,12 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
     status, error = "finished", None
     try:
         trainer.fit(on_epoch_end=end_of_epoch)
-    except (KeyboardInterrupt, NonFinite) as e:
-        status, error = ("interrupted", None) if isinstance(e, KeyboardInterrupt) else ("failed", e)
+    except (KeyboardInterrupt, NonFinite, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not (trainer.ranks.size > 1 and _peer_lost(e)):
+            raise
+        # under torchrun, Ctrl-C reaches every process: one may be stopped inside a collective by
+        # another's leaving, which is the same interruption
+        status, error = ("failed", e) if isinstance(e, NonFinite) else ("interrupted", None)
         # the weights of a half-finished epoch are nobody's result: back to the last finished one
         if (run_dir / CHECKPOINT).is_file():
             model.load_state_dict(run_dir.load(CHECKPOINT)["model"])
@@ -271,6 +300,11 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
     if error is not None:
         raise RunError(f"{error}. The last good weights are in {run_dir / WEIGHTS}") from None
     return RunResult(run_dir, metrics, trainer.history)
+
+
+def _peer_lost(e: RuntimeError) -> bool:
+    text = str(e).lower()
+    return any(w in text for w in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
 
 
 def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Trainer, status: str, error: str,
@@ -310,6 +344,7 @@ def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Train
         "dataset": spec.data.dataset,
         "loading": data.loading,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        **trainer.ranks.record(),  # processes (torchrun) and their backend
         "speed": asdict(trainer.speed),  # as it ran (compile: off if compiling failed)
         "evaluated_in": trainer.speed.precision,
         "seed": spec.train.seed,

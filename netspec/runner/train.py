@@ -18,6 +18,7 @@ from torch import nn
 
 from netspec.data.augment import augment
 from netspec.data.splits import Data, Split
+from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
 from netspec.errors import CheckpointError, RunError
 from netspec.runner.speed import COMPILE_MODES, Speed, autocast, prepare, resolve, standard_state
@@ -138,18 +139,20 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 class Trainer:
     def __init__(self, spec: Spec, model: nn.Module, data: Data, device: torch.device, *,
-                 softmax_head: bool, observer: Observer | None = None, detect_anomaly: bool = False):
-        self.spec, self.model, self.data, self.device = spec, model, data, device
+                 softmax_head: bool, observer: Observer | None = None, detect_anomaly: bool = False,
+                 ranks: Ranks = SINGLE):
+        self.spec, self.model, self.data, self.device, self.ranks = spec, model, data, device, ranks
         self.speed = resolve(spec, device)
-        self.net = logits_model(prepare(model, self.speed), softmax_head)
+        self.net = logits_model(prepare(model, self.speed), softmax_head)  # evaluated as it is, on one process
+        self.eager = wrap(self.net, ranks, device)  # trained through DDP when there are several
         self.observer = observer or Observer()
         self.detect_anomaly = detect_anomaly
         # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.speed.precision == "fp16")
-        self.forward = self.net
+        self.forward = self.eager
         if self.speed.compile != "off":
             try:
-                self.forward = torch.compile(self.net, mode=COMPILE_MODES[self.speed.compile], dynamic=False)
+                self.forward = torch.compile(self.eager, mode=COMPILE_MODES[self.speed.compile], dynamic=False)
             except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
                 self._compile_failed(e)
         t = spec.train
@@ -193,17 +196,17 @@ class Trainer:
     def _compile_failed(self, e: BaseException) -> None:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         self.observer.note(f"torch.compile failed ({type(e).__name__}: {first}); training continues eagerly")
-        self.forward = self.net
+        self.forward = self.eager
         self.speed = replace(self.speed, compile="off")
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        if self.forward is self.net:
-            return self.net(x)
+        if self.forward is self.eager:
+            return self.eager(x)
         try:  # compilation happens at the first calls (and once more for the last, smaller batch)
             return self.forward(x)
         except Exception as e:  # noqa: BLE001 - a compiler error is never the user's training failing
             self._compile_failed(e)
-            return self.net(x)
+            return self.eager(x)
 
     # --- the loop -------------------------------------------------------------
     def fit(self, on_epoch_end=None) -> list[EpochStats]:
@@ -224,10 +227,12 @@ class Trainer:
         t, train = self.spec.train, self.data.train
         start = time.perf_counter()
         seed = epoch_seed(t.seed, epoch)
-        torch.manual_seed(seed)  # dropout (and any other global randomness) of this epoch
+        # the epoch order is the same in every process; dropout and augmentation are each its own
+        mine = seed if self.ranks.size == 1 else (seed + 104_729 * self.ranks.rank) % 2**63
+        torch.manual_seed(mine)  # dropout (and any other global randomness) of this epoch
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).to(self.device)
-        aug_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
-        self.net.train()
+        aug_gen = torch.Generator(device=self.device).manual_seed(mine + 1)
+        self.eager.train()
         params = [p for p in self.net.parameters() if p.requires_grad]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -240,7 +245,7 @@ class Trainer:
         loss_steps_ok = torch.zeros((), device=self.device, dtype=torch.long)  # before the first bad loss
         seen = 0
         shown_sum, shown_seen = 0.0, 0
-        for step, (x, y) in enumerate(train.batches(t.batch_size, order, self.steps_per_epoch)):
+        for step, (x, y) in enumerate(train.batches(t.batch_size, order, self.steps_per_epoch, part=self.ranks.part)):
             if t.augment.enabled:
                 x = augment(x, t.augment, aug_gen, self.data.image_shape)
             with autocast(self.speed, self.device):
@@ -261,20 +266,22 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if (step + 1) % self.sync_every == 0 or step + 1 == self.steps_per_epoch:
-                good = int(steps_ok.item())
+                good = int(least(self.ranks, steps_ok).item())  # every process takes the same branch
                 if good <= step:
-                    what = "loss" if int(loss_steps_ok.item()) == good else "gradient (the loss was finite)"
+                    what = ("loss" if int(least(self.ranks, loss_steps_ok).item()) == good
+                            else "gradient (the loss was finite)")
                     raise NonFinite(epoch, good + 1, what)
-                total = loss_sum.item()
-                window = seen - shown_seen
+                total, _, count = (float(v) for v in summed(self.ranks, loss_sum, correct, torch.tensor(float(seen))))
+                window = count - shown_seen
                 if window:
                     self.step_losses.append((epoch - 1 + (step + 1) / self.steps_per_epoch,
                                              (total - shown_sum) / window))
-                shown_sum, shown_seen = total, seen
-                self.observer.step(epoch=epoch, step=step + 1, loss=total / seen)
+                shown_sum, shown_seen = total, count
+                self.observer.step(epoch=epoch, step=step + 1, loss=total / count)
+        total, right, count = (float(v) for v in summed(self.ranks, loss_sum, correct, torch.tensor(float(seen))))
         val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
         return EpochStats(
-            epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+            epoch=epoch, train_loss=total / count, train_acc=right / count,
             val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - start,
             lr=self.optimizer.param_groups[0]["lr"],
         )

@@ -1,0 +1,111 @@
+"""Training on several processes with PyTorch's own DDP, launched by `torchrun` (or
+`netspec run --nproc N`, which launches it): no scheduler of our own.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each process; a run started that way joins the
+process group (gloo on a CPU, NCCL on GPUs, one GPU per process). The spec's batch size is the
+batch of all processes together: each takes its every N-th sample of every batch of the same
+seeded epoch order, DDP averages the gradients, and rank 0 alone writes the run folder,
+evaluates and reports. BatchNorm statistics stay per process (DDP's default: rank 0's buffers
+are broadcast at each forward); there is no SyncBatchNorm setting yet.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from netspec.errors import RunError
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the processes training one run."""
+
+    size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    backend: str | None = None  # None: not launched by torchrun
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def part(self) -> tuple[int, int]:
+        return self.rank, self.size
+
+    def record(self) -> dict:
+        return {"processes": self.size, "backend": self.backend}
+
+
+SINGLE = Ranks()
+
+
+def launched() -> bool:
+    """Started by torchrun (its environment variables are set)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def join(device: torch.device) -> tuple[Ranks, torch.device]:
+    """The process group of a torchrun launch, joined (once), and this process's device (its own
+    GPU); a plain process is the single rank."""
+    if not launched():
+        return SINGLE, device
+    size, rank, local = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise RunError(f"process {rank} of {size} wants GPU {local}; this machine has {torch.cuda.device_count()}")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Ranks(size, rank, local, backend), device
+
+
+def leave(ranks: Ranks) -> None:
+    if ranks.backend is not None and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def from_main(ranks: Ranks, value):
+    """Rank 0's `value` on every rank (the run folder's path, chosen there)."""
+    if ranks.size == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def settle(ranks: Ranks) -> None:
+    """Wait for every process (rank 0 writing the finished folder)."""
+    if ranks.size > 1:
+        dist.barrier()
+
+
+def summed(ranks: Ranks, *values: torch.Tensor) -> list[torch.Tensor]:
+    """Copies of per-process tensors summed over all processes (the originals stay local)."""
+    if ranks.size == 1:
+        return list(values)
+    stacked = torch.stack([v.detach().double() for v in values])
+    dist.all_reduce(stacked)
+    return list(stacked)
+
+
+def least(ranks: Ranks, value: torch.Tensor) -> torch.Tensor:
+    if ranks.size == 1:
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return out
+
+
+def wrap(net: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """DDP around the trained network when there is more than one process."""
+    if ranks.size == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

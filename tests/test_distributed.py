@@ -1,0 +1,97 @@
+"""Several processes (issue 23): DDP launched by torchrun on the CPU with gloo, `netspec run
+--nproc N` as its shortcut, N=1 equal to a plain run, and resume under torchrun."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # real processes (README: the quick suite)
+
+SPEC = """name: ddp
+data: {validation: 200, input_shape: [784]}
+model:
+  layers:
+    - Linear: {out_features: 32}
+    - ReLU
+    - Dropout: {p: 0.1}
+    - Linear: {out_features: 10}
+train: {epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.002}}
+"""
+NETSPEC = [sys.executable, "-m", "netspec"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def _run(args, tmp_path):
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _weights(folder):
+    return torch.load(folder / "model.pt", weights_only=True)["state_dict"]
+
+
+def test_two_processes_train_one_run_at_the_level_of_one(tmp_path, fake_data):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    common = ["--data-dir", str(fake_data), "--limit", "640"]
+    two = _run(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "two"), "--nproc", "2"] + common, tmp_path)
+    _run(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "one")] + common, tmp_path)
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert (m2["processes"], m2["backend"], m2["status"]) == (2, "gloo", "finished")
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
+    assert m1["test_accuracy"] > 0.9 and abs(m2["test_accuracy"] - m1["test_accuracy"]) < 0.05
+    # the two processes trained different samples: not the one-process weights
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(tmp_path / "two").values(), _weights(tmp_path / "one").values()))
+    assert two.stdout.count("test accuracy") == 1  # rank 0 alone reports
+    assert not (tmp_path / "runs").exists()  # no second folder made by another rank
+
+
+def test_one_process_under_torchrun_equals_a_plain_run(tmp_path, fake_data):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    common = ["--data-dir", str(fake_data), "--limit", "640"]
+    _run(TORCHRUN + ["--nproc-per-node", "1", "-m", "netspec", "run", str(spec), "--out", str(tmp_path / "t")] + common, tmp_path)
+    _run(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "p")] + common, tmp_path)
+    a, b = _weights(tmp_path / "t"), _weights(tmp_path / "p")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "t" / "history.csv").read_text().splitlines()[1].split(",")[:5] == \
+        (tmp_path / "p" / "history.csv").read_text().splitlines()[1].split(",")[:5]
+
+
+def test_an_interrupted_run_resumes_under_torchrun(tmp_path, fake_data):
+    from conftest import run as run_with_reports
+
+    from netspec.builder.check import check_file
+    from netspec.errors import Interrupted
+    from netspec.runner.observer import Observer
+
+    class StopInEpoch2(Observer):
+        def step(self, *, epoch, step, loss):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    with pytest.raises(Interrupted):
+        run_with_reports(check_file(spec), out=tmp_path / "r", data_dir=fake_data, limit=640, observer=StopInEpoch2())
+    _run(NETSPEC + ["run", "--resume", str(tmp_path / "r"), "--nproc", "2", "--data-dir", str(fake_data)], tmp_path)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert (m["status"], m["epochs_completed"], m["processes"]) == ("finished", 2, 2)
+
+
+def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path, fake_data):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("batch_size: 64", "batch_size: 63"))
+    proc = subprocess.run(NETSPEC + ["run", str(spec), "--nproc", "2", "--data-dir", str(fake_data), "--out",
+                                     str(tmp_path / "x")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "train.batch_size 63 is the batch of all 2 processes together" in proc.stdout + proc.stderr
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
