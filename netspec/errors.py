@@ -83,3 +83,9 @@ def os_error_text(e: OSError) -> str:
     """An operating-system error as one line: what failed, and on which file."""
     text = e.strerror or str(e) or type(e).__name__
     return f"{text}: {e.filename}" if e.filename else text
+
+
+def first_line(e: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (torch's run to pages), or `default` when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else default

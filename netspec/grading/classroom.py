@@ -26,7 +26,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import Interrupted, NetspecError, RunError, os_error_text
+from netspec.errors import first_line, Interrupted, NetspecError, os_error_text, RunError
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
 from netspec.report.gradebook import write_gradebook
@@ -122,7 +122,7 @@ def open_class(job: ClassJob, rubric: Rubric) -> optuna.Study:
             finally:
                 optuna.logging.set_verbosity(verbosity)
     except Exception as e:  # noqa: BLE001 - bad URL, unreadable file: one line for the user
-        raise RunError(f"cannot open the grade storage {job.storage or folder / JOURNAL}: {str(e).splitlines()[0]}") from None
+        raise RunError(f"cannot open the grade storage {job.storage or folder / JOURNAL}: {first_line(e)}") from None
     record = _rubric_record(rubric)
     old = study.user_attrs.get("rubric")
     if old is None:

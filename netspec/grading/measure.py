@@ -20,7 +20,7 @@ from netspec.builder.check import check_document
 from netspec.builder.model import build_model
 from netspec.data.datasets import ArrayImages, load_named_test, load_test_set
 from netspec.data.splits import normalise
-from netspec.errors import CheckpointError, DataError, NetspecError, RunError
+from netspec.errors import CheckpointError, DataError, first_line, NetspecError, RunError
 from netspec.grading.rubric import Rubric
 from netspec.grading.verdict import MAX_WEIGHTS, locked_document
 from netspec.runner.rundir import RunDir, is_state_dict, load_checkpoint
@@ -64,7 +64,7 @@ def measure(spec: str, weights: str | None, rubric: Rubric, run_dir: Path, data_
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"the weights do not match the spec's architecture: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"the weights do not match the spec's architecture: {first_line(e)}") from None
     acc = accuracy(logits_model(model, checked.analysis.softmax_head), checked.spec, record, test)
     return {"test_accuracy": acc, "test_size": len(test), "params": checked.analysis.params,
             "run_dir": str(run_dir) if rubric.mode == "retrain" else None}
@@ -122,7 +122,7 @@ def child(task: dict, result_file: str, parent: int) -> None:
     except OSError as e:
         out = {"error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")}
     except Exception as e:  # noqa: BLE001 - a submission may break torch in ways we do not foresee: its reason, not our crash
-        out = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        out = {"error": f"{type(e).__name__}: {first_line(e)}"}
     out["seconds"] = time.perf_counter() - started
     Path(result_file).write_text(json.dumps(out))
     sys.stdout.flush()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from netspec.errors import NetspecError, RunError
+from netspec.errors import first_line, NetspecError, RunError
 from netspec.runner.rundir import atomic_write
 from netspec.runner.run import load_run, preprocessing
 from netspec.spec.datasets import IMAGE_EXTENSIONS
@@ -59,7 +59,7 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None, force: bool
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"], output_names=["outputs"],
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
         except Exception as e:  # noqa: BLE001 - any exporter failure is one line for the user
-            raise RunError(f"ONNX export of {run_dir.path} failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            raise RunError(f"ONNX export of {run_dir.path} failed: {type(e).__name__}: {first_line(e)}") from None
     data = program.model_proto.SerializeToString()
     try:
         atomic_write(path, lambda f: f.write(data))

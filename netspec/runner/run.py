@@ -23,7 +23,7 @@ from netspec._version import __version__
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, prepare
-from netspec.errors import CheckpointError, Interrupted, RunError, SpecError
+from netspec.errors import CheckpointError, first_line, Interrupted, RunError, SpecError
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import backend_flags, standard_state
@@ -398,7 +398,7 @@ def load_run(path: str | Path, device: str = "cpu"):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{run_dir / WEIGHTS} does not match {run_dir / SPEC_FILE}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{run_dir / WEIGHTS} does not match {run_dir / SPEC_FILE}: {first_line(e)}") from None
     return run_dir, checked, model, notes
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from netspec.errors import CheckpointError, RunError
+from netspec.errors import CheckpointError, first_line, RunError
 
 SPEC_FILE = "spec.yaml"
 CHECKPOINT = "checkpoint.pt"  # resumable state after the last finished epoch
@@ -286,8 +286,8 @@ def load_checkpoint(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        first = first_line(e, "unsupported content")
         raise CheckpointError(
             f"{path} holds more than weights and was refused (it could run code when loaded): {first}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {str(e).splitlines()[0] if str(e) else e}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {first_line(e, type(e).__name__)}") from None

@@ -35,7 +35,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import Interrupted, NetspecError, Problem, RunError, SpecError, os_error_text
+from netspec.errors import first_line, Interrupted, NetspecError, os_error_text, Problem, RunError, SpecError
 from netspec.runner.run import Reporter, run
 from netspec.runner.rundir import process_alive
 from netspec.spec.datasets import memory_bytes
@@ -269,7 +269,7 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it at the same moment
             study = optuna.load_study(study_name=name, storage=store, sampler=_sampler(space, seed), pruner=pruner)
     except Exception as e:  # bad URL, unreachable server, unreadable file: one line for the user
-        raise RunError(f"cannot open the study storage {storage or folder}: {str(e).splitlines()[0]}") from None
+        raise RunError(f"cannot open the study storage {storage or folder}: {first_line(e)}") from None
     return study, heartbeats
 
 

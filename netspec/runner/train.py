@@ -20,7 +20,7 @@ from netspec.data.augment import augment
 from netspec.data.splits import Data, Split
 from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
-from netspec.errors import CheckpointError, RunError
+from netspec.errors import CheckpointError, first_line, RunError
 from netspec.runner.speed import COMPILE_MODES, Speed, autocast, prepare, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
@@ -190,11 +190,11 @@ class Trainer:
                 self.schedule.load_state_dict(state["schedule"])
             self.history = [EpochStats(**h) for h in state["history"]]
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e, type(e).__name__)
             raise CheckpointError(f"{source} is not a checkpoint of this run: {first}") from None
 
     def _compile_failed(self, e: BaseException) -> None:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        first = first_line(e)[:200]
         self.observer.note(f"torch.compile failed ({type(e).__name__}: {first}); training continues eagerly")
         self.forward = self.eager
         self.speed = replace(self.speed, compile="off")
