@@ -215,9 +215,9 @@ class Run:
         (N, C*H*W). They are normalised per channel and shaped as in training, computed in fp32."""
         import torch
 
+        from netspec.data.splits import normalise
+
         images = torch.as_tensor(images)
-        if images.dtype == torch.uint8:
-            images = images.float() / 255
         pre, cfg = self.preprocessing, self.spec.config
         c, h, w = pre["image_shape"]
         if images.numel() % (c * h * w) or images.numel() == 0:
@@ -225,7 +225,7 @@ class Run:
                                f"got a tensor of shape {tuple(images.shape)}")
         mean = torch.tensor(pre["mean"]).view(c, 1, 1)
         std = torch.tensor(pre["std"]).view(c, 1, 1)
-        x = ((images.float().reshape(-1, c, h, w) - mean) / std).reshape(-1, *cfg.data.input_shape)
+        x = normalise(images.reshape(-1, c, h, w), mean, std).reshape(-1, *cfg.data.input_shape)  # as in training
         net = self.logits_model.eval()
         with torch.no_grad():
             logits = torch.cat([net(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from netspec.errors import Interrupted, NetspecError, SpecError, os_error_text
+from netspec.errors import Interrupted, NetspecError, SpecError, during_interrupt, os_error_text
 
 class Command(TyperCommand):
     """Plain help without type labels beside arguments (SPEC, RUN_DIR say enough), aligned as before."""
@@ -112,6 +112,9 @@ def user_errors():
         err.print(f"[yellow]{escape(str(e))}[/]")
         raise typer.Exit(130) from None
     except NetspecError as e:
+        if during_interrupt(e):  # raised while Ctrl-C was being handled: it is the interruption
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None
     except OSError as e:  # the machine's, not the program's: a full disk, a folder we may not write

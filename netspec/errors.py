@@ -89,3 +89,15 @@ def first_line(e: BaseException, default: str = "") -> str:
     """The first line of an exception's message (torch's run to pages), or `default` when it has none."""
     text = str(e).strip()
     return text.splitlines()[0] if text else default
+
+
+def during_interrupt(e: BaseException) -> bool:
+    """An error raised while Ctrl-C (or a stop) was being handled: a writer's cleanup that fails
+    on the interrupted file, say. It is the interruption, not a failure of its own."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__context__
+    return False

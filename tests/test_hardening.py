@@ -226,7 +226,7 @@ def test_killed_run_resumes_to_the_same_weights(fake_data, tmp_path, sig):
     proc.send_signal(sig)
     output = proc.communicate(timeout=60)[0]
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "--resume" in output and "Traceback" not in output
+        assert proc.returncode == 130 and "--resume" in output and "Traceback" not in output, output
     state = load_checkpoint(cut / "checkpoint.pt")
     assert 1 <= state["epoch"] < 6
     r = _netspec("run", "--resume", str(cut), "--data-dir", str(fake_data))
@@ -264,3 +264,45 @@ def test_detect_anomaly_option(fake_data, tmp_path):
     r = runner.invoke(app, ["run", str(_spec(tmp_path, epochs=1)), "--detect-anomaly", "--out", str(tmp_path / "r"),
                             "--data-dir", str(fake_data)])
     assert r.exit_code == 0, r.output
+
+
+def test_an_error_raised_while_ctrl_c_is_handled_is_the_interruption():
+    """A writer's cleanup that fails on the interrupted file (torch.save's zip writer, say) replaces
+    the KeyboardInterrupt with its own error; that error is the interruption, not a failure."""
+    from netspec.errors import CheckpointError, during_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: unexpected pos")
+    except RuntimeError as e:
+        caught = e
+    assert during_interrupt(caught)
+    try:  # a netspec error raised in turn (load_checkpoint's, say) carries the interruption along
+        try:
+            raise caught
+        except RuntimeError:
+            raise CheckpointError("checkpoint.pt is not a readable checkpoint") from None
+    except CheckpointError as e:
+        assert during_interrupt(e)
+    assert not during_interrupt(RuntimeError("a real failure"))
+
+
+def test_the_cli_reports_an_error_raised_during_ctrl_c_as_the_interruption(monkeypatch, write_spec):
+    from typer.testing import CliRunner
+
+    import netspec
+    from netspec.cli import app
+    from netspec.errors import CheckpointError
+
+    def interrupted_in_cleanup(*args, **kw):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise CheckpointError("checkpoint.pt is not a readable checkpoint: unexpected pos") from None
+
+    monkeypatch.setattr(netspec, "train", interrupted_in_cleanup)
+    spec = write_spec("name: s\ndata: {input_shape: [784]}\nmodel: {layers: [{Linear: {out_features: 10}}]}\n")
+    result = CliRunner().invoke(app, ["run", str(spec)])
+    assert result.exit_code == 130 and "interrupted" in result.output and "error" not in result.output

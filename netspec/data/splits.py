@@ -39,8 +39,9 @@ def worker_count(setting: int | str, images) -> int:
 
 
 def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32, scaled to 0..1, per-channel (x - mean) / std."""
-    return (images.float() / 255.0 - mean) / std
+    """(B, C, H, W) uint8 (0..255) or floats already in 0..1 -> float32, per-channel (x - mean) / std."""
+    scaled = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    return (scaled - mean) / std
 
 
 @dataclass

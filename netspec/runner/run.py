@@ -23,7 +23,7 @@ from netspec._version import __version__
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, prepare
-from netspec.errors import CheckpointError, first_line, Interrupted, RunError, SpecError
+from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import backend_flags, standard_state
@@ -275,7 +275,7 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
     try:
         trainer.fit(on_epoch_end=end_of_epoch)
     except (KeyboardInterrupt, NonFinite, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not (trainer.ranks.size > 1 and _peer_lost(e)):
+        if isinstance(e, RuntimeError) and not (during_interrupt(e) or (trainer.ranks.size > 1 and _peer_lost(e))):
             raise
         # under torchrun, Ctrl-C reaches every process: one may be stopped inside a collective by
         # another's leaving, which is the same interruption
