@@ -113,7 +113,7 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     analysis = analyze(spec)
     problems = [build_problem(doc, p) for p in analysis.problems]
     problems += [doc.problem(path, msg, hint, code="training") for path, msg, hint in training_problems(spec)]
-    results = tuple(r for rules in rule_sets for r in evaluate(rules, spec, analysis))
+    results = tuple(r for rules in rule_sets for r in apply_rules(rules, spec, analysis))
     if not analysis.problems:
         problems += problems_of(list(results), doc)
     warnings = tuple(doc.problem(w.path, f"{w.message} [{w.name}]", code=f"lint/{w.name}")
@@ -151,7 +151,7 @@ def early_rule_problems(doc: Document, rule_sets: list[Rules]) -> list[Problem]:
 
     names = {item if isinstance(item, str) else next(iter(item)) for _, item in layer_items(doc.data)
              if isinstance(item, str) or (isinstance(item, dict) and len(item) == 1)}
-    results = []  # the same RuleResults `evaluate` makes, so the messages are problems_of's
+    results = []  # the same RuleResults `apply_rules` makes, so the messages are problems_of's
     for rules in rule_sets:
         for key, want in rules.fixed:
             try:
@@ -266,7 +266,7 @@ def check_file(path: str | Path, *, imposed: tuple[str, ...] = (), overrides: tu
     return check_document(doc, imposed=imposed, base_dir=Path(path).parent, draft=draft)
 
 
-def evaluate(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
+def apply_rules(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:
     out: list[RuleResult] = []
     r = rules.name
     names = spec.family.layer_names(spec.model)

@@ -179,6 +179,12 @@ def pixel_stats(images: ArrayImages | FileImages, idx: torch.Tensor | None = Non
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
+def check_limit(limit: int | None) -> None:
+    """--limit: a number of training images, at least 1 (checked before any run folder is made)."""
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit {limit}: give a number of training images of at least 1")
+
+
 def split_indices(n: int, validation: int | float, *, seed: int, what: str = "validation") -> tuple[torch.Tensor, torch.Tensor]:
     """(validation indices, training indices) of `n` training images: a seeded permutation, the
     first `validation` images (a count, or a share below 1) held out."""
@@ -200,8 +206,7 @@ def prepare(source: Source, data, *, seed: int, device: torch.device | str = "cp
     """
     device = torch.device(device)
     n = len(source.train)
-    if limit is not None and limit < 1:
-        raise DataError(f"--limit {limit}: give a number of training images of at least 1")
+    check_limit(limit)
     val_idx, train_idx = split_indices(n, data.validation, seed=seed)
     used_idx = train_idx if limit is None else train_idx[:limit]
     c, h, w = source.facts.image_shape

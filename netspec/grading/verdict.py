@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netspec.builder.check import RuleResult, check_document, evaluate
+from netspec.builder.check import RuleResult, apply_rules, check_document
 from netspec.errors import Problem, SpecError
 from netspec.grading.rubric import Rubric
 from netspec.spec.loader import Document, load_file
@@ -120,7 +120,7 @@ class Verdict:
 
 
 def rule_items(rules: Rules) -> list[tuple[str, str]]:
-    """(item name, kind) of every rule of a set, in `evaluate`'s order: the gradebook's columns,
+    """(item name, kind) of every rule of a set, in `apply_rules`' order: the gradebook's columns,
     the same for every student, whether or not the spec could be judged."""
     short = []
     if rules.allowed_layers is not None:
@@ -183,7 +183,7 @@ def judge(entry: Entry, rubric: Rubric) -> Verdict:
     except SpecError as e:
         return Verdict(entry, unjudged("not judged: the spec is not valid"), list(e.problems), status="invalid",
                        fingerprint=_digest(entry.spec))
-    results = [r for rules in rubric.rules for r in evaluate(rules, checked.spec, checked.analysis) if r.ok is not None]
+    results = [r for rules in rubric.rules for r in apply_rules(rules, checked.spec, checked.analysis) if r.ok is not None]
     by_name = {result_item_name(r): r for r in results}
     items = [Item(cols[0][0], cols[0][1], cols[0][1], True)]
     for name, most in cols[1:-1]:

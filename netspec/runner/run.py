@@ -22,14 +22,14 @@ import torchvision
 from netspec._version import __version__
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
-from netspec.data.splits import Data, prepare
+from netspec.data.splits import Data, check_limit, prepare
 from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import backend_flags, standard_state
-from netspec.runner.speed import prepare as prepare_model
+from netspec.runner.speed import arrange
 from netspec.runner.speed import resolve as resolve_speed
-from netspec.runner.speed import resolved_spec as spec_with_speed
+from netspec.runner.speed import spec_with_speed
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
 from netspec.spec.datasets import FILES, NAMED
 from netspec.spec.loader import load_file
@@ -162,11 +162,6 @@ class Reporter:
         """`predictions`: (test labels, predicted labels), from the pass that measured test accuracy."""
 
 
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise RunError(f"--limit {limit}: give a number of training images of at least 1")
-
-
 def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None = None,
         resume: bool = False, detect_anomaly: bool = False, limit: int | None = None,
         runs_root: str | Path = "runs", force: bool = False, reporter: Reporter | None = None) -> RunResult:
@@ -177,7 +172,7 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     first N training images only; validation and test sets stay whole.
     """
     _require_dataset(checked.spec)  # before any folder is made
-    _check_limit(limit)
+    check_limit(limit)
     ranks, device = join(resolve_device(checked.spec.train.device))  # torchrun: this process's share
     try:
         return _run(checked, ranks, device, out=out, data_dir=data_dir, observer=observer, resume=resume,
@@ -409,7 +404,7 @@ def evaluate_run(path: str | Path, data_dir=None) -> dict:
         data_dir = recorded_data_dir(_read_run_record(run_dir))
     data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
     speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
-    net = logits_model(prepare_model(model, speed), checked.analysis.softmax_head)
+    net = logits_model(arrange(model, speed), checked.analysis.softmax_head)
     loss, acc = evaluate(net, data.test, checked.spec.train.eval_batch_size, speed)
     recorded = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
     ran_on = str(recorded.get("device", ""))

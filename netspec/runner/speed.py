@@ -83,7 +83,7 @@ def resolve(spec: Spec, device: torch.device) -> Speed:
     return Speed(precision, channels_last and has_conv(spec), compile_, fused and spec.family.attention, t.deterministic)
 
 
-def resolved_spec(spec: Spec, speed: Speed) -> Spec:
+def spec_with_speed(spec: Spec, speed: Speed) -> Spec:
     """`spec` with its speed settings written out as decided."""
     train = replace(spec.train, precision=speed.precision, channels_last=speed.channels_last, compile=speed.compile,
                     fused_attention=speed.fused_attention, deterministic=speed.deterministic)
@@ -97,7 +97,7 @@ def autocast(speed: Speed, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=DTYPES[speed.precision])
 
 
-def prepare(model: torch.nn.Module, speed: Speed) -> torch.nn.Module:
+def arrange(model: torch.nn.Module, speed: Speed) -> torch.nn.Module:
     """Put a built model in the run's layout and attention kernel (in place)."""
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -390,7 +390,7 @@ def sweep(spec_path: str | Path, *, grid: list[str] = (), ranges: list[str] = ()
     job = _Job(str(spec_path), tuple(grid), tuple(ranges), sampler, trials, prune, storage, None, tuple(imposed),
                None if data_dir is None else str(data_dir), limit, tuple(overrides), reporter,
                on_trial if workers > 1 and _picklable(on_trial) else None, draft)
-    doc, space, base = _prepare(job, whole=True)
+    doc, space, base = _derive(job, whole=True)
     if base.spec.data.validation == 0:
         raise SpecError([Problem(str(spec_path), 0, 0, "data.validation",
                                  "a sweep chooses on validation accuracy, and data.validation is 0",
@@ -517,7 +517,7 @@ def _check_same_base(study: optuna.Study, base: Checked, folder: Path) -> None:
                    f"leaderboard would pass for this spec's. Start a new sweep with --out, or undo the change")
 
 
-def _prepare(job: "_Job", whole: bool = False):
+def _derive(job: "_Job", whole: bool = False):
     """The spec (with --set applied), the search space and the checked base spec of a sweep:
     what the command and every worker process derive from the same job."""
     doc = load_file(job.spec_path)
@@ -664,7 +664,7 @@ def _worker(job: _Job, threads: int, parent: int) -> None:
 
             torch.set_num_threads(threads)
             optuna.logging.set_verbosity(optuna.logging.ERROR)
-            doc, space, base = _prepare(job)
+            doc, space, base = _derive(job)
             study, _ = open_study(Path(job.folder), base.spec.name, job.storage, space, base.spec.train.seed)
             _optimize(study, doc, space, job, job.reporter, None, job.on_trial, base.spec.train.seed)
     except (KeyboardInterrupt, Interrupted):

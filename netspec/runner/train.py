@@ -21,7 +21,7 @@ from netspec.data.splits import Data, Split
 from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
 from netspec.errors import CheckpointError, first_line, RunError
-from netspec.runner.speed import COMPILE_MODES, Speed, autocast, prepare, resolve, standard_state
+from netspec.runner.speed import COMPILE_MODES, Speed, arrange, autocast, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
 
@@ -143,7 +143,7 @@ class Trainer:
                  ranks: Ranks = SINGLE):
         self.spec, self.model, self.data, self.device, self.ranks = spec, model, data, device, ranks
         self.speed = resolve(spec, device)
-        self.net = logits_model(prepare(model, self.speed), softmax_head)  # evaluated as it is, on one process
+        self.net = logits_model(arrange(model, self.speed), softmax_head)  # evaluated as it is, on one process
         self.eager = wrap(self.net, ranks, device)  # trained through DDP when there are several
         self.observer = observer or Observer()
         self.detect_anomaly = detect_anomaly
