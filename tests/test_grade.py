@@ -383,3 +383,19 @@ def test_a_submission_over_the_memory_limit_keeps_its_points_so_far(tmp_path, fa
     row = _gradebook(tmp_path / "grades")["a"]
     assert (row["status"], row["total"]) == ("memory limit", "10")
     assert "the rubric's limit is 64 MB" in row["reason"] and int(row["peak_mb"]) > 64
+
+
+def test_a_huge_model_pt_is_not_read_through_to_tell_whether_it_changed(tmp_path):
+    from netspec.grading.verdict import MAX_WEIGHTS, source_digest
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "spec.yaml").write_text(mlp("s"))
+    with open(tmp_path / "s" / "model.pt", "wb") as f:  # sparse: no disk, and reading it would take long
+        f.truncate(MAX_WEIGHTS * 40)
+    entry = Entry("s", str(tmp_path / "s"), spec=str(tmp_path / "s" / "spec.yaml"), weights=str(tmp_path / "s" / "model.pt"))
+    started = time.perf_counter()
+    before = source_digest(entry)
+    assert time.perf_counter() - started < 1.0
+    with open(tmp_path / "s" / "model.pt", "r+b") as f:
+        f.truncate(MAX_WEIGHTS * 40 + 1)
+    assert source_digest(entry) != before  # a changed file is graded again

@@ -86,9 +86,10 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
         except (KeyboardInterrupt, Interrupted):
             raise Interrupted(f"grading interrupted; {folder} keeps every finished grade. Run the same command "
                               f"again to grade the rest", folder) from None
-        finally:
-            _write(folder, loaded, open_class(job, loaded), entries, skipped)
-    return Gradebook(folder, loaded, _rows(open_class(job, loaded), loaded, entries), skipped)
+        finally:  # the study reads what every grader wrote: the rows are the class's, once
+            rows = _rows(study, loaded, entries)
+            write_gradebook(folder, loaded.name, columns(loaded), rows, _about(loaded))
+    return Gradebook(folder, loaded, rows, skipped)
 
 
 def _preflight(rubric: Rubric, data_dir) -> None:
@@ -376,10 +377,6 @@ def _mark_duplicates(rows: list[dict]) -> None:
     for row in rows:
         same = [s for s in groups.get(row["fingerprint"], []) if s != row["student"]]
         row["same_as"] = same
-
-
-def _write(folder: Path, rubric: Rubric, study: optuna.Study, entries: list[Entry], skipped: list[str]) -> None:
-    write_gradebook(folder, rubric.name, columns(rubric), _rows(study, rubric, entries), _about(rubric))
 
 
 def _about(rubric: Rubric) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -125,7 +124,6 @@ def child(task: dict, result_file: str, parent: int) -> None:
         out = {"error": f"{type(e).__name__}: {first_line(e)}"}
     out["seconds"] = time.perf_counter() - started
     Path(result_file).write_text(json.dumps(out))
-    sys.stdout.flush()
 
 
 def _orphan_watch(parent: int) -> None:

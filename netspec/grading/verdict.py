@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netspec.builder.check import RuleResult, apply_rules, check_document
+from netspec.builder.check import RuleResult, apply_rules, check_document, problems_of
 from netspec.errors import Problem, SpecError
 from netspec.grading.rubric import Rubric
 from netspec.spec.loader import Document, load_file
@@ -202,8 +202,6 @@ def judge(entry: Entry, rubric: Rubric) -> Verdict:
 
 
 def _rule_problems(checked, results, doc) -> list[Problem]:
-    from netspec.builder.check import problems_of
-
     return problems_of(results, doc) + list(checked.warnings)
 
 
@@ -227,7 +225,10 @@ def _comparable(resolved: dict) -> dict:
 def _digest(path: str | Path) -> str:
     h = hashlib.sha256()
     p = Path(path)
-    if p.is_file() and not p.is_symlink():
+    if p.is_file() and not p.is_symlink() and p.stat().st_size > MAX_WEIGHTS:
+        st = p.stat()  # refused when measured; its size and time say whether it changed
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    elif p.is_file() and not p.is_symlink():
         with open(p, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)

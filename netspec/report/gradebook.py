@@ -58,6 +58,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _place(p: dict) -> str:
+    """Where a problem is, as a student reads it: spec.yaml:9:3 (or the file alone)."""
+    return f"{Path(p['file']).name}:{p['line']}:{p['col']}" if p["line"] else Path(p["file"]).name
+
+
+def _hinted(p: dict) -> str:
+    return f"{p['path'] or '(top)'}: {p['message']}" + (f" (hint: {p['hint']})" if p["hint"] else "")
+
+
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -121,12 +130,9 @@ def feedback_markdown(name: str, row: dict, run_link: str | None) -> str:
     for item in row["items"]:
         mark = "" if item["passed"] is None else ("✓ " if item["passed"] else "✗ ")
         lines.append(f"| {mark}{_cell(item['name'])} | {item['points']:g} | {item['max_points']:g} | {_cell(item['note'])} |")
-    problems = [p for p in row["problems"]]
-    if problems:
+    if row["problems"]:
         lines += ["", "## What to fix", ""]
-        for p in problems:
-            where = f"{Path(p['file']).name}:{p['line']}:{p['col']}" if p["line"] else Path(p["file"]).name
-            lines.append(f"- `{where}` {p['path'] or '(top)'}: {p['message']}" + (f" (hint: {p['hint']})" if p["hint"] else ""))
+        lines += [f"- `{_place(p)}` {_hinted(p)}" for p in row["problems"]]
     if row.get("same_as"):
         lines += ["", f"Identical to the submission of: {', '.join(row['same_as'])}."]
     if run_link:
@@ -159,9 +165,7 @@ def gradescope_results(row: dict, visibility: str, seconds: float) -> dict:
     lines = [f"{row['total']:g} of {row['max']:g} points ({STATUS_TEXT.get(row['status'], row['status'])})"]
     if row["reason"] and row["status"] != "graded":
         lines.append(f"Why: {row['reason']}")
-    for p in row["problems"]:
-        where = f"{Path(p['file']).name}:{p['line']}:{p['col']}" if p["line"] else Path(p["file"]).name
-        lines.append(f"{where} {p['path'] or '(top)'}: {p['message']}" + (f" (hint: {p['hint']})" if p["hint"] else ""))
+    lines += [f"{_place(p)} {_hinted(p)}" for p in row["problems"]]
     out = {"score": row["total"], "execution_time": max(0, round(seconds)), "output": "\n".join(lines), "tests": tests}
     if row["test_accuracy"] is not None:
         out["leaderboard"] = [{"name": "Test accuracy", "value": round(row["test_accuracy"], 4), "order": "desc"},

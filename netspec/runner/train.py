@@ -271,14 +271,14 @@ class Trainer:
                     what = ("loss" if int(least(self.ranks, loss_steps_ok).item()) == good
                             else "gradient (the loss was finite)")
                     raise NonFinite(epoch, good + 1, what)
-                total, _, count = (float(v) for v in summed(self.ranks, loss_sum, correct, torch.tensor(float(seen))))
+                total, right, count = (float(v) for v in summed(self.ranks, loss_sum, correct, torch.tensor(float(seen))))
                 window = count - shown_seen
                 if window:
                     self.step_losses.append((epoch - 1 + (step + 1) / self.steps_per_epoch,
                                              (total - shown_sum) / window))
                 shown_sum, shown_seen = total, count
                 self.observer.step(epoch=epoch, step=step + 1, loss=total / count)
-        total, right, count = (float(v) for v in summed(self.ranks, loss_sum, correct, torch.tensor(float(seen))))
+        # total, right and count are those of the last step's look (the last step is always looked at)
         val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
         return EpochStats(
             epoch=epoch, train_loss=total / count, train_acc=right / count,
