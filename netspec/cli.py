@@ -491,7 +491,7 @@ class TrialLine:
     """A line per finished trial, printed by whichever worker process ran it (picklable)."""
 
     def __call__(self, study, frozen):
-        from netspec.runner.sweep import counted
+        from netspec.runner.study import counted
 
         if not counted(frozen):
             return
@@ -524,7 +524,7 @@ def sweep_cmd(
     """Search over spec settings (grid, TPE or random, with Optuna); every trial is a run. Rerun to resume."""
     from netspec.report.run_report import RunReporter
     from netspec.report.sweep_report import leaderboard_table, write_sweep_outputs
-    from netspec.runner.sweep import sweep
+    from netspec.runner.sweep import SweepJob, sweep
 
     if sampler is not None and sampler not in ("grid", "tpe", "random"):
         raise typer.BadParameter("use grid, tpe or random", param_hint="--sampler")
@@ -539,7 +539,7 @@ def sweep_cmd(
     def on_trial(study, frozen):
         if "obs" in progress:
             progress.pop("obs").stop()
-        from netspec.runner.sweep import counted
+        from netspec.runner.study import counted
 
         if not counted(frozen):
             return
@@ -554,10 +554,11 @@ def sweep_cmd(
 
     with user_errors():
         try:
-            result = sweep(spec, grid=grid or [], ranges=range_ or [], sampler=sampler, trials=trials, prune=prune,
-                           storage=storage, out=out_dir, imposed=tuple(rules or ()), data_dir=data_dir, limit=limit,
-                           overrides=tuple(set_ or ()), reporter=RunReporter(), workers=workers,
-                           observer=observer, on_trial=on_trial if workers == 1 else TrialLine(), draft=draft)
+            job = SweepJob.of(spec, grid=grid or (), ranges=range_ or (), sampler=sampler, trials=trials, prune=prune,
+                              storage=storage, out=out_dir, imposed=rules or (), data_dir=data_dir, limit=limit,
+                              overrides=set_ or (), draft=draft)
+            result = sweep(job, workers=workers, reporter=RunReporter(), observer=observer,
+                           on_trial=on_trial if workers == 1 else TrialLine())
         except Interrupted as e:  # one line, and the command that continues the sweep
             raise Interrupted(f"{e}:  netspec {shlex.join(sys.argv[1:])}", e.run_dir) from None
         finally:

@@ -337,7 +337,8 @@ def _trials(folder, name="tiny"):
 
 @pytest.mark.slow
 def test_random_sweep_workers_propose_their_own_values_within_one_budget(fake_data, tmp_path):
-    from netspec.runner.sweep import counted, sweep
+    from netspec.runner.study import counted
+    from netspec.runner.sweep import sweep
 
     args = dict(ranges=["train.optimizer.lr=1e-4:1e-2:log"], sampler="random", out=tmp_path / "s",
                 data_dir=fake_data, limit=200)
@@ -351,7 +352,7 @@ def test_random_sweep_workers_propose_their_own_values_within_one_budget(fake_da
 
 
 def test_trial_seeds_are_derived_reproducibly():
-    from netspec.runner.sweep import trial_seed
+    from netspec.runner.study import trial_seed
 
     assert trial_seed(0, 3) == trial_seed(0, 3)
     assert len({trial_seed(0, n) for n in range(100)} | {trial_seed(1, n) for n in range(100)}) == 200
@@ -387,7 +388,7 @@ def test_a_journal_cut_mid_record_opens_again_with_nothing_lost(fake_data, tmp_p
 
 def test_too_many_workers_are_refused():
     from netspec.errors import RunError
-    from netspec.runner.sweep import check_workers
+    from netspec.runner.processes import check_workers
 
     with pytest.raises(RunError, match=r"--workers 1000: give 1 to \d+ \(this machine has \d+ cores"):
         check_workers(1000)
@@ -465,11 +466,11 @@ def test_workers_of_a_killed_parent_stop_by_themselves(fake_data, tmp_path):
     # landed before the mark was written, failed for no reason of its own (CI once saw one such)
     import optuna
 
-    from netspec.runner.sweep import _recover
+    from netspec.runner.study import recover
 
     backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "study.journal"))
     study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(backend))
-    _recover(study, heartbeats=False)
+    recover(study, heartbeats=False)
     assert sorted(t.user_attrs["retry_of"] for t in study.get_trials() if t.state.name == "WAITING") == [0, 1]
 
 
@@ -604,7 +605,7 @@ def test_a_stop_that_lands_in_a_weakref_callback_still_stops_the_sweep(capfd):
     import signal
     import weakref
 
-    from netspec.runner.sweep import terminate_as_interrupt
+    from netspec.runner.processes import terminate_as_interrupt
 
     class Thing:
         pass
@@ -634,7 +635,7 @@ def test_a_second_stop_does_not_cut_short_the_marking_of_the_first():
     interrupted: that must finish, or the trial is left as a plain failure that never runs again."""
     import signal
 
-    from netspec.runner.sweep import terminate_as_interrupt
+    from netspec.runner.processes import terminate_as_interrupt
 
     marked = False
     with terminate_as_interrupt():
@@ -655,7 +656,7 @@ def test_a_trial_failed_for_no_reason_of_its_own_runs_again_once(tmp_path):
     retried like an interrupted one; a trial refused for a reason ("error") is not."""
     import optuna
 
-    from netspec.runner.sweep import _recover
+    from netspec.runner.study import recover
 
     backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
     study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
@@ -663,7 +664,7 @@ def test_a_trial_failed_for_no_reason_of_its_own_runs_again_once(tmp_path):
     for x, attrs in ((1, {}), (2, {"interrupted": True}), (3, {"error": "rules 'r' fix x"})):
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"x": x},
                                                   distributions=dist, user_attrs=attrs))
-    _recover(study, heartbeats=False)
-    _recover(study, heartbeats=False)  # a second rerun retries nothing again
+    recover(study, heartbeats=False)
+    recover(study, heartbeats=False)  # a second rerun retries nothing again
     waiting = [t for t in study.get_trials() if t.state.name == "WAITING"]
     assert sorted((t.user_attrs["retry_of"], t.system_attrs["fixed_params"]["x"]) for t in waiting) == [(0, 1), (1, 2)]

@@ -10,7 +10,8 @@ from netspec.cli import app
 from netspec.errors import Interrupted, SpecError
 from netspec.report.sweep_report import write_sweep_outputs
 from conftest import run
-from netspec.runner.sweep import make_space, parse_range, sweep
+from netspec.runner.space import make_space, parse_range
+from netspec.runner.sweep import sweep
 from netspec.runner.train import Observer
 from netspec.spec.loader import load_file
 from netspec.builder.check import check_file
@@ -148,7 +149,7 @@ def test_whole_layer_lists_can_be_swept(write_spec, fake_data, tmp_path):
 def test_shipped_sweeps_pass_their_rules(name):
     from pathlib import Path
 
-    from netspec.runner.sweep import check_space
+    from netspec.runner.space import check_space
 
     doc = load_file(SPECS / name)
     space = make_space(doc, [], [], None, None, None)

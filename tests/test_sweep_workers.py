@@ -14,7 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from netspec.errors import RunError, SpecError
-from netspec.runner.sweep import counted, parse_range, sweep
+from netspec.runner.space import parse_range
+from netspec.runner.study import counted
+from netspec.runner.sweep import sweep
 
 from conftest import ROOT, TINY_SWEEP
 

@@ -31,8 +31,8 @@ from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
-from netspec.runner.sweep import (INTERRUPTED_EXIT, check_workers, rdb_storage, repair_journal, run_processes,
-                                  terminate_as_interrupt)
+from netspec.runner.processes import INTERRUPTED_EXIT, check_workers, run_processes, terminate_as_interrupt
+from netspec.runner.study import rdb_storage, repair_journal
 
 JOURNAL = "grade.journal"
 POLL_S = 0.1
