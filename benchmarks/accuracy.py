@@ -46,7 +46,7 @@ def main() -> None:
         for name in args.specs:
             result = netspec.train(netspec.load(ROOT / "specs" / f"{name}.yaml", overrides=list(args.set)),
                                    out=args.out / name, data_dir=args.data_dir, force=True)
-            metrics.append(result.metrics)
+            metrics.append(result.metrics.to_dict())
     table = Table(title="shipped specs on MNIST (test set, 10,000 images)", title_justify="left")
     for col in ("spec", "params", "epochs", "test acc", "rules target", "aim", "train s", "s / epoch", "device", "arithmetic"):
         table.add_column(col, justify="left" if col in ("spec", "device") else "right")

@@ -79,7 +79,7 @@ def main() -> None:
             run = netspec.train(spec, data_dir=args.data_dir, out=tmp / spec.config.name / name.split()[-1],
                                 limit=args.limit, progress=False)
             wall = time.perf_counter() - start
-            m = run.metrics
+            m = run.metrics.to_dict()
             rows.append((name, m["loading"], f"{wall - m['train_seconds']:.1f}", f"{m['train_seconds']:.1f}",
                          f"{m['best_val_accuracy']:.4f}", f"{m['test_accuracy']:.4f}", f"{run.preprocessing['mean'][0]:.6f}"))
     table = Table(title=f"cnn-small, {args.epochs} epochs on {args.limit:,} training images, real MNIST from each source")

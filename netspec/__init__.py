@@ -14,8 +14,9 @@ Importing netspec changes nothing global (torch's random state, matplotlib's bac
 from netspec._version import __version__  # noqa: E402,F401
 
 from netspec.api import Prediction, Run, Spec, grade, load, open_run, resume, train  # noqa: E402
+from netspec.runner.metrics import Metrics  # noqa: E402
 from netspec.errors import CheckpointError, DataError, Interrupted, NetspecError, Problem, RunError, SpecError  # noqa: E402
 
-__all__ = ["load", "train", "resume", "open_run", "grade", "Spec", "Run", "Prediction",
+__all__ = ["load", "train", "resume", "open_run", "grade", "Spec", "Run", "Metrics", "Prediction",
            "NetspecError", "SpecError", "Problem", "DataError", "RunError", "CheckpointError", "Interrupted",
            "__version__"]

@@ -29,6 +29,7 @@ import yaml
 from netspec.builder.check import Checked, check_document
 from netspec.errors import NetspecError, SpecError
 from netspec.report.tables import summary_json, summary_text
+from netspec.runner.metrics import Metrics
 from netspec.runner.observer import Observer
 from netspec.spec.loader import load_file, load_text
 from netspec.spec.overrides import apply_overrides
@@ -192,7 +193,7 @@ class Run:
     spec: Spec
     model: nn.Module  # the trained model in eval mode, Softmax head as in the spec
     history: list[EpochStats]
-    metrics: dict
+    metrics: Metrics
     notes: list[str] = field(default_factory=list)  # e.g. today's rules would refuse this old run
 
     @property
@@ -265,8 +266,8 @@ class Run:
         return evaluate_run(self.path, data_dir)
 
     def __repr__(self) -> str:
-        acc = self.metrics.get("test_accuracy")
-        return (f"<netspec.Run {self.path}: {self.metrics.get('status', '?')}, "
+        acc = self.metrics.test_accuracy
+        return (f"<netspec.Run {self.path}: {self.metrics.status}, "
                 f"test accuracy {acc if acc is None else round(acc, 4)}>")
 
 
@@ -290,10 +291,10 @@ class PrintProgress(Observer):
 
 def open_run(path: str | Path) -> Run:
     """A run folder (finished, interrupted or failed): spec, model with its weights, history, metrics."""
-    from netspec.runner.run import load_run, read_history
+    from netspec.runner.run import load_run, read_history, read_metrics
 
     run_dir, checked, model, notes = load_run(path)
-    metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    metrics = read_metrics(run_dir)
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     return Run(run_dir.path, Spec(checked), model.eval(), history, metrics, notes)
 

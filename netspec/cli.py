@@ -278,14 +278,14 @@ def _clock(seconds: float) -> str:
 
 def _report_run(result) -> None:
     m = result.metrics
-    target = m.get("target_accuracy")
+    target = m.target_accuracy
     verdict = ""
     if target is not None:
-        verdict = f"  (target {target}: " + ("[green]passed[/])" if m["passed"] else "[red]not reached[/])")
-    out.print(f"test accuracy [bold]{m['test_accuracy']:.4f}[/]{verdict}  (model of epoch {m['model_epoch']}, "
-              f"{m['test_size']:,} test images)", highlight=False)
-    if m.get("limit") is not None:
-        out.print(f"trained on {m['train_size']:,} of {m['train_available']:,} training images (--limit {m['limit']})",
+        verdict = f"  (target {target}: " + ("[green]passed[/])" if m.passed else "[red]not reached[/])")
+    out.print(f"test accuracy [bold]{m.test_accuracy:.4f}[/]{verdict}  (model of epoch {m.model_epoch}, "
+              f"{m.test_size:,} test images)", highlight=False)
+    if m.limit is not None:
+        out.print(f"trained on {m.train_size:,} of {m.train_available:,} training images (--limit {m.limit})",
                   highlight=False)
     out.print(f"run folder: {escape(str(result.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
 

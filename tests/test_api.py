@@ -70,7 +70,7 @@ def test_train_open_and_predict_on_tensors(fake_data, tmp_path, capsys):
     run = netspec.train(spec, data_dir=fake_data, out=tmp_path / "r", limit=600)
     printed = capsys.readouterr().out
     assert "epoch   1" in printed and "epoch   2" in printed
-    assert [h.epoch for h in run.history] == [1, 2] and run.metrics["test_size"] == 300
+    assert [h.epoch for h in run.history] == [1, 2] and run.metrics.test_size == 300
     again = netspec.open_run(tmp_path / "r")
     assert again.metrics == run.metrics and again.spec.params == 159_010
     from conftest import mnist_source
@@ -172,5 +172,5 @@ def test_a_reopened_run_evaluates_on_the_data_it_used(fake_data, tmp_path, monke
                         overrides={"train.epochs": 1, "data.validation": 100, "train.schedule.name": "none"})
     run = netspec.train(spec, data_dir=fake_data, out=tmp_path / "r", limit=200, progress=False)
     again = netspec.open_run(run.path).evaluate()
-    assert again["test_accuracy"] == run.metrics["test_accuracy"]
+    assert again["test_accuracy"] == run.metrics.test_accuracy
     assert not (tmp_path / "home" / ".cache" / "netspec").exists()

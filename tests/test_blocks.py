@@ -335,7 +335,7 @@ def test_block_specs_train_and_export_to_onnx_with_pytorchs_outputs(fake_data, t
     text = (SPECS / f"{name}.yaml").read_text().replace("rules: mnist-cnn\n", "")
     spec = netspec.load(text, overrides={"train.epochs": 1, "data.validation": 100})
     run = netspec.train(spec, data_dir=fake_data, out=tmp_path / name, limit=200, progress=False)
-    assert run.metrics["status"] == "finished"
+    assert run.metrics.status == "finished"
     session = onnxruntime.InferenceSession(str(run.export()))
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -351,7 +351,7 @@ def test_cifar_resnet_exports_and_trains_a_few_steps_on_cifar_files(tmp_path, mo
     spec = netspec.load(SPECS / "resnet20-cifar10.yaml",
                         overrides={"train.epochs": 1, "data.validation": 16, "train.batch_size": 16})
     run = netspec.train(spec, data_dir=root, out=tmp_path / "r", progress=False)
-    assert run.metrics["status"] == "finished" and run.metrics["params"] == 272_474
+    assert run.metrics.status == "finished" and run.metrics.params == 272_474
     assert run.export().is_file()
 
 

@@ -141,7 +141,7 @@ def test_kmnist_reads_its_layout_and_trains(tmp_path):
     assert source.train.images.shape == (600, 1, 28, 28) and source.classes[:3] == ("o", "ki", "su")
     checked = mlp_spec(tmp_path, "{dataset: kmnist, validation: 100, input_shape: [784]}", 10, 784)
     metrics = run(checked, out=tmp_path / "r", data_dir=root).metrics
-    assert metrics["test_size"] == 200 and metrics["test_accuracy"] > 0.5
+    assert metrics.test_size == 200 and metrics.test_accuracy > 0.5
     assert json.loads((tmp_path / "r" / "data.json").read_text())["classes"][0] == "o"
 
 
@@ -157,7 +157,7 @@ def test_emnist_splits_upright_with_their_classes(tmp_path, split, classes):
         checked = mlp_spec(tmp_path, "{dataset: emnist-letters, validation: 100}", classes, 784)
         assert checked.spec.data.classes == 26
         metrics = run(checked, out=tmp_path / "r", data_dir=root).metrics
-        assert metrics["test_accuracy"] > 1 / 26 * 3
+        assert metrics.test_accuracy > 1 / 26 * 3
 
 
 def test_cifar10_reads_its_pickles_as_rgb_planes_and_trains(tmp_path, monkeypatch):
@@ -168,7 +168,7 @@ def test_cifar10_reads_its_pickles_as_rgb_planes_and_trains(tmp_path, monkeypatc
     checked = mlp_spec(tmp_path, "{dataset: cifar10, validation: 100, input_shape: [3, 32, 32]}", 10, 3072)
     assert checked.spec.data.image_shape == (3, 32, 32)
     metrics = run(checked, out=tmp_path / "r", data_dir=root).metrics
-    assert metrics["test_accuracy"] > 0.5
+    assert metrics.test_accuracy > 0.5
     record = json.loads((tmp_path / "r" / "data.json").read_text())
     assert record["classes"][0] == "airplane" and len(record["mean"]) == 3
 
@@ -179,7 +179,7 @@ def test_svhn_reads_its_mat_files_and_maps_label_10_to_0(tmp_path, monkeypatch):
     assert torch.equal(source.train.images, written["train"][0])
     assert torch.equal(source.test.labels, written["test"][1]) and source.test.labels.min() == 0
     checked = mlp_spec(tmp_path, "{dataset: svhn, validation: 100, input_shape: [3072]}", 10, 3072)
-    assert run(checked, out=tmp_path / "r", data_dir=root).metrics["test_accuracy"] > 0.5
+    assert run(checked, out=tmp_path / "r", data_dir=root).metrics.test_accuracy > 0.5
 
 
 def test_a_corrupted_cifar_file_is_one_clear_error(tmp_path, monkeypatch):
@@ -202,8 +202,8 @@ def test_imagefolder_trains_on_pngs_resized_to_the_stated_size(tmp_path):
     assert d.classes == 3 and d.image_shape == (3, 16, 16) and d.path == str(folder.resolve()) and d.test == 0.2
     result = run(checked, out=tmp_path / "r")
     m = result.metrics
-    assert (m["train_size"], m["val_size"], m["test_size"]) == (58, 14, 18)  # 90: 18 test, then 72 * 0.2 validation
-    assert m["test_accuracy"] > 0.6
+    assert (m.train_size, m.val_size, m.test_size) == (58, 14, 18)  # 90: 18 test, then 72 * 0.2 validation
+    assert m.test_accuracy > 0.6
     record = json.loads((tmp_path / "r" / "data.json").read_text())
     assert record["classes"] == ["cat", "dog", "fox"] and record["image_shape"] == [3, 16, 16]
     # the run folder's spec is portable: the path is absolute, and predict reads files as training did
@@ -243,7 +243,7 @@ def test_npz_both_layouts(tmp_path):
     checked = check_file(spec)
     assert checked.spec.data.image_shape == (3, 10, 10) and checked.spec.data.classes == 4
     m = run(checked, out=tmp_path / "r").metrics
-    assert (m["test_size"], m["val_size"], m["train_size"]) == (50, 25, 225) and m["test_accuracy"] > 0.6
+    assert (m.test_size, m.val_size, m.train_size) == (50, 25, 225) and m.test_accuracy > 0.6
     source = load_source(checked.spec.data)
     assert torch.equal(source.train.images[0], source.train.images[0, :1].repeat(3, 1, 1))  # channels read right
 
@@ -350,7 +350,7 @@ def test_streaming_trains_exactly_like_memory_and_is_recorded(tmp_path, monkeypa
     results = {}
     for name, extra in (("memory", "loading: memory"), ("auto", "memory_mb: 1, workers: 1")):
         checked = mlp_spec(tmp_path, base % extra, 10, 3072, name=name)
-        results[name] = run(checked, out=tmp_path / name, data_dir=root).metrics
+        results[name] = run(checked, out=tmp_path / name, data_dir=root).metrics.to_dict()
     assert results["auto"]["loading"] == "stream" and results["memory"]["loading"] == "memory"
     for key in ("test_accuracy", "test_loss", "best_val_accuracy"):
         assert results["auto"][key] == results["memory"][key], key
@@ -365,7 +365,7 @@ def test_streaming_an_image_folder_with_workers(tmp_path):
     spec.write_text("name: s\ndata: {dataset: imagefolder, path: pets, input_shape: [3, 12, 12], loading: stream, "
                     "workers: 2}\nmodel:\n  layers: [Flatten, {Linear: {out_features: 3}}]\ntrain: {epochs: 1, batch_size: 8}\n")
     m = run(check_file(spec), out=tmp_path / "r").metrics
-    assert m["loading"] == "stream" and m["test_size"] == 12 and m["status"] == "finished"
+    assert m.loading == "stream" and m.test_size == 12 and m.status == "finished"
 
 
 # --- the CLI -----------------------------------------------------------------------------------
@@ -486,7 +486,7 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_run_folder(tmp_path, load
     assert not (tmp_path / "r").exists()  # the next try may use the same --out
     bad.unlink()
     assert run(mlp_spec(tmp_path, "{dataset: imagefolder, path: pets, input_shape: [3, 8, 8], %s}" % loading, 3, 192),
-               out=tmp_path / "r").metrics["status"] == "finished"
+               out=tmp_path / "r").metrics.status == "finished"
 
 
 @pytest.mark.parametrize("path", ["a\\0b", "x" * 5000, "~nosuchuser123/x"])
@@ -530,7 +530,7 @@ def test_the_same_images_as_npz_train_exactly_like_the_named_set(fake_data, tmp_
     metrics = {}
     for name, data in (("named", "{dataset: mnist, validation: 200}"), ("npz", "{dataset: npz, path: same.npz, validation: 200}")):
         checked = mlp_spec(tmp_path, data, 10, 784, name=name)
-        metrics[name] = run(checked, out=tmp_path / name, data_dir=fake_data).metrics
+        metrics[name] = run(checked, out=tmp_path / name, data_dir=fake_data).metrics.to_dict()
         metrics[name]["mean"] = json.loads((tmp_path / name / "data.json").read_text())["mean"]
     for key in ("test_accuracy", "test_loss", "best_val_accuracy", "train_size", "mean"):
         assert metrics["named"][key] == metrics["npz"][key], key

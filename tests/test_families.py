@@ -95,7 +95,7 @@ def test_a_family_registered_in_a_test_is_checked_summarised_trained_and_exporte
     assert r.exit_code == 1 and ":4:" in r.output and "wider than the 784 input values" in r.output
     path.write_text(TOY)
     run = netspec.train(netspec.load(path), data_dir=fake_data, out=tmp_path / "run", limit=300, progress=False)
-    assert run.metrics["status"] == "finished" and run.metrics["params"] == 19_090
+    assert run.metrics.status == "finished" and run.metrics.params == 19_090
     assert netspec.open_run(run.path).spec.config.model == Toy(hidden=24)  # the run folder reads back
     session = onnxruntime.InferenceSession(str(run.export()))
     x = torch.randn(3, 1, 28, 28)

@@ -26,10 +26,10 @@ def tiny(tmp_path, name="cnn-small.yaml", *extra):
 def test_cuda_run_with_auto_settings_and_cpu_eval(fake_data, tmp_path):
     result = run(tiny(tmp_path), out=tmp_path / "r", data_dir=fake_data, limit=600)
     m = result.metrics
-    assert m["device"].startswith("cuda") and m["speed"]["channels_last"] and m["speed"]["precision"] in ("bf16", "fp16")
-    assert m["test_accuracy"] > 0.5
+    assert m.device.startswith("cuda") and m.speed["channels_last"] and m.speed["precision"] in ("bf16", "fp16")
+    assert m.test_accuracy > 0.5
     again = evaluate_run(tmp_path / "r", fake_data)  # on the CPU, in the run's precision
-    assert abs(again["test_accuracy"] - m["test_accuracy"]) <= 0.01
+    assert abs(again["test_accuracy"] - m.test_accuracy) <= 0.01
 
 
 def test_deterministic_runs_repeat_bit_for_bit(fake_data, tmp_path):
@@ -67,12 +67,12 @@ def test_compiled_training_on_gpu(fake_data, tmp_path, mode):
 
     result = run(tiny(tmp_path, "cnn-small.yaml", f"train.compile={mode}"), out=tmp_path / "r", data_dir=fake_data,
                  limit=600, observer=Notes())
-    assert notes == [] and result.metrics["speed"]["compile"] == mode
-    assert result.metrics["test_accuracy"] > 0.5
+    assert notes == [] and result.metrics.speed["compile"] == mode
+    assert result.metrics.test_accuracy > 0.5
 
 
 def test_vit_trains_on_gpu_with_fused_attention_and_draws_heatmaps(fake_data, tmp_path):
     checked = tiny(tmp_path, "vit.yaml", "model.vit.depth=2", "train.schedule.name=none")
     result = run(checked, out=tmp_path / "r", data_dir=fake_data, limit=600)
-    assert result.metrics["speed"]["fused_attention"]
+    assert result.metrics.speed["fused_attention"]
     assert (tmp_path / "r" / "attention.png").is_file()

@@ -106,7 +106,7 @@ def trained(tmp_path_factory, fake_data):
 
     out = tmp_path_factory.mktemp("alice-run") / "run"
     run = netspec.train(netspec.load(mlp("alice")), out=out, data_dir=fake_data, progress=False)
-    return out, run.metrics["test_accuracy"]
+    return out, run.metrics.test_accuracy
 
 
 def make_class(root: Path, trained, fake_data: Path) -> Path:

@@ -11,7 +11,10 @@ from conftest import mnist_data, mnist_source
 from netspec.errors import DataError, Interrupted, RunError
 from netspec.runner import train as train_mod
 from netspec.runner.rundir import RunDir, load_checkpoint
-from netspec.runner.run import evaluate_run
+from dataclasses import fields
+
+from netspec.runner.metrics import Metrics
+from netspec.runner.run import evaluate_run, read_metrics
 from conftest import run
 from netspec.runner.train import Observer, Trainer
 from netspec.builder.check import check_file
@@ -61,6 +64,18 @@ def test_run_writes_every_output(fake_data, tmp_path):
     assert set(saved) >= {"spec", "state_dict"} and "linear_0.weight" in saved["state_dict"]
     again = evaluate_run(d, fake_data)
     assert again["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-9)
+    # metrics.json is the typed record, written and read in one place: every key a field, and back
+    assert Metrics.from_dict(m) == result.metrics and sorted(m) == sorted(f.name for f in fields(Metrics))
+    assert read_metrics(result.run_dir).test_accuracy == m["test_accuracy"]
+
+
+def test_metrics_of_older_and_newer_folders_read_with_defaults():
+    old = Metrics.from_dict({"name": "cnn", "status": "finished", "test_accuracy": 0.99, "epochs_completed": 10})
+    assert (old.test_accuracy, old.processes, old.speed, old.draft, old.model_epoch) == (0.99, 1, {}, False, None)
+    assert not old.has_model and old.finished
+    newer = Metrics.from_dict({"status": "finished", "a_key_from_later": 1, "draft": None})
+    assert newer.draft is False and not hasattr(newer, "a_key_from_later")
+    assert Metrics.from_dict(["not", "a", "record"]) == Metrics()
 
 
 def test_same_seed_same_result(fake_data, tmp_path):
@@ -193,8 +208,8 @@ def test_vit_run_writes_attention_heatmaps(fake_data, tmp_path):
 def test_real_mnist_short_mlp_run(tmp_path):
     checked = check_file(SPECS / "mlp.yaml", overrides=("train.epochs=1", "train.augment.shift=0", "train.augment.rotate=0"))
     result = run(checked, out=tmp_path / "real", data_dir=SHARED_DATA)
-    assert result.metrics["test_size"] == 10_000 and result.metrics["train_size"] == 55_000
-    assert result.metrics["test_accuracy"] > 0.9
+    assert result.metrics.test_size == 10_000 and result.metrics.train_size == 55_000
+    assert result.metrics.test_accuracy > 0.9
 
 
 def test_cli_data_facts(fake_data, tmp_path):

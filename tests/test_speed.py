@@ -63,8 +63,8 @@ def test_each_precision_and_layout_trains_like_fp32(fake_data, tmp_path, extra, 
     other = run(tiny_cnn(tmp_path, *extra), out=tmp_path / "other", data_dir=fake_data, limit=600)
     a, b = exact.history[-1].train_loss, other.history[-1].train_loss
     assert abs(a - b) <= tolerance * a, (a, b)
-    assert abs(exact.metrics["test_accuracy"] - other.metrics["test_accuracy"]) <= 0.02
-    assert other.metrics["speed"]["precision"] == other.run_dir.path.joinpath("spec.yaml").read_text().split(
+    assert abs(exact.metrics.test_accuracy - other.metrics.test_accuracy) <= 0.02
+    assert other.metrics.speed["precision"] == other.run_dir.path.joinpath("spec.yaml").read_text().split(
         "precision: ")[1].split()[0]
     # model.pt holds the standard layout, whatever layout trained it
     saved = torch.load(other.run_dir / "model.pt", weights_only=True)["state_dict"]
@@ -75,7 +75,7 @@ def test_eval_of_a_bf16_run_matches_its_own_figure(fake_data, tmp_path):
     result = run(tiny_cnn(tmp_path, "train.precision=bf16"), out=tmp_path / "r", data_dir=fake_data, limit=600)
     assert "bf16 mixed precision" in (tmp_path / "r" / "report.md").read_text()
     again = evaluate_run(tmp_path / "r", fake_data)
-    assert again["precision"] == "bf16" and again["test_accuracy"] == result.metrics["test_accuracy"]
+    assert again["precision"] == "bf16" and again["test_accuracy"] == result.metrics.test_accuracy
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["evaluated_in"] == "bf16"
 
 
@@ -95,9 +95,9 @@ def test_compile_failure_is_one_line_and_training_goes_on(fake_data, tmp_path, m
     result = run(tiny_cnn(tmp_path, "train.compile=on"), out=tmp_path / "r", data_dir=fake_data, limit=600,
                  observer=Notes())
     assert notes == ["torch.compile failed (RuntimeError: no C++ compiler here); training continues eagerly"]
-    assert result.metrics["status"] == "finished" and result.metrics["speed"]["compile"] == "off"
+    assert result.metrics.status == "finished" and result.metrics.speed["compile"] == "off"
     exact = run(tiny_cnn(tmp_path, "train.compile=off"), out=tmp_path / "eager", data_dir=fake_data, limit=600)
-    assert result.metrics["test_accuracy"] == exact.metrics["test_accuracy"]
+    assert result.metrics.test_accuracy == exact.metrics.test_accuracy
 
 
 def test_compile_off_is_spelled_as_yaml_reads_it(tmp_path):

@@ -151,7 +151,7 @@ def test_a_run_folder_is_portable_and_old_runs_survive_new_rules(fake_data, tmp_
     moved = tmp_path / "elsewhere" / "r"
     shutil.move(str(tmp_path / "r"), moved)
     shutil.rmtree(tmp_path / "course")
-    assert evaluate_run(moved, fake_data)["test_accuracy"] == result.metrics["test_accuracy"]
+    assert evaluate_run(moved, fake_data)["test_accuracy"] == result.metrics.test_accuracy
     # a shipped rule set tightened later: the old run is a note, not an error
     strict = tmp_path / "strict-mlp.yaml"
     strict.write_text("name: mnist-mlp\nmax_params: 1000\n")
@@ -174,7 +174,7 @@ def test_limit_cuts_training_only_and_is_recorded_everywhere(fake_data, tmp_path
     report = (tmp_path / "r" / "report.md").read_text()
     assert "300 of 1,000 training images (--limit 300); 200 validation; tested on 300 test images" in report
     ev = evaluate_run(tmp_path / "r", fake_data)
-    assert ev["test_accuracy"] == r.metrics["test_accuracy"] and ev["test_size"] == 300
+    assert ev["test_accuracy"] == r.metrics.test_accuracy and ev["test_size"] == 300
     shutil.copytree(tmp_path / "r", tmp_path / "r2")
     shown = cli.invoke(app, ["compare", str(tmp_path / "r"), str(tmp_path / "r2"), "--format", "json"])
     assert [(r["train_size"], r["limit"]) for r in json.loads(shown.output)["runs"]] == [(300, 300)] * 2
@@ -187,9 +187,9 @@ def test_resume_uses_the_limit_the_run_used(fake_data, tmp_path):
     with pytest.raises(Interrupted):
         run(mlp(), out=tmp_path / "cut", data_dir=fake_data, limit=300, observer=InterruptAt(2, 1))
     resumed = run(mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True)
-    assert resumed.metrics["train_size"] == 300 and resumed.metrics["limit"] == 300
+    assert resumed.metrics.train_size == 300 and resumed.metrics.limit == 300
     full = run(mlp(), out=tmp_path / "full", data_dir=fake_data, limit=300)
-    assert resumed.metrics["test_accuracy"] == full.metrics["test_accuracy"]
+    assert resumed.metrics.test_accuracy == full.metrics.test_accuracy
     with pytest.raises(RunError, match="was trained with --limit 300"):
         run(mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True, limit=50)
 
@@ -280,7 +280,7 @@ def test_momentum_cycling_is_explicit_and_reported(fake_data, tmp_path):
     trainer = Trainer(checked.spec, model, data, torch.device("cpu"), softmax_head=False)
     trainer.fit()
     assert trainer.optimizer.param_groups[0]["betas"][0] == 0.5
-    assert r.metrics["status"] == "finished"
+    assert r.metrics.status == "finished"
 
 
 @pytest.mark.parametrize("overrides, path, message", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 from netspec.spec.config import flatten
 from netspec.builder.analysis import module_names
 from netspec.builder.check import Checked
+from netspec.runner.metrics import Metrics
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -16,16 +17,15 @@ def _num(v) -> str:
     return "-" if v is None or v != v else f"{v:.4f}"  # v != v: NaN (no validation set)
 
 
-def data_line(metrics: dict) -> str:
+def data_line(metrics: Metrics) -> str:
     """Which images the numbers come from; says so plainly when --limit cut the training set."""
-    train, avail = metrics.get("train_size"), metrics.get("train_available")
-    limit = metrics.get("limit")
+    train, avail, limit = metrics.train_size or 0, metrics.train_available, metrics.limit
     used = f"{train:,} of {avail:,} training images (--limit {limit})" if limit is not None and avail else f"{train:,} training images"
-    val = metrics.get("val_size") or 0
-    how = {"memory": "in memory", "stream": "streamed by a DataLoader"}.get(metrics.get("loading"))
-    source = ", ".join(x for x in (metrics.get("dataset"), how) if x)
+    val = metrics.val_size or 0
+    how = {"memory": "in memory", "stream": "streamed by a DataLoader"}.get(metrics.loading)
+    source = ", ".join(x for x in (metrics.dataset, how) if x)
     return (f"- Data: {source + '; ' if source else ''}{used}; {val:,} validation" + (" (none held out)" if not val else "")
-            + f"; tested on {metrics.get('test_size', 0):,} test images")
+            + f"; tested on {metrics.test_size or 0:,} test images")
 
 
 def optimizer_line(spec) -> str:
@@ -95,11 +95,11 @@ def relevant_settings(spec, resolved: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in drop}
 
 
-def reproduce_line(checked: Checked, metrics: dict, run_name: str) -> str:
+def reproduce_line(checked: Checked, metrics: Metrics, run_name: str) -> str:
     """The exact command that trains this run again, from the folder above it, into a new folder."""
     parts = ["netspec", "run", f"{run_name}/spec.yaml", "--out", f"{run_name}-again"]
-    if metrics.get("limit") is not None:
-        parts += ["--limit", str(metrics["limit"])]
+    if metrics.limit is not None:
+        parts += ["--limit", str(metrics.limit)]
     if checked.draft:
         parts.append("--draft")
     return (f"Reproduce, from the folder that holds this one: `{' '.join(parts)}` (spec.yaml is the resolved "
@@ -107,66 +107,19 @@ def reproduce_line(checked: Checked, metrics: dict, run_name: str) -> str:
             f"not in the default place).")
 
 
-def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: str | None = None,
+def report_markdown(checked: Checked, metrics: Metrics, history, *, attention_png: str | None = None,
                     loss_png: str | None = "loss.png", evaluation: dict | None = None, run_name: str = "RUN") -> str:
-    spec, a = checked.spec, checked.analysis
-    resolved = spec.to_dict()
-    target = metrics.get("target_accuracy")
-    verdict = ""
-    if target is not None:
-        verdict = " — **meets the target**" if metrics.get("passed") else " — **below the target**"
-    names = module_names(a)  # a block's layers read residual_1.layers.conv2d_0
-    lines = [
-        f"# {spec.name}",
-        "",
-        spec.description or "",
-        "",
-        "## Result",
-        "",
-        f"- Status: {metrics['status']}",
-        ("- **Draft: not gradable.** Overridden under `--draft`: " + "; ".join(checked.waived)) if checked.draft else None,
-        f"- Test accuracy: **{_num(metrics.get('test_accuracy'))}**"
-        + (f" (target ≥ {target}){verdict}" if target is not None else ""),
-        f"- Test loss: {_num(metrics.get('test_loss'))}",
-        f"- The saved model (model.pt) is from epoch {metrics.get('model_epoch')}"
-        + (f"; its validation accuracy {_num(metrics.get('final_val_accuracy'))}" if metrics.get("final_val_accuracy") is not None else "")
-        + (f"; best validation accuracy {_num(metrics.get('best_val_accuracy'))} at epoch {metrics.get('best_epoch')}"
-           if metrics.get("best_epoch") else "")
-        if metrics.get("model_epoch") is not None else "- No model was saved (no epoch finished)",
-        data_line(metrics),
-        f"- Trainable parameters: {a.params:,}"
-        + (f"; hidden units: {a.hidden_units}" if a.hidden_units is not None else ""),
-        f"- Trained {metrics['epochs_completed']} epoch{'' if metrics['epochs_completed'] == 1 else 's'} in "
-        f"{metrics['train_seconds']:.1f} s on {metrics['device']}"
-        f" (torch {metrics['versions']['torch']}, seed {spec.train.seed})",
-        speed_line(metrics.get("speed")),
-        "",
-        "## Architecture",
-        "",
-        _table(["#", "name", "layer", "output shape", "params"],
-               [[r.index if r.kind != "shortcut" else "", f"`{names[id(r)]}`", r.layer,
-                 "(" + ", ".join(map(str, r.shape)) + ")", f"({r.params + r.frozen:,})" if r.block else f"{r.params + r.frozen:,}"]
-                for r in a.rows]),
-        "",
-        f"Input shape ({', '.join(map(str, a.input_shape))}); total parameters {a.params + a.frozen:,}.",
-    ]
-    if a.softmax_head:
-        lines += ["", "The final Softmax is folded into the loss: cross-entropy is computed on the logits before it."]
-    if checked.results:
-        lines += ["", "## Rules", "",
-                  _table(["rule set", "rule", "value", "limit", "ok"],
-                         [[r.rules, r.rule, _num(metrics.get("test_accuracy")) if r.ok is None and metrics.get(
-                             "test_accuracy") is not None else r.value, r.limit,
-                           "✗ waived (draft)" if r.waived else {True: "✓", False: "✗", None: "see result"}[
-                               r.ok if r.ok is not None or metrics.get("passed") is None else metrics["passed"]]]
-                          for r in checked.results])]
-    lines += ["", "## Hyperparameters", "",
-              _table(["setting", "value"], [[f"`{k}`", v] for k, v in relevant_settings(spec, resolved).items()]),
-              "", "(The settings that apply to this model and optimizer; spec.yaml holds every one.)"]
-    lines = [line for line in lines if line is not None]
+    spec = checked.spec
+    lines = [f"# {spec.name}", "", spec.description or "", "", "## Result", "", *_result_lines(checked, metrics)]
     extra = optimizer_line(spec)
     if extra:
-        lines.insert(lines.index("## Architecture") - 1, extra)
+        lines.append(extra)
+    lines += ["", "## Architecture", "", *_architecture_lines(checked)]
+    if checked.results:
+        lines += ["", "## Rules", "", _rules_table(checked, metrics)]
+    lines += ["", "## Hyperparameters", "",
+              _table(["setting", "value"], [[f"`{k}`", v] for k, v in relevant_settings(spec, spec.to_dict()).items()]),
+              "", "(The settings that apply to this model and optimizer; spec.yaml holds every one.)"]
     lines += ["", "## Training", ""]
     if loss_png:
         lines += [f"![training and validation loss]({loss_png})", ""]
@@ -178,12 +131,60 @@ def report_markdown(checked: Checked, metrics: dict, history, *, attention_png: 
     if attention_png:
         lines += ["", "## Attention", "",
                   "Post-softmax attention weights of every head in the last encoder layer, for the first "
-                  + ("validation" if metrics.get("val_size") else "test (no validation set was held out)") + " example (token 0 is the class token; tokens 1.. are patches row by row). "
+                  + ("validation" if metrics.val_size else "test (no validation set was held out)") + " example (token 0 is the class token; tokens 1.. are patches row by row). "
                   "The lower panels draw the class token's row over the image: the patches each head "
                   "looks at when the class is decided.",
                   "", f"![attention heatmaps]({attention_png})"]
     lines += ["", reproduce_line(checked, metrics, run_name), ""]
     return "\n".join(lines)
+
+
+def _result_lines(checked: Checked, m: Metrics) -> list[str]:
+    a, target = checked.analysis, m.target_accuracy
+    verdict = "" if target is None else " — **meets the target**" if m.passed else " — **below the target**"
+    lines = [
+        f"- Status: {m.status}",
+        ("- **Draft: not gradable.** Overridden under `--draft`: " + "; ".join(checked.waived)) if checked.draft else None,
+        f"- Test accuracy: **{_num(m.test_accuracy)}**" + (f" (target ≥ {target}){verdict}" if target is not None else ""),
+        f"- Test loss: {_num(m.test_loss)}",
+        f"- The saved model (model.pt) is from epoch {m.model_epoch}"
+        + (f"; its validation accuracy {_num(m.final_val_accuracy)}" if m.final_val_accuracy is not None else "")
+        + (f"; best validation accuracy {_num(m.best_val_accuracy)} at epoch {m.best_epoch}" if m.best_epoch else "")
+        if m.has_model else "- No model was saved (no epoch finished)",
+        data_line(m),
+        f"- Trainable parameters: {a.params:,}" + (f"; hidden units: {a.hidden_units}" if a.hidden_units is not None else ""),
+        f"- Trained {m.epochs_completed} epoch{'' if m.epochs_completed == 1 else 's'} in {m.train_seconds:.1f} s on "
+        f"{m.device} (torch {m.versions.get('torch')}, seed {checked.spec.train.seed})",
+        speed_line(m.speed),
+    ]
+    return [line for line in lines if line is not None]
+
+
+def _architecture_lines(checked: Checked) -> list[str]:
+    a = checked.analysis
+    names = module_names(a)  # a block's layers read residual_1.layers.conv2d_0
+    lines = [_table(["#", "name", "layer", "output shape", "params"],
+                    [[r.index if r.kind != "shortcut" else "", f"`{names[id(r)]}`", r.layer,
+                      "(" + ", ".join(map(str, r.shape)) + ")",
+                      f"({r.params + r.frozen:,})" if r.block else f"{r.params + r.frozen:,}"] for r in a.rows]),
+             "", f"Input shape ({', '.join(map(str, a.input_shape))}); total parameters {a.params + a.frozen:,}."]
+    if a.softmax_head:
+        lines += ["", "The final Softmax is folded into the loss: cross-entropy is computed on the logits before it."]
+    return lines
+
+
+def _rules_table(checked: Checked, m: Metrics) -> str:
+    """Every rule's verdict; the accuracy target's, known only after training, from the result."""
+    def value(r):
+        return _num(m.test_accuracy) if r.ok is None and m.test_accuracy is not None else r.value
+
+    def mark(r):
+        if r.waived:
+            return "✗ waived (draft)"
+        return {True: "✓", False: "✗", None: "see result"}[r.ok if r.ok is not None or m.passed is None else m.passed]
+
+    return _table(["rule set", "rule", "value", "limit", "ok"],
+                  [[r.rules, r.rule, value(r), r.limit, mark(r)] for r in checked.results])
 
 
 def compare_markdown(result: dict) -> str:

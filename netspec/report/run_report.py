@@ -14,6 +14,7 @@ from netspec.report import plots
 from netspec.report.markdown import report_markdown
 from netspec.report.tables import summary_text
 from netspec.runner.rundir import RunDir
+from netspec.runner.metrics import Metrics
 from netspec.runner.run import Reporter
 from netspec.runner.train import EpochStats
 
@@ -34,10 +35,10 @@ class RunReporter(Reporter):
             fig = plots.loss_figure(history, f"{checked.spec.name}: loss per epoch", steps=steps)
             run_dir.save_figure(LOSS_PNG, fig)
 
-    def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
+    def finished(self, run_dir: RunDir, checked: Checked, metrics: Metrics, history: list[EpochStats],
                  model, data: Data, predictions: tuple | None = None) -> None:
         attention = None
-        if checked.spec.family.attention and metrics.get("model_epoch") is not None:
+        if checked.spec.family.attention and metrics.has_model:
             write_attention(run_dir, checked.spec.family, model, data)
             attention = ATTENTION_PNG
         loss = LOSS_PNG if (run_dir / LOSS_PNG).is_file() else None  # never link a plot that was not written

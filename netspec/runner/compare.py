@@ -8,7 +8,8 @@ from pathlib import Path
 
 from netspec.errors import CheckpointError
 from netspec.runner.rundir import RunDir
-from netspec.runner.run import check_run_spec, read_history
+from netspec.runner.metrics import Metrics
+from netspec.runner.run import check_run_spec, read_history, read_metrics
 from netspec.spec.config import flatten
 
 
@@ -19,7 +20,7 @@ class RunInfo:
     resolved: dict
     layers: list[str]  # one description per layer (or ViT field)
     kinds: list[str]  # layer type per layer (or ViT field name), for alignment
-    metrics: dict
+    metrics: Metrics
     history: list
     notes: list[str]
 
@@ -30,7 +31,7 @@ def read_run(path: str | Path) -> RunInfo:
     spec = checked.spec
     parts = spec.family.describe(spec.model)
     layers, kinds = [text for _, text in parts], [kind for kind, _ in parts]
-    metrics = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    metrics = read_metrics(run_dir)
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     label = spec.name if run_dir.path.name == spec.name else f"{spec.name} ({run_dir.path.name})"
     if checked.draft:  # the rules' fixed settings were overridden: say so wherever the run is listed
@@ -77,12 +78,12 @@ def compare(runs: list[RunInfo]) -> dict:
         for r, l in zip(runs, labels):
             r.label = l
     result = {
-        "runs": [{"label": r.label, "path": str(r.path), "params": r.metrics.get("params"),
-                  "test_accuracy": r.metrics.get("test_accuracy"), "best_val_accuracy": r.metrics.get("best_val_accuracy"),
-                  "model_epoch": r.metrics.get("model_epoch"), "train_size": r.metrics.get("train_size"),
-                  "limit": r.metrics.get("limit"), "test_size": r.metrics.get("test_size"), "notes": r.notes,
-                  "epochs": r.metrics.get("epochs_completed"), "train_seconds": r.metrics.get("train_seconds"),
-                  "status": r.metrics.get("status", "unknown"), "draft": bool(r.metrics.get("draft"))} for r in runs],
+        "runs": [{"label": r.label, "path": str(r.path), "params": r.metrics.params,
+                  "test_accuracy": r.metrics.test_accuracy, "best_val_accuracy": r.metrics.best_val_accuracy,
+                  "model_epoch": r.metrics.model_epoch, "train_size": r.metrics.train_size,
+                  "limit": r.metrics.limit, "test_size": r.metrics.test_size, "notes": r.notes,
+                  "epochs": r.metrics.epochs_completed, "train_seconds": r.metrics.train_seconds,
+                  "status": r.metrics.status, "draft": r.metrics.draft} for r in runs],
         "architecture": {r.label: architecture_changes(runs[0], r) for r in runs[1:]},
         "settings": settings_that_differ(runs),
         "baseline": runs[0].label,

@@ -24,9 +24,10 @@ from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, check_limit, prepare
 from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
+from netspec.runner.metrics import Metrics
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
-from netspec.runner.speed import backend_flags, standard_state
+from netspec.runner.speed import Speed, backend_flags, standard_state
 from netspec.runner.speed import arrange
 from netspec.runner.speed import resolve as resolve_speed
 from netspec.runner.speed import spec_with_speed
@@ -41,8 +42,16 @@ from netspec.builder.check import Checked, check_document
 @dataclass
 class RunResult:
     run_dir: RunDir
-    metrics: dict
+    metrics: Metrics
     history: list[EpochStats]
+
+
+METRICS = "metrics.json"  # the Metrics record
+
+
+def read_metrics(run_dir: RunDir) -> Metrics:
+    """The run's Metrics (defaults where a folder has none yet: a run still training, or killed)."""
+    return Metrics.from_dict(run_dir.read_json(METRICS)) if (run_dir / METRICS).is_file() else Metrics()
 
 
 def versions() -> dict:
@@ -157,7 +166,7 @@ class Reporter:
     def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats],
                  steps: list[tuple[float, float]] | None = None) -> None: ...
 
-    def finished(self, run_dir: RunDir, checked: Checked, metrics: dict, history: list[EpochStats],
+    def finished(self, run_dir: RunDir, checked: Checked, metrics: Metrics, history: list[EpochStats],
                  model, data: Data, predictions: tuple | None = None) -> None:
         """`predictions`: (test labels, predicted labels), from the pass that measured test accuracy."""
 
@@ -165,7 +174,8 @@ class Reporter:
 def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None = None,
         resume: bool = False, detect_anomaly: bool = False, limit: int | None = None,
         runs_root: str | Path = "runs", force: bool = False, reporter: Reporter | None = None) -> RunResult:
-    """Train `checked.spec` and write its run folder.
+    """Train `checked.spec` and write its run folder. (The keywords are the `netspec run` options;
+    they become one Plan at once.)
 
     With `resume`, `out` is an existing run folder and training continues from its
     checkpoint on the same data it used (its recorded `limit`). `limit` trains on the
@@ -175,72 +185,111 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     check_limit(limit)
     ranks, device = join(resolve_device(checked.spec.train.device))  # torchrun: this process's share
     try:
-        return _run(checked, ranks, device, out=out, data_dir=data_dir, observer=observer, resume=resume,
-                    detect_anomaly=detect_anomaly, limit=limit, runs_root=runs_root, force=force, reporter=reporter)
+        plan = _plan(checked, ranks, device, out=out, data_dir=data_dir, resume=resume, limit=limit,
+                     runs_root=runs_root, force=force)
+        return _run(plan, observer, reporter or Reporter(), detect_anomaly)
     finally:
         leave(ranks)
 
 
-def _run(checked: Checked, ranks: Ranks, device, *, out, data_dir, observer, resume, detect_anomaly, limit,
-         runs_root, force, reporter) -> RunResult:
-    """run() in one process of `ranks`: rank 0 makes and writes the folder, every rank trains."""
+@dataclass
+class Plan:
+    """What one run does, decided once: the spec (with the speed it runs at written in), the folder,
+    the data, and the checkpoint it continues from (None: a new run)."""
+
+    checked: Checked
+    speed: Speed
+    run_dir: RunDir
+    data_dir: str | Path | None
+    limit: int | None
+    state: dict | None
+    ranks: Ranks
+    device: torch.device
+
+    @property
+    def resumed(self) -> bool:
+        return self.state is not None
+
+    @property
+    def spec(self):
+        return self.checked.spec
+
+
+def _plan(checked: Checked, ranks: Ranks, device, *, out, data_dir, resume: bool, limit, runs_root, force) -> Plan:
+    """The plan of a new run (its folder made by rank 0 alone; the others learn where) or of a
+    resumed one (its folder, checkpoint, data and limit as recorded)."""
     if checked.spec.train.batch_size % ranks.size:
         raise RunError(f"train.batch_size {checked.spec.train.batch_size} is the batch of all {ranks.size} processes "
                        f"together and must divide among them evenly")
     speed = resolve_speed(checked.spec, device)
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
-    spec = checked.spec
-    if resume:
-        run_dir = RunDir.open(out)
-        if not (run_dir / CHECKPOINT).is_file():
-            raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
-                                  f"resume; start the run again")
-        record = _read_run_record(run_dir)
-        recorded = record.get("limit")
-        if limit is not None and limit != recorded:
-            raise RunError(f"{run_dir.path} was trained with --limit {recorded}; resume it without --limit")
-        limit = recorded
-        data_dir = data_dir if data_dir is not None else recorded_data_dir(record)
-        state = run_dir.load(CHECKPOINT)
-    else:  # made by rank 0 alone; the others learn where
-        made = RunDir.create(out, spec.name, runs_root, force=force).path if ranks.main else None
-        run_dir = RunDir(Path(from_main(ranks, str(made) if made else None)))
+    if not resume:
+        made = RunDir.create(out, checked.spec.name, runs_root, force=force).path if ranks.main else None
+        return Plan(checked, speed, RunDir(Path(from_main(ranks, str(made) if made else None))), data_dir, limit,
+                    None, ranks, device)
+    run_dir = RunDir.open(out)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
+                              f"resume; start the run again")
+    record = _read_run_record(run_dir)
+    recorded = record.get("limit")
+    if limit is not None and limit != recorded:
+        raise RunError(f"{run_dir.path} was trained with --limit {recorded}; resume it without --limit")
+    data_dir = data_dir if data_dir is not None else recorded_data_dir(record)
+    return Plan(checked, speed, run_dir, data_dir, recorded, run_dir.load(CHECKPOINT), ranks, device)
+
+
+def _run(plan: Plan, observer: Observer | None, reporter: Reporter, detect_anomaly: bool) -> RunResult:
+    """run() in one process of `plan.ranks`: rank 0 writes, reports and tells the user; every rank trains."""
+    ranks, run_dir, spec = plan.ranks, plan.run_dir, plan.spec
     try:
-        data = load_data(checked, device, data_dir, limit)
+        data = load_data(plan.checked, plan.device, plan.data_dir, plan.limit)
     except BaseException:
-        if not resume and ranks.main:  # a run whose data never loaded leaves no folder behind to refuse the next try
+        if not plan.resumed and ranks.main:  # a run whose data never loaded leaves no folder behind to refuse the next try
             run_dir.release()
         raise
-    reporter = reporter or Reporter()
-    if not ranks.main:  # only rank 0 writes, reports and tells the user
+    if not ranks.main:
         reporter, observer = Reporter(), None
-    if not resume and ranks.main:
-        run_dir.write_yaml(SPEC_FILE, resolved_spec(checked))
-        _write_rules(run_dir, checked)
-        run_dir.write_json(RUN_RECORD, {"limit": limit, "command": " ".join(sys.argv),
-                                        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None,
-                                        **ranks.record()})
-        reporter.started(run_dir, checked)
-    if ranks.main:
-        run_dir.write_json(DATA_RECORD, data.record())
-    if observer is not None and data_dir is not None and spec.data.dataset in FILES:
-        observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
-    if observer is not None and data.loading == "stream":
-        observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), backend_flags(speed, device):
+    else:
+        _record_start(plan, data, reporter)
+        _notes(plan, data, observer)
+    with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []), \
+            backend_flags(plan.speed, plan.device):
         torch.manual_seed(spec.train.seed)
-        model = build_model(spec, device)
-        trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head,
+        model = build_model(spec, plan.device)
+        trainer = Trainer(spec, model, data, plan.device, softmax_head=plan.checked.analysis.softmax_head,
                           observer=observer, detect_anomaly=detect_anomaly, ranks=ranks)
-        if resume:
-            trainer.load_state(state, source=run_dir / CHECKPOINT)
+        if plan.resumed:
+            trainer.load_state(plan.state, source=run_dir / CHECKPOINT)
         if not ranks.main:  # trains its share; rank 0 keeps the folder, and is waited for
             trainer.fit()
             settle(ranks)
-            return RunResult(run_dir, run_dir.read_json("metrics.json"), trainer.history)
-        result = _train(checked, run_dir, model, data, trainer, device, limit, reporter)
+            return RunResult(run_dir, Metrics.from_dict(run_dir.read_json(METRICS)), trainer.history)
+        result = _train(plan, trainer, reporter)
         settle(ranks)  # the folder is complete: every process may read it
         return result
+
+
+def _record_start(plan: Plan, data: Data, reporter: Reporter) -> None:
+    """What rank 0 writes before training: for a new run its spec, rules and how it was started;
+    for every run the data record."""
+    run_dir = plan.run_dir
+    if not plan.resumed:
+        run_dir.write_yaml(SPEC_FILE, resolved_spec(plan.checked))
+        _write_rules(run_dir, plan.checked)
+        run_dir.write_json(RUN_RECORD, {"limit": plan.limit, "command": " ".join(sys.argv),
+                                        "data_dir": str(Path(plan.data_dir).resolve()) if plan.data_dir is not None else None,
+                                        **plan.ranks.record()})
+        reporter.started(run_dir, plan.checked)
+    run_dir.write_json(DATA_RECORD, data.record())
+
+
+def _notes(plan: Plan, data: Data, observer: Observer | None) -> None:
+    spec = plan.spec
+    if observer is not None and plan.data_dir is not None and spec.data.dataset in FILES:
+        observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
+    if observer is not None and data.loading == "stream":
+        observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
 
 
 def recorded_data_dir(record: dict) -> str | None:
@@ -256,9 +305,8 @@ def _read_run_record(run_dir: RunDir) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Trainer, device, limit,
-           reporter: Reporter) -> RunResult:
-    spec = checked.spec
+def _train(plan: Plan, trainer: Trainer, reporter: Reporter) -> RunResult:
+    run_dir, checked = plan.run_dir, plan.checked
 
     def end_of_epoch(tr: Trainer) -> None:
         run_dir.save(CHECKPOINT, tr.state())
@@ -275,15 +323,8 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
         # under torchrun, Ctrl-C reaches every process: one may be stopped inside a collective by
         # another's leaving, which is the same interruption
         status, error = ("failed", e) if isinstance(e, NonFinite) else ("interrupted", None)
-        # the weights of a half-finished epoch are nobody's result: back to the last finished one
-        if (run_dir / CHECKPOINT).is_file():
-            model.load_state_dict(run_dir.load(CHECKPOINT)["model"])
-        elif status == "failed":  # the initial weights, as built
-            torch.manual_seed(spec.train.seed)
-            model.load_state_dict(build_model(spec, device).state_dict())
-    train_seconds = sum(h.seconds for h in trainer.history)
-    metrics = _finish(run_dir, checked, model, data, trainer, status, str(error or ""), device,
-                      time.perf_counter() - started, train_seconds, limit, reporter)
+        _last_good_weights(plan, trainer.model, status)
+    metrics = _finish(plan, trainer, status + (f": {error}" if error else ""), time.perf_counter() - started, reporter)
     if status == "interrupted":
         if not trainer.history:
             raise Interrupted(f"interrupted before the first epoch finished; nothing to resume "
@@ -297,66 +338,64 @@ def _train(checked: Checked, run_dir: RunDir, model, data: Data, trainer: Traine
     return RunResult(run_dir, metrics, trainer.history)
 
 
+def _last_good_weights(plan: Plan, model, status: str) -> None:
+    """The weights of a half-finished epoch are nobody's result: back to the last finished one
+    (or, when a first epoch failed, to the initial weights as built)."""
+    if (plan.run_dir / CHECKPOINT).is_file():
+        model.load_state_dict(plan.run_dir.load(CHECKPOINT)["model"])
+    elif status == "failed":
+        torch.manual_seed(plan.spec.train.seed)
+        model.load_state_dict(build_model(plan.spec, plan.device).state_dict())
+
+
 def _peer_lost(e: RuntimeError) -> bool:
     text = str(e).lower()
     return any(w in text for w in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
 
 
-def _finish(run_dir: RunDir, checked: Checked, model, data: Data, trainer: Trainer, status: str, error: str,
-            device, wall: float, train_seconds: float, limit: int | None, reporter: Reporter) -> dict:
-    spec, history = checked.spec, trainer.history
+def _finish(plan: Plan, trainer: Trainer, status: str, wall: float, reporter: Reporter) -> Metrics:
+    """Test the model (if there is one), and write the weights, history, metrics and report."""
+    checked, run_dir, history, data = plan.checked, plan.run_dir, trainer.history, trainer.data
     # an interrupt before the first finished epoch leaves no model worth saving or testing
-    has_model = bool(history) or status != "interrupted"
+    has_model = bool(history) or not status.startswith("interrupted")
+    test_loss = test_acc = predictions = None
     if has_model:
-        net = logits_model(model, checked.analysis.softmax_head)
+        net = logits_model(trainer.model, checked.analysis.softmax_head)
         kept: list = []
-        test_loss, test_acc = evaluate(net, data.test, spec.train.eval_batch_size, trainer.speed, keep=kept)
+        test_loss, test_acc = evaluate(net, data.test, plan.spec.train.eval_batch_size, trainer.speed, keep=kept)
         predictions = (torch.cat([y for y, _ in kept]), torch.cat([g for _, g in kept])) if kept else None
-    else:
-        test_loss = test_acc = predictions = None
-    validated = len(data.val) > 0
-    best = max(history, key=lambda h: h.val_acc) if history and validated else None
-    target = checked.target_accuracy
-    metrics = {
-        "name": spec.name,
-        "status": status + (f": {error}" if error else ""),
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "target_accuracy": target,
-        "passed": None if target is None or test_acc is None else test_acc >= target,
-        "model_epoch": len(history) if has_model else None,  # the epoch whose weights model.pt holds (0: initial)
-        "best_val_accuracy": best.val_acc if best else None,
-        "best_epoch": best.epoch if best else None,
-        "final_val_accuracy": history[-1].val_acc if history and validated else None,
-        "epochs_completed": len(history),
-        "epochs_planned": spec.train.epochs,
-        "params": checked.analysis.params,
-        "draft": checked.draft,  # fixed settings of the rules overridden (--draft): not gradable
-        "hidden_units": checked.analysis.hidden_units,
-        "limit": limit,
-        "train_size": len(data.train), "train_available": data.train_available,
-        "val_size": len(data.val), "test_size": len(data.test),
-        "dataset": spec.data.dataset,
-        "loading": data.loading,
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        **trainer.ranks.record(),  # processes (torchrun) and their backend
-        "speed": asdict(trainer.speed),  # as it ran (compile: off if compiling failed)
-        "evaluated_in": trainer.speed.precision,
-        "seed": spec.train.seed,
-        "train_seconds": train_seconds,
-        "seconds_per_epoch": train_seconds / len(history) if history else None,
-        "wall_seconds": wall,
-        "versions": versions(),
-        "command": " ".join(sys.argv),
-    }
+    metrics = _metrics(plan, trainer, status, test_loss, test_acc, has_model, wall)
     if has_model:
-        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "data": data.record(), "state_dict": standard_state(model),
-                               "epoch": len(history), "netspec": __version__})
+        run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "data": data.record(),
+                               "state_dict": standard_state(trainer.model), "epoch": len(history), "netspec": __version__})
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
-    run_dir.write_json("metrics.json", metrics)
-    reporter.finished(run_dir, checked, metrics, history, model, data, predictions)
+    run_dir.write_json(METRICS, metrics.to_dict())
+    reporter.finished(run_dir, checked, metrics, history, trainer.model, data, predictions)
     return metrics
+
+
+def _metrics(plan: Plan, trainer: Trainer, status: str, test_loss, test_acc, has_model: bool, wall: float) -> Metrics:
+    spec, analysis, history, data, device = plan.spec, plan.checked.analysis, trainer.history, trainer.data, plan.device
+    validated = len(data.val) > 0
+    best = max(history, key=lambda h: h.val_acc) if history and validated else None
+    target = plan.checked.target_accuracy
+    train_seconds = sum(h.seconds for h in history)
+    return Metrics(
+        name=spec.name, status=status, test_accuracy=test_acc, test_loss=test_loss, target_accuracy=target,
+        passed=None if target is None or test_acc is None else test_acc >= target,
+        model_epoch=len(history) if has_model else None,
+        best_val_accuracy=best.val_acc if best else None, best_epoch=best.epoch if best else None,
+        final_val_accuracy=history[-1].val_acc if history and validated else None,
+        epochs_completed=len(history), epochs_planned=spec.train.epochs,
+        params=analysis.params, draft=plan.checked.draft, hidden_units=analysis.hidden_units, limit=plan.limit,
+        train_size=len(data.train), train_available=data.train_available, val_size=len(data.val),
+        test_size=len(data.test), dataset=spec.data.dataset, loading=data.loading,
+        device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        **plan.ranks.record(), speed=asdict(trainer.speed), evaluated_in=trainer.speed.precision,
+        seed=spec.train.seed, train_seconds=train_seconds,
+        seconds_per_epoch=train_seconds / len(history) if history else None, wall_seconds=wall,
+        versions=versions(), command=" ".join(sys.argv))
 
 
 def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
@@ -406,12 +445,12 @@ def evaluate_run(path: str | Path, data_dir=None) -> dict:
     speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
     net = logits_model(arrange(model, speed), checked.analysis.softmax_head)
     loss, acc = evaluate(net, data.test, checked.spec.train.eval_batch_size, speed)
-    recorded = run_dir.read_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    ran_on = str(recorded.get("device", ""))
+    recorded = read_metrics(run_dir)
+    ran_on = recorded.device or ""
     if ran_on and not ran_on.startswith("cpu") and speed.precision != "fp32":
         notes.append(f"the run trained and tested on {ran_on}; {speed.precision} arithmetic on this CPU may round "
                      f"differently, so the accuracy can differ in the last digits")
     return {"run": str(run_dir.path), "test_accuracy": acc, "test_loss": loss, "test_size": len(data.test),
             "precision": speed.precision, "speed": speed.describe(),
-            "recorded_test_accuracy": recorded.get("test_accuracy"), "recorded_test_size": recorded.get("test_size"),
-            "model_epoch": recorded.get("model_epoch"), "target_accuracy": checked.target_accuracy, "notes": notes}
+            "recorded_test_accuracy": recorded.test_accuracy, "recorded_test_size": recorded.test_size,
+            "model_epoch": recorded.model_epoch, "target_accuracy": checked.target_accuracy, "notes": notes}

@@ -245,10 +245,10 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
             trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
             raise
         m = result.metrics
-        trial.set_user_attr("test_accuracy", m["test_accuracy"])
-        trial.set_user_attr("seconds", m["train_seconds"])
-        trial.set_user_attr("train_size", m["train_size"])
-        return m["final_val_accuracy"]  # the saved model's, the one its test accuracy belongs to
+        trial.set_user_attr("test_accuracy", m.test_accuracy)
+        trial.set_user_attr("seconds", m.train_seconds)
+        trial.set_user_attr("train_size", m.train_size)
+        return m.final_val_accuracy  # the saved model's, the one its test accuracy belongs to
 
     def at_budget(study: optuna.Study, _trial) -> None:  # the budget of the study, shared by every worker
         if spent(study) >= limit_of_trials:

@@ -1,0 +1,67 @@
+"""The record of a finished (or interrupted, or failed) run: metrics.json, typed.
+
+Written by the runner in one place (`Metrics.to_dict`) and read back in one place
+(`Metrics.from_dict`), so the report, the CLI, compare and sweeps read attributes, never string
+keys. No torch here: reading a run's record is cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Metrics:
+    name: str = ""
+    status: str = "unknown"  # finished | interrupted | failed: <why>
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    target_accuracy: float | None = None
+    passed: bool | None = None  # test accuracy at or above the target (None: no target, or no model)
+    model_epoch: int | None = None  # the epoch whose weights model.pt holds (0: initial; None: no model)
+    best_val_accuracy: float | None = None
+    best_epoch: int | None = None
+    final_val_accuracy: float | None = None  # of the saved model: what sweeps rank on
+    epochs_completed: int = 0
+    epochs_planned: int | None = None
+    params: int | None = None
+    draft: bool = False  # fixed settings of the rules overridden (--draft): not gradable
+    hidden_units: int | None = None
+    limit: int | None = None  # --limit: the first N training images only
+    train_size: int | None = None
+    train_available: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    dataset: str | None = None
+    loading: str | None = None  # memory | stream
+    device: str | None = None
+    processes: int = 1  # torchrun
+    backend: str | None = None
+    speed: dict = field(default_factory=dict)  # the Speed as it ran (compile: off if compiling failed)
+    evaluated_in: str | None = None  # the precision of the test pass
+    seed: int | None = None
+    train_seconds: float = 0.0
+    seconds_per_epoch: float | None = None
+    wall_seconds: float | None = None
+    versions: dict = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def has_model(self) -> bool:
+        return self.model_epoch is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Any) -> "Metrics":
+        """A record as written by any netspec version: keys it lacks take their defaults (older
+        folders), keys this version does not know are ignored (newer ones)."""
+        if not isinstance(record, dict):
+            return cls()
+        nullable = {f.name: "None" in str(f.type) for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in nullable and (v is not None or nullable[k])})
