@@ -28,7 +28,7 @@ import yaml
 
 from netspec.builder.check import Checked, check_document
 from netspec.errors import NetspecError, SpecError
-from netspec.report.tables import summary_json, summary_text
+from netspec.report.tables import epoch_line, summary_json, summary_text
 from netspec.runner.metrics import Metrics
 from netspec.runner.observer import Observer
 from netspec.spec.loader import load_file, load_text
@@ -124,6 +124,13 @@ class Spec:
             torch.manual_seed(self.config.train.seed if seed is None else seed)
             model = build_model(self.config, device)
         return logits_model(model, self.softmax_head) if logits else model
+
+    def forward(self, inputs: str | Path, seed: int = 0) -> list:
+        """The spec's untrained layers applied to the inputs in a YAML file (a list, each of the
+        input shape): one output tensor per input, as `netspec forward` prints them."""
+        from netspec.builder.forward import forward_file
+
+        return forward_file(self.checked, inputs, seed)
 
     def __repr__(self) -> str:
         return f"<netspec.Spec {self.name}: {self.params:,} parameters>"
@@ -259,6 +266,22 @@ class Run:
 
         return export_onnx(self.path, path, force)
 
+    def attention(self, *, index: int = 0, layer: int = -1, data_dir=None) -> Path:
+        """Draw the post-softmax attention of every head of one encoder layer for one validation
+        example (a model with attention, such as a ViT); returns the PNG's path in the run folder."""
+        import torch
+
+        from netspec.report.run_report import write_attention
+        from netspec.runner.run import load_data
+        from netspec.runner.rundir import RunDir
+
+        family = self.spec.config.family
+        if not family.attention:
+            raise NetspecError(f"{self.path} has no attention layers ({family.key}); attention maps need a model "
+                               f"with attention, such as model: vit")
+        data = load_data(self.spec.checked, torch.device("cpu"), data_dir)
+        return write_attention(RunDir(self.path), family, self.model, data, index=index, layer=layer)
+
     def evaluate(self, data_dir=None) -> dict:
         """Test accuracy of the saved model, recomputed (in the run's own precision)."""
         from netspec.runner.run import evaluate_run
@@ -282,8 +305,7 @@ class PrintProgress(Observer):
         print(f"training epochs {first_epoch}..{epochs}, {steps} batches each", file=self.stream or sys.stdout)
 
     def epoch(self, stats: EpochStats):
-        print(f"epoch {stats.epoch:>3}  train loss {stats.train_loss:.4f}  acc {stats.train_acc:.4f}  "
-              f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s", file=self.stream or sys.stdout)
+        print(epoch_line(stats), file=self.stream or sys.stdout)
 
     def note(self, text: str):
         print(f"note: {text}", file=self.stream or sys.stdout)
@@ -340,6 +362,99 @@ def _observer(progress) -> Observer | None:
     if isinstance(progress, Observer) or (progress and not isinstance(progress, bool)):
         return progress
     return PrintProgress() if progress else None
+
+
+@dataclass
+class Sweep:
+    """A sweep folder: its leaderboard (one dict per trial, the best first by validation accuracy;
+    test accuracy is shown, never used to choose) and its outputs (sweep.md, leaderboard.csv, plots)."""
+
+    folder: Path
+    name: str
+    rows: list[dict]
+    draft: bool
+
+    def best(self) -> Run | None:
+        """The best finished trial's run, opened; None while no trial finished."""
+        done = [r for r in self.rows if r["state"] == "complete" and r.get("run_dir")]
+        return open_run(self.folder / done[0]["run_dir"]) if done else None
+
+    def __repr__(self) -> str:
+        return f"<netspec.Sweep {self.folder}: {len(self.rows)} trials>"
+
+
+class PrintTrials:
+    """Sweep progress with print(): each trial's settings, its epochs (in this process), and a line
+    when it ends. Picklable, for worker processes (which print the end lines only)."""
+
+    def observer(self, trial, values) -> Observer:
+        print(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        return PrintProgress()
+
+    def on_trial(self, study, frozen) -> None:
+        from netspec.report.tables import trial_line
+
+        line = trial_line(frozen)
+        if line:
+            print(line, flush=True)
+
+
+def sweep(spec: str | Path, *, workers: int = 1, progress=True, **settings) -> Sweep:
+    """Run (or continue) a sweep, as `netspec sweep` does, and write its outputs into the sweep folder.
+
+    `settings` are the command's options: grid=["key=v1,v2"], ranges=["key=low:high:log"],
+    sampler, trials, prune, storage, out, overrides (--set), imposed (--rules), data_dir, limit,
+    draft. `progress`: True prints trials and epochs; an object with `observer(trial, values)` and
+    `on_trial(study, trial)` methods gets them; False is silent."""
+    from netspec.report.run_report import RunReporter
+    from netspec.report.sweep_report import write_sweep_outputs
+    from netspec.runner.sweep import sweep as run_sweep
+
+    hooks = PrintTrials() if progress is True else progress or None
+    result = run_sweep(spec, workers=workers, reporter=RunReporter(),
+                       observer=getattr(hooks, "observer", None), on_trial=getattr(hooks, "on_trial", None), **settings)
+    name = result.study.study_name
+    rows = write_sweep_outputs(result.folder, name, result.study, result.space)
+    return Sweep(result.folder, name, rows, bool(result.study.user_attrs.get("draft")))
+
+
+def compare(*runs: str | Path, figure: str | Path | None = None) -> dict:
+    """Runs side by side (the first is the baseline): each run's numbers, its architecture changes
+    against the baseline, and the settings that differ; `figure` also writes the loss curves (PNG)."""
+    from netspec.runner.compare import compare as compare_runs, read_runs
+
+    infos = read_runs(list(runs))
+    result = compare_runs(infos)
+    if figure is not None:
+        from netspec.report import plots
+
+        fig = plots.overlay_figure({r.label: r.history for r in infos if r.history})
+        fig.savefig(figure, dpi=110, bbox_inches="tight")
+        result["figure"] = str(figure)
+    return result
+
+
+def data_facts(dataset: str | Path = "mnist", *, data_dir=None, validation: int | float | None = None,
+               image_shape: tuple[int, int, int] | None = None, samples: str | Path | None = None) -> dict:
+    """A dataset's facts, as `netspec data` shows them: its title, facts (image size, pixel range,
+    split sizes) and images per class. `dataset` is a name, a folder of class folders, an .npz
+    file or a spec (its data section); `samples` also writes a PNG grid of training images."""
+    import dataclasses
+
+    from netspec.data.facts import data_spec_for, dataset_facts_table
+
+    if Path(dataset).suffix in (".yaml", ".yml") and Path(dataset).is_file():
+        data = load(dataset).config.data
+        data = data if validation is None else dataclasses.replace(data, validation=validation)
+    else:
+        data = data_spec_for(str(dataset), image_shape, validation)
+    facts, source, first = dataset_facts_table(data, data_dir)
+    if samples is not None:
+        from netspec.report import plots
+
+        fig = plots.samples_figure(first.images.numpy(), first.labels, source.classes)
+        fig.savefig(samples, dpi=100, bbox_inches="tight")
+    return facts
 
 
 def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,

@@ -20,7 +20,8 @@ LAYERS = ["errors", "spec", "builder", "data", "runner", "report", "grading", "a
 
 def test_documented_names_are_exported():
     public = {n for n in dir(netspec) if not n.startswith("_")}
-    assert {"load", "train", "resume", "open_run", "grade", "Spec", "Run", "Prediction", "NetspecError", "SpecError"} <= public
+    assert {"load", "train", "resume", "open_run", "sweep", "compare", "data_facts", "grade", "Spec", "Run", "Sweep",
+            "Metrics", "Prediction", "NetspecError", "SpecError"} <= public
 
 
 def test_load_from_path_text_and_dict_with_overrides():
@@ -174,3 +175,44 @@ def test_a_reopened_run_evaluates_on_the_data_it_used(fake_data, tmp_path, monke
     again = netspec.open_run(run.path).evaluate()
     assert again["test_accuracy"] == run.metrics.test_accuracy
     assert not (tmp_path / "home" / ".cache" / "netspec").exists()
+
+
+def test_sweep_compare_data_and_forward_in_a_notebook_equal_the_commands(fake_data, tmp_path, write_spec, capsys):
+    """The calls the CLI makes are the API's: a notebook gets the same sweep folder, comparison,
+    dataset facts and layer outputs as the terminal."""
+    from typer.testing import CliRunner
+
+    from netspec.cli import app
+    from conftest import TINY_SWEEP
+
+    spec = write_spec(TINY_SWEEP)
+    done = netspec.sweep(spec, out=tmp_path / "s", data_dir=fake_data)
+    assert [r["state"] for r in done.rows] == ["complete", "complete"] and not done.draft
+    assert {r["settings"]["train.batch_size"] for r in done.rows} == {32, 64}
+    assert done.rows[0]["val_accuracy"] >= done.rows[1]["val_accuracy"]  # the best first
+    best = done.best()
+    assert best.metrics.final_val_accuracy == done.rows[0]["val_accuracy"]
+    printed = capsys.readouterr().out
+    assert "trial 0: train.batch_size=" in printed and "trial 1 complete: val acc" in printed
+    for name in ("sweep.md", "leaderboard.csv", "trials.png", "settings.png"):
+        assert (tmp_path / "s" / name).is_file(), name
+    assert len(netspec.sweep(spec, out=tmp_path / "s", data_dir=fake_data, progress=False).rows) == 2  # continued: done
+
+    a, b = sorted((tmp_path / "s").glob("trial-*"))
+    result = netspec.compare(a, b, figure=tmp_path / "c.png")
+    assert list(result["settings"]) == ["train.batch_size"] and sorted(result["settings"]["train.batch_size"]) == [32, 64]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    r = CliRunner().invoke(app, ["compare", str(a), str(b), "--format", "json"])
+    assert json.loads(r.output) == {k: v for k, v in result.items() if k != "figure"}
+
+    facts = netspec.data_facts("mnist", data_dir=fake_data, validation=100, samples=tmp_path / "g.png")
+    assert dict(facts["facts"])["training / validation"].startswith("1,100 / 100")  # 1,200 synthetic, 100 held out
+    assert sum(train for _, train, _ in facts["class_counts"]) == 1200 and (tmp_path / "g.png").is_file()
+    r = CliRunner().invoke(app, ["data", "mnist", "--data-dir", str(fake_data), "--validation", "100"])
+    assert r.exit_code == 0 and "1,100 / 100" in r.output
+
+    inputs = tmp_path / "x.yaml"
+    inputs.write_text("- [[[1, 2], [3, 4]]]\n")
+    pool = netspec.load("name: p\ndata: {input_shape: [1, 2, 2], dataset: none}\nmodel:\n  layers:\n    - AvgPool2d: {kernel_size: 2}\n")
+    [out] = pool.forward(inputs)
+    assert out.flatten().tolist() == [2.5]

@@ -198,9 +198,18 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
         facts = dataset_facts(d)
     except FactsError as e:
         raise SpecError([doc.problem(e.path, e.message, e.hint)]) from None
-    name, problems = d.dataset, []
     if not input_given:  # unsaid: the dataset's own image shape
         d = replace(d, input_shape=tuple(facts.image_shape))
+    problems = _data_problems(d, facts, doc)
+    if problems:
+        raise SpecError(problems)
+    test = (DEFAULT_TEST if d.test is None else d.test) if facts.holds_out_test else None
+    return replace(spec, data=replace(d, image_shape=tuple(facts.image_shape), classes=len(facts.classes), test=test))
+
+
+def _data_problems(d, facts, doc: Document) -> list:
+    """A data section checked against its dataset's facts: every mismatch, each at its key."""
+    name, problems = d.dataset, []
     shape, values = list(facts.image_shape), math.prod(facts.image_shape)
     if d.path is not None and d.dataset in NAMED:
         problems.append(doc.problem(("data", "path"), f"{name} is found by name (in --data-dir); data.path is "
@@ -234,10 +243,7 @@ def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = Tr
     if d.test is not None and not facts.holds_out_test:
         problems.append(doc.problem(("data", "test"), f"{name} has its own test split; data.test is for a single "
                                     "image folder or an npz without x_test", "remove data.test"))
-    if problems:
-        raise SpecError(problems)
-    test = (DEFAULT_TEST if d.test is None else d.test) if facts.holds_out_test else None
-    return replace(spec, data=replace(d, image_shape=tuple(facts.image_shape), classes=len(facts.classes), test=test))
+    return problems
 
 
 def training_problems(spec: Spec) -> list[tuple[tuple, str, str]]:

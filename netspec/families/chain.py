@@ -272,19 +272,8 @@ def _lint(spec, analysis: Analysis) -> list[LintWarning]:
                                      f"pool less or remove the later convolutions")
     flat = next((i for i, role in enumerate(roles) if role == "flatten"), None)
     if convs and flat is not None and any(i > flat for i in linears) and spec.data.dataset != "none":
-        rf, jump = 1, 1
-        for row, role in zip(rows[:flat], roles[:flat]):
-            if role not in ("conv", "pool") or LAYERS[row.kind].dims != 2:
-                continue
-            a = at[row.path].kwargs
-            if "kernel_size" not in a:  # global pooling sees the whole map
-                rf = 10**9
-                break
-            k = _side(a["kernel_size"])
-            d = _side(a.get("dilation", 1)) if role == "conv" else 1
-            stride = _side(a.get("stride") or (1 if role == "conv" else a["kernel_size"]))
-            rf += (k - 1) * d * jump
-            jump *= stride
+        rf = _receptive_field([(at[row.path].kwargs, role) for row, role in zip(rows[:flat], roles[:flat])
+                               if role in ("conv", "pool") and LAYERS[row.kind].dims == 2])
         side = min(spec.data.input_shape[-2:]) if len(spec.data.input_shape) == 3 else 0
         # warn only where it is clearly too small: under a quarter of the subject's side. The
         # classic two-convolution nets (Keras' and PyTorch's MNIST examples, receptive field 6;
@@ -295,6 +284,21 @@ def _lint(spec, analysis: Analysis) -> list[LintWarning]:
                  f"{'a digit' if spec.data.dataset in DIGITS else 'the subject of an image'} (about "
                  f"{round(DIGIT * side)}x{round(DIGIT * side)} of {side}x{side}); add convolutions or pooling")
     return sorted(found)
+
+
+def _receptive_field(layers: list[tuple[dict, str]]) -> int:
+    """The side of the input square one output pixel sees, through 2-d convolutions and poolings
+    (their arguments and role, in order); global pooling sees everything."""
+    rf, jump = 1, 1
+    for a, role in layers:
+        if "kernel_size" not in a:  # global pooling sees the whole map
+            return 10**9
+        k = _side(a["kernel_size"])
+        d = _side(a.get("dilation", 1)) if role == "conv" else 1
+        stride = _side(a.get("stride") or (1 if role == "conv" else a["kernel_size"]))
+        rf += (k - 1) * d * jump
+        jump *= stride
+    return rf
 
 
 def _side(value) -> int:

@@ -109,3 +109,82 @@ def summary_json(checked: Checked) -> dict:
         "rules": [{"rules": r.rules, "rule": r.rule, "value": r.value, "limit": r.limit, "ok": r.ok, "waived": r.waived}
                   for r in checked.results],
     }
+
+
+def epoch_line(stats) -> str:
+    """One finished epoch, as the terminal and the API's printed progress show it."""
+    return (f"epoch {stats.epoch:>3}  train loss {stats.train_loss:.4f}  acc {stats.train_acc:.4f}  "
+            f"val loss {stats.val_loss:.4f}  acc {stats.val_acc:.4f}  {stats.seconds:.1f}s")
+
+
+def trial_line(frozen) -> str | None:
+    """One finished sweep trial (None for one that did not count: a grid duplicate, or one over
+    the budget), as the sweep command prints it, from its own process or a worker's."""
+    from netspec.runner.study import counted
+
+    if not counted(frozen):
+        return None
+    if frozen.state.name == "PRUNED":
+        step = frozen.last_step
+        text = f"pruned after epoch {step} (val acc {frozen.intermediate_values[step]:.4f})" if step else "pruned"
+    elif frozen.value is not None:
+        text = f"complete: val acc {frozen.value:.4f}"
+    else:
+        text = frozen.state.name.lower() + (f": {frozen.user_attrs['error']}" if "error" in frozen.user_attrs else "")
+    return f"trial {frozen.number} {text}"
+
+
+def facts_tables(facts: dict) -> list[Table]:
+    """`netspec data`: the dataset's facts, and its images per class."""
+    table = Table(title=escape(facts["title"]), title_justify="left")
+    table.add_column("fact")
+    table.add_column("value")
+    for k, v in facts["facts"]:
+        table.add_row(k, escape(v))
+    counts = Table(title="images per class", title_justify="left")
+    counts.add_column("class")
+    counts.add_column("train", justify="right")
+    counts.add_column("test", justify="right")
+    for c, tr, te in facts["class_counts"]:
+        counts.add_row(escape(c), f"{tr:,}", f"{te:,}")
+    return [table, counts]
+
+
+def predictions_table(rows: list[dict], title: str) -> Table:
+    """`netspec predict`: class and probability per image."""
+    table = Table(title=escape(title), title_justify="left")
+    for col in ("image", "class", "probability"):
+        table.add_column(col, justify="right" if col == "probability" else "left", overflow="fold")
+    for r in rows:
+        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['probability']:.4f}")
+    return table
+
+
+def _cell(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def compare_tables(result: dict) -> list:
+    """`netspec compare`: the runs' numbers, each run's architecture against the baseline, and the
+    settings that differ (tables, and lines of text)."""
+    runs = Table(title="runs", title_justify="left")
+    for col in ("run", "status", "params", "train images", "best val acc", "test acc", "model epoch", "train s"):
+        runs.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for r in result["runs"]:
+        images = _cell(r["train_size"]) + (" (--limit)" if r["limit"] is not None else "")
+        runs.add_row(escape(r["label"]), r["status"], _cell(r["params"]), images, _cell(r["best_val_accuracy"]),
+                     _cell(r["test_accuracy"]), _cell(r["model_epoch"]), _cell(r["train_seconds"], 1))
+    shown: list = [runs]
+    for label, changes in result["architecture"].items():
+        shown.append(f"[bold]architecture[/] {escape(label)} vs {escape(result['baseline'])}: "
+                     + ("same layers" if not changes else ""))
+        shown += [f"  {escape(c)}" for c in changes]
+    if not result["settings"]:
+        return shown + ["settings: all the same"]
+    settings = Table(title="settings that differ", title_justify="left")
+    settings.add_column("setting")
+    for r in result["runs"]:
+        settings.add_column(escape(r["label"]))
+    for k, values in result["settings"].items():
+        settings.add_row(escape(k), *[escape(str(v)) for v in values])
+    return shown + [settings]

@@ -417,18 +417,7 @@ def _npz_facts(data) -> Facts:
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
         raise FactsError(where, f"cannot read {path} as a numpy .npz archive: {e}") from None
     shape = found[0]
-    top = max((span[1] for span in labels.values() if span), default=-1) + 1
-    if names is not None:
-        classes = names
-        if top > len(classes):
-            raise FactsError(where, f"labels go up to {top - 1} but the archive names {len(classes)} classes")
-    elif top > MAX_CLASSES:
-        raise FactsError(where, f"labels go up to {top - 1:,}: netspec trains at most {MAX_CLASSES:,} classes",
-                         "labels are 0, 1, ... classes-1; renumber them")
-    else:
-        classes = tuple(str(i) for i in range(top))
-    if len(classes) < 2:
-        raise FactsError(where, f"the labels name {len(classes)} class; a classifier needs at least 2")
+    classes = _npz_classes(names, labels, where)
     stated = stated_image_shape(data)
     if data.image_shape and stated != shape:
         raise FactsError(("data", "image_shape"), f"{list(stated)} but the images in {path.name} are {list(shape)}")
@@ -443,6 +432,23 @@ def _npz_facts(data) -> Facts:
                          f"a test split of {test} images ({keys[2] or 'data.test of ' + str(train) + ' images'})",
                          "hold out at least one image for testing")
     return Facts(shape, classes, train, test, ",".join(k for k in keys if k), found[1])
+
+
+def _npz_classes(names: tuple[str, ...] | None, labels: dict, where) -> tuple[str, ...]:
+    """The classes: the archive's own names (classes.npy), or 0..the largest label."""
+    top = max((span[1] for span in labels.values() if span), default=-1) + 1
+    if names is not None:
+        classes = names
+        if top > len(classes):
+            raise FactsError(where, f"labels go up to {top - 1} but the archive names {len(classes)} classes")
+    elif top > MAX_CLASSES:
+        raise FactsError(where, f"labels go up to {top - 1:,}: netspec trains at most {MAX_CLASSES:,} classes",
+                         "labels are 0, 1, ... classes-1; renumber them")
+    else:
+        classes = tuple(str(i) for i in range(top))
+    if len(classes) < 2:
+        raise FactsError(where, f"the labels name {len(classes)} class; a classifier needs at least 2")
+    return classes
 
 
 def _class_names(archive) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """`netspec grade` (the instructor's side of the rules) and `netspec validate --rubric` (the same
-verdicts, as a student sees them before submitting). Registered on netspec.cli's app."""
+verdicts, as a student sees them before submitting)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from netspec.cli import Command, DataDirOpt, _problem_text, app, err, out, user_errors
+from netspec.cli.base import Command, DataDirOpt, app, err, out, problem_text, user_errors
 
 RubricOpt = Annotated[Optional[Path], typer.Option("--rubric", metavar="RUBRIC", help="the rubric (YAML): rule sets, "
                                                    "locked settings, points, limits, test data")]
@@ -103,5 +103,5 @@ def print_rubric_verdicts(specs: list[Path], rubric_file: Path) -> bool:
         out.print(f"  - {escape(acc.name)}: up to {acc.max_points:g}, measured by the grader on {where}"
                   + (f"  [red]{escape(acc.note)}[/]" if acc.note else ""), highlight=False)
         for p in verdict.problems:
-            out.print("  " + _problem_text(p), highlight=False)
+            out.print("  " + problem_text(p), highlight=False)
     return ok
