@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netspec.data.augment import augment
+from netspec.data.augment import Augment
 from netspec.data.splits import Data, Split
 from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
@@ -133,6 +133,32 @@ def non_finite_check(params, found: torch.Tensor, one: torch.Tensor) -> None:
         found.copy_(torch.maximum(found, (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float()))
 
 
+class _Tally:
+    """An epoch's counters, kept on the device so that a step never waits for the host: the loss
+    sum and right answers, and the finite check's state. `found` turns 1 at the first non-finite
+    gradient and stays; counting the steps before anything went wrong gives the first bad step
+    at the next look."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.found = torch.zeros(1, device=device)
+        self.found_now = self.found.view(())  # the same flag, as a scalar
+        self.one = torch.ones(1, device=device)
+        self.steps_ok = torch.zeros((), device=device, dtype=torch.long)  # before the first bad loss or gradient
+        self.loss_steps_ok = torch.zeros((), device=device, dtype=torch.long)  # before the first bad loss
+        self.seen = 0
+        self.shown_sum, self.shown_seen = 0.0, 0.0  # at the last look
+
+    def step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss.detach() * len(y)
+        finite = torch.isfinite(self.loss_sum)  # a sum stays non-finite once one loss was
+        self.loss_steps_ok += finite
+        self.steps_ok += finite & (self.found_now == 0)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63)
 
@@ -150,12 +176,13 @@ class Trainer:
         # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.speed.precision == "fp16")
         self.forward = self.eager
+        t = spec.train
+        self.augment = Augment(t.augment, data.image_shape, device) if t.augment.enabled else None
         if self.speed.compile != "off":
             try:
                 self.forward = torch.compile(self.eager, mode=COMPILE_MODES[self.speed.compile], dynamic=False)
             except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
                 self._compile_failed(e)
-        t = spec.train
         n = len(data.train)
         self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if n % t.batch_size == 1 else 0)
         self.optimizer = make_optimizer(self.net.parameters(), t.optimizer, fused=device.type in FUSED_DEVICES)
@@ -223,61 +250,57 @@ class Trainer:
                     on_epoch_end(self)
         return self.history
 
-    def _epoch(self, epoch: int) -> EpochStats:
-        t, train = self.spec.train, self.data.train
-        start = time.perf_counter()
-        seed = epoch_seed(t.seed, epoch)
-        # the epoch order is the same in every process; dropout and augmentation are each its own
+    def _shuffle(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+        """The epoch's order (the same in every process) and its augmentation generator; dropout and
+        augmentation are each process's own, all derived from (seed, epoch)."""
+        seed = epoch_seed(self.spec.train.seed, epoch)
         mine = seed if self.ranks.size == 1 else (seed + 104_729 * self.ranks.rank) % 2**63
         torch.manual_seed(mine)  # dropout (and any other global randomness) of this epoch
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).to(self.device)
-        aug_gen = torch.Generator(device=self.device).manual_seed(mine + 1)
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        return order, torch.Generator(device=self.device).manual_seed(mine + 1)
+
+    def _look(self, tally: "_Tally", epoch: int, step: int) -> tuple[float, float, float]:
+        """A look at the device counters from the host (a sync on a GPU): stop at the first
+        non-finite step, extend the curve within the epoch, and tell the observer. Returns the
+        epoch's (loss sum, right, seen) so far, over every process."""
+        good = int(least(self.ranks, tally.steps_ok).item())  # every process takes the same branch
+        if good <= step:
+            what = "loss" if int(least(self.ranks, tally.loss_steps_ok).item()) == good else "gradient (the loss was finite)"
+            raise NonFinite(epoch, good + 1, what)
+        total, right, count = (float(v) for v in summed(self.ranks, tally.loss_sum, tally.correct,
+                                                        torch.tensor(float(tally.seen))))
+        window = count - tally.shown_seen
+        if window:
+            self.step_losses.append((epoch - 1 + (step + 1) / self.steps_per_epoch, (total - tally.shown_sum) / window))
+        tally.shown_sum, tally.shown_seen = total, count
+        self.observer.step(epoch=epoch, step=step + 1, loss=total / count)
+        return total, right, count
+
+    def _epoch(self, epoch: int) -> EpochStats:
+        t = self.spec.train
+        start = time.perf_counter()
+        order, aug_gen = self._shuffle(epoch)
         self.eager.train()
         params = [p for p in self.net.parameters() if p.requires_grad]
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        # the finite check stays on the device: `found` turns 1 at the first non-finite gradient and
-        # stays; counting the steps before anything went wrong gives the first bad step at a sync
-        found = torch.zeros(1, device=self.device)
-        found_now = found.view(())  # the same flag, as a scalar
-        one = torch.ones(1, device=self.device)
-        steps_ok = torch.zeros((), device=self.device, dtype=torch.long)  # before the first bad loss or gradient
-        loss_steps_ok = torch.zeros((), device=self.device, dtype=torch.long)  # before the first bad loss
-        seen = 0
-        shown_sum, shown_seen = 0.0, 0
-        for step, (x, y) in enumerate(train.batches(t.batch_size, order, self.steps_per_epoch, part=self.ranks.part)):
-            if t.augment.enabled:
-                x = augment(x, t.augment, aug_gen, self.data.image_shape)
+        tally = _Tally(self.device)
+        for step, (x, y) in enumerate(self.data.train.batches(t.batch_size, order, self.steps_per_epoch,
+                                                              part=self.ranks.part)):
+            if self.augment is not None:
+                x = self.augment(x, aug_gen)
             with autocast(self.speed, self.device):
                 logits = self._logits(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            loss_sum += loss.detach() * len(y)
-            finite = torch.isfinite(loss_sum)  # a sum stays non-finite once one loss was
             if not self.scaler.is_enabled():  # fp16 overflows are expected: the scaler skips that step and rescales
-                non_finite_check(params, found, one)
-            loss_steps_ok += finite
-            steps_ok += finite & (found_now == 0)
+                non_finite_check(params, tally.found, tally.one)
+            tally.step(loss, logits, y)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.schedule:
                 self.schedule.step()
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
             if (step + 1) % self.sync_every == 0 or step + 1 == self.steps_per_epoch:
-                good = int(least(self.ranks, steps_ok).item())  # every process takes the same branch
-                if good <= step:
-                    what = ("loss" if int(least(self.ranks, loss_steps_ok).item()) == good
-                            else "gradient (the loss was finite)")
-                    raise NonFinite(epoch, good + 1, what)
-                total, right, count = (float(v) for v in summed(self.ranks, loss_sum, correct, torch.tensor(float(seen))))
-                window = count - shown_seen
-                if window:
-                    self.step_losses.append((epoch - 1 + (step + 1) / self.steps_per_epoch,
-                                             (total - shown_sum) / window))
-                shown_sum, shown_seen = total, count
-                self.observer.step(epoch=epoch, step=step + 1, loss=total / count)
+                total, right, count = self._look(tally, epoch, step)
         # total, right and count are those of the last step's look (the last step is always looked at)
         val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
         return EpochStats(
