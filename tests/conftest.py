@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import os
@@ -98,3 +100,20 @@ def mnist_data(root, input_shape=(784,), validation=100, seed=0, limit=None, **d
 
     spec = DataSpec(input_shape=tuple(input_shape), validation=validation, **data)
     return prepare(mnist_source(root), spec, seed=seed, limit=limit)
+
+
+NETSPEC = [sys.executable, "-m", "netspec"]  # the command, as a user runs it
+QUICK = ("train.epochs=2", "data.validation=200", "train.batch_size=64")  # a shipped spec trained briefly
+
+
+def quick_mlp(*extra, rules=()):
+    """specs/mlp.yaml for 2 short epochs (QUICK), with more --set overrides and imposed rules, checked."""
+    from netspec.builder.check import check_file
+
+    return check_file(SPECS / "mlp.yaml", overrides=QUICK + extra, imposed=rules)
+
+
+def netspec_process(*args, **kw) -> subprocess.Popen:
+    """`netspec ARGS` started in the project folder, its output (stdout and stderr together) piped."""
+    return subprocess.Popen(NETSPEC + list(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kw)

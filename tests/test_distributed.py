@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import NETSPEC, ROOT
 
 pytestmark = pytest.mark.slow  # real processes (README: the quick suite)
 
@@ -23,7 +23,6 @@ model:
     - Linear: {out_features: 10}
 train: {epochs: 2, batch_size: 64, optimizer: {name: adam, lr: 0.002}}
 """
-NETSPEC = [sys.executable, "-m", "netspec"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
 
@@ -95,3 +94,24 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path, f
     assert proc.returncode != 0
     assert "train.batch_size 63 is the batch of all 2 processes together" in proc.stdout + proc.stderr
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_batchnorm_under_several_processes_is_said_and_sync_is_refused_on_the_cpu(tmp_path, fake_data):
+    """DDP leaves each process's BatchNorm to its own share of the batch: the record and the
+    report say so; SyncBatchNorm (GPUs only) asked for on CPU processes is refused before any folder."""
+    spec = tmp_path / "bn.yaml"
+    spec.write_text(SPEC.replace("    - ReLU\n", "    - BatchNorm1d\n    - ReLU\n"))
+    common = ["--data-dir", str(fake_data), "--limit", "640", "--nproc", "2"]
+    _run(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "bn")] + common, tmp_path)
+    m = json.loads((tmp_path / "bn" / "metrics.json").read_text())
+    assert (m["processes"], m["batchnorm"], m["status"]) == (2, "per process", "finished") and m["test_accuracy"] > 0.8
+    report = (tmp_path / "bn" / "report.md").read_text()
+    assert "- Processes: 2 (gloo, DDP), the batch size in the spec split among them; BatchNorm statistics per process" in report
+    assert "`train.sync_batchnorm` | False" in report
+    refused = subprocess.run(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "sync"), "--set",
+                                        "train.sync_batchnorm=true"] + common, capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+    assert refused.returncode != 0 and "Traceback" not in refused.stdout + refused.stderr
+    assert "train.sync_batchnorm: torch's SyncBatchNorm runs on GPUs" in refused.stdout + refused.stderr
+    assert not (tmp_path / "sync").exists()
+    assert "sync_batchnorm: false" in (tmp_path / "bn" / "spec.yaml").read_text()  # the setting written out

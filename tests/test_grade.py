@@ -20,9 +20,9 @@ import pytest
 from netspec.errors import SpecError
 from netspec.grading.rubric import load_rubric
 from netspec.grading.verdict import Entry, columns, judge, result_item_name, rule_items, safe_name
+from conftest import NETSPEC
 
 HERE = Path(__file__).parent
-NETSPEC = [sys.executable, "-m", "netspec"]
 
 COURSE_RULES = """name: course
 allowed_layers: [Linear, ReLU, Flatten, Conv2d]

@@ -2,8 +2,6 @@
 that fails if the protection is removed."""
 import os
 import signal
-import subprocess
-import sys
 import time
 import copy
 import tracemalloc
@@ -26,7 +24,7 @@ from netspec.spec.loader import load_text
 from netspec.spec.schema import spec_schema
 from netspec.builder.check import check_document, check_file
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, netspec_process
 
 runner = CliRunner()
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -202,9 +200,6 @@ def _spec(tmp_path, epochs=4):
     return path
 
 
-def _netspec(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "netspec", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
 
 
 def _wait_for(path, proc, timeout=120):
@@ -221,7 +216,7 @@ def test_killed_run_resumes_to_the_same_weights(fake_data, tmp_path, sig):
     spec = _spec(tmp_path, epochs=6)  # enough epochs left to be cut short after the first checkpoint
     full = run(check_file(spec), out=tmp_path / "full", data_dir=fake_data)
     cut = tmp_path / "cut"
-    proc = _netspec("run", str(spec), "--out", str(cut), "--data-dir", str(fake_data))
+    proc = netspec_process("run", str(spec), "--out", str(cut), "--data-dir", str(fake_data))
     _wait_for(cut / "checkpoint.pt", proc)
     proc.send_signal(sig)
     output = proc.communicate(timeout=60)[0]
@@ -229,7 +224,7 @@ def test_killed_run_resumes_to_the_same_weights(fake_data, tmp_path, sig):
         assert proc.returncode == 130 and "--resume" in output and "Traceback" not in output, output
     state = load_checkpoint(cut / "checkpoint.pt")
     assert 1 <= state["epoch"] < 6
-    r = _netspec("run", "--resume", str(cut), "--data-dir", str(fake_data))
+    r = netspec_process("run", "--resume", str(cut), "--data-dir", str(fake_data))
     assert r.wait(timeout=120) == 0, r.stdout.read()
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(cut / "model.pt", weights_only=True)["state_dict"]

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from netspec.cli import app
-from conftest import mnist_data, mnist_source
+from conftest import mnist_data, mnist_source, quick_mlp
 from netspec.errors import DataError, Interrupted, RunError
 from netspec.runner import train as train_mod
 from netspec.runner.rundir import RunDir, load_checkpoint
@@ -21,15 +21,10 @@ from netspec.builder.check import check_file
 
 from conftest import SHARED_DATA, SPECS
 
-QUICK = ("train.epochs=2", "data.validation=200", "train.batch_size=64")
-
-
-def checked_mlp(*extra):
-    return check_file(SPECS / "mlp.yaml", overrides=QUICK + extra)
 
 
 def test_run_writes_every_output(fake_data, tmp_path):
-    result = run(checked_mlp(), out=tmp_path / "r", data_dir=fake_data)
+    result = run(quick_mlp(), out=tmp_path / "r", data_dir=fake_data)
     d = result.run_dir.path
     for name in ("spec.yaml", "summary.txt", "history.csv", "metrics.json", "loss.png", "model.pt", "report.md",
                  "checkpoint.pt"):
@@ -79,13 +74,13 @@ def test_metrics_of_older_and_newer_folders_read_with_defaults():
 
 
 def test_same_seed_same_result(fake_data, tmp_path):
-    a = run(checked_mlp(), out=tmp_path / "a", data_dir=fake_data)
-    b = run(checked_mlp(), out=tmp_path / "b", data_dir=fake_data)
+    a = run(quick_mlp(), out=tmp_path / "a", data_dir=fake_data)
+    b = run(quick_mlp(), out=tmp_path / "b", data_dir=fake_data)
     assert [h.val_loss for h in a.history] == [h.val_loss for h in b.history]
 
 
 def test_softmax_head_is_folded_into_the_loss(fake_data):
-    checked = checked_mlp()
+    checked = quick_mlp()
     assert checked.analysis.softmax_head
     from netspec.builder.model import build_model
     data = mnist_data(fake_data)
@@ -105,14 +100,14 @@ class InterruptAt(Observer):
 
 def test_interrupt_then_resume_equals_uninterrupted(fake_data, tmp_path):
     extra = ("train.epochs=3",)
-    run(checked_mlp(*extra), out=tmp_path / "full", data_dir=fake_data)
+    run(quick_mlp(*extra), out=tmp_path / "full", data_dir=fake_data)
     with pytest.raises(Interrupted) as e:
-        run(checked_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, observer=InterruptAt(2))
+        run(quick_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, observer=InterruptAt(2))
     assert "--resume" in str(e.value)
     state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert state["epoch"] == 1
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
-    resumed = run(checked_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, resume=True)
+    resumed = run(quick_mlp(*extra), out=tmp_path / "cut", data_dir=fake_data, resume=True)
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
@@ -146,7 +141,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(fake_data, tmp_path, monkeypa
 
     monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
     with pytest.raises(RunError, match="non-finite loss at epoch 1, step 3"):
-        run(checked_mlp(), out=tmp_path / "r", data_dir=fake_data)
+        run(quick_mlp(), out=tmp_path / "r", data_dir=fake_data)
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["status"].startswith("failed") and m["epochs_completed"] == 0
     weights = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["state_dict"]
@@ -157,13 +152,13 @@ def test_unwritable_output_fails_before_training(fake_data, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(RunError, match="cannot write the run folder"):
-        run(checked_mlp(), out=blocker / "run", data_dir=fake_data)
+        run(quick_mlp(), out=blocker / "run", data_dir=fake_data)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_gpu_is_one_clear_error(fake_data, tmp_path):
     with pytest.raises(RunError, match="no CUDA GPU"):
-        run(checked_mlp("train.device=cuda"), out=tmp_path / "r", data_dir=fake_data)
+        run(quick_mlp("train.device=cuda"), out=tmp_path / "r", data_dir=fake_data)
 
 
 def test_missing_dataset_names_the_folder(tmp_path):
@@ -242,7 +237,7 @@ def test_a_short_run_draws_its_loss_within_epochs(fake_data, tmp_path):
             self.steps = list(steps or [])
 
     keep = Keep()
-    checked = checked_mlp("train.epochs=1")
+    checked = quick_mlp("train.epochs=1")
     runner_run(checked, out=tmp_path / "r", data_dir=fake_data, limit=640, reporter=keep)
     per_epoch = -(-640 // checked.spec.train.batch_size)
     assert len(keep.steps) == per_epoch and keep.steps[-1][0] == 1.0  # every step on the CPU, ending at epoch 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -18,7 +17,7 @@ from netspec.runner.space import parse_range
 from netspec.runner.study import counted
 from netspec.runner.sweep import sweep
 
-from conftest import ROOT, TINY_SWEEP
+from conftest import ROOT, TINY_SWEEP, netspec_process
 
 pytestmark = pytest.mark.slow  # real processes or servers (README: the quick suite)
 
@@ -45,17 +44,14 @@ def assert_each_grid_point_completed_once(folder):
     return trials
 
 
-def netspec(*args):
-    return subprocess.Popen([sys.executable, "-m", "netspec", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
 
 
 def test_two_sweep_commands_on_one_folder_share_the_trials(fake_data, tmp_path):
     args = ["sweep", str(spec(tmp_path, epochs=2)), "--out", str(tmp_path / "s"), "--data-dir", str(fake_data),
             "--limit", "400"]
-    a = netspec(*args)
+    a = netspec_process(*args)
     time.sleep(1.5)  # the second joins while the first is training
-    b = netspec(*args)
+    b = netspec_process(*args)
     out_a, out_b = a.communicate(timeout=300)[0], b.communicate(timeout=300)[0]
     assert a.returncode == 0 and b.returncode == 0, out_a + out_b
     assert "Traceback" not in out_a + out_b and "Cannot tell" not in out_a + out_b
@@ -82,7 +78,7 @@ def test_workers_divide_the_trials(fake_data, tmp_path):
 def test_a_killed_worker_has_its_trial_run_again_exactly_once(fake_data, tmp_path):
     args = ["sweep", str(spec(tmp_path, epochs=6)), "--out", str(tmp_path / "s"), "--data-dir", str(fake_data),
             "--limit", "600"]
-    proc = netspec(*args)
+    proc = netspec_process(*args)
     checkpoint = tmp_path / "s" / "trial-000" / "checkpoint.pt"
     start = time.time()
     while not checkpoint.exists():
@@ -91,7 +87,7 @@ def test_a_killed_worker_has_its_trial_run_again_exactly_once(fake_data, tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     [killed] = [t for t in trials_of(tmp_path / "s") if t.state == TrialState.RUNNING]
-    again = netspec(*args)
+    again = netspec_process(*args)
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0, output
     trials = assert_each_grid_point_completed_once(tmp_path / "s")

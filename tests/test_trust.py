@@ -20,7 +20,7 @@ from netspec.runner import rundir as rundir_mod
 from netspec.runner import run as run_mod
 from netspec.runner.rundir import RunDir, atomic_write, load_checkpoint
 from netspec.runner.run import evaluate_run, load_run
-from conftest import run
+from conftest import QUICK, run, quick_mlp
 from netspec.runner.train import Observer, Trainer
 from netspec.spec.config import AugmentSpec
 from netspec.builder.check import check_file
@@ -28,11 +28,6 @@ from netspec.builder.check import check_file
 from conftest import SPECS
 
 cli = CliRunner()
-QUICK = ("train.epochs=2", "data.validation=200", "train.batch_size=64")
-
-
-def mlp(*extra, rules=()):
-    return check_file(SPECS / "mlp.yaml", overrides=QUICK + extra, imposed=rules)
 
 
 def no_sweep(tmp_path):
@@ -167,7 +162,7 @@ def test_a_run_folder_is_portable_and_old_runs_survive_new_rules(fake_data, tmp_
 # --- --limit and resume say what happened ------------------------------------
 
 def test_limit_cuts_training_only_and_is_recorded_everywhere(fake_data, tmp_path):
-    r = run(mlp(), out=tmp_path / "r", data_dir=fake_data, limit=300)
+    r = run(quick_mlp(), out=tmp_path / "r", data_dir=fake_data, limit=300)
     m = strict_json(tmp_path / "r" / "metrics.json")
     # fake data: 1,200 training images, 200 held out for validation, 300 test images
     assert (m["limit"], m["train_size"], m["train_available"], m["val_size"], m["test_size"]) == (300, 300, 1000, 200, 300)
@@ -185,13 +180,13 @@ def test_limit_cuts_training_only_and_is_recorded_everywhere(fake_data, tmp_path
 
 def test_resume_uses_the_limit_the_run_used(fake_data, tmp_path):
     with pytest.raises(Interrupted):
-        run(mlp(), out=tmp_path / "cut", data_dir=fake_data, limit=300, observer=InterruptAt(2, 1))
-    resumed = run(mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True)
+        run(quick_mlp(), out=tmp_path / "cut", data_dir=fake_data, limit=300, observer=InterruptAt(2, 1))
+    resumed = run(quick_mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True)
     assert resumed.metrics.train_size == 300 and resumed.metrics.limit == 300
-    full = run(mlp(), out=tmp_path / "full", data_dir=fake_data, limit=300)
+    full = run(quick_mlp(), out=tmp_path / "full", data_dir=fake_data, limit=300)
     assert resumed.metrics.test_accuracy == full.metrics.test_accuracy
     with pytest.raises(RunError, match="was trained with --limit 300"):
-        run(mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True, limit=50)
+        run(quick_mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True, limit=50)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -221,7 +216,7 @@ def test_sweep_rerun_with_another_limit_is_refused(fake_data, tmp_path):
 
 def test_interrupt_before_the_first_epoch_advises_no_resume(fake_data, tmp_path):
     with pytest.raises(Interrupted) as e:
-        run(mlp(), out=tmp_path / "r", data_dir=fake_data, limit=300, observer=InterruptAt(1))
+        run(quick_mlp(), out=tmp_path / "r", data_dir=fake_data, limit=300, observer=InterruptAt(1))
     assert "--resume" not in str(e.value) and "before the first epoch finished" in str(e.value)
     assert not (tmp_path / "r" / "model.pt").exists() and not (tmp_path / "r" / "loss.png").exists()
     report = (tmp_path / "r" / "report.md").read_text()
@@ -232,7 +227,7 @@ def test_interrupt_before_the_first_epoch_advises_no_resume(fake_data, tmp_path)
 
 def test_interrupt_mid_epoch_keeps_the_last_finished_epochs_model(fake_data, tmp_path):
     with pytest.raises(Interrupted) as e:
-        run(mlp("train.epochs=3"), out=tmp_path / "r", data_dir=fake_data, limit=300, observer=InterruptAt(2))
+        run(quick_mlp("train.epochs=3"), out=tmp_path / "r", data_dir=fake_data, limit=300, observer=InterruptAt(2))
     assert "are those of epoch 1" in str(e.value)
     saved = load_checkpoint(tmp_path / "r" / "model.pt")
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
@@ -245,7 +240,7 @@ def test_interrupt_mid_epoch_keeps_the_last_finished_epochs_model(fake_data, tmp
 
 @pytest.mark.parametrize("content", [{"state_dict": [1, 2]}, {"state_dict": {"other.weight": torch.zeros(2)}}, [1, 2]])
 def test_foreign_model_file_is_one_clear_error(fake_data, tmp_path, content):
-    run(mlp("train.epochs=1"), out=tmp_path / "r", data_dir=fake_data, limit=300)
+    run(quick_mlp("train.epochs=1"), out=tmp_path / "r", data_dir=fake_data, limit=300)
     torch.save(content, tmp_path / "r" / "model.pt")
     r = cli.invoke(app, ["eval", str(tmp_path / "r"), "--data-dir", str(fake_data)])
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
@@ -256,7 +251,7 @@ def test_foreign_model_file_is_one_clear_error(fake_data, tmp_path, content):
                                      {"model": {"x": torch.zeros(1)}, "optimizer": {"state": {}}, "history": [{"a": 1}]}])
 def test_foreign_checkpoint_is_one_clear_error(fake_data, tmp_path, content):
     with pytest.raises(Interrupted):
-        run(mlp(), out=tmp_path / "r", data_dir=fake_data, limit=300, observer=InterruptAt(2))
+        run(quick_mlp(), out=tmp_path / "r", data_dir=fake_data, limit=300, observer=InterruptAt(2))
     torch.save(content, tmp_path / "r" / "checkpoint.pt")
     r = cli.invoke(app, ["run", "--resume", str(tmp_path / "r"), "--data-dir", str(fake_data)])
     assert r.exit_code == 1 and "is not a checkpoint of this run" in r.output and "Traceback" not in r.output
@@ -265,7 +260,7 @@ def test_foreign_checkpoint_is_one_clear_error(fake_data, tmp_path, content):
 # --- training does what the spec says -----------------------------------------
 
 def test_momentum_cycling_is_explicit_and_reported(fake_data, tmp_path):
-    checked = mlp("train.optimizer.betas=[0.5, 0.999]", "train.epochs=1")
+    checked = quick_mlp("train.optimizer.betas=[0.5, 0.999]", "train.epochs=1")
     assert checked.spec.train.schedule.name == "onecycle" and checked.spec.train.schedule.cycle_momentum
     r = run(checked, out=tmp_path / "cycled", data_dir=fake_data, limit=300)
     report = (tmp_path / "cycled" / "report.md").read_text()
@@ -273,7 +268,7 @@ def test_momentum_cycling_is_explicit_and_reported(fake_data, tmp_path):
     assert "the spec's beta1 0.5 was not used" in report
     assert "cycle_momentum: true" in (tmp_path / "cycled" / "spec.yaml").read_text()
     # off: the optimizer keeps the spec's beta1
-    checked = mlp("train.optimizer.betas=[0.5, 0.999]", "train.schedule.cycle_momentum=false")
+    checked = quick_mlp("train.optimizer.betas=[0.5, 0.999]", "train.schedule.cycle_momentum=false")
     model = torch.nn.Sequential(torch.nn.Linear(784, 10))
     from conftest import mnist_data
     data = mnist_data(fake_data, validation=200, limit=300)

@@ -57,6 +57,8 @@ def run(
         raise typer.BadParameter("--set, --rules, --out, --force and --limit do not apply to a run being resumed: "
                                  "it continues as it started; start a new run instead", param_hint="--resume")
     if nproc is not None:
+        with user_errors():  # a spec the processes would refuse is refused here, in one line
+            _before_launch(nproc, spec, rules, set_, draft, resume)
         _launch(nproc)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone shows progress and results
     observer = ProgressObserver(err if main_rank else Console(stderr=True, quiet=True))
@@ -78,6 +80,21 @@ def run(
     for text in result.notes:
         note(text)
     _report_run(result)
+
+
+def _before_launch(nproc: int, spec, rules, set_, draft: bool, resume) -> None:
+    """The checks the N processes would make, made once before torchrun starts them (a process
+    that fails makes torchrun print its own traceback)."""
+    import netspec
+    from netspec.runner.run import check_processes, check_run_spec
+    from netspec.runner.rundir import RunDir
+    from netspec.runner.train import resolve_device
+
+    if nproc < 1:
+        raise typer.BadParameter("give at least 1 process", param_hint="--nproc")
+    checked = (check_run_spec(RunDir.open(resume))[0] if resume is not None else
+               netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()), draft=draft).checked)
+    check_processes(checked, nproc, resolve_device(checked.spec.train.device))
 
 
 def _launch(nproc: int) -> None:

@@ -51,6 +51,16 @@ def speed_line(speed: dict | None) -> str | None:
             + f"; the test accuracy above was measured in {precision}")
 
 
+def processes_line(m: Metrics) -> str | None:
+    """Data-parallel training: how many processes shared each batch, and how BatchNorm took its statistics."""
+    if m.processes <= 1:
+        return None
+    bn = {"per process": "; BatchNorm statistics per process (each over its own share of the batch; "
+                         "train.sync_batchnorm: true takes them over the whole batch, on GPUs)",
+          "synchronised": "; BatchNorm statistics over the whole batch (SyncBatchNorm)"}.get(m.batchnorm or "", "")
+    return f"- Processes: {m.processes} ({m.backend}, DDP), the batch size in the spec split among them{bn}"
+
+
 def evaluation_lines(evaluation: dict) -> list[str]:
     """Per-class accuracy, the confusion matrix (counts, for up to 10 classes) and the mistakes."""
     classes, matrix = evaluation["classes"], evaluation["matrix"]
@@ -72,7 +82,7 @@ def evaluation_lines(evaluation: dict) -> list[str]:
     return lines
 
 
-def relevant_settings(spec, resolved: dict) -> dict:
+def relevant_settings(spec, resolved: dict, processes: int = 1) -> dict:
     """The data and training settings that mean something for this spec (not SGD's momentum under
     Adam, not the one-cycle schedule's fields under cosine, not fused attention without attention)."""
     flat = flatten({"data": resolved["data"], "train": resolved["train"]})
@@ -92,6 +102,8 @@ def relevant_settings(spec, resolved: dict) -> dict:
         drop.add("train.fused_attention")
     if not spec.family.has_conv(spec.model):
         drop.add("train.channels_last")
+    if processes == 1:
+        drop.add("train.sync_batchnorm")
     return {k: v for k, v in flat.items() if k not in drop}
 
 
@@ -118,7 +130,7 @@ def report_markdown(checked: Checked, metrics: Metrics, history, *, attention_pn
     if checked.results:
         lines += ["", "## Rules", "", _rules_table(checked, metrics)]
     lines += ["", "## Hyperparameters", "",
-              _table(["setting", "value"], [[f"`{k}`", v] for k, v in relevant_settings(spec, spec.to_dict()).items()]),
+              _table(["setting", "value"], [[f"`{k}`", v] for k, v in relevant_settings(spec, spec.to_dict(), metrics.processes).items()]),
               "", "(The settings that apply to this model and optimizer; spec.yaml holds every one.)"]
     lines += ["", "## Training", ""]
     if loss_png:
@@ -156,6 +168,7 @@ def _result_lines(checked: Checked, m: Metrics) -> list[str]:
         f"- Trained {m.epochs_completed} epoch{'' if m.epochs_completed == 1 else 's'} in {m.train_seconds:.1f} s on "
         f"{m.device} (torch {m.versions.get('torch')}, seed {checked.spec.train.seed})",
         speed_line(m.speed),
+        processes_line(m),
     ]
     return [line for line in lines if line is not None]
 

@@ -43,6 +43,10 @@ class Ranks:
 SINGLE = Ranks()
 
 
+def has_batchnorm(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def launched() -> bool:
     """Started by torchrun (its environment variables are set)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
@@ -102,10 +106,14 @@ def least(ranks: Ranks, value: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def wrap(net: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
-    """DDP around the trained network when there is more than one process."""
+def wrap(net: torch.nn.Module, ranks: Ranks, device: torch.device, sync_batchnorm: bool = False) -> torch.nn.Module:
+    """DDP around the trained network when there is more than one process; with `sync_batchnorm`,
+    its BatchNorm layers become SyncBatchNorm first (the same parameters and running statistics,
+    shared: the model the run saves is the one trained). One process: the network as it is."""
     if ranks.size == 1:
         return net
     from torch.nn.parallel import DistributedDataParallel
 
+    if sync_batchnorm and has_batchnorm(net):  # on GPUs (the runner refuses it elsewhere before starting)
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

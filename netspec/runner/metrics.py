@@ -37,6 +37,7 @@ class Metrics:
     device: str | None = None
     processes: int = 1  # torchrun
     backend: str | None = None
+    batchnorm: str | None = None  # several processes and BatchNorm: "per process" | "synchronised"
     speed: dict = field(default_factory=dict)  # the Speed as it ran (compile: off if compiling failed)
     evaluated_in: str | None = None  # the precision of the test pass
     seed: int | None = None

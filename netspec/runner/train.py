@@ -170,7 +170,7 @@ class Trainer:
         self.spec, self.model, self.data, self.device, self.ranks = spec, model, data, device, ranks
         self.speed = resolve(spec, device)
         self.net = logits_model(arrange(model, self.speed), softmax_head)  # evaluated as it is, on one process
-        self.eager = wrap(self.net, ranks, device)  # trained through DDP when there are several
+        self.eager = wrap(self.net, ranks, device, spec.train.sync_batchnorm)  # DDP when there are several
         self.observer = observer or Observer()
         self.detect_anomaly = detect_anomaly
         # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not

@@ -82,6 +82,7 @@ class TrainSpec:
     compile: str = "auto"  # auto | off | on | cudagraphs
     fused_attention: str | bool = "auto"
     deterministic: bool = False
+    sync_batchnorm: bool = False  # several processes: BatchNorm over all of them (SyncBatchNorm; GPUs)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,11 @@ TRAIN = _obj(
             "type": "boolean", "default": False,
             "description": "bit-for-bit repeatable runs on a GPU (deterministic kernels, no autotuning; slower)",
         },
+        "sync_batchnorm": {
+            "type": "boolean", "default": False,
+            "description": "with several processes (torchrun, --nproc): BatchNorm statistics over the batch of all "
+                           "of them (torch's SyncBatchNorm, on GPUs); off: each process normalises its own share",
+        },
     }
 )
 
