@@ -333,6 +333,7 @@ def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, d
           limit: int | None = None, force: bool = False, progress: bool | Observer = True, rules=(),
           overrides=None, runs_root: str | Path = "runs", detect_anomaly: bool = False) -> Run:
     """Train a spec and write its run folder (runs/<name>-<time>, or `out`); returns the opened Run.
+    The keywords are `netspec run`'s options, one each.
 
     `limit`: train on the first N training images only (validation and test stay whole).
     `progress`: True prints a line per epoch; an `Observer` gets every hook; False is silent.

@@ -147,6 +147,9 @@ class Patchify(nn.Module):
 
 
 class ViT(nn.Module):
+    """A Vision Transformer. Its keyword-only parameters are the spec's `model.vit` fields, one each,
+    which is why there are thirteen (netspec/families/vit.py passes them from the checked config)."""
+
     def __init__(self, *, image_shape: tuple[int, int, int], patch_size: int, num_classes: int,
                  dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int,
                  dropout: float = 0.0, attention_dropout: float = 0.0, emb_dropout: float = 0.0,

@@ -23,6 +23,7 @@ def graded_line(row: dict) -> None:
           flush=True)
 
 
+# Its parameters are its command-line options (Typer reads them from the signature).
 @app.command("grade", cls=Command)
 def grade_cmd(
     submissions: Annotated[Optional[Path], typer.Argument(

@@ -31,6 +31,8 @@ def _report_run(result) -> None:
     out.print(f"run folder: {escape(str(result.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
 
 
+# A command's parameters are its command-line options (Typer reads them from the signature), hence
+# more than eight for run, sweep and grade.
 @app.command(cls=Command)
 def run(
     spec: Annotated[Optional[Path], typer.Argument(help="spec file (YAML)", show_default=False, metavar="SPEC")] = None,

@@ -229,7 +229,8 @@ def check_processes(checked: Checked, processes: int, device: torch.device) -> N
 
 def _plan(checked: Checked, ranks: Ranks, device, *, out, data_dir, resume: bool, limit, runs_root, force) -> Plan:
     """The plan of a new run (its folder made by rank 0 alone; the others learn where) or of a
-    resumed one (its folder, checkpoint, data and limit as recorded)."""
+    resumed one (its folder, checkpoint, data and limit as recorded). Its keywords are run()'s,
+    passed on once."""
     check_processes(checked, ranks.size, device)
     speed = resolve_speed(checked.spec, device)
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran

@@ -120,6 +120,8 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
     others, may work on the same study at once. `observer(trial, values)` gives each trial's
     observer and `on_trial(study, trial)` is told of each finished one; with workers, the trials
     run in the worker processes, so `on_trial` must be picklable and `observer` is not used."""
+    if isinstance(job, SweepJob) and settings:
+        raise TypeError("give the settings in the SweepJob, or a spec path with the settings as keywords")
     job = job if isinstance(job, SweepJob) else SweepJob.of(job, **settings)
     check_workers(workers)
     if workers > 1 and on_trial is not None and not picklable(on_trial):
