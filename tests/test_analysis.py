@@ -124,6 +124,13 @@ def test_checking_and_help_import_no_torch(args):
     assert _heavy_modules_after(CLI % (args,)) == []
 
 
+def test_making_a_gradescope_autograder_imports_no_torch(tmp_path):
+    """Writing the autograder zip trains and measures nothing: no torch (nor matplotlib) in that process."""
+    code = CLI % (["grade", "--rubric", "rubrics/hw2-cnn.yaml", "--make-autograder", str(tmp_path / "a.zip")],)
+    assert [m for m in _heavy_modules_after(code) if m not in ("optuna", "numpy")] == []  # the class study's
+    assert (tmp_path / "a.zip").is_file()
+
+
 def test_shell_completion_imports_no_torch():
     code = ("import os\nos.environ.update(_NETSPEC_COMPLETE='complete_bash', COMP_WORDS='netspec validate --rules ', "
             "COMP_CWORD='3')\nfrom netspec.cli import app\ntry:\n    app(prog_name='netspec')\nexcept SystemExit:\n    pass")

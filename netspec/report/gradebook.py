@@ -9,7 +9,6 @@ import io
 import os
 from pathlib import Path
 
-from netspec.report import plots
 from netspec.runner.rundir import atomic_write
 
 FEEDBACK = "feedback"
@@ -147,6 +146,8 @@ def write_gradebook(folder: Path, name: str, columns: list[tuple[str, float]], r
     _write(folder / "gradebook.csv", gradebook_csv(columns, rows))
     accs = [r["test_accuracy"] for r in rows if r["test_accuracy"] is not None]
     if accs:
+        from netspec.report import plots  # matplotlib, only when there is a histogram to draw
+
         fig = plots.accuracy_histogram(accs, f"{name}: test accuracy ({len(accs)} submissions)")
         atomic_write(folder / HISTOGRAM, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     _write(folder / "grades.md", grades_markdown(name, columns, rows, about, histogram=bool(accs)))
