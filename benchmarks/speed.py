@@ -52,7 +52,8 @@ def synthetic_data(shape, n: int, device) -> Data:
     x = torch.randn(n, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (n,), generator=g).to(device)
     empty = Split(x[:0], y[:0])
-    return Data("synthetic", Split(x, y), empty, empty, tuple(shape), (0.0,), (1.0,))
+    return Data("synthetic", Split(x, y), empty, empty, tuple(shape), (0.0,), (1.0,), (1, 28, 28),
+                tuple(str(i) for i in range(10)))  # MNIST-shaped
 
 
 def trainer_for(name: str, variant: str, steps: int, batch: int, device) -> Trainer:

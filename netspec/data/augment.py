@@ -53,6 +53,6 @@ class Augment:
 
 
 def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator,
-            image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+            image_shape: tuple[int, int, int]) -> torch.Tensor:
     """One batch augmented (see Augment, which a training run makes once)."""
     return Augment(spec, image_shape, x.device)(x, generator)

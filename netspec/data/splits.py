@@ -123,9 +123,9 @@ class Data:
     input_shape: tuple[int, ...]
     mean: tuple[float, ...]  # per channel, of pixels scaled to 0..1
     std: tuple[float, ...]
-    image_shape: tuple[int, int, int] = (1, 28, 28)  # the stored image, whatever input_shape reshapes it to
+    image_shape: tuple[int, int, int]  # the stored image, whatever input_shape reshapes it to
+    classes: tuple[str, ...]
     train_available: int = 0  # training images after the validation split, before any --limit
-    classes: tuple[str, ...] = tuple(str(i) for i in range(10))
     loading: str = "memory"  # memory | stream
     loading_reason: str = ""
     stats_from: str = "training split"  # or "spec"

@@ -110,7 +110,7 @@ def looks_inverted(images: torch.Tensor, train_mean) -> list[bool]:
     return [bool(abs(s - mean) > INVERTED_GAP and abs((1 - s) - mean) < abs(s - mean) / 2) for s in seen]
 
 
-def read_images(files: list[Path], image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+def read_images(files: list[Path], image_shape: tuple[int, int, int]) -> torch.Tensor:
     """(N, C, H, W) floats in 0..1: each file read as in training (grayscale or RGB, resized)."""
     from netspec.data.datasets import read_image
 

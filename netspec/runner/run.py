@@ -112,7 +112,7 @@ def preprocessing(run_dir: RunDir, spec) -> dict:
     if spec.data.dataset not in legacy:
         raise CheckpointError(f"{run_dir.path} has no {DATA_RECORD}: its preprocessing is unknown")
     mean, std = legacy[spec.data.dataset]
-    return {"dataset": spec.data.dataset, "classes": list(NAMED[spec.data.dataset].classes), "image_shape": [1, 28, 28],
+    return {"dataset": spec.data.dataset, "classes": list(NAMED[spec.data.dataset].classes), "image_shape": list(NAMED[spec.data.dataset].image_shape),
             "input_shape": list(spec.data.input_shape), "mean": [mean], "std": [std], "stats_from": "fixed"}
 
 
