@@ -94,6 +94,8 @@ def _before_launch(nproc: int, spec, rules, set_, draft: bool, resume) -> None:
 
     if nproc < 1:
         raise typer.BadParameter("give at least 1 process", param_hint="--nproc")
+    if "WORLD_SIZE" in os.environ:
+        raise typer.BadParameter("already running under torchrun; drop --nproc", param_hint="--nproc")
     checked = (check_run_spec(RunDir.open(resume))[0] if resume is not None else
                netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()), draft=draft).checked)
     check_processes(checked, nproc, resolve_device(checked.spec.train.device))
@@ -101,10 +103,6 @@ def _before_launch(nproc: int, spec, rules, set_, draft: bool, resume) -> None:
 
 def _launch(nproc: int) -> None:
     """`netspec run --nproc N ...` is `torchrun --standalone --nproc-per-node N -m netspec run ...`."""
-    if nproc < 1:
-        raise typer.BadParameter("give at least 1 process", param_hint="--nproc")
-    if "WORLD_SIZE" in os.environ:
-        raise typer.BadParameter("already running under torchrun; drop --nproc", param_hint="--nproc")
     args, skip = [], False
     for a in sys.argv[1:]:
         if skip:
