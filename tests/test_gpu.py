@@ -76,3 +76,26 @@ def test_vit_trains_on_gpu_with_fused_attention_and_draws_heatmaps(fake_data, tm
     result = run(checked, out=tmp_path / "r", data_dir=fake_data, limit=600)
     assert result.metrics.speed["fused_attention"]
     assert (tmp_path / "r" / "attention.png").is_file()
+
+
+def test_the_whole_step_captured_as_one_cuda_graph_trains_as_eager(fake_data, tmp_path):
+    """compile: graph on a GPU: the step is captured once and replayed; the run reaches what the
+    eager run reaches (bf16 rounding and another Adam kernel allow small differences)."""
+    from netspec.builder.model import build_model
+    from netspec.runner.run import load_data
+    from netspec.runner.train import Trainer
+
+    eager = run(tiny(tmp_path, "cnn-small.yaml", "train.compile=off"), out=tmp_path / "e", data_dir=fake_data, limit=600)
+    graph = run(tiny(tmp_path, "cnn-small.yaml", "train.compile=graph"), out=tmp_path / "g", data_dir=fake_data,
+                limit=600)
+    assert graph.metrics.speed["compile"] == "graph" and graph.metrics.status == "finished"
+    assert abs(graph.metrics.test_accuracy - eager.metrics.test_accuracy) <= 0.02
+    for a, b in zip(eager.history, graph.history):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=0.05)
+    checked = tiny(tmp_path, "cnn-small.yaml", "train.compile=graph")
+    device = torch.device("cuda")
+    data = load_data(checked, device, fake_data, limit=600)
+    trainer = Trainer(checked.spec, build_model(checked.spec, device), data, device,
+                      softmax_head=checked.analysis.softmax_head)
+    trainer.fit()
+    assert trainer.loop.graph is not None  # captured, not run eagerly

@@ -147,3 +147,73 @@ def test_the_problem_sets_single_head_module_stays_explicit():
     assert [type(m).__name__ for m in Attention(dim=8, dim_head=4).children()] == ["Linear", "Linear", "Linear",
                                                                                     "Softmax", "Dropout"]
     assert isinstance(MultiHeadAttention(dim=8, heads=2, dim_head=4).attend, nn.Softmax)
+
+
+def test_the_schedule_table_is_torchs_own_schedule():
+    """compile: graph reads each step's learning rate and beta1 from a table on the device: the
+    values torch's OneCycleLR gives an optimizer that really steps, in fp32."""
+    from netspec.runner.graphstep import schedule_table
+    from netspec.runner.train import make_optimizer, make_schedule
+
+    spec = check_file(SPECS / "mlp.yaml").spec.train
+    total = 40
+    table = schedule_table(spec.optimizer, spec.schedule, total, "cpu")
+    p = nn.Parameter(torch.zeros(3))
+    opt = make_optimizer([p], spec.optimizer)
+    sched = make_schedule(opt, spec.schedule, spec.optimizer.lr, total)
+    seen = []
+    for _ in range(total):
+        seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]))
+        p.grad = torch.ones(3)
+        opt.step()
+        sched.step()
+    seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]))  # after the last step
+    assert table.shape == (total + 1, 2) and torch.equal(table, torch.tensor(seen, dtype=torch.float32))
+    assert spec.schedule.name == "onecycle" and len({round(b, 6) for _, b in seen}) > 2  # beta1 cycles
+
+
+def test_the_device_driven_step_trains_as_the_usual_loop_and_resumes(fake_data, tmp_path):
+    """compile: graph on the CPU: the same step without the capture (the CUDA graph is a GPU's).
+    Batches by a device counter, the schedule from the table, tensor hyperparameters, one look an
+    epoch, the last partial batch: the numbers of the usual loop, to fp32 rounding of the rates."""
+    from conftest import quick_mlp
+
+    from netspec.errors import Interrupted
+
+    usual = run(quick_mlp(), out=tmp_path / "usual", data_dir=fake_data, limit=300)  # 4 full batches of 64, and 44
+    graph = run(quick_mlp("train.compile=graph"), out=tmp_path / "graph", data_dir=fake_data, limit=300)
+    assert graph.metrics.speed["compile"] == "graph" and usual.metrics.speed["compile"] == "off"
+    for a, b in zip(usual.history, graph.history):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-6) and a.train_acc == b.train_acc
+        assert a.val_acc == b.val_acc and a.lr == pytest.approx(b.lr, rel=1e-6)
+    w1 = torch.load(tmp_path / "usual" / "model.pt", weights_only=True)["state_dict"]
+    w2 = torch.load(tmp_path / "graph" / "model.pt", weights_only=True)["state_dict"]
+    assert all((w1[k] - w2[k]).abs().max() < 1e-6 for k in w1) and graph.metrics.test_accuracy == usual.metrics.test_accuracy
+    assert "whole step as one graph" in (tmp_path / "graph" / "report.md").read_text()
+
+    class StopInEpoch2(train_mod.Observer):
+        def step(self, *, epoch, step, loss):  # in graph mode, once an epoch: at its look
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        run(quick_mlp("train.compile=graph"), out=tmp_path / "cut", data_dir=fake_data, limit=300,
+            observer=StopInEpoch2())
+    resumed = run(quick_mlp("train.compile=graph"), out=tmp_path / "cut", data_dir=fake_data, resume=True)
+    w3 = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)  # resumed: the uninterrupted run's weights, bit for bit
+    assert [(h.train_loss, h.lr) for h in resumed.history] == [(h.train_loss, h.lr) for h in graph.history]
+
+
+@pytest.mark.parametrize("setting,why", [
+    ("train.precision=fp16", "fp16's gradient scaler decides on the host"),
+    ("train.optimizer.name=sgd", "SGD's momentum cannot be a tensor"),
+])
+def test_what_the_device_driven_step_cannot_train_is_refused_before_a_folder(fake_data, tmp_path, setting, why):
+    from conftest import quick_mlp
+
+    from netspec.errors import RunError
+
+    with pytest.raises(RunError, match=why):
+        run(quick_mlp("train.compile=graph", setting), out=tmp_path / "r", data_dir=fake_data, limit=300)
+    assert not (tmp_path / "r").exists()

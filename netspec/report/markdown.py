@@ -45,7 +45,8 @@ def speed_line(speed: dict | None) -> str | None:
     precision = speed["precision"]
     return (f"- Arithmetic: {precision}" + (" mixed precision (autocast; fp32 weights)" if precision != "fp32" else "")
             + f", {'channels-last' if speed['channels_last'] else 'standard'} layout, "
-            + ("eager" if speed["compile"] == "off" else f"torch.compile ({speed['compile']})")
+            + {"off": "eager", "graph": "the whole step as one graph (train.compile: graph)"}.get(
+                speed["compile"], f"torch.compile ({speed['compile']})")
             + (", fused attention" if speed["fused_attention"] else "")
             + (", deterministic" if speed["deterministic"] else "")
             + f"; the test accuracy above was measured in {precision}")

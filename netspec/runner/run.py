@@ -24,6 +24,7 @@ from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, check_limit, prepare
 from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
+from netspec.runner.graphstep import graph_problem
 from netspec.runner.metrics import Metrics
 from netspec.runner.distributed import Ranks, from_main, has_batchnorm, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
@@ -233,6 +234,8 @@ def _plan(checked: Checked, ranks: Ranks, device, *, out, data_dir, resume: bool
     passed on once."""
     check_processes(checked, ranks.size, device)
     speed = resolve_speed(checked.spec, device)
+    if speed.compile == "graph" and graph_problem(checked.spec, speed, ranks.size):  # before any folder is made
+        raise RunError(f"train.compile: graph: {graph_problem(checked.spec, speed, ranks.size)}")
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
     if not resume:
         made = RunDir.create(out, checked.spec.name, runs_root, force=force).path if ranks.main else None

@@ -33,14 +33,15 @@ COMPILE_MODES = {"on": "default", "cudagraphs": "reduce-overhead"}
 class Speed:
     precision: str  # fp32 | bf16 | fp16 (mixed: weights stay fp32, autocast computes in the low precision)
     channels_last: bool  # NHWC activations for convolutions
-    compile: str  # off | on | cudagraphs
+    compile: str  # off | on | cudagraphs | graph (the whole step, netspec/runner/graphstep.py)
     fused_attention: bool  # scaled_dot_product_attention in the ViT's batched attention
     deterministic: bool  # bit-for-bit repeatable on a GPU (slower)
 
     def describe(self) -> str:
         parts = [self.precision + (" mixed" if self.precision != "fp32" else ""),
                  "channels_last" if self.channels_last else "standard layout",
-                 "compiled" + (" (CUDA graphs)" if self.compile == "cudagraphs" else "") if self.compile != "off" else "eager"]
+                 {"off": "eager", "on": "compiled", "cudagraphs": "compiled (CUDA graphs)",
+                  "graph": "whole step as one graph"}[self.compile]]
         if self.fused_attention:
             parts.append("fused attention")
         if self.deterministic:

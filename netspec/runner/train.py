@@ -21,6 +21,7 @@ from netspec.data.splits import Data, Split
 from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
 from netspec.errors import CheckpointError, first_line, RunError
+from netspec.runner.graphstep import DeviceLoop, tensor_optimizer
 from netspec.runner.speed import COMPILE_MODES, Speed, arrange, autocast, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
@@ -178,15 +179,21 @@ class Trainer:
         self.forward = self.eager
         t = spec.train
         self.augment = Augment(t.augment, data.image_shape, device) if t.augment.enabled else None
-        if self.speed.compile != "off":
+        if self.speed.compile not in ("off", "graph"):
             try:
                 self.forward = torch.compile(self.eager, mode=COMPILE_MODES[self.speed.compile], dynamic=False)
             except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
                 self._compile_failed(e)
         n = len(data.train)
         self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if n % t.batch_size == 1 else 0)
-        self.optimizer = make_optimizer(self.net.parameters(), t.optimizer, fused=device.type in FUSED_DEVICES)
-        self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * self.steps_per_epoch)
+        self.loop = None
+        if self.speed.compile == "graph":  # the schedule is a table on the device, read by the step itself
+            self.optimizer = tensor_optimizer(self.net.parameters(), t.optimizer, device)
+            self.schedule = None
+            self.loop = DeviceLoop(self)
+        else:
+            self.optimizer = make_optimizer(self.net.parameters(), t.optimizer, fused=device.type in FUSED_DEVICES)
+            self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * self.steps_per_epoch)
         self.history: list[EpochStats] = []
         # how often to look at the loss on the host (the progress line, the finite check, the curve
         # within epochs): each look is a sync on a GPU and Python work everywhere
@@ -216,6 +223,8 @@ class Trainer:
             if self.schedule and state.get("schedule"):
                 self.schedule.load_state_dict(state["schedule"])
             self.history = [EpochStats(**h) for h in state["history"]]
+            if self.loop is not None:
+                self.loop.resume_at(len(self.history) * self.steps_per_epoch)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
             first = first_line(e, type(e).__name__)
             raise CheckpointError(f"{source} is not a checkpoint of this run: {first}") from None
@@ -279,6 +288,18 @@ class Trainer:
     def _epoch(self, epoch: int) -> EpochStats:
         t = self.spec.train
         start = time.perf_counter()
+        total, right, count = self.loop.epoch(epoch) if self.loop is not None else self._steps(epoch)
+        val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
+        return EpochStats(
+            epoch=epoch, train_loss=total / count, train_acc=right / count,
+            val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - start,
+            lr=self.loop.lr() if self.loop is not None else self.optimizer.param_groups[0]["lr"],
+        )
+
+    def _steps(self, epoch: int) -> tuple[float, float, float]:
+        """One epoch of steps, the host looking at the counters every `sync_every`; returns the
+        epoch's (loss sum, right, seen) of the last look (the last step is always looked at)."""
+        t = self.spec.train
         order, aug_gen = self._shuffle(epoch)
         self.eager.train()
         params = [p for p in self.net.parameters() if p.requires_grad]
@@ -301,10 +322,4 @@ class Trainer:
                 self.schedule.step()
             if (step + 1) % self.sync_every == 0 or step + 1 == self.steps_per_epoch:
                 total, right, count = self._look(tally, epoch, step)
-        # total, right and count are those of the last step's look (the last step is always looked at)
-        val_loss, val_acc = evaluate(self.net, self.data.val, t.eval_batch_size, self.speed)
-        return EpochStats(
-            epoch=epoch, train_loss=total / count, train_acc=right / count,
-            val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - start,
-            lr=self.optimizer.param_groups[0]["lr"],
-        )
+        return total, right, count

@@ -94,10 +94,12 @@ TRAIN = _obj(
             "description": "convolutions in channels-last (NHWC) layout; auto: for conv nets",
         },
         "compile": {
-            "enum": ["auto", "off", "on", "cudagraphs", False, True], "default": "auto",
+            "enum": ["auto", "off", "on", "cudagraphs", "graph", False, True], "default": "auto",
             "description": "torch.compile the model: on, cudagraphs (mode reduce-overhead), off; auto: cudagraphs "
                            "for conv nets and ViTs on a CUDA GPU, off elsewhere (measured slower on the CPU); if "
-                           "compiling fails the run says so and goes on eagerly",
+                           "compiling fails the run says so and goes on eagerly. graph: the whole training step "
+                           "(augmentation, forward, backward, optimizer, schedule) driven by the device and, on a "
+                           "CUDA GPU, captured as one CUDA graph (one process; not fp16; GPU speed unmeasured)",
         },
         "fused_attention": {
             "enum": ["auto", True, False], "default": "auto",
