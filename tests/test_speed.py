@@ -208,6 +208,7 @@ def test_the_device_driven_step_trains_as_the_usual_loop_and_resumes(fake_data, 
 @pytest.mark.parametrize("setting,why", [
     ("train.precision=fp16", "fp16's gradient scaler decides on the host"),
     ("train.optimizer.name=sgd", "SGD's momentum cannot be a tensor"),
+    ("data.loading=stream", "the training images must be in the device's memory"),
 ])
 def test_what_the_device_driven_step_cannot_train_is_refused_before_a_folder(fake_data, tmp_path, setting, why):
     from conftest import quick_mlp

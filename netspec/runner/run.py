@@ -258,6 +258,9 @@ def _run(plan: Plan, observer: Observer | None, reporter: Reporter, detect_anoma
     ranks, run_dir, spec = plan.ranks, plan.run_dir, plan.spec
     try:
         data = load_data(plan.checked, plan.device, plan.data_dir, plan.limit)
+        problem = graph_problem(spec, plan.speed, ranks.size, data.loading) if plan.speed.compile == "graph" else None
+        if problem:  # known once the data is loaded (streamed or in memory)
+            raise RunError(f"train.compile: graph: {problem}")
     except BaseException:
         if not plan.resumed and ranks.main:  # a run whose data never loaded leaves no folder behind to refuse the next try
             run_dir.release()
