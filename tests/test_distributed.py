@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import NETSPEC, ROOT
+from conftest import NETSPEC
 
 pytestmark = pytest.mark.slow  # real processes (README: the quick suite)
 

@@ -24,7 +24,7 @@ from netspec.spec.loader import load_text
 from netspec.spec.schema import spec_schema
 from netspec.builder.check import check_document, check_file
 
-from conftest import ROOT, SPECS, netspec_process
+from conftest import SPECS, netspec_process
 
 runner = CliRunner()
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -71,6 +71,10 @@ def test_metrics_of_older_and_newer_folders_read_with_defaults():
     newer = Metrics.from_dict({"status": "finished", "a_key_from_later": 1, "draft": None})
     assert newer.draft is False and not hasattr(newer, "a_key_from_later")
     assert Metrics.from_dict(["not", "a", "record"]) == Metrics()
+    edited = Metrics.from_dict({"test_accuracy": "0.99", "epochs_completed": True, "speed": [1], "draft": "yes",
+                                "params": 12.5, "train_seconds": 3})
+    assert (edited.test_accuracy, edited.epochs_completed, edited.speed, edited.draft, edited.params) == (
+        None, 0, {}, False, None) and edited.train_seconds == 3  # wrong types take the defaults
 
 
 def test_same_seed_same_result(fake_data, tmp_path):

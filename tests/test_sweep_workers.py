@@ -17,7 +17,7 @@ from netspec.runner.space import parse_range
 from netspec.runner.study import counted
 from netspec.runner.sweep import sweep
 
-from conftest import ROOT, TINY_SWEEP, netspec_process
+from conftest import TINY_SWEEP, netspec_process
 
 pytestmark = pytest.mark.slow  # real processes or servers (README: the quick suite)
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from netspec.errors import RunError
-from netspec.runner.speed import autocast
 
 WARMUP = 3  # eager steps on a side stream before the capture, as torch's CUDA graph docs do
 
@@ -119,10 +117,7 @@ class DeviceLoop:
         if self.full:
             self.order.copy_(order[: self.full * self.batch].view(self.full, self.batch))
         self.batch_no.zero_()
-        for counter in (self.tally.loss_sum, self.tally.correct, self.tally.found, self.tally.steps_ok,
-                        self.tally.loss_steps_ok):
-            counter.zero_()
-        self.tally.shown_sum = self.tally.shown_seen = 0.0
+        self.tally.reset()
         tr.eager.train()
         done = 0
         if self.capture and self.graph is None and self.full > WARMUP:
@@ -164,25 +159,14 @@ class DeviceLoop:
         self.batch_no += 1
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        from netspec.runner.train import non_finite_check
-
-        tr, t = self.trainer, self.trainer.spec.train
+        tr = self.trainer
         rates = self.table.index_select(0, self.step_no).view(2)
         for group in tr.optimizer.param_groups:
             group["lr"].copy_(rates[0])
             if isinstance(group.get("betas", (None,))[0], torch.Tensor):
                 group["betas"][0].copy_(rates[1])
-        if tr.augment is not None:
-            x = tr.augment(x, self.aug_gen)
-        with autocast(tr.speed, self.device):
-            logits = tr.eager(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
         # before the graph: fresh gradients each step; inside the capture there are none to clear;
         # after it (a last partial batch): cleared in place, keeping the graph's gradient tensors
-        tr.optimizer.zero_grad(set_to_none=self.graph is None)
-        loss.backward()
-        params = [p for p in tr.net.parameters() if p.requires_grad]
-        non_finite_check(params, self.tally.found, self.tally.one)
-        self.tally.step(loss, logits, y)
+        tr.backward(x, y, self.aug_gen, self.tally, set_to_none=self.graph is None)
         tr.optimizer.step()
         self.step_no += 1

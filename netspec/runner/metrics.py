@@ -61,8 +61,20 @@ class Metrics:
     @classmethod
     def from_dict(cls, record: Any) -> "Metrics":
         """A record as written by any netspec version: keys it lacks take their defaults (older
-        folders), keys this version does not know are ignored (newer ones)."""
+        folders), keys this version does not know are ignored (newer ones), and a value of the
+        wrong type (a hand-edited or damaged file) takes its default too, so readers never meet
+        a string where a number belongs."""
         if not isinstance(record, dict):
             return cls()
-        nullable = {f.name: "None" in str(f.type) for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in nullable and (v is not None or nullable[k])})
+        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record and _fits(record[f.name], f.type)})
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a field's annotation ("float | None", "int", "dict", ...)."""
+    if value is None:
+        return "None" in annotation
+    kind = annotation.split(" | ")[0]
+    if isinstance(value, bool):
+        return kind == "bool"
+    return {"float": isinstance(value, (int, float)), "int": isinstance(value, int), "str": isinstance(value, str),
+            "dict": isinstance(value, dict)}.get(kind, False)

@@ -26,7 +26,7 @@ from netspec.data.splits import Data, check_limit, prepare
 from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
 from netspec.runner.graphstep import graph_problem
 from netspec.runner.metrics import Metrics
-from netspec.runner.distributed import Ranks, from_main, has_batchnorm, join, leave, settle
+from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import Speed, backend_flags, standard_state
 from netspec.runner.speed import arrange
@@ -216,14 +216,17 @@ class Plan:
         return self.checked.spec
 
 
+def _has_batchnorm(checked: Checked) -> bool:
+    return any(r.kind.startswith("BatchNorm") for r in checked.analysis.rows)
+
+
 def check_processes(checked: Checked, processes: int, device: torch.device) -> None:
     """What training on `processes` processes asks of the spec (checked before they start, too)."""
     train = checked.spec.train
     if train.batch_size % processes:
         raise RunError(f"train.batch_size {train.batch_size} is the batch of all {processes} processes "
                        f"together and must divide among them evenly")
-    if processes > 1 and train.sync_batchnorm and device.type != "cuda" and any(
-            r.kind.startswith("BatchNorm") for r in checked.analysis.rows):
+    if processes > 1 and train.sync_batchnorm and device.type != "cuda" and _has_batchnorm(checked):
         raise RunError(f"train.sync_batchnorm: torch's SyncBatchNorm runs on GPUs, and these {processes} processes "
                        f"would train on {device.type}; set it to false (each process then normalises its own share)")
 
@@ -234,8 +237,9 @@ def _plan(checked: Checked, ranks: Ranks, device, *, out, data_dir, resume: bool
     passed on once."""
     check_processes(checked, ranks.size, device)
     speed = resolve_speed(checked.spec, device)
-    if speed.compile == "graph" and graph_problem(checked.spec, speed, ranks.size):  # before any folder is made
-        raise RunError(f"train.compile: graph: {graph_problem(checked.spec, speed, ranks.size)}")
+    problem = graph_problem(checked.spec, speed, ranks.size) if speed.compile == "graph" else None
+    if problem:  # before any folder is made
+        raise RunError(f"train.compile: graph: {problem}")
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
     if not resume:
         made = RunDir.create(out, checked.spec.name, runs_root, force=force).path if ranks.main else None
@@ -392,10 +396,10 @@ def _finish(plan: Plan, trainer: Trainer, status: str, wall: float, reporter: Re
     return metrics
 
 
-def _batchnorm(plan: Plan, trainer: Trainer) -> str | None:
+def _batchnorm(plan: Plan) -> str | None:
     """How BatchNorm statistics were taken when several processes trained: each over its own share
     of the batch (DDP's default), or over all of it (SyncBatchNorm)."""
-    if plan.ranks.size == 1 or not has_batchnorm(trainer.net):
+    if plan.ranks.size == 1 or not _has_batchnorm(plan.checked):
         return None
     return "synchronised" if plan.spec.train.sync_batchnorm else "per process"
 
@@ -417,7 +421,7 @@ def _metrics(plan: Plan, trainer: Trainer, status: str, test_loss, test_acc, has
         train_size=len(data.train), train_available=data.train_available, val_size=len(data.val),
         test_size=len(data.test), dataset=spec.data.dataset, loading=data.loading,
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        **plan.ranks.record(), batchnorm=_batchnorm(plan, trainer), speed=asdict(trainer.speed), evaluated_in=trainer.speed.precision,
+        **plan.ranks.record(), batchnorm=_batchnorm(plan), speed=asdict(trainer.speed), evaluated_in=trainer.speed.precision,
         seed=spec.train.seed, train_seconds=train_seconds,
         seconds_per_epoch=train_seconds / len(history) if history else None, wall_seconds=wall,
         versions=versions(), command=" ".join(sys.argv))

@@ -151,6 +151,12 @@ class _Tally:
         self.seen = 0
         self.shown_sum, self.shown_seen = 0.0, 0.0  # at the last look
 
+    def reset(self) -> None:
+        """Zeroed in place (a CUDA graph keeps these very tensors) for the next epoch."""
+        for counter in (self.loss_sum, self.correct, self.found, self.steps_ok, self.loss_steps_ok):
+            counter.zero_()
+        self.seen, self.shown_sum, self.shown_seen = 0, 0.0, 0.0
+
     def step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum += loss.detach() * len(y)
         finite = torch.isfinite(self.loss_sum)  # a sum stays non-finite once one loss was
@@ -172,6 +178,7 @@ class Trainer:
         self.speed = resolve(spec, device)
         self.net = logits_model(arrange(model, self.speed), softmax_head)  # evaluated as it is, on one process
         self.eager = wrap(self.net, ranks, device, spec.train.sync_batchnorm)  # DDP when there are several
+        self.params = [p for p in self.net.parameters() if p.requires_grad]  # those the finite check reads
         self.observer = observer or Observer()
         self.detect_anomaly = detect_anomaly
         # fp16 needs loss scaling against underflowing gradients; bf16 has fp32's range and does not
@@ -296,26 +303,31 @@ class Trainer:
             lr=self.loop.lr() if self.loop is not None else self.optimizer.param_groups[0]["lr"],
         )
 
+    def backward(self, x: torch.Tensor, y: torch.Tensor, aug_gen: torch.Generator, tally: "_Tally",
+                 set_to_none: bool = True) -> None:
+        """A step up to the optimizer, shared by both loops: augmentation, forward, loss, fresh
+        gradients, the finite check and the counters."""
+        if self.augment is not None:
+            x = self.augment(x, aug_gen)
+        with autocast(self.speed, self.device):
+            logits = self._logits(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.train.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+        self.scaler.scale(loss).backward()
+        if not self.scaler.is_enabled():  # fp16 overflows are expected: the scaler skips that step and rescales
+            non_finite_check(self.params, tally.found, tally.one)
+        tally.step(loss, logits, y)
+
     def _steps(self, epoch: int) -> tuple[float, float, float]:
         """One epoch of steps, the host looking at the counters every `sync_every`; returns the
         epoch's (loss sum, right, seen) of the last look (the last step is always looked at)."""
         t = self.spec.train
         order, aug_gen = self._shuffle(epoch)
         self.eager.train()
-        params = [p for p in self.net.parameters() if p.requires_grad]
         tally = _Tally(self.device)
         for step, (x, y) in enumerate(self.data.train.batches(t.batch_size, order, self.steps_per_epoch,
                                                               part=self.ranks.part)):
-            if self.augment is not None:
-                x = self.augment(x, aug_gen)
-            with autocast(self.speed, self.device):
-                logits = self._logits(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if not self.scaler.is_enabled():  # fp16 overflows are expected: the scaler skips that step and rescales
-                non_finite_check(params, tally.found, tally.one)
-            tally.step(loss, logits, y)
+            self.backward(x, y, aug_gen, tally)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.schedule:
