@@ -8,6 +8,12 @@ benchmarks/speed.py harness (same synthetic data, same weights), warms up one ep
     git worktree add /tmp/old da3c9bf
     python benchmarks/step_compare.py --tree /tmp/old --spec mlp                 # the benchmark's step
     python benchmarks/step_compare.py --tree /tmp/old --spec mlp --recipe        # with the spec's augment and schedule
+    python benchmarks/step_compare.py --tree /tmp/old --spec mlp --floor         # and torch's own minimal loop
+
+`--floor` adds a third row, the least a step of this model costs in torch's eager mode: the same
+model and batches trained by a bare loop (forward, cross-entropy, backward, fused Adam; no
+augmentation, schedule, finite check or counters), in this tree's process. A netspec step cannot
+be faster than that without leaving eager mode.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MEASURE = r"""
 import json, statistics, sys, time
-tree, spec, steps, epochs, recipe = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+tree, spec, steps, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+recipe, floor = sys.argv[5] == "1", sys.argv[6] == "1"
 sys.path[:0] = [tree, tree + "/benchmarks"]
 import torch
 import speed
@@ -41,15 +48,34 @@ if recipe:  # the spec's own augmentation and schedule; only the data is synthet
                  softmax_head=checked.analysis.softmax_head)
 else:
     tr = speed.trainer_for(spec, "auto (new default)", steps, batch, torch.device("cpu"))
-tr._epoch(1)
-times = [speed.timed_epoch(tr, torch.device("cpu")) for _ in range(epochs)]
-print(json.dumps({"ms": 1000 * statistics.median(times), "threads": torch.get_num_threads(),
-                  "speed": tr.speed.describe()}))
+if floor:  # torch's minimal loop over the same model and batches
+    import torch.nn.functional as F
+    net, x, y = tr.net, tr.data.train.x, tr.data.train.y
+    opt = torch.optim.Adam(net.parameters(), lr=tr.spec.train.optimizer.lr, fused=True)
+    b = tr.spec.train.batch_size
+    def epoch():
+        start = time.perf_counter()
+        for s in range(tr.steps_per_epoch):
+            loss = F.cross_entropy(net(x[s * b:(s + 1) * b]), y[s * b:(s + 1) * b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - start) / tr.steps_per_epoch
+    net.train()
+    epoch()
+    times = [epoch() for _ in range(epochs)]
+    about = "torch's minimal eager loop (no augmentation, schedule, checks or counters)"
+else:
+    tr._epoch(1)
+    times = [speed.timed_epoch(tr, torch.device("cpu")) for _ in range(epochs)]
+    about = tr.speed.describe()
+print(json.dumps({"ms": 1000 * statistics.median(times), "threads": torch.get_num_threads(), "speed": about}))
 """
 
 
-def measure(tree: Path, spec: str, steps: int, epochs: int, recipe: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(tree), spec, str(steps), str(epochs), "1" if recipe else "0"],
+def measure(tree: Path, spec: str, steps: int, epochs: int, recipe: bool, floor: bool = False) -> dict:
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(tree), spec, str(steps), str(epochs), "1" if recipe else "0",
+                          "1" if floor else "0"],
                          capture_output=True, text=True, cwd=tree, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {out.stderr[-2000:]}")
@@ -64,13 +90,16 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement (median)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--recipe", action="store_true", help="keep the spec's augmentation and schedule")
+    p.add_argument("--floor", action="store_true", help="add torch's minimal loop over the same model and batches")
     args = p.parse_args()
     trees = {"other": args.tree.resolve(), "this": ROOT}
+    if args.floor:
+        trees["torch floor"] = ROOT
     times: dict[str, list[float]] = {k: [] for k in trees}
     about = {}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            m = measure(tree, args.spec, args.steps, args.epochs, args.recipe)
+            m = measure(tree, args.spec, args.steps, args.epochs, args.recipe, name == "torch floor")
             times[name].append(m["ms"])
             about[name] = m
     base = statistics.median(times["other"])

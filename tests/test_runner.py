@@ -270,3 +270,27 @@ def test_compare_figure_draws_one_epoch_runs_on_whole_epochs():
     assert all(line.get_marker() not in (None, "None", "") for line in ax.get_lines())  # a point, not an empty line
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+@pytest.mark.parametrize("bad_gradient, bad_loss", [(None, None), (6, None), (None, 9), (13, 4), (2, 2)])
+def test_the_window_folds_to_the_per_step_counters(bad_gradient, bad_loss):
+    """The usual loop's `_Window` (kept steps, folded at each look) gives the counters the
+    per-step `_Tally` gives, over looks that split the steps unevenly: the loss sum bit for bit,
+    the right answers, and the steps before the first non-finite gradient or loss."""
+    g = torch.Generator().manual_seed(3)
+    steps = [(torch.rand((), generator=g) * 3, torch.randn(7 if s == 14 else 8, 10, generator=g),
+              torch.randint(0, 10, (7 if s == 14 else 8,), generator=g)) for s in range(15)]
+    each, window = train_mod._Tally(torch.device("cpu")), train_mod._Window(torch.device("cpu"), 4)
+    for s, (loss, logits, y) in enumerate(steps, start=1):
+        loss = loss * float("nan") if s == bad_loss else loss
+        for tally in (each, window):
+            tally.flag().fill_(1.0 if s == bad_gradient else tally.flag().item())
+            tally.step(loss, logits, y)
+        if s % 4 == 0 or s == len(steps):
+            window.fold()
+            for name in ("loss_sum", "correct", "steps_ok", "loss_steps_ok", "found"):
+                torch.testing.assert_close(getattr(window, name), getattr(each, name), rtol=0, atol=0, equal_nan=True,
+                                           msg=f"step {s}: {name}")
+    firsts = [s for s in (bad_gradient, bad_loss) if s]
+    assert int(window.steps_ok) == (min(firsts) - 1 if firsts else 15)
+    assert int(window.loss_steps_ok) == (bad_loss - 1 if bad_loss else 15) and window.seen == 15 * 8 - 1

@@ -138,7 +138,8 @@ class _Tally:
     """An epoch's counters, kept on the device so that a step never waits for the host: the loss
     sum and right answers, and the finite check's state. `found` turns 1 at the first non-finite
     gradient and stays; counting the steps before anything went wrong gives the first bad step
-    at the next look."""
+    at the next look. The device-driven step (graphstep.py) updates them at every step, inside
+    its CUDA graph; the usual loop keeps a `_Window` instead."""
 
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
@@ -157,6 +158,10 @@ class _Tally:
             counter.zero_()
         self.seen, self.shown_sum, self.shown_seen = 0, 0.0, 0.0
 
+    def flag(self) -> torch.Tensor:
+        """Where this step's finite check of the gradients writes (1 if any is inf or NaN)."""
+        return self.found
+
     def step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum += loss.detach() * len(y)
         finite = torch.isfinite(self.loss_sum)  # a sum stays non-finite once one loss was
@@ -164,6 +169,48 @@ class _Tally:
         self.steps_ok += finite & (self.found_now == 0)
         self.correct += (logits.argmax(1) == y).sum()
         self.seen += len(y)
+
+    def fold(self) -> None:
+        """Bring the counters up to date before the host reads them (they always are here)."""
+
+
+class _Window(_Tally):
+    """The usual loop's counters: a step only keeps its loss, logits and labels, and its finite
+    check writes its own flag; a look folds the steps since the last one into the counters in a
+    dozen whole-window operations, where counting at every step took fourteen per step (on this
+    project's 2-core Xeon, about 70 us of a 1.15 ms MLP step). The counters come out as `_Tally`'s:
+    the first bad step, and whether its loss or only its gradient was non-finite."""
+
+    def __init__(self, device: torch.device, size: int):
+        super().__init__(device)
+        self.flags = torch.zeros(size, device=device)
+        self.slots = [self.flags[i: i + 1] for i in range(size)]  # views made once: no op per step
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def flag(self) -> torch.Tensor:
+        return self.slots[len(self.kept)]
+
+    def step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.kept.append((loss.detach(), logits.detach(), y))
+        self.seen += len(y)
+
+    def fold(self) -> None:
+        if not self.kept:
+            return
+        k = len(self.kept)
+        losses, logits, labels = zip(*self.kept)
+        sizes = torch.tensor([len(y) for y in labels], dtype=torch.float32, device=self.loss_sum.device)
+        # the running sum after each step, as the steps added it, and its flags so far
+        sums = torch.cumsum(torch.cat([self.loss_sum.view(1), torch.stack(losses).float() * sizes]), 0)[1:]
+        finite = torch.isfinite(sums)
+        clean = (torch.cumsum(self.flags[:k], 0) + self.found) == 0
+        self.loss_steps_ok += finite.sum()
+        self.steps_ok += (finite & clean).sum()
+        self.loss_sum.copy_(sums[-1])
+        self.found.copy_(torch.maximum(self.found, self.flags[:k].max().view(1)))
+        self.correct += (torch.cat(logits).argmax(1) == torch.cat(labels)).sum()
+        self.flags.zero_()
+        self.kept.clear()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -279,6 +326,7 @@ class Trainer:
         """A look at the device counters from the host (a sync on a GPU): stop at the first
         non-finite step, extend the curve within the epoch, and tell the observer. Returns the
         epoch's (loss sum, right, seen) so far, over every process."""
+        tally.fold()
         good = int(least(self.ranks, tally.steps_ok).item())  # every process takes the same branch
         if good <= step:
             what = "loss" if int(least(self.ranks, tally.loss_steps_ok).item()) == good else "gradient (the loss was finite)"
@@ -315,7 +363,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=set_to_none)
         self.scaler.scale(loss).backward()
         if not self.scaler.is_enabled():  # fp16 overflows are expected: the scaler skips that step and rescales
-            non_finite_check(self.params, tally.found, tally.one)
+            non_finite_check(self.params, tally.flag(), tally.one)
         tally.step(loss, logits, y)
 
     def _steps(self, epoch: int) -> tuple[float, float, float]:
@@ -324,7 +372,7 @@ class Trainer:
         t = self.spec.train
         order, aug_gen = self._shuffle(epoch)
         self.eager.train()
-        tally = _Tally(self.device)
+        tally = _Window(self.device, self.sync_every)
         for step, (x, y) in enumerate(self.data.train.batches(t.batch_size, order, self.steps_per_epoch,
                                                               part=self.ranks.part)):
             self.backward(x, y, aug_gen, tally)
