@@ -177,9 +177,11 @@ class _Tally:
 class _Window(_Tally):
     """The usual loop's counters: a step only keeps its loss, logits and labels, and its finite
     check writes its own flag; a look folds the steps since the last one into the counters in a
-    dozen whole-window operations, where counting at every step took fourteen per step (on this
-    project's 2-core Xeon, about 70 us of a 1.15 ms MLP step). The counters come out as `_Tally`'s:
-    the first bad step, and whether its loss or only its gradient was non-finite."""
+    dozen whole-window operations, where counting at every step took fourteen per step (a GPU
+    launches none of those per step; on this project's 2-core Xeon the MLP recipe's step went from
+    1.178 to 1.154 ms, docs/speed.md). The counters come out as `_Tally`'s, bit for bit: the loss
+    sum, the right answers, the first bad step, and whether its loss or only its gradient was
+    non-finite."""
 
     def __init__(self, device: torch.device, size: int):
         super().__init__(device)
