@@ -286,6 +286,8 @@ def test_the_window_folds_to_the_per_step_counters(bad_gradient, bad_loss):
         for tally in (each, window):
             tally.flag().fill_(1.0 if s == bad_gradient else tally.flag().item())
             tally.step(loss, logits, y)
+        # nothing kept shares the model's output: a CUDA graph's next replay overwrites it
+        assert all(kept.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr() for kept in window.kept[-1])
         if s % 4 == 0 or s == len(steps):
             window.fold()
             for name in ("loss_sum", "correct", "steps_ok", "loss_steps_ok", "found"):
