@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +120,62 @@ def test_batchnorm_under_several_processes_is_said_and_sync_is_refused_on_the_cp
     assert "train.sync_batchnorm: torch's SyncBatchNorm runs on GPUs" in refused.stdout + refused.stderr
     assert not (tmp_path / "sync").exists()
     assert "sync_batchnorm: false" in (tmp_path / "bn" / "spec.yaml").read_text()  # the setting written out
+
+
+def _start(tmp_path, fake_data, epochs: int, **popen) -> tuple[subprocess.Popen, str]:
+    """`netspec run --nproc 2` of a long run, marked in its environment so that its processes can be found."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace("epochs: 2", f"epochs: {epochs}"))
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "r"), "--nproc", "2", "--data-dir",
+                                       str(fake_data), "--limit", "640"], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "NETSPEC_TEST_MARK": marker}, **popen)
+    start = time.monotonic()
+    while not (tmp_path / "r" / "checkpoint.pt").exists():  # an epoch finished
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() - start < 120
+        time.sleep(0.05)
+    return proc, marker
+
+
+def _rank_pid(marker: str, rank: int) -> int:
+    for entry in Path("/proc").iterdir():
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if f"NETSPEC_TEST_MARK={marker}".encode() in env and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    raise AssertionError(f"no process of rank {rank}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_a_failed_process_stops_the_others_in_one_line_and_the_run_is_written_and_resumes(tmp_path, fake_data):
+    """Rank 1 killed: torchrun stops rank 0 (SIGTERM, taken as Ctrl-C), which writes the run of its
+    finished epochs, report included; the command says which process ended, without torchrun's
+    traceback; `--resume` finishes the run."""
+    proc, marker = _start(tmp_path, fake_data, epochs=150)
+    os.kill(_rank_pid(marker, 1), signal.SIGKILL)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, output
+    assert "error: process 1 of 2 ended (killed by SIGKILL); torchrun stopped the others" in output, output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and 1 <= m["epochs_completed"] < 150, m
+    assert f"interrupted after {m['epochs_completed']} finished epoch(s)" in output
+    assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / "model.pt").is_file()
+    _run(NETSPEC + ["run", "--resume", str(tmp_path / "r"), "--nproc", "2", "--data-dir", str(fake_data)], tmp_path)
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert (m["status"], m["epochs_completed"], m["processes"]) == ("finished", 150, 2)
+
+
+def test_ctrl_c_under_nproc_is_one_line_and_exit_130(tmp_path, fake_data):
+    """Ctrl-C reaches the launcher and both processes (the terminal's process group): one line from
+    rank 0, exit 130 as a plain run's, no torchrun traceback."""
+    proc, _ = _start(tmp_path, fake_data, epochs=150, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert output.count("interrupted") == 1 and "Continue with: netspec run --resume" in output, output
+    assert "Traceback" not in output and "SignalException" not in output, output
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "interrupted"

@@ -1,6 +1,7 @@
 """Hostile specs, broken files and interrupted runs: each protection has a test
 that fails if the protection is removed."""
 import os
+import json
 import signal
 import time
 import copy
@@ -211,7 +212,7 @@ def _wait_for(path, proc, timeout=120):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["kill", "ctrl-c", "term"])
 def test_killed_run_resumes_to_the_same_weights(fake_data, tmp_path, sig):
     spec = _spec(tmp_path, epochs=6)  # enough epochs left to be cut short after the first checkpoint
     full = run(check_file(spec), out=tmp_path / "full", data_dir=fake_data)
@@ -220,8 +221,9 @@ def test_killed_run_resumes_to_the_same_weights(fake_data, tmp_path, sig):
     _wait_for(cut / "checkpoint.pt", proc)
     proc.send_signal(sig)
     output = proc.communicate(timeout=60)[0]
-    if sig == signal.SIGINT:
+    if sig != signal.SIGKILL:  # SIGTERM (`kill`, a scheduler's stop) as Ctrl-C: the run written, one line
         assert proc.returncode == 130 and "--resume" in output and "Traceback" not in output, output
+        assert json.loads((cut / "metrics.json").read_text())["status"] == "interrupted"
     state = load_checkpoint(cut / "checkpoint.pt")
     assert 1 <= state["epoch"] < 6
     r = netspec_process("run", "--resume", str(cut), "--data-dir", str(fake_data))

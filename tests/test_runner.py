@@ -1,6 +1,7 @@
 """The runner end to end on a small synthetic MNIST (torchvision's file layout)."""
 import csv
 import json
+import time
 
 import pytest
 import torch
@@ -296,3 +297,37 @@ def test_the_window_folds_to_the_per_step_counters(bad_gradient, bad_loss):
     firsts = [s for s in (bad_gradient, bad_loss) if s]
     assert int(window.steps_ok) == (min(firsts) - 1 if firsts else 15)
     assert int(window.loss_steps_ok) == (bad_loss - 1 if bad_loss else 15) and window.seen == 15 * 8 - 1
+
+
+def test_sigterm_stops_training_as_ctrl_c_but_not_a_run_being_written(fake_data, tmp_path):
+    """The `netspec run` rule: SIGTERM is Ctrl-C while training goes on; once training is over
+    (the observer's `end`, called however training ended), the run being written is let finish.
+    torchrun's SIGTERM after another process failed otherwise cut rank 0's report short."""
+    import os
+    import signal
+
+    from netspec.runner.processes import terminate_as_interrupt
+
+    class Ends(Observer):
+        ended = 0
+
+        def end(self):
+            self.ended += 1
+
+    done = Ends()
+    run(quick_mlp(), out=tmp_path / "done", data_dir=fake_data, observer=done)
+
+    class StopInEpoch1(Ends):
+        def step(self, *, epoch, step, loss):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = StopInEpoch1()
+    with terminate_as_interrupt(unless=lambda: stopped.ended > 0), pytest.raises(Interrupted):
+        run(quick_mlp(), out=tmp_path / "stopped", data_dir=fake_data, observer=stopped)
+    assert (done.ended, stopped.ended) == (1, 1)
+    with terminate_as_interrupt(unless=lambda: True):  # a run being written: the signal is let pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(unless=lambda: False):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)

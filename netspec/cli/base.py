@@ -94,8 +94,9 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR",
 
 
 @contextmanager
-def user_errors():
-    """Library errors -> a message and exit 1; Ctrl-C -> exit 130."""
+def user_errors(say_interrupted: bool = True):
+    """Library errors -> a message and exit 1; Ctrl-C -> exit 130 (said unless `say_interrupted` is
+    False: a torchrun process other than rank 0, whose run rank 0 speaks for)."""
     try:
         yield
     except SpecError as e:
@@ -116,7 +117,8 @@ def user_errors():
         err.print(f"[red]error:[/] {escape(os_error_text(e))}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        if say_interrupted:
+            err.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
 
 

@@ -9,13 +9,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from netspec.report.tables import epoch_line, trial_line
+from netspec.runner.observer import Observer
 
 
-class ProgressObserver:
+class ProgressObserver(Observer):
     """Rich progress over epochs and batches, and a line per finished epoch."""
 
     def __init__(self, console: Console):
         self.console = console
+        self.ended = False  # training over: the run folder is being written
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
@@ -42,6 +44,9 @@ class ProgressObserver:
 
     def note(self, text):
         self.progress.console.print(f"[yellow]note:[/] {escape(text)}", highlight=False)
+
+    def end(self):
+        self.ended = True
 
     def stop(self):
         self.progress.stop()

@@ -5,7 +5,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -52,6 +52,7 @@ def run(
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
     import netspec
+    from netspec.runner.processes import terminate_as_interrupt
 
     if (spec is None) == (resume is None):  # usage errors: exit 2, as Click's own
         raise typer.BadParameter("give a spec to run, or --resume RUN_DIR (not both)", param_hint="SPEC")
@@ -64,7 +65,9 @@ def run(
         _launch(nproc)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone shows progress and results
     observer = ProgressObserver(err if main_rank else Console(stderr=True, quiet=True))
-    with user_errors():
+    # SIGTERM (`kill`, a scheduler's stop, torchrun's when another process failed) stops training
+    # as Ctrl-C does; once training is over, the run being written is let finish
+    with user_errors(say_interrupted=main_rank), terminate_as_interrupt(unless=lambda: observer.ended):
         try:
             if resume is not None:
                 result = netspec.resume(resume, data_dir=data_dir, progress=observer)
@@ -101,8 +104,20 @@ def _before_launch(nproc: int, spec, rules, set_, draft: bool, resume) -> None:
     check_processes(checked, nproc, resolve_device(checked.spec.train.device))
 
 
-def _launch(nproc: int) -> None:
-    """`netspec run --nproc N ...` is `torchrun --standalone --nproc-per-node N -m netspec run ...`."""
+def _launch(nproc: int) -> NoReturn:
+    """`netspec run --nproc N ...` is `torchrun --standalone --nproc-per-node N -m netspec run ...`,
+    through torchrun's own entry point, so that its end is said in one line instead of torchrun's
+    traceback: Ctrl-C exits 130 (each process has said where its run stands); a process that ended
+    is named with how it ended. torchrun stops the others with SIGTERM, which each takes as Ctrl-C,
+    so the run folder is left resumable."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run as torchrun
+
+    from netspec.runner.processes import INTERRUPTED_EXIT
+
     args, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -111,8 +126,20 @@ def _launch(nproc: int) -> None:
             skip = True
         elif not a.startswith("--nproc="):
             args.append(a)
-    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                              f"--nproc-per-node={nproc}", "-m", "netspec", *args])
+    # torchrun would set 1 thread per process (and say so); a process gets its share of the cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logging.disable(logging.CRITICAL)  # torchrun's log lines (this process only runs it) say what ours do
+    try:
+        torchrun(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "netspec", *args]))
+    except SignalException:
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        how = f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+        err.print(f"[red]error:[/] process {rank} of {nproc} ended ({how}); torchrun stopped the others (a run "
+                  f"folder keeps its finished epochs: netspec run --resume RUN_DIR)", highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(0)
 
 
 @app.command("eval", cls=Command)

@@ -18,3 +18,6 @@ class Observer:
 
     def note(self, text: str) -> None:
         """One line worth telling the user (e.g. compilation failed and training went on eagerly)."""
+
+    def end(self) -> None:
+        """Training is over (finished, interrupted or stopped by a fault); the run folder is being written."""

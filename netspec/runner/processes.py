@@ -28,9 +28,11 @@ def check_workers(workers: int) -> None:
 
 
 @contextmanager
-def terminate_as_interrupt():
-    """SIGTERM (a scheduler's stop, `kill`) handled like Ctrl-C while the sweep runs: the trial is
-    marked interrupted and the study stays resumable. Only the main thread can set handlers."""
+def terminate_as_interrupt(unless: Callable[[], bool] = lambda: False):
+    """SIGTERM (a scheduler's stop, `kill`, torchrun stopping the other processes) handled like
+    Ctrl-C: a sweep's trial is marked interrupted and the study stays resumable; a run keeps its
+    finished epochs. Ignored while `unless()` holds (a run that is already being written, its
+    training over). Only the main thread can set handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -41,7 +43,7 @@ def terminate_as_interrupt():
         # trial is being marked interrupted would cut that short and leave a plain failure; it
         # counts again only if the first evidently did not stop the process (RESEND_S later)
         now = time.monotonic()
-        if raised and now - raised[-1] < RESEND_S:
+        if (raised and now - raised[-1] < RESEND_S) or unless():
             return
         raised.append(now)
         raise KeyboardInterrupt

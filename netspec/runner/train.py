@@ -309,12 +309,15 @@ class Trainer:
         first = len(self.history) + 1
         self.observer.start(epochs=t.epochs, first_epoch=first, steps=self.steps_per_epoch)
         anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
-        with anomaly:
-            for epoch in range(first, t.epochs + 1):
-                self.history.append(self._epoch(epoch))
-                self.observer.epoch(self.history[-1])
-                if on_epoch_end:
-                    on_epoch_end(self)
+        try:
+            with anomaly:
+                for epoch in range(first, t.epochs + 1):
+                    self.history.append(self._epoch(epoch))
+                    self.observer.epoch(self.history[-1])
+                    if on_epoch_end:
+                        on_epoch_end(self)
+        finally:
+            getattr(self.observer, "end", lambda: None)()  # an observer written before this hook lacks it
         return self.history
 
     def _shuffle(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
