@@ -158,7 +158,7 @@ def test_a_failed_process_stops_the_others_in_one_line_and_the_run_is_written_an
     os.kill(_rank_pid(marker, 1), signal.SIGKILL)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 1, output
-    assert "error: process 1 of 2 ended (killed by SIGKILL); torchrun stopped the others" in output, output
+    assert "error: process 1 of 2 was killed by SIGKILL; torchrun stopped the others" in output, output
     assert "Traceback" not in output and "ChildFailedError" not in output, output
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["status"] == "interrupted" and 1 <= m["epochs_completed"] < 150, m

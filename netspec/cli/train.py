@@ -135,9 +135,13 @@ def _launch(nproc: int) -> NoReturn:
         raise typer.Exit(INTERRUPTED_EXIT) from None
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
-        how = f"killed by {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
-        err.print(f"[red]error:[/] process {rank} of {nproc} ended ({how}); torchrun stopped the others (a run "
-                  f"folder keeps its finished epochs: netspec run --resume RUN_DIR)", highlight=False)
+        if failure.exitcode == INTERRUPTED_EXIT:  # stopped on its own (a signal to that process alone)
+            err.print(f"[yellow]process {rank} of {nproc} was interrupted; torchrun stopped the others[/]")
+            raise typer.Exit(INTERRUPTED_EXIT) from None
+        how = (f"was killed by {failure.signal_name()}; torchrun stopped the others (a run folder keeps its "
+               f"finished epochs: netspec run --resume RUN_DIR)" if failure.exitcode < 0 else
+               f"stopped with the error above (exit code {failure.exitcode}); torchrun stopped the others")
+        err.print(f"[red]error:[/] process {rank} of {nproc} {how}", highlight=False)
         raise typer.Exit(1) from None
     raise typer.Exit(0)
 
