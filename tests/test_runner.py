@@ -331,3 +331,35 @@ def test_sigterm_stops_training_as_ctrl_c_but_not_a_run_being_written(fake_data,
     with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(unless=lambda: False):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
+
+
+def test_resuming_a_finished_run_redoes_nothing_and_says_so(fake_data, tmp_path):
+    """`--resume` of a run that finished: no training, no second test pass, no file rewritten (it
+    once rewrote the record with that command's few milliseconds as the run's wall time); a note
+    says so, and the recorded result is returned."""
+    from netspec.runner.rundir import RunDir
+    from netspec.runner.run import check_run_spec
+
+    folder = tmp_path / "r"
+    first = run(quick_mlp(), out=folder, data_dir=fake_data)
+    kept = {name: (folder / name).read_bytes() for name in ("metrics.json", "report.md", "model.pt", "history.csv")}
+    notes = []
+
+    class Watch(Observer):
+        def start(self, **kw):
+            raise AssertionError("trained again")
+
+        def note(self, text):
+            notes.append(text)
+
+    again = run(check_run_spec(RunDir.open(folder))[0], out=folder, data_dir=fake_data, resume=True, observer=Watch())
+    assert {name: (folder / name).read_bytes() for name in kept} == kept
+    assert notes == [f"{folder} finished all 2 epochs: nothing to resume, and its folder is left as it was"]
+    assert again.metrics == first.metrics and [h.epoch for h in again.history] == [1, 2]
+    assert again.history[-1].val_acc == pytest.approx(first.history[-1].val_acc, abs=1e-6)
+    # its last epoch done but its writing cut short (the record says interrupted, no report): resuming writes it
+    record = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    (folder / "report.md").unlink()
+    redone = run(check_run_spec(RunDir.open(folder))[0], out=folder, data_dir=fake_data, resume=True)
+    assert redone.metrics.finished and (folder / "report.md").is_file() and redone.metrics.test_accuracy == first.metrics.test_accuracy

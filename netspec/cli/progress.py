@@ -49,7 +49,8 @@ class ProgressObserver(Observer):
         self.ended = True
 
     def stop(self):
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping one never started prints an empty line
+            self.progress.stop()
 
 
 def _clock(seconds: float) -> str:

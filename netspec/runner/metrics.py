@@ -43,7 +43,7 @@ class Metrics:
     seed: int | None = None
     train_seconds: float = 0.0
     seconds_per_epoch: float | None = None
-    wall_seconds: float | None = None
+    wall_seconds: float | None = None  # of the command that wrote this record (a resumed run's: since it resumed)
     versions: dict = field(default_factory=dict)
     command: str = ""
 

@@ -188,9 +188,21 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     try:
         plan = _plan(checked, ranks, device, out=out, data_dir=data_dir, resume=resume, limit=limit,
                      runs_root=runs_root, force=force)
+        if _complete(plan):  # resumed after its last epoch and its record were written: nothing to redo
+            if observer is not None and ranks.main:
+                observer.note(f"{plan.run_dir.path} finished all {plan.spec.train.epochs} epochs: nothing to "
+                              f"resume, and its folder is left as it was")
+            return RunResult(plan.run_dir, read_metrics(plan.run_dir), read_history(plan.run_dir))
         return _run(plan, observer, reporter or Reporter(), detect_anomaly)
     finally:
         leave(ranks)
+
+
+def _complete(plan: "Plan") -> bool:
+    """A resumed run whose every epoch and whole record are written. (One whose last epoch finished
+    but whose writing was cut short is not: resuming writes it.)"""
+    return (plan.resumed and plan.state.get("epoch", 0) >= plan.spec.train.epochs
+            and read_metrics(plan.run_dir).finished and (plan.run_dir / WEIGHTS).is_file())
 
 
 @dataclass
