@@ -62,9 +62,12 @@ IFS=, read -r -a GPU_VARIANTS_LIST <<< "${GPU_VARIANTS:-}"
 if [ -z "${GPU_SKIP_TABLE:-}" ]; then
   echo "## Per-step time (benchmarks/speed.py --device cuda)" | tee -a "$RESULTS"
   echo '```' >> "$RESULTS"
-  COLUMNS=200 "$PY" benchmarks/speed.py --device cuda --steps "${GPU_STEPS:-300}" --rounds "${GPU_ROUNDS:-3}" \
-    ${GPU_VARIANTS:+--variants "${GPU_VARIANTS_LIST[@]}"} 2>&1 \
-    | grep -v "^W[0-9]" | tee -a "$RESULTS"
+  # one spec a process: once (H200, 2026-12-04) the CNN's set-up segfaulted in the process that had timed the MLP's graphs
+  for spec in ${GPU_TABLE_SPECS:-cnn vit mlp}; do
+    COLUMNS=200 "$PY" -X faulthandler benchmarks/speed.py --device cuda --specs "$spec" --steps "${GPU_STEPS:-300}" \
+      --rounds "${GPU_ROUNDS:-3}" ${GPU_VARIANTS:+--variants "${GPU_VARIANTS_LIST[@]}"} 2>&1 \
+      | grep -v "^W[0-9]" | tee -a "$RESULTS"
+  done
   echo '```' >> "$RESULTS"
 fi
 echo "results: $RESULTS"

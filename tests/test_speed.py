@@ -151,7 +151,7 @@ def test_the_problem_sets_single_head_module_stays_explicit():
 
 def test_the_schedule_table_is_torchs_own_schedule():
     """compile: graph reads each step's learning rate and beta1 from a table on the device: the
-    values torch's OneCycleLR gives an optimizer that really steps, in fp32."""
+    values torch's OneCycleLR gives an optimizer that really steps, in fp64 (Python's floats)."""
     from netspec.runner.graphstep import schedule_table
     from netspec.runner.train import make_optimizer, make_schedule
 
@@ -168,14 +168,54 @@ def test_the_schedule_table_is_torchs_own_schedule():
         opt.step()
         sched.step()
     seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]))  # after the last step
-    assert table.shape == (total + 1, 2) and torch.equal(table, torch.tensor(seen, dtype=torch.float32))
+    assert table.shape == (total + 1, 2) and torch.equal(table, torch.tensor(seen, dtype=torch.float64))
     assert spec.schedule.name == "onecycle" and len({round(b, 6) for _, b in seen}) > 2  # beta1 cycles
+
+
+@pytest.mark.parametrize("name,extra", [("adam", {}), ("adamw", {"weight_decay": 0.05}), ("adam", {"weight_decay": 0.01}),
+                                        ("sgd", {"nesterov": True, "weight_decay": 1e-3}), ("sgd", {})])
+def test_the_device_optimizer_steps_as_torchs_with_the_cycled_momentum(name, extra):
+    """The graph's optimizer reads its rate, momentum and step number from device tensors; stepped
+    with the one-cycle table (beta1 or SGD's momentum cycled), it follows torch's optimizer under
+    torch's OneCycleLR, state and weights, to fp32 rounding."""
+    from dataclasses import replace
+
+    from netspec.runner.graphstep import DeviceOptimizer, schedule_table
+    from netspec.runner.train import make_optimizer, make_schedule
+
+    spec = check_file(SPECS / "mlp.yaml").spec.train
+    opt_spec = replace(spec.optimizer, name=name, lr=0.05 if name == "sgd" else 2e-3, **extra)
+    total = 30
+    table = schedule_table(opt_spec, spec.schedule, total, "cpu")
+    torch.manual_seed(0)
+    ours, theirs = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))], []
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    rates, step_no = torch.zeros(2), torch.zeros(1, dtype=torch.long)
+    mine = DeviceOptimizer(ours, opt_spec, rates, step_no, momentum=bool(table[:, 1].any()))
+    ref = make_optimizer(theirs, opt_spec)
+    sched = make_schedule(ref, spec.schedule, opt_spec.lr, total)
+    for step in range(total):
+        grads = [torch.randn_like(p) for p in ours]
+        for p, q, g in zip(ours, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        rates.copy_(table[step])
+        mine.step()
+        step_no += 1
+        ref.step()
+        sched.step()
+        for p, q in zip(ours, theirs):
+            assert torch.allclose(p, q, rtol=1e-6, atol=1e-7), (name, step)
+    assert len({round(float(m), 6) for m in table[:, 1]}) > 2  # the momentum cycled
+    state = next(iter(mine.state.values()))
+    assert set(state) == {"exp_avg", "exp_avg_sq"} if name != "sgd" else {"momentum_buffer"}
+    assert not torch.equal(ours[0], ours[0].detach() * 0)  # and it moved
 
 
 def test_the_device_driven_step_trains_as_the_usual_loop_and_resumes(fake_data, tmp_path):
     """compile: graph on the CPU: the same step without the capture (the CUDA graph is a GPU's).
     Batches by a device counter, the schedule from the table, tensor hyperparameters, one look an
-    epoch, the last partial batch: the numbers of the usual loop, to fp32 rounding of the rates."""
+    epoch, the last partial batch, the device optimizer: the numbers of the usual loop, to fp32
+    rounding (the optimizer's arithmetic in another order)."""
     from conftest import quick_mlp
 
     from netspec.errors import Interrupted
@@ -207,7 +247,6 @@ def test_the_device_driven_step_trains_as_the_usual_loop_and_resumes(fake_data, 
 
 @pytest.mark.parametrize("setting,why", [
     ("train.precision=fp16", "fp16's gradient scaler decides on the host"),
-    ("train.optimizer.name=sgd", "SGD's momentum cannot be a tensor"),
     ("data.loading=stream", "the training images must be in the device's memory"),
 ])
 def test_what_the_device_driven_step_cannot_train_is_refused_before_a_folder(fake_data, tmp_path, setting, why):
@@ -218,3 +257,11 @@ def test_what_the_device_driven_step_cannot_train_is_refused_before_a_folder(fak
     with pytest.raises(RunError, match=why):
         run(quick_mlp("train.compile=graph", setting), out=tmp_path / "r", data_dir=fake_data, limit=300)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_device_driven_step_is_refused_for_several_processes():
+    from netspec.runner.graphstep import graph_problem
+    spec = check_file(SPECS / "mlp.yaml", overrides=("train.compile=graph",)).spec
+    speed = resolve(spec, torch.device("cpu"))
+    assert graph_problem(spec, speed, 1) is None
+    assert "one process" in graph_problem(spec, speed, 2)

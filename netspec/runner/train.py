@@ -21,7 +21,7 @@ from netspec.data.splits import Data, Split
 from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
 from netspec.errors import CheckpointError, first_line, RunError
-from netspec.runner.graphstep import DeviceLoop, tensor_optimizer
+from netspec.runner.graphstep import DeviceLoop
 from netspec.runner.speed import COMPILE_MODES, Speed, arrange, autocast, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
@@ -246,9 +246,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if n % t.batch_size == 1 else 0)
         self.loop = None
         if self.speed.compile == "graph":  # the schedule is a table on the device, read by the step itself
-            self.optimizer = tensor_optimizer(self.net.parameters(), t.optimizer, device)
-            self.schedule = None
             self.loop = DeviceLoop(self)
+            self.optimizer, self.schedule = self.loop.optimizer, None
         else:
             self.optimizer = make_optimizer(self.net.parameters(), t.optimizer, fused=device.type in FUSED_DEVICES)
             self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * self.steps_per_epoch)
