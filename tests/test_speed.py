@@ -211,6 +211,36 @@ def test_the_device_optimizer_steps_as_torchs_with_the_cycled_momentum(name, ext
     assert not torch.equal(ours[0], ours[0].detach() * 0)  # and it moved
 
 
+def test_the_device_optimizer_continues_from_torchs_adam_state():
+    """A graph run's checkpoint from before DeviceOptimizer holds torch's Adam state: loaded, the
+    next step is torch's next step."""
+    import copy
+
+    from netspec.runner.graphstep import DeviceOptimizer, schedule_table
+    from netspec.runner.train import make_optimizer, make_schedule
+
+    spec = check_file(SPECS / "mlp.yaml").spec.train
+    table = schedule_table(spec.optimizer, spec.schedule, 10, "cpu")
+    torch.manual_seed(0)
+    theirs = [nn.Parameter(torch.randn(5, 2))]
+    ref = make_optimizer(theirs, spec.optimizer)
+    sched = make_schedule(ref, spec.schedule, spec.optimizer.lr, 10)
+    for _ in range(4):
+        theirs[0].grad = torch.randn(5, 2)
+        ref.step()
+        sched.step()
+    ours = [nn.Parameter(theirs[0].detach().clone())]
+    rates, step_no = torch.zeros(2, dtype=torch.float64), torch.full((1,), 4)
+    mine = DeviceOptimizer(ours, spec.optimizer, rates, step_no, momentum=True)
+    mine.load_state_dict(copy.deepcopy(ref.state_dict()))  # as from a file: not torch's own tensors
+    g = torch.randn(5, 2)
+    theirs[0].grad, ours[0].grad = g.clone(), g.clone()
+    rates.copy_(table[4])
+    mine.step()
+    ref.step()
+    assert mine.param_groups[0]["kind"] == "adam" and torch.allclose(ours[0], theirs[0], rtol=1e-6, atol=1e-7)
+
+
 def test_the_device_driven_step_trains_as_the_usual_loop_and_resumes(fake_data, tmp_path):
     """compile: graph on the CPU: the same step without the capture (the CUDA graph is a GPU's).
     Batches by a device counter, the schedule from the table, tensor hyperparameters, one look an

@@ -79,6 +79,16 @@ class DeviceOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.rates, self.step_no = rates, step_no
 
+    def load_state_dict(self, state_dict) -> None:
+        """The moments from a checkpoint (this optimizer's, or torch's Adam/AdamW/SGD that a graph
+        run saved before this class: the same state names); the settings stay this run's own."""
+        own = [{k: v for k, v in group.items() if k != "params"} for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, settings in zip(self.param_groups, own):
+            params = group["params"]
+            group.clear()
+            group.update(settings, params=params)
+
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ARG002 - torch's signature
         lr, mom = self.rates[0], self.rates[1]
