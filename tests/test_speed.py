@@ -295,3 +295,20 @@ def test_the_device_driven_step_is_refused_for_several_processes():
     speed = resolve(spec, torch.device("cpu"))
     assert graph_problem(spec, speed, 1) is None
     assert "one process" in graph_problem(spec, speed, 2)
+
+
+def test_sgd_with_one_cycle_momentum_trains_under_the_device_driven_step_as_usual(fake_data, tmp_path):
+    """SGD's momentum cycled by one-cycle (a number torch's SGD reads on the host) comes from the
+    table: the run is the usual loop's."""
+    from conftest import quick_mlp
+
+    sgd = ("train.optimizer.name=sgd", "train.optimizer.lr=0.05", "train.optimizer.nesterov=true")
+    usual = run(quick_mlp(*sgd), out=tmp_path / "usual", data_dir=fake_data, limit=300)
+    graph = run(quick_mlp("train.compile=graph", *sgd), out=tmp_path / "graph", data_dir=fake_data, limit=300)
+    assert graph.metrics.speed["compile"] == "graph"
+    for a, b in zip(usual.history, graph.history):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-6) and a.val_acc == b.val_acc
+    w1 = torch.load(tmp_path / "usual" / "model.pt", weights_only=True)["state_dict"]
+    w2 = torch.load(tmp_path / "graph" / "model.pt", weights_only=True)["state_dict"]
+    assert all((w1[k] - w2[k]).abs().max() < 1e-6 for k in w1)
+    assert usual.history[0].train_loss != pytest.approx(usual.history[-1].train_loss, rel=1e-2)  # it trained
