@@ -164,11 +164,13 @@ class DeviceLoop:
         self.full = n // self.batch  # full batches an epoch; the rest (if more than one image) runs eagerly
         self.rest = n - self.full * self.batch
         total = t.epochs * trainer.steps_per_epoch
-        self.table = schedule_table(t.optimizer, t.schedule, total, device)
+        self.host_table = schedule_table(t.optimizer, t.schedule, total, "cpu")  # for the report's rate
+        self.table = self.host_table.to(device)
+        self.done = 0  # the run's steps so far, as the host counts them (the device's is step_no)
         self.step_no = torch.zeros(1, dtype=torch.long, device=device)  # the run's step: the table's row
         self.rates = torch.zeros(2, dtype=torch.float64, device=device)  # this step's learning rate and momentum, from the table
         self.optimizer = DeviceOptimizer(trainer.net.parameters(), t.optimizer, self.rates, self.step_no,
-                                         momentum=bool(self.table[:, 1].any()))
+                                         momentum=bool(self.host_table[:, 1].any()))
         self.batch_no = torch.zeros(1, dtype=torch.long, device=device)  # the epoch's full batch
         self.order = torch.zeros(max(self.full, 1), self.batch, dtype=torch.long, device=device)
         self.aug_gen = torch.Generator(device=device)
@@ -178,11 +180,12 @@ class DeviceLoop:
 
     def lr(self) -> float:
         """The learning rate of the next step, as a scheduler stepped after each step holds it."""
-        return float(self.table[int(self.step_no)][0])
+        return float(self.host_table[self.done, 0])
 
     def resume_at(self, step: int) -> None:
         """Continue at the run's step `step` (after loading a checkpoint)."""
         self.step_no.fill_(step)
+        self.done = step
 
     def epoch(self, epoch: int) -> tuple[float, float, float]:
         """Train one epoch; returns (loss sum, right, seen) as the host reads them, once."""
@@ -208,6 +211,7 @@ class DeviceLoop:
             self._step(tr.data.train.x.index_select(0, idx), tr.data.train.y.index_select(0, idx))
             steps += 1
         self.tally.seen = self.full * self.batch + (self.rest if self.rest > 1 else 0)
+        self.done += steps
         return tr._look(self.tally, epoch, steps - 1)  # the epoch's one look
 
     def _capture(self) -> int:
