@@ -99,3 +99,20 @@ def test_the_whole_step_captured_as_one_cuda_graph_trains_as_eager(fake_data, tm
                       softmax_head=checked.analysis.softmax_head)
     trainer.fit()
     assert trainer.loop.graph is not None  # captured, not run eagerly
+
+
+def test_a_step_that_cannot_be_captured_stops_the_run_in_one_line(fake_data, tmp_path, monkeypatch):
+    """A host read inside the step (here: one added to the optimizer) breaks the capture: the run
+    stops with a RunError naming the first error and its place, not torch's two tracebacks."""
+    from netspec.errors import RunError
+    from netspec.runner.graphstep import DeviceOptimizer
+
+    step = DeviceOptimizer.step
+
+    def reads_the_host(self, closure=None):
+        float(self.rates[0])  # a sync: refused while capturing
+        return step(self, closure)
+
+    monkeypatch.setattr(DeviceOptimizer, "step", reads_the_host)
+    with pytest.raises(RunError, match=r"could not be captured .*reads_the_host"):
+        run(tiny(tmp_path, "cnn-small.yaml", "train.compile=graph"), out=tmp_path / "g", data_dir=fake_data, limit=600)

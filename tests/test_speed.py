@@ -312,3 +312,26 @@ def test_sgd_with_one_cycle_momentum_trains_under_the_device_driven_step_as_usua
     w2 = torch.load(tmp_path / "graph" / "model.pt", weights_only=True)["state_dict"]
     assert all((w1[k] - w2[k]).abs().max() < 1e-6 for k in w1)
     assert usual.history[0].train_loss != pytest.approx(usual.history[-1].train_loss, rel=1e-2)  # it trained
+
+
+def test_a_failed_capture_is_said_in_one_line_with_its_first_error_and_place():
+    """A capture that fails raises twice: the op that cannot be captured, then, on leaving the
+    graph, "operation failed due to a previous error during capture". The run says the first and
+    where it was, in one line, with what to use instead (the real capture: tests/test_gpu.py)."""
+    from netspec.errors import NetspecError
+    from netspec.runner.graphstep import capture_error
+
+    def optimizer_step():
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nSearch for ...")
+
+    try:
+        try:
+            optimizer_step()
+        finally:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+    except RuntimeError as e:
+        error = capture_error(e)
+    text = str(error)
+    assert "\n" not in text and "operation not permitted when stream is capturing" in text
+    assert "previous error" not in text and "test_speed.py:" in text and "optimizer_step" in text
+    assert "train.compile: cudagraphs" in text and isinstance(error, NetspecError)

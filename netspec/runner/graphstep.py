@@ -15,11 +15,13 @@ the ViT's in 29.0 s, the MLP's step went from 1.22 to 0.24 ms (benchmarks/result
 """
 from __future__ import annotations
 
+import traceback
 import warnings
+from pathlib import Path
 
 import torch
 
-from netspec.errors import RunError
+from netspec.errors import RunError, first_line
 
 WARMUP = 3  # eager steps on a side stream before the capture, as torch's CUDA graph docs do
 
@@ -226,8 +228,12 @@ class DeviceLoop:
         self.graph = torch.cuda.CUDAGraph()
         self.graph.register_generator_state(self.aug_gen)
         self.trainer.optimizer.zero_grad(set_to_none=True)  # the graph's backward makes the gradients
-        with torch.cuda.graph(self.graph):
-            self._full_step()
+        try:
+            with torch.cuda.graph(self.graph):
+                self._full_step()
+        except Exception as e:  # noqa: BLE001 - whatever broke the capture is said in one line
+            self.graph = None
+            raise capture_error(e) from e
         self.graph.replay()
         return WARMUP + 1
 
@@ -245,3 +251,17 @@ class DeviceLoop:
         tr.backward(x, y, self.aug_gen, self.tally, set_to_none=self.graph is None)
         tr.optimizer.step()
         self.step_no += 1
+
+
+def capture_error(e: BaseException) -> RunError:
+    """What stopped the capture, in one line: the first error (a failed capture raises a second,
+    "operation failed due to a previous error during capture", on leaving the graph) and where in
+    the step it was raised, with what to do instead."""
+    first = e
+    while first.__context__ is not None and first.__context__ is not first:
+        first = first.__context__
+    frames = traceback.extract_tb(first.__traceback__)
+    where = f", in {Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
+    return RunError(f"train.compile: graph: the training step could not be captured as one CUDA graph "
+                    f"({type(first).__name__}: {first_line(first)}{where}); train with train.compile: "
+                    f"cudagraphs (the model alone as CUDA graphs) or off")
