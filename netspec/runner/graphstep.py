@@ -77,7 +77,7 @@ class DeviceOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, spec, rates: torch.Tensor, step_no: torch.Tensor, momentum: bool):
         defaults = {"kind": spec.name, "weight_decay": spec.weight_decay, "beta2": spec.betas[1], "eps": 1e-8,
-                    "nesterov": spec.nesterov, "momentum": momentum}
+                    "nesterov": spec.nesterov, "uses_momentum": momentum}
         super().__init__(params, defaults)
         self.rates, self.step_no = rates, step_no
 
@@ -128,7 +128,7 @@ class DeviceOptimizer(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         if group["weight_decay"]:
             grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-        if group["momentum"]:
+        if group["uses_momentum"]:
             if any("momentum_buffer" not in self.state[p] for p in params):  # the first step: the gradient
                 for p, g in zip(params, grads):
                     self.state[p]["momentum_buffer"] = g.clone()
@@ -168,7 +168,6 @@ class DeviceLoop:
         total = t.epochs * trainer.steps_per_epoch
         self.host_table = schedule_table(t.optimizer, t.schedule, total, "cpu")  # for the report's rate
         self.table = self.host_table.to(device)
-        self.done = 0  # the run's steps so far, as the host counts them (the device's is step_no)
         self.step_no = torch.zeros(1, dtype=torch.long, device=device)  # the run's step: the table's row
         self.rates = torch.zeros(2, dtype=torch.float64, device=device)  # this step's learning rate and momentum, from the table
         self.optimizer = DeviceOptimizer(trainer.net.parameters(), t.optimizer, self.rates, self.step_no,
@@ -180,14 +179,14 @@ class DeviceLoop:
         self.graph = None
         self.capture = device.type == "cuda"
 
-    def lr(self) -> float:
-        """The learning rate of the next step, as a scheduler stepped after each step holds it."""
-        return float(self.host_table[self.done, 0])
+    def lr(self, epoch: int) -> float:
+        """The learning rate after epoch `epoch` (1-based), as a scheduler stepped after each step
+        holds it: read on the host, not the device."""
+        return float(self.host_table[epoch * self.trainer.steps_per_epoch, 0])
 
     def resume_at(self, step: int) -> None:
         """Continue at the run's step `step` (after loading a checkpoint)."""
         self.step_no.fill_(step)
-        self.done = step
 
     def epoch(self, epoch: int) -> tuple[float, float, float]:
         """Train one epoch; returns (loss sum, right, seen) as the host reads them, once."""
@@ -213,7 +212,6 @@ class DeviceLoop:
             self._step(tr.data.train.x.index_select(0, idx), tr.data.train.y.index_select(0, idx))
             steps += 1
         self.tally.seen = self.full * self.batch + (self.rest if self.rest > 1 else 0)
-        self.done += steps
         return tr._look(self.tally, epoch, steps - 1)  # the epoch's one look
 
     def _capture(self) -> int:
@@ -258,7 +256,7 @@ def capture_error(e: BaseException) -> RunError:
     "operation failed due to a previous error during capture", on leaving the graph) and where in
     the step it was raised, with what to do instead."""
     first = e
-    while first.__context__ is not None and first.__context__ is not first:
+    while first.__context__ is not None:  # Python keeps the chain free of cycles
         first = first.__context__
     frames = traceback.extract_tb(first.__traceback__)
     where = f", in {Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}" if frames else ""

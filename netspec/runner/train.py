@@ -354,7 +354,7 @@ class Trainer:
         return EpochStats(
             epoch=epoch, train_loss=total / count, train_acc=right / count,
             val_loss=val_loss, val_acc=val_acc, seconds=time.perf_counter() - start,
-            lr=self.loop.lr() if self.loop is not None else self.optimizer.param_groups[0]["lr"],
+            lr=self.loop.lr(epoch) if self.loop is not None else self.optimizer.param_groups[0]["lr"],
         )
 
     def backward(self, x: torch.Tensor, y: torch.Tensor, aug_gen: torch.Generator, tally: "_Tally",
