@@ -92,12 +92,17 @@ def first_line(e: BaseException, default: str = "") -> str:
 
 
 def during_interrupt(e: BaseException) -> bool:
-    """An error raised while Ctrl-C (or a stop) was being handled: a writer's cleanup that fails
-    on the interrupted file, say. It is the interruption, not a failure of its own."""
-    seen = set()
-    while e is not None and id(e) not in seen:
+    """An error raised while Ctrl-C (or a stop) was being handled, or made of it: a writer's cleanup
+    that fails on the interrupted file; a C extension's import that turns the KeyboardInterrupt
+    into "ImportError: initialization failed" (its cause). It is the interruption, not a failure
+    of its own."""
+    seen, todo = set(), [e]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
         if isinstance(e, KeyboardInterrupt):
             return True
         seen.add(id(e))
-        e = e.__context__
+        todo += [e.__cause__, e.__context__]
     return False

@@ -333,6 +333,72 @@ def test_sigterm_stops_training_as_ctrl_c_but_not_a_run_being_written(fake_data,
         time.sleep(0.05)
 
 
+def _ctrl_c_made_into(error: type[Exception]) -> None:
+    """Ctrl-C landing in code that makes it its own error, as a C extension's import does
+    (pybind11: "ImportError: initialization failed", raised from the KeyboardInterrupt)."""
+    import os
+    import signal
+
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # Python runs the handler here, between two bytecodes
+            pass
+    except KeyboardInterrupt as e:
+        raise error("initialization failed") from e
+
+
+def test_ctrl_c_in_training_is_taken_at_the_end_of_a_step_not_where_it_lands(fake_data, tmp_path):
+    """Seen in CI: Ctrl-C (or SIGTERM) landing while the first loss plot imported matplotlib's Agg
+    backend became an ImportError, and `netspec run` printed a traceback instead of writing the
+    interrupted run. While training, the stop is noted and taken at the end of the step, where
+    nothing can turn it into another error; the run is interrupted after its finished epoch and
+    resumes."""
+
+    class CtrlCInTheEpochsEnd(Observer):
+        def epoch(self, stats):
+            if stats.epoch == 1:
+                _ctrl_c_made_into(ImportError)
+
+    with pytest.raises(Interrupted, match=r"after 1 finished epoch"):
+        run(quick_mlp(), out=tmp_path / "cut", data_dir=fake_data, observer=CtrlCInTheEpochsEnd())
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = run(quick_mlp(), out=tmp_path / "cut", data_dir=fake_data, resume=True)
+    assert [h.epoch for h in resumed.history] == [1, 2]
+
+
+def test_a_second_ctrl_c_before_the_step_ends_stops_at_once_and_none_is_lost():
+    """The stop waits for the end of the step; a second one does not (a step that never ends), and
+    one that comes after the last step is taken on the way out. The handlers are restored."""
+    import signal
+
+    from netspec.runner.processes import interrupts_between_steps
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_between_steps() as pending:
+            signal.raise_signal(signal.SIGINT)
+            assert pending.signal is not None  # noted, not raised
+            signal.raise_signal(signal.SIGINT)
+            pytest.fail("the second Ctrl-C did not stop at once")
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_between_steps():
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_error_made_of_ctrl_c_is_the_interruption_at_the_command_line(capsys):
+    """Before training (loading data, building) Ctrl-C is raised where it lands: an error made of
+    it is exit 130 and one line; any other error is left to show its traceback."""
+    import typer
+
+    from netspec.cli.base import user_errors
+
+    with pytest.raises(typer.Exit) as e, user_errors():
+        _ctrl_c_made_into(ImportError)
+    assert e.value.exit_code == 130 and "interrupted" in capsys.readouterr().err
+    with pytest.raises(ImportError), user_errors():
+        raise ImportError("initialization failed")
+
+
 def test_resuming_a_finished_run_redoes_nothing_and_says_so(fake_data, tmp_path):
     """`--resume` of a run that finished: no training, no second test pass, no file rewritten (it
     once rewrote the record with that command's few milliseconds as the run's wall time); a note

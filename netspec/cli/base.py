@@ -99,6 +99,8 @@ def user_errors(say_interrupted: bool = True):
     False: a torchrun process other than rank 0, whose run rank 0 speaks for)."""
     try:
         yield
+    except typer.Exit:  # a command's own exit code, said already
+        raise
     except SpecError as e:
         for p in e.problems:
             err.print(problem_text(p), highlight=False)
@@ -107,19 +109,18 @@ def user_errors(say_interrupted: bool = True):
     except Interrupted as e:
         err.print(f"[yellow]{escape(str(e))}[/]")
         raise typer.Exit(130) from None
-    except NetspecError as e:
-        if during_interrupt(e):  # raised while Ctrl-C was being handled: it is the interruption
-            err.print("[yellow]interrupted[/]")
+    except (KeyboardInterrupt, Exception) as e:
+        if during_interrupt(e):  # Ctrl-C, or an error made of it or raised while it was being handled
+            if say_interrupted:
+                err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
-        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(1) from None
-    except OSError as e:  # the machine's, not the program's: a full disk, a folder we may not write
-        err.print(f"[red]error:[/] {escape(os_error_text(e))}", highlight=False)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        if say_interrupted:
-            err.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
+        if isinstance(e, NetspecError):
+            err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(1) from None
+        if isinstance(e, OSError):  # the machine's, not the program's: a full disk, a folder we may not write
+            err.print(f"[red]error:[/] {escape(os_error_text(e))}", highlight=False)
+            raise typer.Exit(1) from None
+        raise
 
 
 def print_warnings(checked, indent: str = "") -> None:

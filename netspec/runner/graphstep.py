@@ -206,6 +206,7 @@ class DeviceLoop:
                 self.graph.replay()
             else:
                 self._full_step()
+            tr.pending.take()
         steps = self.full
         if self.rest > 1:  # the last partial batch: the same step, without the graph
             idx = order[self.full * self.batch:]

@@ -1,6 +1,7 @@
-"""Worker processes, for sweeps and for grading: a share of the cores each, stopped together on
-Ctrl-C or SIGTERM (again, then killed, if one does not stop), and stopping by themselves when
-their parent is gone."""
+"""Signals and worker processes. Worker processes, for sweeps and for grading: a share of the cores
+each, stopped together on Ctrl-C or SIGTERM (again, then killed, if one does not stop), and
+stopping by themselves when their parent is gone. Training: Ctrl-C or SIGTERM taken at the next
+step, not wherever Python happens to be."""
 from __future__ import annotations
 
 import multiprocessing
@@ -70,6 +71,53 @@ def terminate_as_interrupt(unless: Callable[[], bool] = lambda: False):
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = hook
+
+
+class Pending:
+    """A stop noted by `interrupts_between_steps`, to be taken where the trainer says it is safe."""
+
+    def __init__(self) -> None:
+        self.signal: tuple[Callable, int] | None = None  # (the handler it was meant for, the signal)
+
+    def take(self) -> None:
+        """At a step's end: run the handler the signal was meant for (KeyboardInterrupt, as a rule)."""
+        if self.signal is not None:
+            handler, signum = self.signal
+            self.signal = None
+            handler(signum, None)
+
+
+@contextmanager
+def interrupts_between_steps():
+    """Ctrl-C or SIGTERM while training is noted and taken at the next `Pending.take()` (the end of
+    a step, milliseconds away) by the handler that was in place: Python's KeyboardInterrupt, or
+    `terminate_as_interrupt`'s. Raised wherever Python happens to be, it becomes that code's own
+    error: inside an import's C initialisation, an ImportError (seen in CI: Ctrl-C during the first
+    loss plot printed a traceback); inside torch.compile, a failed compile; inside a weakref
+    callback, nothing. A second signal before the step ends is taken at once, for a step that
+    does not end. Handlers that are not Python functions (ignored, or the default SIGTERM, which
+    ends the process) are left as they are; so are those of any thread but the main one."""
+    pending = Pending()
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    previous = {s: h for s in (signal.SIGINT, signal.SIGTERM) if callable(h := signal.getsignal(s))}
+
+    def note(signum, frame):
+        if pending.signal is not None:  # again, and the step has not ended: now
+            pending.signal = None
+            previous[signum](signum, frame)
+        else:
+            pending.signal = (previous[signum], signum)
+
+    for s in previous:
+        signal.signal(s, note)
+    try:
+        yield pending
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    pending.take()  # one that came after the last step: not lost (not on the way out of an error)
 
 
 INTERRUPTED_EXIT = 130

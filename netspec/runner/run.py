@@ -350,8 +350,9 @@ def _train(plan: Plan, trainer: Trainer, reporter: Reporter) -> RunResult:
     status, error = "finished", None
     try:
         trainer.fit(on_epoch_end=end_of_epoch)
-    except (KeyboardInterrupt, NonFinite, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not (during_interrupt(e) or (trainer.ranks.size > 1 and _peer_lost(e))):
+    except (KeyboardInterrupt, Exception) as e:
+        if not (during_interrupt(e) or isinstance(e, NonFinite)
+                or (isinstance(e, RuntimeError) and trainer.ranks.size > 1 and _peer_lost(e))):
             raise
         # under torchrun, Ctrl-C reaches every process: one may be stopped inside a collective by
         # another's leaving, which is the same interruption

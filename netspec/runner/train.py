@@ -22,6 +22,7 @@ from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
 from netspec.errors import CheckpointError, first_line, RunError
 from netspec.runner.graphstep import DeviceLoop
+from netspec.runner.processes import interrupts_between_steps, Pending
 from netspec.runner.speed import COMPILE_MODES, Speed, arrange, autocast, resolve, standard_state
 from netspec.spec.config import OptimizerSpec, ScheduleSpec, Spec
 
@@ -252,6 +253,7 @@ class Trainer:
             self.optimizer = make_optimizer(self.net.parameters(), t.optimizer, fused=device.type in FUSED_DEVICES)
             self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * self.steps_per_epoch)
         self.history: list[EpochStats] = []
+        self.pending = Pending()  # Ctrl-C or SIGTERM, noted while `fit` runs and taken between steps
         # how often to look at the loss on the host (the progress line, the finite check, the curve
         # within epochs): each look is a sync on a GPU and Python work everywhere
         # (on a CPU every 10th step, or more often in a short epoch, whose curve needs the points)
@@ -309,13 +311,22 @@ class Trainer:
         self.observer.start(epochs=t.epochs, first_epoch=first, steps=self.steps_per_epoch)
         anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
         try:
-            with anomaly:
-                for epoch in range(first, t.epochs + 1):
-                    self.history.append(self._epoch(epoch))
-                    self.observer.epoch(self.history[-1])
-                    if on_epoch_end:
-                        on_epoch_end(self)
+            with anomaly, interrupts_between_steps() as self.pending:
+                try:
+                    for epoch in range(first, t.epochs + 1):
+                        self.history.append(self._epoch(epoch))
+                        self.observer.epoch(self.history[-1])
+                        if on_epoch_end:
+                            on_epoch_end(self)
+                        self.pending.take()
+                except Exception as e:
+                    if self.pending.signal is None:
+                        raise
+                    # the stop asked for, reached another way first: under torchrun, Ctrl-C reaches
+                    # every process, and one that stopped leaves another's collective broken
+                    raise KeyboardInterrupt from e
         finally:
+            self.pending = Pending()
             getattr(self.observer, "end", lambda: None)()  # an observer written before this hook lacks it
         return self.history
 
@@ -388,4 +399,5 @@ class Trainer:
                 self.schedule.step()
             if (step + 1) % self.sync_every == 0 or step + 1 == self.steps_per_epoch:
                 total, right, count = self._look(tally, epoch, step)
+            self.pending.take()
         return total, right, count
