@@ -106,3 +106,9 @@ def during_interrupt(e: BaseException) -> bool:
         seen.add(id(e))
         todo += [e.__cause__, e.__context__]
     return False
+
+
+def interruption(e: BaseException) -> bool:
+    """Ctrl-C or a stop, however it reached here: netspec's Interrupted, a KeyboardInterrupt, or an
+    error made of one (`during_interrupt`)."""
+    return isinstance(e, Interrupted) or during_interrupt(e)

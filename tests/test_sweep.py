@@ -91,6 +91,35 @@ def test_interrupted_sweep_resumes(write_spec, fake_data, tmp_path):
         assert (folder / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_stop_made_into_another_error_marks_its_trial_to_run_again(write_spec, fake_data, tmp_path, monkeypatch):
+    """Ctrl-C landing before a trial trains (its data being read, say) may reach the sweep as
+    another error made of it. It is the interruption: the sweep stops, and the trial runs again
+    when it continues. Taken for the trial's own RunError, it was marked failed for good and the
+    sweep went on to the next trial, the Ctrl-C lost."""
+    import netspec.runner.sweep as sweep_mod
+    from netspec.errors import RunError
+
+    spec, folder = write_spec(TINY), tmp_path / "sweep"
+    real = sweep_mod.run
+
+    def stopped_in_trial_1(checked, **kw):
+        if kw["out"].name == "trial-001":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise RunError("cannot read the data: interrupted") from e
+        return real(checked, **kw)
+
+    monkeypatch.setattr(sweep_mod, "run", stopped_in_trial_1)
+    with pytest.raises(Interrupted, match="Run the same netspec sweep command again"):
+        sweep(spec, out=folder, data_dir=fake_data)
+    monkeypatch.undo()
+    result = sweep(spec, out=folder, data_dir=fake_data)
+    stopped = result.study.trials[1]
+    assert stopped.user_attrs.get("interrupted") and "error" not in stopped.user_attrs
+    assert [t.state for t in result.study.trials].count(TrialState.COMPLETE) == 2
+
+
 def test_cli_sweep_and_compare(write_spec, fake_data, tmp_path):
     spec = write_spec(TINY)
     runner = CliRunner()

@@ -26,7 +26,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import first_line, Interrupted, NetspecError, os_error_text, RunError
+from netspec.errors import first_line, interruption, Interrupted, NetspecError, os_error_text, RunError
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
 from netspec.report.gradebook import write_gradebook
@@ -83,7 +83,9 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
                 run_processes(_worker, job, workers, folder, what="grading")
             else:
                 _work(study, job, loaded, entries)
-        except (KeyboardInterrupt, Interrupted):
+        except (KeyboardInterrupt, Exception) as e:
+            if not interruption(e):
+                raise
             raise Interrupted(f"grading interrupted; {folder} keeps every finished grade. Run the same command "
                               f"again to grade the rest", folder) from None
         finally:  # the study reads what every grader wrote: the rows are the class's, once
@@ -232,9 +234,11 @@ def _worker(job: ClassJob, threads: int, parent: int) -> None:
             rubric = load_rubric(job.rubric)
             entries, _ = find_entries(job.submissions)
             _work(open_class(job, rubric), job, rubric, entries, threads)
-    except (KeyboardInterrupt, Interrupted):
-        sys.exit(INTERRUPTED_EXIT)
-    except (NetspecError, OSError) as e:
+    except (KeyboardInterrupt, Exception) as e:
+        if interruption(e):
+            sys.exit(INTERRUPTED_EXIT)
+        if not isinstance(e, (NetspecError, OSError)):
+            raise
         print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         sys.exit(1)
 

@@ -26,7 +26,7 @@ from typing import Callable
 import optuna
 
 from netspec.builder.check import check_document
-from netspec.errors import Interrupted, NetspecError, os_error_text, Problem, RunError, SpecError
+from netspec.errors import interruption, Interrupted, NetspecError, os_error_text, Problem, RunError, SpecError
 from netspec.runner.processes import (INTERRUPTED_EXIT, check_workers, orphan_watch, picklable, run_processes,
                                       terminate_as_interrupt)
 from netspec.runner.run import Reporter, run
@@ -149,7 +149,9 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
                     run_processes(_worker, _Work(job, reporter, on_trial), workers, folder)
                 else:
                     _optimize(study, doc, space, _Work(job, reporter, on_trial), observer, base.spec.train.seed)
-            except (KeyboardInterrupt, Interrupted):
+            except (KeyboardInterrupt, Exception) as e:
+                if not interruption(e):
+                    raise
                 raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec "
                                   f"sweep command again to continue (the interrupted trial runs again)", folder) from None
         if workers > 1:
@@ -240,11 +242,13 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
         try:
             result = run(checked, out=trial_dir, data_dir=job.data_dir, observer=_Pruning(trial, inner, space.prune),
                          limit=job.limit, reporter=work.reporter)
-        except RunError as e:
-            trial.set_user_attr("error", str(e))
-            raise
-        except (KeyboardInterrupt, Interrupted):
-            trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
+        except (KeyboardInterrupt, Exception) as e:
+            if interruption(e):  # an error made of Ctrl-C included: not the trial's own failure
+                trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
+                if not isinstance(e, (KeyboardInterrupt, Interrupted)):
+                    raise KeyboardInterrupt from e  # which Optuna passes on (a RunError it would catch)
+            elif isinstance(e, RunError):
+                trial.set_user_attr("error", str(e))  # never run again
             raise
         m = result.metrics
         trial.set_user_attr("test_accuracy", m.test_accuracy)
@@ -279,8 +283,11 @@ def _worker(work: _Work, threads: int, parent: int) -> None:
             folder = work.job.folder(base.spec.name)
             study, _ = open_study(folder, base.spec.name, work.job.storage, space, base.spec.train.seed)
             _optimize(study, doc, space, work, None, base.spec.train.seed)
-    except (KeyboardInterrupt, Interrupted):
-        sys.exit(INTERRUPTED_EXIT)
-    except (NetspecError, OSError) as e:  # a worker's only channel is its stderr: one line, no traceback
+    except (KeyboardInterrupt, Exception) as e:
+        if interruption(e):
+            sys.exit(INTERRUPTED_EXIT)
+        if not isinstance(e, (NetspecError, OSError)):
+            raise
+        # a worker's only channel is its stderr: one line, no traceback
         print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
         sys.exit(1)
