@@ -252,6 +252,42 @@ def test_killing_one_of_two_graders_then_rerunning_grades_everyone_once(tmp_path
     assert f"{victim.user_attrs['student']}:" in rerun.stdout and rerun.stdout.count("graded  accuracy") == 1
 
 
+@pytest.mark.slow
+def test_graders_of_a_killed_parent_stop_by_themselves(tmp_path, trained, fake_data):
+    """`grade --workers 2` killed (SIGKILL, nothing passed on): its graders stop within seconds, as
+    a sweep's workers do, instead of grading the rest of the class on their own (they did: no
+    watch of the parent had been started in a grader)."""
+    from test_hostile import _alive
+
+    run_dir, _ = trained
+    subs = tmp_path / "subs"
+    (tmp_path / "course.yaml").write_text(COURSE_RULES)
+    (tmp_path / "rubric.yaml").write_text(RUBRIC)
+    for i in range(24):  # about a minute of grading on two cores
+        (subs / f"s{i:02d}").mkdir(parents=True)
+        (subs / f"s{i:02d}" / "spec.yaml").write_text(mlp(f"s{i:02d}"))
+        shutil.copy(run_dir / "model.pt", subs / f"s{i:02d}" / "model.pt")
+    out = tmp_path / "grades"
+    proc = subprocess.Popen(NETSPEC + ["grade", str(subs), "--rubric", str(tmp_path / "rubric.yaml"), "--out", str(out),
+                                       "--data-dir", str(fake_data), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    graders: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(graders) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        if (out / "grade.journal").is_file():
+            graders = {t.user_attrs["worker"][1] for t in _trials(out) if "worker" in t.user_attrs}
+    assert len(graders) == 2
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in graders):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in graders)
+    graded = [t for t in _trials(out) if t.state.name == "COMPLETE" and "row" in t.user_attrs]
+    assert len(graded) < 24  # stopped, not finished
+
+
 def test_the_rubric_is_checked_like_a_spec_with_lines(tmp_path):
     (tmp_path / "r.yaml").write_text("name: hw\nrules: [nope]\npoints:\n  valid: -1\n  accuracy: {from: 0.9, to: 0.8, points: 3}\n"
                                      "mode: train\n")

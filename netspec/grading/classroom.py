@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import warnings
@@ -26,12 +25,12 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import first_line, interruption, Interrupted, NetspecError, os_error_text, RunError
+from netspec.errors import first_line, interruption, Interrupted, RunError
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
-from netspec.runner.processes import INTERRUPTED_EXIT, check_workers, run_processes, terminate_as_interrupt
+from netspec.runner.processes import check_workers, run_processes, terminate_as_interrupt, worker_process
 from netspec.runner.study import rdb_storage, repair_journal
 
 JOURNAL = "grade.journal"
@@ -225,22 +224,12 @@ def _taken(study: optuna.Study, number: int, student: str, source: str | None) -
 
 
 def _worker(job: ClassJob, threads: int, parent: int) -> None:
-    """A grader process of `--workers N`: Ctrl-C reaches it through the parent (SIGTERM)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with terminate_as_interrupt():
-            rubric = load_rubric(job.rubric)
-            entries, _ = find_entries(job.submissions)
-            _work(open_class(job, rubric), job, rubric, entries, threads)
-    except (KeyboardInterrupt, Exception) as e:
-        if interruption(e):
-            sys.exit(INTERRUPTED_EXIT)
-        if not isinstance(e, (NetspecError, OSError)):
-            raise
-        print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
-        sys.exit(1)
+    """A grader process of `--workers N` (`worker_process`: stopped through the parent, and by
+    itself when the parent is gone)."""
+    with worker_process(parent):
+        rubric = load_rubric(job.rubric)
+        entries, _ = find_entries(job.submissions)
+        _work(open_class(job, rubric), job, rubric, entries, threads)
 
 
 # --- one submission ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from netspec.errors import Interrupted, RunError
+from netspec.errors import interruption, Interrupted, NetspecError, os_error_text, RunError
 from netspec.spec.datasets import memory_bytes
 
 
@@ -132,6 +132,26 @@ def orphan_watch(parent: int) -> None:
 
 
 RESEND_S, KILL_S = 10, 60  # a stopped worker is told again after 10 s, and killed after a minute
+
+
+@contextmanager
+def worker_process(parent: int):
+    """The life of a worker process that `run_processes` started. The parent decides when to stop:
+    Ctrl-C in the terminal is ignored here (the parent gets it too and sends SIGTERM, taken as
+    Ctrl-C), and a worker whose parent is gone (killed) stops by itself. Stopped, it exits 130; a
+    NetspecError or OSError is one line on its stderr (a worker's only channel) and exit 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with terminate_as_interrupt():
+            threading.Thread(target=orphan_watch, args=(parent,), daemon=True).start()
+            yield
+    except (KeyboardInterrupt, Exception) as e:
+        if interruption(e):
+            sys.exit(INTERRUPTED_EXIT)
+        if not isinstance(e, (NetspecError, OSError)):
+            raise
+        print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def picklable(value) -> bool:

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import sys
-import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -26,9 +23,8 @@ from typing import Callable
 import optuna
 
 from netspec.builder.check import check_document
-from netspec.errors import interruption, Interrupted, NetspecError, os_error_text, Problem, RunError, SpecError
-from netspec.runner.processes import (INTERRUPTED_EXIT, check_workers, orphan_watch, picklable, run_processes,
-                                      terminate_as_interrupt)
+from netspec.errors import interruption, Interrupted, Problem, RunError, SpecError
+from netspec.runner.processes import check_workers, picklable, run_processes, terminate_as_interrupt, worker_process
 from netspec.runner.run import Reporter, run
 from netspec.runner.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
 from netspec.runner.study import (ahead, base_record, check_same_base, check_same_space, make_sampler, open_study,
@@ -268,26 +264,13 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
 
 def _worker(work: _Work, threads: int, parent: int) -> None:
     """One worker process: its share of the cores, then trials until the study's budget is spent.
-    The parent decides when to stop: Ctrl-C in the terminal is ignored here (the parent gets it
-    too and sends SIGTERM), and a worker whose parent is gone (killed) stops by itself; either
-    way its trial is marked interrupted, and the worker exits without a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with terminate_as_interrupt():
-            threading.Thread(target=orphan_watch, args=(parent,), daemon=True).start()
-            import torch
+    Stopped (`worker_process`), its trial is marked interrupted and it exits without a traceback."""
+    with worker_process(parent):
+        import torch
 
-            torch.set_num_threads(threads)
-            optuna.logging.set_verbosity(optuna.logging.ERROR)
-            doc, space, base = _derive(work.job)
-            folder = work.job.folder(base.spec.name)
-            study, _ = open_study(folder, base.spec.name, work.job.storage, space, base.spec.train.seed)
-            _optimize(study, doc, space, work, None, base.spec.train.seed)
-    except (KeyboardInterrupt, Exception) as e:
-        if interruption(e):
-            sys.exit(INTERRUPTED_EXIT)
-        if not isinstance(e, (NetspecError, OSError)):
-            raise
-        # a worker's only channel is its stderr: one line, no traceback
-        print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
-        sys.exit(1)
+        torch.set_num_threads(threads)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        doc, space, base = _derive(work.job)
+        folder = work.job.folder(base.spec.name)
+        study, _ = open_study(folder, base.spec.name, work.job.storage, space, base.spec.train.seed)
+        _optimize(study, doc, space, work, None, base.spec.train.seed)
