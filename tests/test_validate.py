@@ -331,3 +331,20 @@ def test_a_list_over_its_length_is_one_short_line_not_the_whole_list(write_spec)
     path = write_spec("name: t\ndata: {input_shape: [784]}\nmodel:\n  layers:\n" + "    - ReLU\n" * 1200)
     [p] = errors(path)
     assert p.message == "1,200 items; at most 1000 are allowed here" and p.line == 5
+
+
+def test_paths_the_system_cannot_look_up_are_problems_in_place_not_tracebacks(write_spec, tmp_path):
+    """Path.exists() and is_file() raise for a name longer than the system allows (and for a folder
+    that may not be looked into), where a missing file returns False: a spec's `rules:`, --rules
+    and the spec's own path of 300 characters each printed a traceback (found by the schema fuzz)."""
+    long = "x" * 300
+    cases = [
+        ([str(write_spec(f"name: a\nrules: {long}\nmodel:\n  layers: [Flatten, {{Linear: {{out_features: 10}}}}]\n"))],
+         ":2:8 rules: rules 'xxx"),
+        ([str(SPECS / "mlp.yaml"), "--rules", long], f"{long} (top): rules '{long}' not found"),
+        ([str(tmp_path / f"{long}.yaml")], "cannot read: File name too long"),
+    ]
+    for args, said in cases:
+        r = runner.invoke(app, ["validate", *args])
+        assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+        assert said in " ".join(r.output.split()), r.output  # the words, whatever the line breaks

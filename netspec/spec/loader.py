@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,15 @@ def _mark(mark) -> tuple[int, int]:
 def read_text(path: str | Path) -> str:
     p = Path(path)
     name = str(path)
-    if not p.exists():
-        raise SpecError([Problem(name, 0, 0, "", "file not found", code="file")])
-    if p.is_dir():
+    try:  # not Path.exists(): it raises for a name too long or a folder that may not be looked into
+        st = p.stat()
+    except FileNotFoundError:
+        raise SpecError([Problem(name, 0, 0, "", "file not found", code="file")]) from None
+    except OSError as e:
+        raise SpecError([Problem(name, 0, 0, "", f"cannot read: {e.strerror}", code="file")]) from None
+    if stat.S_ISDIR(st.st_mode):
         raise SpecError([Problem(name, 0, 0, "", "is a directory, not a YAML file", code="file")])
-    size = p.stat().st_size
+    size = st.st_size
     if size > MAX_BYTES:
         raise SpecError(
             [Problem(name, 0, 0, "", f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,}", code="file")]

@@ -15,6 +15,7 @@ A rules file (YAML) may state (every key optional; `name` defaults to the file n
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -75,7 +76,10 @@ def resolve_rules(ref: str, base_dir: Path) -> Path | None:
     if re.fullmatch(r"[a-z0-9][a-z0-9-]*", ref) and ref in shipped_rule_sets():
         return Path(str(resources.files("netspec.spec") / "rulesets" / f"{ref}.yaml"))
     path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-    return path if path.is_file() else None
+    try:  # not Path.is_file(): it raises for a name too long or a folder that may not be looked into
+        return path if stat.S_ISREG(path.stat().st_mode) else None
+    except OSError:
+        return None
 
 
 def load_rules(path: Path) -> Rules:
