@@ -100,6 +100,25 @@ def test_compile_failure_is_one_line_and_training_goes_on(fake_data, tmp_path, m
     assert result.metrics.test_accuracy == exact.metrics.test_accuracy
 
 
+def test_ctrl_c_made_into_a_compiler_error_stops_the_run_and_is_not_a_failed_compile(fake_data, tmp_path, monkeypatch):
+    """A second Ctrl-C (the first waits for the end of the step) lands inside a long first compile,
+    and the compiler wraps it in its own error: that is the interruption, not "torch.compile
+    failed; training continues eagerly", which went on training and lost the stop."""
+    from netspec.errors import Interrupted
+
+    def interrupted_compile(module, **kw):
+        def call(x):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise RuntimeError("backend compiler failed") from e
+        return call
+
+    monkeypatch.setattr(train_mod.torch, "compile", interrupted_compile)
+    with pytest.raises(Interrupted, match="before the first epoch"):
+        run(tiny_cnn(tmp_path, "train.compile=on"), out=tmp_path / "r", data_dir=fake_data, limit=600)
+
+
 def test_compile_off_is_spelled_as_yaml_reads_it(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text((SPECS / "mlp.yaml").read_text().replace("  seed: 0\n", "  seed: 0\n  compile: off\n"))

@@ -20,7 +20,7 @@ from netspec.data.augment import Augment
 from netspec.data.splits import Data, Split
 from netspec.runner.distributed import SINGLE, Ranks, least, summed, wrap
 from netspec.runner.observer import Observer  # noqa: F401 (re-exported)
-from netspec.errors import CheckpointError, first_line, RunError
+from netspec.errors import CheckpointError, during_interrupt, first_line, RunError
 from netspec.runner.graphstep import DeviceLoop
 from netspec.runner.processes import interrupts_between_steps, Pending
 from netspec.runner.speed import COMPILE_MODES, Speed, arrange, autocast, resolve, standard_state
@@ -289,6 +289,8 @@ class Trainer:
             raise CheckpointError(f"{source} is not a checkpoint of this run: {first}") from None
 
     def _compile_failed(self, e: BaseException) -> None:
+        if during_interrupt(e):  # Ctrl-C (the second, which does not wait) made into a compiler error
+            raise KeyboardInterrupt from e
         first = first_line(e)[:200]
         self.observer.note(f"torch.compile failed ({type(e).__name__}: {first}); training continues eagerly")
         self.forward = self.eager
