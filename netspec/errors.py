@@ -92,23 +92,17 @@ def first_line(e: BaseException, default: str = "") -> str:
 
 
 def during_interrupt(e: BaseException) -> bool:
-    """An error raised while Ctrl-C (or a stop) was being handled, or made of it: a writer's cleanup
-    that fails on the interrupted file; a C extension's import that turns the KeyboardInterrupt
-    into "ImportError: initialization failed" (its cause). It is the interruption, not a failure
-    of its own."""
+    """Ctrl-C or a stop, however it reached here: a KeyboardInterrupt or netspec's Interrupted; an
+    error raised while one was being handled (a writer's cleanup that fails on the interrupted
+    file); or one made of it (a C extension's import turns the KeyboardInterrupt into "ImportError:
+    initialization failed", raised from it). It is the interruption, not a failure of its own."""
     seen, todo = set(), [e]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, (KeyboardInterrupt, Interrupted)):
             return True
         seen.add(id(e))
         todo += [e.__cause__, e.__context__]
     return False
-
-
-def interruption(e: BaseException) -> bool:
-    """Ctrl-C or a stop, however it reached here: netspec's Interrupted, a KeyboardInterrupt, or an
-    error made of one (`during_interrupt`)."""
-    return isinstance(e, Interrupted) or during_interrupt(e)

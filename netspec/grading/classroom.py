@@ -25,7 +25,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import first_line, interruption, Interrupted, RunError
+from netspec.errors import first_line, during_interrupt, Interrupted, RunError
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
 from netspec.report.gradebook import write_gradebook
@@ -83,7 +83,7 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
             else:
                 _work(study, job, loaded, entries)
         except (KeyboardInterrupt, Exception) as e:
-            if not interruption(e):
+            if not during_interrupt(e):
                 raise
             raise Interrupted(f"grading interrupted; {folder} keeps every finished grade. Run the same command "
                               f"again to grade the rest", folder) from None

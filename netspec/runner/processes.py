@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from netspec.errors import interruption, Interrupted, NetspecError, os_error_text, RunError
+from netspec.errors import during_interrupt, Interrupted, NetspecError, os_error_text, RunError
 from netspec.spec.datasets import memory_bytes
 
 
@@ -95,7 +95,7 @@ def interrupts_between_steps():
     error: inside an import's C initialisation, an ImportError (seen in CI: Ctrl-C during the first
     loss plot printed a traceback); inside torch.compile, a failed compile; inside a weakref
     callback, nothing. A second signal before the step ends is taken at once, for a step that
-    does not end. Handlers that are not Python functions (ignored, or the default SIGTERM, which
+    does not end; an error while a stop is noted is the stop. Handlers that are not Python functions (ignored, or the default SIGTERM, which
     ends the process) are left as they are; so are those of any thread but the main one."""
     pending = Pending()
     if threading.current_thread() is not threading.main_thread():
@@ -114,6 +114,12 @@ def interrupts_between_steps():
         signal.signal(s, note)
     try:
         yield pending
+    except Exception as e:
+        if pending.signal is None:
+            raise
+        # the stop, reached another way first: under torchrun, Ctrl-C reaches every process, and
+        # one that stopped leaves another's collective broken
+        raise KeyboardInterrupt from e
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -146,7 +152,7 @@ def worker_process(parent: int):
             threading.Thread(target=orphan_watch, args=(parent,), daemon=True).start()
             yield
     except (KeyboardInterrupt, Exception) as e:
-        if interruption(e):
+        if during_interrupt(e):
             sys.exit(INTERRUPTED_EXIT)
         if not isinstance(e, (NetspecError, OSError)):
             raise

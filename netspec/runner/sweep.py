@@ -23,7 +23,7 @@ from typing import Callable
 import optuna
 
 from netspec.builder.check import check_document
-from netspec.errors import interruption, Interrupted, Problem, RunError, SpecError
+from netspec.errors import during_interrupt, Interrupted, Problem, RunError, SpecError
 from netspec.runner.processes import check_workers, picklable, run_processes, terminate_as_interrupt, worker_process
 from netspec.runner.run import Reporter, run
 from netspec.runner.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
@@ -146,7 +146,7 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
                 else:
                     _optimize(study, doc, space, _Work(job, reporter, on_trial), observer, base.spec.train.seed)
             except (KeyboardInterrupt, Exception) as e:
-                if not interruption(e):
+                if not during_interrupt(e):
                     raise
                 raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec "
                                   f"sweep command again to continue (the interrupted trial runs again)", folder) from None
@@ -239,7 +239,7 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
             result = run(checked, out=trial_dir, data_dir=job.data_dir, observer=_Pruning(trial, inner, space.prune),
                          limit=job.limit, reporter=work.reporter)
         except (KeyboardInterrupt, Exception) as e:
-            if interruption(e):  # an error made of Ctrl-C included: not the trial's own failure
+            if during_interrupt(e):  # an error made of Ctrl-C included: not the trial's own failure
                 trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
                 if not isinstance(e, (KeyboardInterrupt, Interrupted)):
                     raise KeyboardInterrupt from e  # which Optuna passes on (a RunError it would catch)

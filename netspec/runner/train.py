@@ -314,19 +314,12 @@ class Trainer:
         anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
         try:
             with anomaly, interrupts_between_steps() as self.pending:
-                try:
-                    for epoch in range(first, t.epochs + 1):
-                        self.history.append(self._epoch(epoch))
-                        self.observer.epoch(self.history[-1])
-                        if on_epoch_end:
-                            on_epoch_end(self)
-                        self.pending.take()
-                except Exception as e:
-                    if self.pending.signal is None:
-                        raise
-                    # the stop asked for, reached another way first: under torchrun, Ctrl-C reaches
-                    # every process, and one that stopped leaves another's collective broken
-                    raise KeyboardInterrupt from e
+                for epoch in range(first, t.epochs + 1):
+                    self.history.append(self._epoch(epoch))
+                    self.observer.epoch(self.history[-1])
+                    if on_epoch_end:
+                        on_epoch_end(self)
+                    self.pending.take()
         finally:
             self.pending = Pending()
             getattr(self.observer, "end", lambda: None)()  # an observer written before this hook lacks it
