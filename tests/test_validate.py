@@ -1,5 +1,6 @@
 """Validation: schema errors with places, exact rule checks, shipped specs and rule sets."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -348,3 +349,17 @@ def test_paths_the_system_cannot_look_up_are_problems_in_place_not_tracebacks(wr
         r = runner.invoke(app, ["validate", *args])
         assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
         assert said in " ".join(r.output.split()), r.output  # the words, whatever the line breaks
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_spec_path_that_never_ends_is_refused_at_the_size_limit():
+    """A device or pipe states no size: /dev/zero was read to the end of memory (under a 2 GiB
+    limit, a MemoryError traceback). It is read up to the limit and refused, in under a second."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "from netspec.cli import app; sys.argv = ['netspec', 'validate', '/dev/zero']; app(prog_name='netspec')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "file is over 1,048,576 bytes; specs are limited to 1,048,576" in r.stdout, r.stdout

@@ -88,13 +88,18 @@ def read_text(path: str | Path) -> str:
         raise SpecError([Problem(name, 0, 0, "", f"cannot read: {e.strerror}", code="file")]) from None
     if stat.S_ISDIR(st.st_mode):
         raise SpecError([Problem(name, 0, 0, "", "is a directory, not a YAML file", code="file")])
-    size = st.st_size
-    if size > MAX_BYTES:
-        raise SpecError(
-            [Problem(name, 0, 0, "", f"file is {size:,} bytes; specs are limited to {MAX_BYTES:,}", code="file")]
-        )
+    def too_big(size: str) -> SpecError:
+        return SpecError([Problem(name, 0, 0, "", f"file is {size} bytes; specs are limited to {MAX_BYTES:,}",
+                                  code="file")])
+
+    if st.st_size > MAX_BYTES:
+        raise too_big(f"{st.st_size:,}")
     try:
-        return p.read_bytes().decode("utf-8")
+        with open(p, "rb") as f:  # at most the limit and one byte: a device (/dev/zero) or pipe states no size
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise too_big(f"over {MAX_BYTES:,}")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError([Problem(name, 0, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})", code="file")]) from None
     except OSError as e:
