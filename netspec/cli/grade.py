@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from netspec.cli.base import Command, DataDirOpt, app, err, out, problem_text, user_errors
+from netspec.report.escape import terminal_text
 
 RubricOpt = Annotated[Optional[Path], typer.Option("--rubric", metavar="RUBRIC", help="the rubric (YAML): rule sets, "
                                                    "locked settings, points, limits, test data")]
@@ -19,8 +20,9 @@ def graded_line(row: dict) -> None:
     acc = "" if row["test_accuracy"] is None else f"  accuracy {row['test_accuracy']:.4f}"
     reasons = row["reason"].split("; ") if row["reason"] and row["status"] != "graded" else []
     why = f"  ({reasons[0]}{f'; and {len(reasons) - 1} more' if len(reasons) > 1 else ''})" if reasons else ""
-    print(f"{row['student']}: {row['total']:g}/{row['max']:g}  {row['status']}{acc}  {row['seconds']:.1f}s{why}",
-          flush=True)
+    # names and reasons are the students' text: their control characters are shown, not obeyed
+    print(terminal_text(f"{row['student']}: {row['total']:g}/{row['max']:g}  {row['status']}{acc}  "
+                        f"{row['seconds']:.1f}s{why}"), flush=True)
 
 
 # Its parameters are its command-line options (Typer reads them from the signature).
@@ -41,8 +43,8 @@ def grade_cmd(
     root: Annotated[Path, typer.Option("--root", metavar="DIR", help="the autograder tree (--gradescope)")] = Path("/autograder"),
     make_autograder: Annotated[Optional[Path], typer.Option("--make-autograder", metavar="ZIP", help="write Gradescope's "
                                                             "autograder zip for --rubric")] = None,
-    wheel: Annotated[Optional[Path], typer.Option("--wheel", metavar="WHL", help="a netspec wheel to put in the "
-                                                  "autograder zip (else setup.sh installs netspec from PyPI)")] = None,
+    wheel: Annotated[Optional[Path], typer.Option("--wheel", metavar="WHL", help="a netspec wheel for setup.sh to "
+                                                  "install (default: the zip holds this netspec's source and installs it)")] = None,
 ):
     """Grade a class of specs by a rubric: gradebook.csv, grades.md and feedback/<student>.md;
     or act as a Gradescope autograder (--gradescope, --make-autograder)."""
@@ -69,13 +71,11 @@ def grade_cmd(
     with user_errors():
         book = grade(submissions, rubric, out=out_dir, workers=workers, storage=storage, data_dir=data_dir,
                      on_graded=graded_line)
-    for note in book.skipped:
-        err.print(f"[yellow]skipped:[/] {escape(note)}", highlight=False)
     waiting = [r["student"] for r in book.rows if r["status"] == "not graded"]
     out.print(f"{len(book.rows) - len(waiting)} of {len(book.rows)} graded; {escape(str(book.folder))}: gradebook.csv, "
               f"grades.md, feedback/", highlight=False)
     if waiting:
-        err.print(f"[yellow]not graded yet:[/] {escape(', '.join(waiting))}", highlight=False)
+        err.print(f"[yellow]not graded yet:[/] {escape(terminal_text(', '.join(waiting)))}", highlight=False)
 
 
 def print_rubric_verdicts(specs: list[Path], rubric_file: Path) -> bool:
@@ -93,7 +93,7 @@ def print_rubric_verdicts(specs: list[Path], rubric_file: Path) -> bool:
         ok &= verdict.status == "valid"
         most = sum(i.max_points for i in verdict.items)
         mark = "[green]✓[/]" if verdict.status == "valid" else "[red]✗[/]"
-        out.print(f"{mark} {escape(str(spec))}  {verdict.points:g} of {most:g} points before training "
+        out.print(f"{mark} {escape(terminal_text(spec))}  {verdict.points:g} of {most:g} points before training "
                   f"(rubric {escape(rubric.name)})", highlight=False)
         for item in verdict.items[:-1]:
             sign = "[green]✓[/]" if item.passed else "[red]✗[/]" if item.passed is False else "-"

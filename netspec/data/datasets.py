@@ -352,15 +352,23 @@ def load_named_test(name: str, data_dir: str | Path | None = None) -> ArrayImage
     return ArrayImages(x, y.long())
 
 
-def load_test_set(path: str | Path) -> ArrayImages:
+def load_test_set(path: str | Path, image_shape: tuple[int, int, int] | None = None) -> ArrayImages:
     """Every image of an npz archive or an image folder as one test set (a grader's hidden data):
     the archive's x_test/y_test or the folder's test/ where it has them, else all of it, never a
-    share held out."""
+    share held out. A folder's images are read at `image_shape` (C, H, W) where given, else at
+    the shape and colour of its first image; an archive's images have their own (a stated
+    `image_shape` must be it)."""
+    from dataclasses import replace
+
     from netspec.spec.config import DataSpec
 
     path = Path(path)
-    data = DataSpec(dataset="imagefolder" if path.is_dir() else "npz", path=str(path))
     try:
+        data = DataSpec(dataset="imagefolder" if path.is_dir() else "npz", path=str(path))
+        if data.dataset == "imagefolder" and image_shape is None:
+            image_shape = first_image_shape(path)
+        if image_shape is not None:  # input_shape too: a spec's default (1, 28, 28) would be read as stated
+            data = replace(data, image_shape=tuple(image_shape), input_shape=tuple(image_shape))
         facts = dataset_facts(data)
         if data.dataset == "imagefolder":
             train, test, _ = list_folder(data)
@@ -373,3 +381,28 @@ def load_test_set(path: str | Path) -> ArrayImages:
         raise DataError(f"the test data {path}: {e.message}") from None
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
         raise DataError(f"cannot read the test data {path}: {e}") from None
+
+
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "I", "F")  # and I;16...: read as one channel; every other mode as RGB
+
+
+def first_image_shape(folder: Path) -> tuple[int, int, int] | None:
+    """(channels, height, width) of an image folder's first image (of its test/ where it has one):
+    1 channel for a grayscale mode, 3 for a colour one; None where it has none (the folder's
+    facts say what is wrong with it)."""
+    from PIL import Image
+
+    from netspec.spec.datasets import class_folders, first_image, folder_roots
+
+    _, test_root = folder_roots(folder)
+    root = test_root or folder
+    for c in class_folders(root):
+        f = first_image(root / c)
+        if f is not None:
+            try:
+                with Image.open(f) as img:
+                    gray = img.mode in GRAYSCALE_MODES or img.mode.startswith("I;16")
+                    return (1 if gray else 3, img.height, img.width)
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                raise DataError(f"cannot read the test data's first image {f}: {e}") from None
+    return None

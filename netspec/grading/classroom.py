@@ -25,9 +25,11 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import first_line, during_interrupt, Interrupted, RunError
+from netspec.errors import first_line, during_interrupt, Interrupted, Problem, RunError
+from netspec.grading.contain import STALL_EXTRA_S, STALL_FACTOR, Clock, enter_own_group, group_memory_mb, kill_group
 from netspec.grading.rubric import Rubric, load_rubric
-from netspec.grading.verdict import Entry, Item, Verdict, columns, find_entries, judge, safe_name, source_digest
+from netspec.grading.seal import digest_path, seal
+from netspec.grading.verdict import Entry, Item, _text_digest, columns, find_entries, folder_entry, safe_name
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
 from netspec.runner.processes import check_workers, run_processes, terminate_as_interrupt, worker_process
@@ -47,6 +49,7 @@ class ClassJob:
     storage: str | None = None
     data_dir: str | None = None
     on_graded: Callable | None = None  # told each finished row (a top-level function, for worker processes)
+    test_digest: str = ""  # of the test data's bytes: a new test set means grading everyone again
 
 
 @dataclass
@@ -54,7 +57,6 @@ class Gradebook:
     folder: Path
     rubric: Rubric
     rows: list[dict]
-    skipped: list[str]
 
 
 def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
@@ -69,10 +71,11 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot write the grade folder {folder}: {e.strerror or e}") from None
-    job = ClassJob(str(submissions), str(rubric), str(folder), storage, None if data_dir is None else str(data_dir),
-                   on_graded)
-    entries, skipped = find_entries(submissions)
     _preflight(loaded, data_dir)
+    _claim(folder, loaded)
+    job = ClassJob(str(submissions), str(rubric), str(folder), storage, None if data_dir is None else str(data_dir),
+                   on_graded, test_digest(loaded))
+    entries = find_entries(submissions, salt=job.test_digest)
     study = open_class(job, loaded)
     _recover(study)
     _enqueue(study, entries)
@@ -90,7 +93,7 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
         finally:  # the study reads what every grader wrote: the rows are the class's, once
             rows = _rows(study, loaded, entries)
             write_gradebook(folder, loaded.name, columns(loaded), rows, _about(loaded))
-    return Gradebook(folder, loaded, rows, skipped)
+    return Gradebook(folder, loaded, rows)
 
 
 def _preflight(rubric: Rubric, data_dir) -> None:
@@ -103,6 +106,31 @@ def _preflight(rubric: Rubric, data_dir) -> None:
         test_set(rubric, data_dir)
     except DataError as e:
         raise RunError(f"the rubric's test data cannot be read, so nobody can be graded: {e}") from None
+
+
+def test_digest(rubric: Rubric) -> str:
+    """What the test data is: the hidden set's every byte, or the named set's name."""
+    return digest_path(rubric.test_path) if rubric.hidden_test else f"dataset:{rubric.test_dataset}"
+
+
+CLAIM = "rubric.json"
+
+
+def _claim(folder: Path, rubric: Rubric) -> None:
+    """A grade folder belongs to one rubric: grading with another into it would overwrite its runs
+    and feedback while its gradebook mixed both."""
+    claim, mine = folder / CLAIM, {"name": rubric.name, "record": _rubric_record(rubric)}
+    if claim.is_file():
+        try:
+            theirs = json.loads(claim.read_text())
+        except (OSError, ValueError):
+            theirs = None
+        if isinstance(theirs, dict) and theirs.get("name") != rubric.name:
+            raise RunError(f"{folder} holds grades of the rubric '{theirs.get('name')}', not '{rubric.name}'; "
+                           f"grade into a new --out folder")
+        if theirs is not None:
+            return
+    claim.write_text(json.dumps(mine, indent=2))
 
 
 def open_class(job: ClassJob, rubric: Rubric) -> optuna.Study:
@@ -142,7 +170,7 @@ def _rubric_record(rubric: Rubric) -> dict:
 
 
 def _changed(old: dict, new: dict) -> str:
-    return ", ".join(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return ", ".join(k for k in sorted(set(old) | set(new)) if k not in old or k not in new or old[k] != new[k])
 
 
 def _counted(t) -> bool:
@@ -175,9 +203,8 @@ def _enqueue(study: optuna.Study, entries: list[Entry]) -> None:
     have = {(t.user_attrs["student"], t.user_attrs.get("source")) for t in study.get_trials(deepcopy=False)
             if _counted(t) and t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
     for entry in entries:
-        source = source_digest(entry)
-        if (entry.student, source) not in have:
-            study.enqueue_trial({}, user_attrs={"student": entry.student, "source": source})
+        if (entry.student, entry.source) not in have:
+            study.enqueue_trial({}, user_attrs={"student": entry.student, "source": entry.source})
 
 
 def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entry], threads: int | None = None) -> None:
@@ -195,7 +222,7 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
             trial.set_user_attr("duplicate", True)  # two graders queued it at once: the earlier trial grades it
             raise optuna.TrialPruned()
         entry = by_name.get(student)
-        if entry is None or source_digest(entry) != trial.user_attrs.get("source"):
+        if entry is None or entry.source != trial.user_attrs.get("source"):
             trial.set_user_attr("superseded", True)  # removed or changed since it was queued
             raise optuna.TrialPruned()
         try:
@@ -228,118 +255,169 @@ def _worker(job: ClassJob, threads: int, parent: int) -> None:
     itself when the parent is gone)."""
     with worker_process(parent):
         rubric = load_rubric(job.rubric)
-        entries, _ = find_entries(job.submissions)
+        entries = find_entries(job.submissions, salt=job.test_digest)
         _work(open_class(job, rubric), job, rubric, entries, threads)
 
 
 # --- one submission ----------------------------------------------------------------------
 
+DEFAULT_MEMORY_MB = 4096  # when the rubric sets none: a submission never takes the grader's machine
+STARTUP_S = 600.0  # the child's start-up (Python, netspec, torch): the grader's, not the student's
+
+
 def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None, threads: int = 1) -> dict:
-    """The gradebook row of one submission: the rubric's verdict, then (if it may train) its test
-    accuracy measured in a child process under the rubric's limits."""
-    verdict = judge(entry, rubric)
-    started = time.perf_counter()
-    measured: dict = {}
-    status, reason = verdict.status, "; ".join(p.message for p in verdict.problems if not p.code.startswith("lint/"))
-    if verdict.trainable:
+    """The gradebook row of one submission: sealed into a private copy, then judged by the rubric
+    and (if it may train) measured, both in a contained child under the rubric's limits."""
+    if entry.problem:
+        return _unjudged_row(entry, rubric, "missing", entry.problem)
+    with tempfile.TemporaryDirectory(prefix="netspec-sealed-") as tmp:
+        copy = Path(tmp) / "submission"
+        sealed = seal(entry.path, copy)
+        if sealed.problem:
+            return _unjudged_row(entry, rubric, "missing", sealed.problem)
+        name = Path(entry.path).name
+        inner = (Entry(entry.student, str(copy / name), spec=str(copy / name), alone=True) if entry.alone
+                 else folder_entry(copy, entry.student))
+        if inner.problem:
+            return _unjudged_row(entry, rubric, "missing", inner.problem)
         run_dir = folder / "runs" / safe_name(entry.student)
-        measured = _measure_in_child({"spec": entry.spec, "weights": entry.weights, "rubric": rubric,
-                                      "run_dir": str(run_dir), "data_dir": data_dir, "threads": threads}, rubric)
-        if measured.get("grader"):
-            raise RunError(f"the grader cannot test {entry.student}'s submission, nor anyone's: {measured['error']}")
-        status = measured.get("status", "graded")
-        reason = measured.get("error", "")
-    items = list(verdict.items)
-    acc = measured.get("test_accuracy")
-    if acc is not None:
-        most = items[-1].max_points
-        items[-1] = Item(items[-1].name, rubric.accuracy_points(acc), most, True, f"{acc:.4f}")
-    elif verdict.trainable:
-        items[-1] = Item(items[-1].name, 0, items[-1].max_points, False, reason)
-    return _row(verdict, items, status, reason, measured, time.perf_counter() - started, rubric)
+        out = _measure_in_child({"entry": inner, "rubric": rubric, "run_dir": str(run_dir), "data_dir": data_dir,
+                                 "threads": threads}, rubric, threads)
+    if out.get("grader"):
+        raise RunError(f"the grader cannot test {entry.student}'s submission, nor anyone's: {out['error']}")
+    verdict = out.get("verdict")
+    if verdict is None:  # stopped while judging
+        return _unjudged_row(entry, rubric, out["status"], out["error"], out)
+    items = [Item(**i) for i in verdict["items"]]
+    status, reason = verdict["status"], "; ".join(p["message"] for p in verdict["problems"]
+                                                  if not p["code"].startswith("lint/"))
+    if status == "valid":
+        status, reason = out.get("status", "graded"), out.get("error", "")
+        acc = out.get("test_accuracy")
+        last = items[-1]
+        items[-1] = (Item(last.name, rubric.accuracy_points(acc), last.max_points, True, f"{acc:.4f}") if acc is not None
+                     else Item(last.name, 0, last.max_points, False, reason))
+    if entry.left_out:
+        reason = "; ".join(filter(None, [reason, f"not read: {', '.join(entry.left_out)}"]))
+    spec_file = Path(inner.spec).relative_to(copy).as_posix()
+    files = sealed.digest_without(lambda rel: rel == spec_file)
+    problems = [{**p, "file": _original(p["file"], copy, entry)} for p in verdict["problems"]]
+    return _row(entry, items, status, reason, out, rubric, params=verdict["params"], problems=problems,
+                fingerprint=_text_digest(f"{verdict['fingerprint']}|{files}"))
 
 
-def _row(verdict: Verdict, items: list[Item], status: str, reason: str, measured: dict, seconds: float,
-         rubric: Rubric) -> dict:
+def _original(file: str, copy: Path, entry: Entry) -> str:
+    """A problem's file in the sealed copy, named as the student submitted it."""
+    try:
+        rel = Path(file).relative_to(copy)
+    except ValueError:
+        return file
+    base = Path(entry.path).parent if entry.alone else Path(entry.path)
+    return str(base / rel)
+
+
+def _unjudged_row(entry: Entry, rubric: Rubric, status: str, reason: str, measured: dict | None = None) -> dict:
+    items = [Item(n, 0, m, None, reason) for n, m in columns(rubric)]
+    problems = [Problem(entry.path, 0, 0, "", reason, code="submission").to_dict()]
+    return _row(entry, items, status, reason, measured or {}, rubric, params=None, problems=problems,
+                fingerprint=entry.source if status == "missing" else None)
+
+
+def _row(entry: Entry, items: list[Item], status: str, reason: str, measured: dict, rubric: Rubric, *,
+         params: int | None, problems: list[dict], fingerprint: str | None) -> dict:
     return {
-        "student": verdict.entry.student,
-        "file_name": safe_name(verdict.entry.student),  # of feedback/<file_name>.md and runs/<file_name>
+        "student": entry.student,
+        "file_name": safe_name(entry.student),  # of feedback/<file_name>.md and runs/<file_name>
         "status": status,
         "total": round(sum(i.points for i in items), 2),
         "max": round(sum(i.max_points for i in items), 2),
         "items": [vars(i) for i in items],
         "test_accuracy": measured.get("test_accuracy"),
         "test_size": measured.get("test_size"),
-        "params": verdict.params,
-        "seconds": round(seconds, 2),
+        "params": params,
+        "seconds": round(measured.get("seconds", 0.0), 2),  # the submission's work (CPU seconds / threads)
         "peak_mb": measured.get("peak_mb"),
         "reason": reason,
-        "problems": [p.to_dict() for p in verdict.problems],
-        "fingerprint": verdict.fingerprint,
+        "problems": problems,
+        "fingerprint": fingerprint,
         "run_dir": measured.get("run_dir"),
-        "spec": verdict.entry.spec,
+        "spec": entry.path,
         "mode": rubric.mode,
     }
 
 
-def _measure_in_child(task: dict, rubric: Rubric) -> dict:
-    """netspec.grading.measure.child in a fresh process, killed when it passes the rubric's time
-    or memory limit (its resident memory, read from /proc where there is one)."""
+def _measure_in_child(task: dict, rubric: Rubric, threads: int) -> dict:
+    """netspec.grading.measure.child in a fresh process of its own session, killed with all its
+    processes when it passes the rubric's time (its CPU time over `threads`, start-up not counted)
+    or memory limit (the PSS of the whole group)."""
     ctx = multiprocessing.get_context("spawn")
+    memory_mb = rubric.memory_mb or DEFAULT_MEMORY_MB
+    cpu_limit = rubric.seconds * threads
     with tempfile.TemporaryDirectory(prefix="netspec-grade-") as tmp:
-        result_file = Path(tmp) / "result.json"
-        proc = ctx.Process(target=_child, args=(task, str(result_file), os.getpid()), name="netspec-grade-child")
-        started = time.monotonic()
+        result_file, log = Path(tmp) / "result.json", Path(tmp) / "child.log"
+        theirs, ours = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(task, str(result_file), str(log), ours, os.getpid()),
+                           name="netspec-grade-child")
+        began = time.monotonic()
         proc.start()
-        peak, over = 0, ""
+        ours.close()
+        clock, peak, over, said = Clock(proc.pid), 0, "", False
         try:
             while proc.is_alive():
                 proc.join(POLL_S)
-                peak = max(peak, _resident_mb(proc.pid))
-                if time.monotonic() - started > rubric.seconds:
+                while theirs.poll():
+                    try:
+                        message = theirs.recv()
+                    except EOFError:
+                        break
+                    said = True
+                    clock.start() if message == "start" else clock.pause()
+                peak = max(peak, group_memory_mb(proc.pid))
+                if clock.cpu_s() > cpu_limit or clock.wall_s() > STALL_FACTOR * rubric.seconds + STALL_EXTRA_S:
                     over = "time limit"
-                elif rubric.memory_mb and peak > rubric.memory_mb:
+                elif peak > memory_mb:
                     over = "memory limit"
+                elif not clock.running and time.monotonic() - began > STARTUP_S + clock.wall_s():
+                    over = "start-up"
                 if over:
-                    proc.kill()
-                    proc.join()
-        except BaseException:
-            proc.kill()
+                    break
+            used = clock.cpu_s()
+        finally:
+            kill_group(proc.pid)  # the child and every process it started; nothing left behind
             proc.join()
-            raise
+            theirs.close()
+        if over == "start-up":
+            raise RunError(f"the grading process did not start in {STARTUP_S:g} s: the grader's machine is too busy")
+        measured = {"peak_mb": peak or None, "seconds": used / threads}
+        partial = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        measured.update(partial)
+        measured["seconds"] = used / threads
         if over == "time limit":
-            return {"status": over, "error": f"stopped after {rubric.seconds:g} s (the rubric's time limit)",
-                    "peak_mb": peak}
+            return {**measured, "status": over, "error": f"stopped after {rubric.seconds:g} s of work (the rubric's "
+                                                         f"time limit)"}
         if over:
-            return {"status": over, "error": f"stopped at {peak} MB of memory (the rubric's limit is "
-                                             f"{rubric.memory_mb} MB)", "peak_mb": peak}
-        if not result_file.is_file():
-            return {"status": "error", "error": f"the grading process ended without a result (exit code "
-                                                f"{proc.exitcode})", "peak_mb": peak}
-        out = json.loads(result_file.read_text())
-    out["peak_mb"] = peak or None
-    if "error" in out:
-        out["status"] = "error"
+            whose = "the rubric's limit" if rubric.memory_mb else "the grader's limit when the rubric sets none"
+            return {**measured, "status": over, "error": f"stopped at {peak} MB of memory ({whose} is {memory_mb} MB)"}
+        if not said or "done" not in partial:
+            return {**measured, "status": "error", "error": f"the grading process ended without a result (exit "
+                                                             f"code {proc.exitcode})"}
+    if "error" in measured:
+        measured["status"] = "error"
         if task["run_dir"] and Path(task["run_dir"]).is_dir() and not any(Path(task["run_dir"]).iterdir()):
             shutil.rmtree(task["run_dir"], ignore_errors=True)
-    return out
+    return measured
 
 
-def _child(task: dict, result_file: str, parent: int) -> None:
-    from netspec.grading.measure import child  # torch is imported here, in the child only
+def _child(task: dict, result_file: str, log: str, conn, parent: int) -> None:
+    """The child's first steps, before anything heavy: its own session and limits, its output to
+    a log (an orphan must not hold the grader's output open), then the work (measure.child)."""
+    enter_own_group()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from netspec.grading.child import run_child  # torch is imported later, in the child only, clock paused
 
-    child(task, result_file, parent)
-
-
-def _resident_mb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) >> 10
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    run_child(task, result_file, conn, parent)
 
 
 # --- the gradebook ---------------------------------------------------------------------------
@@ -352,11 +430,9 @@ def _rows(study: optuna.Study, rubric: Rubric, entries: list[Entry]) -> list[dic
             graded[(t.user_attrs["student"], t.user_attrs.get("source"))] = t.user_attrs["row"]
     rows = []
     for entry in entries:
-        row = graded.get((entry.student, source_digest(entry)))
+        row = graded.get((entry.student, entry.source))
         if row is None:
-            verdict = judge(entry, rubric)
-            row = _row(verdict, verdict.items, "not graded", "not graded yet (interrupted, or being graded elsewhere)",
-                       {}, 0.0, rubric)
+            row = _unjudged_row(entry, rubric, "not graded", "not graded yet (interrupted, or being graded elsewhere)")
         rows.append(row)
     _mark_duplicates(rows)
     return rows

@@ -7,10 +7,8 @@ memory and kills it when a limit is passed: whatever a submission does here cann
 """
 from __future__ import annotations
 
-import json
 import os
-import threading
-import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,7 +17,7 @@ from netspec.builder.check import check_document
 from netspec.builder.model import build_model
 from netspec.data.datasets import ArrayImages, load_named_test, load_test_set
 from netspec.data.splits import normalise
-from netspec.errors import CheckpointError, DataError, first_line, NetspecError, RunError
+from netspec.errors import CheckpointError, DataError, first_line, RunError
 from netspec.grading.rubric import Rubric
 from netspec.grading.verdict import MAX_WEIGHTS, locked_document
 from netspec.runner.rundir import RunDir, is_state_dict, load_checkpoint
@@ -37,7 +35,7 @@ class GraderError(RunError):
 def test_set(rubric: Rubric, data_dir=None) -> ArrayImages:
     """The rubric's test data: a named set's test split, or the hidden set."""
     if rubric.hidden_test:
-        return load_test_set(rubric.test_path)
+        return load_test_set(rubric.test_path, rubric.test_image_shape)
     return load_named_test(rubric.test_dataset, data_dir)
 
 
@@ -60,6 +58,9 @@ def measure(spec: str, weights: str | None, rubric: Rubric, run_dir: Path, data_
         state, record = _submitted(weights, checked.spec)
     with torch.random.fork_rng(devices=[]):
         model = build_model(checked.spec, "cpu")
+    mismatch = _mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"the weights do not match the spec's architecture: {mismatch}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -74,6 +75,9 @@ def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
         raise CheckpointError("no model.pt in the submission (mode evaluate grades the submitted weights)")
     if os.path.getsize(weights) > MAX_WEIGHTS:
         raise CheckpointError(f"model.pt is {os.path.getsize(weights) >> 20} MiB; at most {MAX_WEIGHTS >> 20} MiB")
+    unpacked = _unpacked_size(weights)
+    if unpacked > MAX_WEIGHTS:  # a few MB of deflated zeros can hold gigabytes: judged before loading
+        raise CheckpointError(f"model.pt unpacks to {unpacked >> 20} MiB; at most {MAX_WEIGHTS >> 20} MiB")
     saved = load_checkpoint(Path(weights))  # weights_only: a pickle that would run code is refused, never run
     state = saved.get("state_dict") if isinstance(saved, dict) else None
     record = saved.get("data") if isinstance(saved, dict) else None
@@ -83,6 +87,35 @@ def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
     if problem:
         raise CheckpointError(f"model.pt's data record {problem}")
     return state, record
+
+
+def _unpacked_size(weights: str) -> int:
+    """The bytes a model.pt (torch's zip format) holds once unpacked; its size on disk otherwise."""
+    try:
+        with zipfile.ZipFile(weights) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return os.path.getsize(weights)
+
+
+def _mismatch(expected: dict, state: dict) -> str:
+    """Which keys and shapes of submitted weights differ from the model's, named (torch's own
+    message starts with 'Error(s) in loading state_dict for Sequential:' and names none)."""
+    def some(keys):
+        keys = sorted(keys)
+        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+    parts = []
+    extra, missing = set(state) - set(expected), set(expected) - set(state)
+    if missing:
+        parts.append(f"missing {some(missing)}")
+    if extra:
+        parts.append(f"unexpected {some(extra)}")
+    shapes = [f"{k} is {list(getattr(state[k], 'shape', []))}, the model's {list(expected[k].shape)}"
+              for k in sorted(set(state) & set(expected))
+              if tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
+    parts += shapes[:3]
+    return "; ".join(parts)
 
 
 @torch.no_grad()
@@ -105,28 +138,5 @@ def accuracy(net: torch.nn.Module, spec, record: dict, test: ArrayImages) -> flo
     return right / len(test) if len(test) else 0.0
 
 
-def child(task: dict, result_file: str, parent: int) -> None:
-    """A child process's work: measure one submission and write the result (or the reason there is
-    none) to `result_file`. Exits by itself if the grader that started it is gone."""
-    threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
-    torch.set_num_threads(task["threads"])
-    started = time.perf_counter()
-    try:
-        rubric = task["rubric"]
-        out = measure(task["spec"], task["weights"], rubric, Path(task["run_dir"]), task["data_dir"])
-    except GraderError as e:
-        out = {"error": str(e), "grader": True}
-    except NetspecError as e:
-        out = {"error": str(e)}
-    except OSError as e:
-        out = {"error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")}
-    except Exception as e:  # noqa: BLE001 - a submission may break torch in ways we do not foresee: its reason, not our crash
-        out = {"error": f"{type(e).__name__}: {first_line(e)}"}
-    out["seconds"] = time.perf_counter() - started
-    Path(result_file).write_text(json.dumps(out))
-
-
-def _orphan_watch(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,41 +30,64 @@ MAX_WEIGHTS = 256 << 20  # a small network's weights are kilobytes to megabytes
 
 @dataclass(frozen=True)
 class Entry:
-    """One student's submission as found on disk."""
+    """One student's submission as found on disk (and, when graded, as sealed: `path` and `spec`
+    then point into the private copy)."""
 
     student: str
     path: str
     spec: str | None = None
     weights: str | None = None
     problem: str = ""  # why no spec could be taken from it
+    source: str = ""  # digest of every byte submitted (and of the test data): a change means grading again
+    left_out: tuple[str, ...] = ()  # files not read: links, FIFOs, devices ("data/3 (a link)")
+    alone: bool = False  # a single spec file: it has no files of its own besides the spec
 
 
-def find_entries(folder: str | Path) -> tuple[list[Entry], list[str]]:
-    """(one entry per student, sorted by name; names of things skipped and why)."""
+def is_spec_name(name: str) -> bool:
+    return Path(name).suffix.lower() in SPEC_SUFFIXES
+
+
+def find_entries(folder: str | Path, salt: str = "") -> list[Entry]:
+    """One entry per student, sorted by name, each digested (`salt`: the digest of what else the
+    grade depends on, the test data). Nothing is skipped: a file that is not a submission, two
+    submissions of one name, a link or a FIFO are entries with their reason, so that nobody
+    vanishes from a gradebook. Nothing is opened but regular files (seal.py)."""
     folder = Path(folder)
-    entries, skipped = [], []
+    found: dict[str, list[Path]] = {}
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
-        if item.name.startswith("."):
-            continue
-        if item.is_symlink():
-            entries.append(Entry(_student(item), str(item), problem="a link, not a file or folder: submit the files"))
-        elif item.is_dir():
-            entries.append(folder_entry(item))
-        elif item.suffix in SPEC_SUFFIXES:
-            entries.append(Entry(_student(item), str(item), spec=str(item)))
-        else:
-            skipped.append(f"{item.name} (not a .yaml spec nor a folder)")
-    return entries, skipped
+        if not item.name.startswith("."):
+            found.setdefault(item.stem if is_spec_name(item.name) else item.name, []).append(item)
+    return [submission_entry(items, student, salt) for student, items in found.items()]
 
 
-def _student(item: Path) -> str:
-    return item.stem if item.is_file() and not item.is_symlink() else item.name
+def submission_entry(items: list[Path], student: str, salt: str = "") -> Entry:
+    """The entry of one student's submission (one file or folder; several are a problem), digested."""
+    from netspec.grading.seal import seal
+
+    if len(items) > 1:
+        names = ", ".join(i.name + ("/" if i.is_dir() and not i.is_symlink() else "") for i in items)
+        problem = f"{len(items)} submissions named {student}: {names}; keep one"
+        return Entry(student, str(items[0]), problem=problem, source=_text_digest(problem + salt))
+    item = items[0]
+    kind = os.lstat(item).st_mode
+    if stat.S_ISLNK(kind):
+        problem = "a link, not a file or folder: submit the files"
+    elif stat.S_ISREG(kind) and not is_spec_name(item.name):
+        problem = f"not a submission: a submission is a spec file ({', '.join(SPEC_SUFFIXES)}) or a folder"
+    else:
+        sealed = seal(item)
+        problem = sealed.problem
+        if not problem:
+            return Entry(student, str(item), source=_text_digest(sealed.digest + salt), left_out=sealed.left_out,
+                         alone=not stat.S_ISDIR(kind))
+    return Entry(student, str(item), problem=problem, source=_text_digest(problem + salt))
 
 
-def folder_entry(folder: Path) -> Entry:
-    name = folder.name
+def folder_entry(folder: Path, student: str | None = None) -> Entry:
+    """The spec (and weights) of a submission folder: its sealed copy when grading."""
+    name = student or folder.name
     plain = [p for p in sorted(folder.iterdir()) if not p.is_symlink()]
-    specs = [p for p in plain if p.is_file() and p.suffix in SPEC_SUFFIXES]
+    specs = [p for p in plain if p.is_file() and is_spec_name(p.name)]
     links = [p.name for p in sorted(folder.iterdir()) if p.is_symlink()]
     weights = [p / WEIGHTS for p in [folder] + [d for d in plain if d.is_dir()]
                if (p / WEIGHTS).is_file() and not (p / WEIGHTS).is_symlink()]
@@ -176,10 +201,10 @@ def judge(entry: Entry, rubric: Rubric) -> Verdict:
                        status="missing", fingerprint=_digest(entry.path))
     try:
         doc = submitted_document(entry.spec)
-        checked = check_document(doc, rule_sets=[], base_dir=Path(entry.spec).parent)
-        outside = _data_outside(checked.spec, entry)
+        outside = _data_outside(doc, entry)  # before anything reads the data it names
         if outside:
             raise SpecError([doc.problem(("data", "path"), outside, code="submission/data-path")])
+        checked = check_document(doc, rule_sets=[], base_dir=Path(entry.spec).parent)
     except SpecError as e:
         return Verdict(entry, unjudged("not judged: the spec is not valid"), list(e.problems), status="invalid",
                        fingerprint=_digest(entry.spec))
@@ -198,28 +223,46 @@ def judge(entry: Entry, rubric: Rubric) -> Verdict:
                       "not trained: a rule is broken" if status == "rules" else ""))
     weights = _digest(entry.weights) if entry.weights and rubric.mode == "evaluate" else ""
     return Verdict(entry, items, problems, status, checked.analysis.params,
-                   fingerprint=_text_digest(json.dumps(_comparable(checked.spec.to_dict()), sort_keys=True) + weights))
+                   fingerprint=_text_digest(json.dumps(_comparable(checked.spec.to_dict(), _root(entry)),
+                                                       sort_keys=True) + weights))
 
 
 def _rule_problems(checked, results, doc) -> list[Problem]:
     return problems_of(results, doc) + list(checked.warnings)
 
 
-def _data_outside(spec, entry: Entry) -> str:
+def _root(entry: Entry) -> Path:
+    return Path(entry.path).resolve() if Path(entry.path).is_dir() else Path(entry.spec or entry.path).resolve().parent
+
+
+def _data_outside(doc: Document, entry: Entry) -> str:
     """A data.path outside the submission would train (or test) on files the student does not own:
-    another's data, the instructor's hidden test set."""
-    if not spec.data.path:
+    another's data, the instructor's hidden test set. Judged on the text, before the data is read."""
+    data = doc.data.get("data") if isinstance(doc.data, dict) else None
+    path = data.get("path") if isinstance(data, dict) else None
+    if not isinstance(path, str) or not path:
         return ""
-    root = Path(entry.path).resolve() if Path(entry.path).is_dir() else Path(entry.path).resolve().parent
-    where = Path(spec.data.path).resolve()
+    if entry.alone:
+        return (f"data.path {path} is not part of this submission: a single spec file holds no data; "
+                f"submit a folder with the spec and its data")
+    root = _root(entry)
+    where = (Path(entry.spec).parent / path).resolve()
     if where == root or root in where.parents:
         return ""
-    return f"data.path {spec.data.path} lies outside the submission; a submission trains on its own files only"
+    return f"data.path {path} lies outside the submission; a submission trains on its own files only"
 
 
-def _comparable(resolved: dict) -> dict:
-    """The resolved spec without what does not change the model or its training (name, text)."""
-    return {k: v for k, v in resolved.items() if k not in ("name", "description")}
+def _comparable(resolved: dict, root: Path) -> dict:
+    """The resolved spec without what does not change the model or its training (name, text), its
+    data.path relative to the submission (two copies of one submission compare equal)."""
+    out = {k: v for k, v in resolved.items() if k not in ("name", "description")}
+    path = (out.get("data") or {}).get("path")
+    if path:
+        try:
+            out["data"] = {**out["data"], "path": Path(path).resolve().relative_to(root).as_posix()}
+        except ValueError:
+            pass
+    return out
 
 
 def _digest(path: str | Path) -> str:

@@ -9,6 +9,7 @@ import io
 import os
 from pathlib import Path
 
+from netspec.report.escape import csv_cell, md_text
 from netspec.runner.rundir import atomic_write
 
 FEEDBACK = "feedback"
@@ -32,16 +33,16 @@ def _write(path: Path, text: str) -> None:
 def gradebook_csv(columns: list[tuple[str, float]], rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["student", "status", "total", "max"] + [f"{name} ({most:g})" for name, most in columns]
+    writer.writerow(["student", "status", "total", "max"] + [csv_cell(f"{name} ({most:g})") for name, most in columns]
                     + ["test_accuracy", "params", "seconds", "peak_mb", "same_as", "reason"])
     for row in rows:
         points = {i["name"]: i["points"] for i in row["items"]}
-        writer.writerow([row["student"], row["status"], _num(row["total"]), _num(row["max"])]
+        writer.writerow([csv_cell(row["student"]), csv_cell(row["status"]), _num(row["total"]), _num(row["max"])]
                         + [_num(points.get(name, 0)) for name, _ in columns]
                         + ["" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}",
                            "" if row["params"] is None else row["params"], row["seconds"],
-                           "" if row.get("peak_mb") is None else row["peak_mb"], " ".join(row.get("same_as", [])),
-                           _one_line(row["reason"])])
+                           "" if row.get("peak_mb") is None else row["peak_mb"],
+                           csv_cell(" ".join(row.get("same_as", []))), csv_cell(_one_line(row["reason"]))])
     return buf.getvalue()
 
 
@@ -66,15 +67,15 @@ def _hinted(p: dict) -> str:
     return f"{p['path'] or '(top)'}: {p['message']}" + (f" (hint: {p['hint']})" if p["hint"] else "")
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _names(students) -> str:
+    return ", ".join(md_text(s) for s in students)
 
 
 def grades_markdown(name: str, columns: list[tuple[str, float]], rows: list[dict], about: dict,
                     histogram: bool) -> str:
     most = sum(m for _, m in columns)
     graded = [r for r in rows if r["test_accuracy"] is not None]
-    lines = [f"# Grades: {name}", "",
+    lines = [f"# Grades: {md_text(name)}", "",
              f"{len(rows)} submissions; {len(graded)} measured on the {about['test']} ({about['mode']} mode"
              + (f", trained on {about['limit']:,} images" if about.get("limit") and about["mode"] == "retrain" else "")
              + f"). Out of {most:g} points.", ""]
@@ -89,14 +90,14 @@ def grades_markdown(name: str, columns: list[tuple[str, float]], rows: list[dict
     lines += ["## Class", "", "| student | points | test accuracy | params | status | same as |", "|---|---:|---:|---:|---|---|"]
     for r in rows:
         acc = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
-        lines.append(f"| [{_cell(r['student'])}]({FEEDBACK}/{r['file_name']}.md) | {r['total']:g} / {r['max']:g} "
+        lines.append(f"| [{md_text(r['student'])}]({FEEDBACK}/{r['file_name']}.md) | {r['total']:g} / {r['max']:g} "
                      f"| {acc} | {_count(r['params'])} | "
-                     f"{STATUS_TEXT.get(r['status'], r['status'])} | {_cell(', '.join(r.get('same_as', [])))} |")
+                     f"{md_text(STATUS_TEXT.get(r['status'], r['status']))} | {_names(r.get('same_as', []))} |")
     if graded:
         lines += ["", "## Leaderboard", "", "| rank | student | test accuracy | params |", "|---:|---|---:|---:|"]
         ranked = sorted(graded, key=lambda r: (-r["test_accuracy"], r["params"] or 0, r["student"]))
         for i, r in enumerate(ranked[:10], 1):
-            lines.append(f"| {i} | {_cell(r['student'])} | {r['test_accuracy']:.4f} | {r['params']:,} |")
+            lines.append(f"| {i} | {md_text(r['student'])} | {r['test_accuracy']:.4f} | {r['params']:,} |")
     failures = {}
     for r in rows:
         for item in r["items"]:
@@ -104,7 +105,7 @@ def grades_markdown(name: str, columns: list[tuple[str, float]], rows: list[dict
                 failures[item["name"]] = failures.get(item["name"], 0) + 1
     if failures:
         lines += ["", "## Rubric items failed", "", "| item | submissions |", "|---|---:|"]
-        lines += [f"| {_cell(k)} | {v} |" for k, v in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))]
+        lines += [f"| {md_text(k)} | {v} |" for k, v in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))]
     dupes = [r for r in rows if r.get("same_as")]
     if dupes:
         lines += ["", "## Identical submissions", "",
@@ -114,26 +115,25 @@ def grades_markdown(name: str, columns: list[tuple[str, float]], rows: list[dict
             group = tuple(sorted([r["student"], *r["same_as"]]))
             if group not in seen:
                 seen.add(group)
-                lines.append("- " + ", ".join(group))
+                lines.append("- " + _names(group))
     return "\n".join(lines) + "\n"
 
 
 def feedback_markdown(name: str, row: dict, run_link: str | None) -> str:
-    lines = [f"# {name}: {row['student']}", "",
-             f"**{row['total']:g} of {row['max']:g} points** ({STATUS_TEXT.get(row['status'], row['status'])})", ""]
+    lines = [f"# {md_text(name)}: {md_text(row['student'])}", "",
+             f"**{row['total']:g} of {row['max']:g} points** ({md_text(STATUS_TEXT.get(row['status'], row['status']))})", ""]
     if row["test_accuracy"] is not None:
         lines += [f"Test accuracy {row['test_accuracy']:.4f} on {row['test_size']:,} images; {row['params']:,} parameters.", ""]
     if row["reason"] and row["status"] not in ("graded",):
-        lines += [f"Why: {row['reason']}", ""]
+        lines += [f"Why: {md_text(row['reason'])}", ""]
     lines += ["| item | points | of | note |", "|---|---:|---:|---|"]
     for item in row["items"]:
         mark = "" if item["passed"] is None else ("✓ " if item["passed"] else "✗ ")
-        lines.append(f"| {mark}{_cell(item['name'])} | {item['points']:g} | {item['max_points']:g} | {_cell(item['note'])} |")
+        lines.append(f"| {mark}{md_text(item['name'])} | {item['points']:g} | {item['max_points']:g} | {md_text(item['note'])} |")
     if row["problems"]:
         lines += ["", "## What to fix", ""]
-        lines += [f"- `{_place(p)}` {_hinted(p)}" for p in row["problems"]]
-    if row.get("same_as"):
-        lines += ["", f"Identical to the submission of: {', '.join(row['same_as'])}."]
+        lines += [f"- **{md_text(_place(p))}** {md_text(_hinted(p))}" for p in row["problems"]]
+    # row["same_as"] stays in grades.md and gradebook.csv: one student's page names no other student
     if run_link:
         lines += ["", "## Training", "", f"![loss curves]({run_link}/loss.png)", "",
                   f"The run folder: [{run_link}]({run_link}/report.md)"]

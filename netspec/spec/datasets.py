@@ -151,19 +151,33 @@ def first_image(root: Path) -> Path | None:
     return next(iter(_image_files(root)), None)
 
 
+MAX_FOLDER_DEPTH = 32  # class folders nest a few levels; a deeper tree is a mistake or an attack
+
+
 def _image_files(root: Path):
     """Image files under `root`, sorted, depth first: regular files (or links to one) with an image
     suffix. Links to folders are never followed (a link to `.` would list every image again, for
-    ever), hidden names are skipped, and a FIFO or device named x.png is not an image."""
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except NotADirectoryError:
-        return
-    for e in entries:
-        if e.name.startswith("."):
+    ever), hidden names are skipped, and a FIFO or device named x.png is not an image. The walk is
+    iterative and stops at MAX_FOLDER_DEPTH levels (1,100 nested folders had overflowed Python's
+    stack)."""
+    def listing(folder):
+        try:
+            return iter(sorted(os.scandir(folder), key=lambda e: e.name))
+        except NotADirectoryError:
+            return iter(())
+
+    stack = [listing(root)]  # one sorted listing per open folder: the order of a recursive walk
+    while stack:
+        e = next(stack[-1], None)
+        if e is None:
+            stack.pop()
+        elif e.name.startswith("."):
             continue
-        if e.is_dir(follow_symlinks=False):
-            yield from _image_files(Path(e.path))
+        elif e.is_dir(follow_symlinks=False):
+            if len(stack) >= MAX_FOLDER_DEPTH:
+                raise FactsError(("data", "path"), f"folders nested deeper than {MAX_FOLDER_DEPTH} levels under "
+                                 f"{root} (at {e.path})", "keep images at most a few folders below their class folder")
+            stack.append(listing(e.path))
         elif e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file(follow_symlinks=True):
             yield Path(e.path)
 

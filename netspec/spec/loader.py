@@ -15,8 +15,11 @@ happens in three guarded passes:
 from __future__ import annotations
 
 import math
+import os
 import re
+import select
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ import yaml
 from netspec.errors import Problem, SpecError
 
 MAX_BYTES = 1 << 20  # a spec is a page of text; 1 MiB is generous
+PIPE_WAIT_S = 10.0  # a pipe that sends nothing for this long is not a spec being written
 MAX_DEPTH = 64  # real specs nest 5 levels deep
 MAX_ALIASES = 64  # anchors are rare in specs; billion-laughs needs many
 MAX_VALUES = 100_000  # values after alias expansion
@@ -95,8 +99,10 @@ def read_text(path: str | Path) -> str:
     if st.st_size > MAX_BYTES:
         raise too_big(f"{st.st_size:,}")
     try:
-        with open(p, "rb") as f:  # at most the limit and one byte: a device (/dev/zero) or pipe states no size
-            data = f.read(MAX_BYTES + 1)
+        data = _read_at_most(p, MAX_BYTES + 1, PIPE_WAIT_S if stat.S_ISFIFO(st.st_mode) else None)
+        if data is None:
+            raise SpecError([Problem(name, 0, 0, "", f"is a pipe (FIFO) that sent nothing for {PIPE_WAIT_S:g} s",
+                                     code="file")])
         if len(data) > MAX_BYTES:
             raise too_big(f"over {MAX_BYTES:,}")
         return data.decode("utf-8")
@@ -104,6 +110,32 @@ def read_text(path: str | Path) -> str:
         raise SpecError([Problem(name, 0, 0, "", f"not UTF-8 text ({e.reason} at byte {e.start})", code="file")]) from None
     except OSError as e:
         raise SpecError([Problem(name, 0, 0, "", f"cannot read: {e.strerror}", code="file")]) from None
+
+
+def _read_at_most(path: Path, limit: int, wait: float | None) -> bytes | None:
+    """At most `limit` bytes of a file: a device (/dev/zero) or pipe states no size. A pipe is
+    opened without waiting for a writer (a FIFO nobody writes to had blocked `validate` for ever);
+    one with no writer reads as empty, and one that sends nothing for `wait` seconds gives None."""
+    if wait is None:
+        with open(path, "rb") as f:
+            return f.read(limit)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks, size, deadline = [], 0, time.monotonic() + wait
+        while size < limit:
+            try:
+                chunk = os.read(fd, min(1 << 16, limit - size))
+            except BlockingIOError:  # a writer is there and has not written yet
+                if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    return None
+                continue
+            if not chunk:  # the end, or no writer at all
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def load_file(path: str | Path) -> Document:
