@@ -321,3 +321,22 @@ def test_a_class_gets_the_same_gradebook_on_a_quiet_and_on_a_loaded_machine(tmp_
             p.wait()
     assert quiet == loaded
     assert [quiet[s]["status"] for s in ("alice", "carl", "ivan")] == ["graded", "invalid", "time limit"]
+
+
+@pytest.mark.slow
+def test_a_child_killed_at_its_limit_leaves_no_worker_holding_the_graders_output(tmp_path, fake_data):
+    """Streamed data with DataLoader workers, stopped by the time limit: the whole group dies, so
+    the grader's piped output closes (workers left under PID 1 had kept `grade | grep` open)."""
+    from test_grade import mlp
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "w.yaml").write_text(mlp("w").replace("data: {validation: 100}",
+                                                  "data: {validation: 100, loading: stream, workers: 2}"))
+    (tmp_path / "rubric.yaml").write_text("name: w\nlocked: {train.epochs: 200}\npoints: {valid: 10, accuracy: "
+                                          "[{at_least: 0.0, points: 5}]}\nlimits: {seconds: 4}\n")
+    proc = _grade(subs, tmp_path, tmp_path / "grades", "--data-dir", str(fake_data), timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert _book(tmp_path / "grades")["w"]["status"] == "time limit"
+    left = subprocess.run(["pgrep", "-f", "netspec-grade|multiprocessing.spawn"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
