@@ -101,6 +101,19 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_refused(tmp_path, f
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+@pytest.mark.parametrize("limit", [642, 643])
+def test_a_last_batch_that_leaves_a_process_one_sample_is_dropped(tmp_path, fake_data, limit):
+    """A last batch of 2 or 3 samples gives one process a share of one, which BatchNorm cannot
+    train on (91 lines of '[rank1]: ... Expected more than 1 value per channel' had ended the
+    epoch); it is dropped, as a plain run drops a last batch of one."""
+    spec = tmp_path / "bn.yaml"
+    spec.write_text(SPEC.replace("    - ReLU\n", "    - BatchNorm1d\n    - ReLU\n").replace("epochs: 2", "epochs: 1"))
+    proc = _run(NETSPEC + ["run", str(spec), "--out", str(tmp_path / "bn"), "--data-dir", str(fake_data), "--limit",
+                           str(limit), "--nproc", "2"], tmp_path)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "bn" / "metrics.json").read_text())["status"] == "finished"
+
+
 def test_batchnorm_under_several_processes_is_said_and_sync_is_refused_on_the_cpu(tmp_path, fake_data):
     """DDP leaves each process's BatchNorm to its own share of the batch: the record and the
     report say so; SyncBatchNorm (GPUs only) asked for on CPU processes is refused before any folder."""

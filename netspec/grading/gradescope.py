@@ -21,7 +21,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import netspec
 from netspec._version import __version__
 from netspec.errors import NetspecError, RunError
 from netspec.grading.classroom import grade_entry
@@ -34,6 +33,7 @@ from netspec.spec.loader import load_file
 from netspec.spec.rules import shipped_rule_sets
 
 RUBRIC = "rubric.yaml"
+PACKAGE_INIT = Path(__file__).parents[1] / "__init__.py"  # the installed netspec package's own file
 FAILED = "The autograder could not grade this submission; tell your instructor. "  # then why
 
 SOURCE = "netspec-src"  # netspec's own source in the zip, installed by setup.sh
@@ -231,7 +231,7 @@ def _regular_files(top: Path) -> list[Path]:
 def _project() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """netspec's dependencies and package data, read from the checkout's pyproject.toml where this
     netspec runs from one (an editable install), else the copies kept here."""
-    pyproject = Path(netspec.__file__).parents[1] / "pyproject.toml"
+    pyproject = Path(PACKAGE_INIT).parents[1] / "pyproject.toml"
     try:
         import tomllib  # Python 3.11+
 
@@ -251,7 +251,7 @@ def _requirement_name(requirement: str) -> str:
 def _source_files(package_data) -> list[tuple[Path, str]]:
     """netspec's own source for netspec-src/ (beside the pyproject.toml that builds it, so setup.sh
     installs this very netspec): the installed package's .py files and package data."""
-    package = Path(netspec.__file__).parent
+    package = Path(PACKAGE_INIT).parent
     out = []
     for f in _regular_files(package):
         rel = f.relative_to(package).as_posix()

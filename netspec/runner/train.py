@@ -244,7 +244,10 @@ class Trainer:
             except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
                 self._compile_failed(e)
         n = len(data.train)
-        self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if n % t.batch_size == 1 else 0)
+        # a last batch that leaves some process a share of one sample (BatchNorm cannot train on one)
+        # is dropped, as a plain run drops a last batch of one
+        last = n % t.batch_size
+        self.steps_per_epoch = math.ceil(n / t.batch_size) - (1 if 0 < last and last // ranks.size <= 1 else 0)
         self.loop = None
         if self.speed.compile == "graph":  # the schedule is a table on the device, read by the step itself
             self.loop = DeviceLoop(self)
