@@ -30,7 +30,7 @@ from netspec.builder.check import Checked, check_document
 from netspec.errors import NetspecError, SpecError
 from netspec.report.tables import epoch_line, summary_json, summary_text
 from netspec.runner.metrics import Metrics
-from netspec.runner.observer import Observer
+from netspec.runner.observer import Observer, Observers
 from netspec.spec.loader import load_file, load_text
 from netspec.spec.overrides import apply_overrides
 
@@ -245,17 +245,25 @@ class Run:
         or RGB, resized to the run's image size), scaled to 0..1, then normalised as in training.
         `invert=True` reads 1 - pixel (a dark digit on light paper, for a model of light-on-dark
         MNIST). Each row says `looks_inverted` where the image's brightness is far from the
-        training images' and its inverse is close: the prediction is then likely wrong."""
-        from netspec.runner.export import image_files, looks_inverted, read_images
+        training images' and its inverse is close: the prediction is then likely wrong. A file that
+        cannot be read is a row of its own, in its place, with `error` saying why (and no class);
+        every other file is still predicted."""
+        from netspec.runner.export import image_files, looks_inverted, read_readable
 
         files = image_files(paths)
-        images = read_images(files, tuple(self.preprocessing["image_shape"]))
+        images, unread = read_readable(files, tuple(self.preprocessing["image_shape"]))
         if invert:
             images = 1 - images
-        suspect = looks_inverted(images, self.preprocessing["mean"])
-        pred = self.predict(images)
-        return [{"file": str(f), "class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i]),
-                 "looks_inverted": bool(suspect[k])} for k, (f, i) in enumerate(zip(files, pred.labels))]
+        readable = [f for f in files if f not in unread]
+        predicted = {}
+        if readable:
+            suspect = looks_inverted(images, self.preprocessing["mean"])
+            pred = self.predict(images)
+            predicted = {f: {"class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i]),
+                             "looks_inverted": bool(suspect[k]), "error": None}
+                         for k, (f, i) in enumerate(zip(readable, pred.labels))}
+        unreadable = {"class": None, "label": None, "probability": None, "looks_inverted": False}
+        return [{"file": str(f), **(predicted[f] if f in predicted else {**unreadable, "error": unread[f]})} for f in files]
 
     def export(self, path: str | Path | None = None, format: str = "onnx", force: bool = False) -> Path:
         """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it;
@@ -331,31 +339,38 @@ def _as_spec(spec, rules, overrides) -> Spec:
 
 def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, data_dir: str | Path | None = None,
           limit: int | None = None, force: bool = False, progress: bool | Observer = True, rules=(),
-          overrides=None, runs_root: str | Path = "runs", detect_anomaly: bool = False) -> Run:
+          overrides=None, runs_root: str | Path = "runs", detect_anomaly: bool = False, log=()) -> Run:
     """Train a spec and write its run folder (runs/<name>-<time>, or `out`); returns the opened Run.
     The keywords are `netspec run`'s options, one each.
 
     `limit`: train on the first N training images only (validation and test stay whole).
     `progress`: True prints a line per epoch; an `Observer` gets every hook; False is silent.
     `force`: empty `out` first when it holds an earlier run (otherwise that is refused).
+    `log`: trackers that record the run too, by name: ["tensorboard", "mlflow"] (netspec.runner.trackers).
     """
     spec = _as_spec(spec, rules, overrides)
     from netspec.report.run_report import RunReporter
     from netspec.runner.run import run as _run
 
-    result = _run(spec.checked, out=out, data_dir=data_dir, observer=_observer(progress), limit=limit, force=force,
+    observer = _observers(progress, log)  # a tracker that cannot record says so now, before any folder is made
+    result = _run(spec.checked, out=out, data_dir=data_dir, observer=observer, limit=limit, force=force,
                   runs_root=runs_root, detect_anomaly=detect_anomaly, reporter=RunReporter())
     return open_run(result.run_dir.path)
 
 
-def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bool | Observer = True) -> Run:
-    """Continue an interrupted run from its last finished epoch, on the data it used."""
+def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bool | Observer = True, log=()) -> Run:
+    """Continue an interrupted run from its last finished epoch, on the data it used. `log`: as in
+    `train`; by default the trackers the run was logged to (an MLflow run goes on)."""
     from netspec.report.run_report import RunReporter
     from netspec.runner.rundir import RunDir
     from netspec.runner.run import check_run_spec, run as _run
 
     checked, _ = check_run_spec(RunDir.open(path))
-    _run(checked, out=path, data_dir=data_dir, observer=_observer(progress), resume=True, reporter=RunReporter())
+    if not log:
+        from netspec.runner.trackers import used_by
+
+        log = used_by(path)
+    _run(checked, out=path, data_dir=data_dir, observer=_observers(progress, log), resume=True, reporter=RunReporter())
     return open_run(path)
 
 
@@ -363,6 +378,17 @@ def _observer(progress) -> Observer | None:
     if isinstance(progress, Observer) or (progress and not isinstance(progress, bool)):
         return progress
     return PrintProgress() if progress else None
+
+
+def _observers(progress, log) -> Observer | None:
+    """The progress display and the trackers named in `log`, on one run."""
+    if isinstance(log, str):
+        log = [log]
+    if not log:
+        return _observer(progress)
+    from netspec.runner.trackers import make_trackers
+
+    return Observers([_observer(progress), *make_trackers(log)])
 
 
 @dataclass
@@ -405,7 +431,7 @@ def sweep(spec: str | Path, *, workers: int = 1, progress=True, **settings) -> S
 
     `settings` are the command's options: grid=["key=v1,v2"], ranges=["key=low:high:log"],
     sampler, trials, prune, storage, out, overrides (--set), imposed (--rules), data_dir, limit,
-    draft. `progress`: True prints trials and epochs; an object with `observer(trial, values)` and
+    draft, log (trackers every trial reports to, e.g. ["mlflow"]). `progress`: True prints trials and epochs; an object with `observer(trial, values)` and
     `on_trial(study, trial)` methods gets them; False is silent."""
     from netspec.report.run_report import RunReporter
     from netspec.report.sweep_report import write_sweep_outputs
@@ -459,9 +485,12 @@ def data_facts(dataset: str | Path = "mnist", *, data_dir=None, validation: int 
 
 
 def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
-          storage: str | None = None, data_dir: str | Path | None = None):
+          storage: str | None = None, data_dir: str | Path | None = None, only=(), roster: str | Path | None = None):
     """Grade a folder of submissions by a rubric (as `netspec grade`): writes gradebook.csv,
-    grades.md and feedback/ into `out`, and returns the gradebook (its `rows`, one dict per student)."""
+    grades.md and feedback/ into `out`, and returns the gradebook (its `rows`, one dict per student).
+    `only`: names of students to grade again, and nobody else; `roster`: a CSV (folder, name, id,
+    email) whose students join the gradebook, which is then also written as gradebook-canvas.csv."""
     from netspec.grading.classroom import grade as grade_class
 
-    return grade_class(submissions, rubric, out=out, workers=workers, storage=storage, data_dir=data_dir)
+    return grade_class(submissions, rubric, out=out, workers=workers, storage=storage, data_dir=data_dir,
+                       only=only, roster=roster)

@@ -15,7 +15,7 @@ from netspec.builder.analysis import analyze
 from netspec.builder.model import build_model
 from netspec.spec.layers import LAYERS, ShapeError
 
-HEAVY = ("torch", "torchvision", "optuna", "matplotlib", "onnx", "numpy")
+HEAVY = ("torch", "torchvision", "optuna", "matplotlib", "onnx", "numpy", "tensorboard", "mlflow")
 
 
 def _random_case(rng: random.Random, name: str) -> tuple[tuple, dict]:

@@ -160,6 +160,7 @@ def test_checkpoint_that_runs_code_is_refused(fake_data, tmp_path):
     result = run(check_file(SPECS / "mlp.yaml", overrides=("train.epochs=1", "data.validation=100")),
                  out=tmp_path / "r", data_dir=fake_data)
     marker = tmp_path / "pwned"
+    (result.run_dir / "model.safetensors").unlink()  # read in preference (test_safetensors.py): model.pt alone here
     torch.save({"state_dict": Exploit(marker)}, result.run_dir / "model.pt")
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(result.run_dir / "model.pt")

@@ -241,6 +241,7 @@ def test_interrupt_mid_epoch_keeps_the_last_finished_epochs_model(fake_data, tmp
 @pytest.mark.parametrize("content", [{"state_dict": [1, 2]}, {"state_dict": {"other.weight": torch.zeros(2)}}, [1, 2]])
 def test_foreign_model_file_is_one_clear_error(fake_data, tmp_path, content):
     run(quick_mlp("train.epochs=1"), out=tmp_path / "r", data_dir=fake_data, limit=300)
+    (tmp_path / "r" / "model.safetensors").unlink()  # read in preference; a folder from before it has model.pt alone
     torch.save(content, tmp_path / "r" / "model.pt")
     r = cli.invoke(app, ["eval", str(tmp_path / "r"), "--data-dir", str(fake_data)])
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output

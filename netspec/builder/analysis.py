@@ -6,17 +6,27 @@ a linter and a spec asking for 10^12 parameters is reported, never allocated.
 from __future__ import annotations
 
 from netspec.families.base import BYTES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Row, num_classes
+from netspec.families.chain import assuming
 from netspec.spec.config import Spec
 from netspec.spec.layers import _fmt
 
 MAX_PARAMS = 500_000_000  # 2 GB of float32 weights, 6 GB with Adam's state
 
 
-def analyze(spec: Spec) -> Analysis:
-    """Exact shapes and parameter counts, and the limits they must keep, without torch."""
-    analysis = Analysis(input_shape=tuple(spec.data.input_shape))
+def analyze(spec: Spec, unknown: frozenset = frozenset()) -> Analysis:
+    """Exact shapes and parameter counts, and the limits they must keep, without torch.
+    `unknown`: paths of layer items the schema refused (the shape is unknown after them)."""
+    analysis = Analysis(input_shape=tuple(spec.data.input_shape), unknown=frozenset(unknown))
     spec.family.analyze(spec, analysis)
-    if analysis.problems:
+    classes = num_classes(spec)
+    if analysis.output_features is not None and analysis.output_features != classes and spec.data.dataset != "none":
+        analysis.problems.append(BuildProblem(  # the shape before it is unknown; its size is not
+            analysis.output_path, f"the last Linear outputs {analysis.output_features} features but "
+                                  f"{spec.data.dataset} has {classes} classes",
+            analysis.output_hint.format(classes=classes), code="output-size"))
+    if analysis.problems:  # the output and the limits wait for the shapes
+        if analysis.assumed and analysis.output_shape is not None:
+            analysis.problems.extend(_output_problems(spec, analysis))
         return analysis
     if analysis.params + analysis.frozen > MAX_PARAMS:
         analysis.problems.append(BuildProblem(
@@ -31,15 +41,21 @@ def analyze(spec: Spec) -> Analysis:
                                 f"({analysis.activation_elements:,} values per sample x {key} {batch}); "
                                 f"the limit is {MAX_ACTIVATION_BYTES:,}", f"lower train.{key}", code="limit"))
             break
-    classes = num_classes(spec)
-    if (spec.data.dataset != "none" and analysis.output_shape is not None
-            and tuple(analysis.output_shape) != (classes,) and not analysis.problems):
-        analysis.problems.append(BuildProblem(
-            analysis.output_path,
-            f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
-            (analysis.output_hint or "end with Linear(out_features={classes}) on a flat input").format(classes=classes),
-            code="output-size"))
+    if not analysis.problems:
+        analysis.problems.extend(_output_problems(spec, analysis))
     return analysis
+
+
+def _output_problems(spec: Spec, analysis: Analysis) -> list[BuildProblem]:
+    classes = num_classes(spec)
+    if spec.data.dataset == "none" or analysis.output_shape is None or tuple(analysis.output_shape) == (classes,):
+        return []
+    problem = BuildProblem(
+        analysis.output_path,
+        f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
+        (analysis.output_hint or "end with Linear(out_features={classes}) on a flat input").format(classes=classes),
+        code="output-size")
+    return [assuming(problem, analysis.assumed) if analysis.assumed else problem]
 
 
 def budget_hint(analysis: Analysis, n: int = 3) -> str:

@@ -18,7 +18,7 @@ from netspec.builder.analysis import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
 from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, dataset_facts
-from netspec.spec.loader import Document, load_file
+from netspec.spec.loader import Document, format_path, load_file
 from netspec.spec.overrides import apply_overrides
 from netspec.spec.rules import Rules, allowed_layers, load_rules, resolve_rules, same_rules, shipped_rule_sets
 from netspec.spec.schema import spec_schema
@@ -38,6 +38,7 @@ class RuleResult:
     path: tuple = ()
     hint: str = ""
     waived: bool = False  # broken, and allowed because the run is a draft (`--draft`): not gradable
+    places: tuple = ()  # (path, name) of each offending layer or block: a broken whitelist is reported at each
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     allowed = allowed_layers(rule_sets)
     problems += schema_problems(doc, spec_schema(allowed), allowed)
     if problems:  # what the rules say about the file as written is independent of those mistakes: one round
-        raise SpecError(problems + [p for p in early_rule_problems(doc, rule_sets) if p.path not in {q.path for q in problems}])
+        early = [p for p in early_rule_problems(doc, rule_sets) if p.path not in {q.path for q in problems}]
+        raise SpecError(beyond_schema(problems, doc, rule_sets, base_dir, read_data, allowed) + early)
 
     try:
         spec = resolve_data(spec_from_dict(doc.data), doc, base_dir, read_data)
@@ -114,9 +116,11 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     problems = [build_problem(doc, p) for p in analysis.problems]
     problems += [doc.problem(path, msg, hint, code="training") for path, msg, hint in training_problems(spec)]
     results = tuple(r for rules in rule_sets for r in apply_rules(rules, spec, analysis))
-    if not analysis.problems:
-        problems += problems_of(list(results), doc)
-    warnings = tuple(doc.problem(w.path, f"{w.message} [{w.name}]", code=f"lint/{w.name}")
+    problems += problems_of([r for r in results if shapes_known(analysis) or r.rule != "params"], doc)
+    if analysis.lost is not None:
+        problems = waiting(problems, results, format_path(analysis.lost))
+    problems = [within_rules(p, allowed, spec) for p in problems]
+    warnings = tuple(within_rules(doc.problem(w.path, f"{w.message} [{w.name}]", code=f"lint/{w.name}"), allowed, spec)
                      for w in lint(spec, analysis)) if not problems else ()
     checked = Checked(spec, doc, tuple(rule_sets), analysis, results, warnings)
     if problems:
@@ -125,6 +129,125 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
             error.checked = checked
         raise error
     return checked
+
+
+def shapes_known(analysis: Analysis) -> bool:
+    """Every layer's shape is known for sure: the parameter count is exact."""
+    return analysis.lost is None and not analysis.unknown and analysis.output_shape is not None
+
+
+def waiting(problems: list[Problem], results, at: str) -> list[Problem]:
+    """The finding at `at`, which leaves the shapes after it unknown, says what waits for its fix:
+    the budgets and limits need every layer's shape."""
+    budgets = [f"{r.rule} {r.limit} (rules '{r.rules}')" for r in results if r.rule == "params"]
+    wait = "once the shapes are known, netspec checks " + ", ".join(budgets + ["the parameter and memory limits"])
+    for k, p in enumerate(problems):
+        if p.path == at:
+            return problems[:k] + [replace(p, hint=f"{p.hint}; {wait}" if p.hint else wait)] + problems[k + 1:]
+    return problems
+
+
+def beyond_schema(found: list[Problem], doc: Document, rule_sets: list[Rules], base_dir: Path,
+                  read_data: bool, allowed: list[str] | None = None) -> list[Problem]:
+    """The schema's problems `found`, and what can still be checked beside them: the spec with each
+    refused part taken out (a setting falls back to its default; a layer item stays as an unknown,
+    the shape unknown after it) goes through the exact checks; findings at the parts taken out are
+    dropped. The first refused layer item says what waits for its fix."""
+    repaired = _repaired(doc.data)
+    if repaired is None:
+        return found
+    data, unknown, taken = repaired
+    outside = lambda p: not any(p.path == t or p.path.startswith((t + ".", t + "[")) for t in taken)  # noqa: E731
+    try:
+        spec = resolve_data(spec_from_dict(data), doc, base_dir, read_data)
+    except SpecError as e:
+        return found + [p if p.code else p.coded("data") for p in e.problems if outside(p)]
+    except Exception:  # noqa: BLE001 - what the schema refused may break more than it says: the schema's word stands
+        return found
+    analysis = analyze(spec, unknown=unknown)
+    problems = [build_problem(doc, p) for p in analysis.problems]
+    problems += [doc.problem(path, msg, hint, code="training") for path, msg, hint in training_problems(spec)]
+    results = [r for rules in rule_sets for r in apply_rules(rules, spec, analysis)]
+    problems += problems_of([r for r in results  # the schema's problems and early_rule_problems name the rest
+                             if r.rule == "hidden units" or r.rule == "params" and shapes_known(analysis)], doc)
+    if unknown:
+        found = waiting(found, results, format_path(min(unknown, key=doc.locate)))
+    elif analysis.lost is not None:
+        problems = waiting(problems, results, format_path(analysis.lost))
+    return found + [within_rules(p, allowed, spec) for p in problems if outside(p)]
+
+
+def within_rules(problem: Problem, allowed: list[str] | None, spec: Spec) -> Problem:
+    """A hint never suggests a layer the rules in force refuse (the family words it otherwise)."""
+    if allowed is None or not problem.hint:
+        return problem
+    hint = spec.family.hint_within(problem.hint, allowed, spec)
+    return problem if hint == problem.hint else replace(problem, hint=hint)
+
+
+def _repaired(data: dict, rounds: int = 8):
+    """(data valid under the full schema, paths of layer items replaced by an unknown, paths taken
+    out as text), or None when what is refused cannot be taken out (the model's list itself, the name)."""
+    import copy
+
+    from netspec.spec.schema_errors import Validator, is_item_path
+
+    data, unknown, taken = copy.deepcopy(data), set(), set()
+    validator = Validator(spec_schema(None))
+    for _ in range(rounds):
+        errors = list(validator.iter_errors(data))
+        if not errors:
+            return data, frozenset(unknown), taken
+        for err in errors:
+            path = tuple(err.absolute_path)
+            item = next((path[:n] for n in range(len(path), 2, -1) if is_item_path(path[:n])), None)
+            if item is not None:  # the innermost layer item holding the mistake
+                if not _put(data, item, "Identity"):
+                    return None
+                unknown.add(item)
+                taken.add(format_path(item))
+                continue
+            if path[:1] == ("model",) or len(path) < (1 if err.validator == "additionalProperties" else 2):
+                return None
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+                known = err.schema.get("properties", {})
+                node = _get(data, path)
+                for key in [k for k in err.instance if k not in known]:
+                    if isinstance(node, dict):
+                        node.pop(key, None)
+                    taken.add(format_path(path + (key,)))
+                continue
+            while path and not isinstance(path[-1], str):
+                path = path[:-1]
+            if len(path) < 2 or not _drop(data, path):  # a whole section, or the spec's name: no default
+                return None
+            taken.add(format_path(path))
+    return None
+
+
+def _get(data, path: tuple):
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _put(data, path: tuple, value) -> bool:
+    parent = _get(data, path[:-1])
+    if isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
+        parent[path[-1]] = value
+        return True
+    return False
+
+
+def _drop(data, path: tuple) -> bool:
+    parent = _get(data, path[:-1])
+    if isinstance(parent, dict) and path[-1] in parent:
+        del parent[path[-1]]
+        return True
+    return False
 
 
 def build_problem(doc: Document, problem) -> Problem:
@@ -171,8 +294,12 @@ def _required_result(rules: Rules, layer: str, names) -> RuleResult:
 
 def _fixed_result(rules: Rules, key: str, have, want) -> RuleResult:
     ok = (list(have) if isinstance(have, tuple) else have) == want
+    keys = ", ".join(k for k, _ in rules.fixed)  # what `check_document(draft=True)` waives: every fixed setting
+    hint = (f"the rules fix {key} at {_show(want)}; for a quick try, `netspec run --draft` waives the rules' "
+            f"fixed settings ({keys}), in the file or from --set: every other rule still applies, and the run "
+            "is marked 'draft: not gradable'")
     return RuleResult(rules.name, key, _show(have), f"fixed at {_show(want)}", ok, split_key(key),
-                      waived=not ok and key in rules.waived)
+                      hint="" if ok else hint, waived=not ok and key in rules.waived)
 
 
 def resolve_data(spec: Spec, doc: Document, base_dir: Path, read_data: bool = True) -> Spec:
@@ -276,15 +403,16 @@ def apply_rules(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult
     out: list[RuleResult] = []
     r = rules.name
     names = spec.family.layer_names(spec.model)
+    items = spec.family.named_places(spec.model)
     if rules.allowed_layers is not None:
         bad = sorted(set(names) - set(rules.allowed_layers))
         out.append(RuleResult(r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
-                              not bad, ("model",)))
+                              not bad, ("model",), places=tuple(p for p in items if p[1] in bad)))
     if rules.allowed_blocks is not None:
         bad = sorted(set(spec.family.block_names(spec.model)) - set(rules.allowed_blocks))
         out.append(RuleResult(r, "blocks", ", ".join(bad) or "all allowed",
                               "only " + ", ".join(rules.allowed_blocks) if rules.allowed_blocks else "none (a plain chain)",
-                              not bad, ("model",)))
+                              not bad, ("model",), places=tuple(p for p in items if p[1] in bad)))
     if rules.max_params is not None:
         out.append(RuleResult(r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",
                               analysis.params <= rules.max_params, ("model",), budget_hint(analysis)))
@@ -294,7 +422,8 @@ def apply_rules(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult
     if rules.max_hidden_units is not None:
         hidden = analysis.hidden_units
         out.append(RuleResult(
-            r, "hidden units", "n/a (not a layer list)" if hidden is None else f"{hidden:,}",
+            r, "hidden units", "n/a (not a layer list)" if hidden is None else
+            f"at least {hidden:,}" if analysis.unknown else f"{hidden:,}",  # items the schema refused count as 0
             f"<= {rules.max_hidden_units:,}", hidden is not None and hidden <= rules.max_hidden_units,
             ("model",), "hidden units: out_features of every Linear but the last"))
     for name in rules.required_layers:
@@ -335,6 +464,12 @@ def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
                 msg = f"rules '{res.rules}' require a {layer} layer, and the model has none"
                 hint = f"add - {layer} to model.layers where it belongs"
                 problems.append(doc.problem(res.path, msg, hint, code=rule_code(res)))
+                continue
+            elif res.places:  # each offending layer (block) at its own line, as the schema reports it
+                what = res.rule[:-1]
+                for path, name in res.places:
+                    problems.append(doc.problem(path, f"{what} '{name}' is not allowed by rules '{res.rules}'",
+                                                f"allowed: {res.limit.removeprefix('only ')}", code=rule_code(res)))
                 continue
             else:
                 msg = f"{res.rule} is {res.value}; rules '{res.rules}' require {res.limit}"

@@ -29,7 +29,7 @@ def graded_line(row: dict) -> None:
 @app.command("grade", cls=Command)
 def grade_cmd(
     submissions: Annotated[Optional[Path], typer.Argument(
-        help="folder with one entry per student: a spec file, or a folder with a spec (and model.pt)",
+        help="folder with one entry per student: a spec file, or a folder with a spec (and model.safetensors or model.pt)",
         show_default=False, metavar="SUBMISSIONS")] = None,
     rubric: RubricOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="the grade folder (default grades-<rubric name>); "
@@ -38,6 +38,12 @@ def grade_cmd(
     storage: Annotated[Optional[str], typer.Option("--storage", metavar="URL", help="a database shared by graders on "
                                                    "several machines (default: a journal file in --out)")] = None,
     data_dir: DataDirOpt = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", metavar="NAME", help="grade this student again (their "
+                                                      "entry's name; repeat for more), and nobody else; the gradebook "
+                                                      "still lists the class")] = None,
+    roster: Annotated[Optional[Path], typer.Option("--roster", metavar="CSV", help="the class list: columns folder, name, "
+                                                   "id, email (section, canvas_id optional); adds them to gradebook.csv "
+                                                   "and writes gradebook-canvas.csv (Canvas's import)")] = None,
     gradescope: Annotated[bool, typer.Option("--gradescope", help="grade one submission inside Gradescope's "
                                              "/autograder tree and write results/results.json")] = False,
     root: Annotated[Path, typer.Option("--root", metavar="DIR", help="the autograder tree (--gradescope)")] = Path("/autograder"),
@@ -70,10 +76,14 @@ def grade_cmd(
 
     with user_errors():
         book = grade(submissions, rubric, out=out_dir, workers=workers, storage=storage, data_dir=data_dir,
-                     on_graded=graded_line)
+                     on_graded=graded_line, only=only or (), roster=roster)
     waiting = [r["student"] for r in book.rows if r["status"] == "not graded"]
-    out.print(f"{len(book.rows) - len(waiting)} of {len(book.rows)} graded; {escape(str(book.folder))}: gradebook.csv, "
-              f"grades.md, feedback/", highlight=False)
+    canvas = ", gradebook-canvas.csv" if roster is not None else ""
+    out.print(f"{len(book.rows) - len(waiting)} of {len(book.rows)} graded; {escape(str(book.folder))}: gradebook.csv"
+              f"{canvas}, grades.md, feedback/", highlight=False)
+    if book.unlisted:
+        err.print(f"[yellow]not on the roster[/] (no name or ID, not in gradebook-canvas.csv): "
+                  f"{escape(terminal_text(', '.join(book.unlisted)))}", highlight=False)
     if waiting:
         err.print(f"[yellow]not graded yet:[/] {escape(terminal_text(', '.join(waiting)))}", highlight=False)
 

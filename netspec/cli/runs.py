@@ -63,6 +63,11 @@ def predict_cmd(
              f"dark, or the reverse), so their predictions are likely wrong: {', '.join(suspects[:5])}"
              f"{' ...' if len(suspects) > 5 else ''}; {'remove --invert' if invert else 'try --invert'}", "warning")
     emit(fmt, rows, lambda rows: out.print(predictions_table(rows, f"predictions of {run_dir}")))
+    unread = [r["file"] for r in rows if r["error"]]
+    if unread:  # every readable file is predicted first; the unreadable ones fail the command at the end
+        note(f"{len(unread)} of {len(rows)} file(s) could not be read (see their rows): {', '.join(unread[:5])}"
+             f"{' ...' if len(unread) > 5 else ''}", "error")
+        raise typer.Exit(1)
 
 
 @app.command("compare", cls=Command)

@@ -16,6 +16,11 @@ from netspec.cli.base import (Command, DataDirOpt, DraftOpt, FormatOpt, RulesOpt
 from netspec.cli.progress import ProgressObserver, TrialLine, TrialProgress
 from netspec.errors import Interrupted
 
+LogOpt = Annotated[Optional[list[str]], typer.Option(
+    "--log", metavar="TRACKER", autocompletion=_choices("tensorboard", "mlflow"),
+    help="record the run where you look at runs too: tensorboard (RUN_DIR/tensorboard/) or mlflow "
+         "(MLFLOW_TRACKING_URI); repeatable")]
+
 
 def _report_run(result) -> None:
     m = result.metrics
@@ -28,7 +33,7 @@ def _report_run(result) -> None:
     if m.limit is not None:
         out.print(f"trained on {m.train_size:,} of {m.train_available:,} training images (--limit {m.limit})",
                   highlight=False)
-    out.print(f"run folder: {escape(str(result.path))}  (report.md, loss.png, metrics.json, model.pt)", highlight=False)
+    out.print(f"run folder: {escape(str(result.path))}  (report.md, loss.png, metrics.json, model.safetensors, model.pt)", highlight=False)
 
 
 # A command's parameters are its command-line options (Typer reads them from the signature), hence
@@ -49,6 +54,7 @@ def run(
     nproc: Annotated[Optional[int], typer.Option("--nproc", metavar="N", help="train on N processes (DDP, launched "
                                                  "with torchrun; one GPU each on a GPU machine); the spec's batch "
                                                  "size is the batch of all N together")] = None,
+    log: LogOpt = None,
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
     import netspec
@@ -70,14 +76,14 @@ def run(
     with user_errors(say_interrupted=main_rank), terminate_as_interrupt(unless=lambda: observer.ended):
         try:
             if resume is not None:
-                result = netspec.resume(resume, data_dir=data_dir, progress=observer)
+                result = netspec.resume(resume, data_dir=data_dir, progress=observer, log=log or ())
             else:
                 loaded = netspec.load(Path(spec), rules=list(rules or ()), overrides=list(set_ or ()), draft=draft)
                 if loaded.checked.draft:
                     err.print("[yellow]draft:[/] not gradable: " + escape("; ".join(loaded.checked.waived)), highlight=False)
                 print_warnings(loaded.checked)
                 result = netspec.train(loaded, out=out_dir, data_dir=data_dir, limit=limit, force=force,
-                                       progress=observer, detect_anomaly=detect_anomaly)
+                                       progress=observer, detect_anomaly=detect_anomaly, log=log or ())
         finally:
             observer.stop()
     if not main_rank:
@@ -188,6 +194,7 @@ def sweep_cmd(
     limit: Annotated[Optional[int], typer.Option(
         "--limit", metavar="N", help="train every trial on the first N training images only; validation and test stay whole")] = None,
     draft: DraftOpt = False,
+    log: LogOpt = None,
 ):
     """Search over spec settings (grid, TPE or random, with Optuna); every trial is a run. Rerun to resume."""
     import netspec
@@ -201,7 +208,7 @@ def sweep_cmd(
             result = netspec.sweep(spec, workers=workers, progress=progress, grid=grid or (), ranges=range_ or (),
                                    sampler=sampler, trials=trials, prune=prune, storage=storage, out=out_dir,
                                    imposed=rules or (), data_dir=data_dir, limit=limit, overrides=set_ or (),
-                                   draft=draft)
+                                   draft=draft, log=log or ())
         except Interrupted as e:  # one line, and the command that continues the sweep
             raise Interrupted(f"{e}:  netspec {shlex.join(sys.argv[1:])}", e.run_dir) from None
         finally:

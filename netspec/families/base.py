@@ -81,6 +81,10 @@ class Analysis:
     softmax_head: bool = False  # the model ends in Softmax (folded into the loss)
     output_path: tuple = ("model",)  # where a wrong output size is reported
     output_hint: str = ""  # how to fix it, {classes} standing for the data set's classes
+    unknown: frozenset = frozenset()  # items the schema refused (their paths): the shape is unknown after them
+    output_features: int | None = None  # the last Linear's out_features, when the shape before it is unknown
+    assumed: tuple = ()  # (path, shape): a block that failed, whose layers' output shape is carried on
+    lost: tuple | None = None  # where the first finding that leaves later shapes unknown (or assumed) is reported
 
     @property
     def params(self) -> int:
@@ -126,12 +130,20 @@ class Family:
         """Blocks used (for a rule set's allowed_blocks)."""
         return []
 
+    def named_places(self, config: Any) -> list[tuple[tuple, str]]:
+        """(spec path, name) of each layer and block, where a rule refusing that name reports it."""
+        return [(("model", self.key), name) for name in self.layer_names(config) + self.block_names(config)]
+
     def describe(self, config: Any) -> list[tuple[str, str]]:
         """(kind, text) per part, for comparing two runs' architectures."""
         return [(self.key, self.key)]
 
     def lint(self, spec: "Spec", analysis: Analysis) -> list[LintWarning]:
         return []
+
+    def hint_within(self, hint: str, allowed: list[str], spec: "Spec") -> str:
+        """The hint reworded where it suggests a layer the rules' whitelist `allowed` refuses."""
+        return hint
 
     def training_problems(self, spec: "Spec") -> list[tuple[tuple, str, str]]:
         """Settings the schema accepts that this model cannot train with: (path, message, hint)."""

@@ -8,6 +8,7 @@ inside) and its builder (torch modules in netspec/builder/blocks.py, imported wh
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,16 +64,29 @@ def shortcut_plan(mode: str, shape: Shape, out: Shape) -> tuple[str, int] | str:
 
 def _residual_analyze(block, shape, path, walker, depth, main):
     here = path + ("Residual",)
+    start = len(walker.rows)
     out = walker.items(block.bodies[0], shape, here + ("layers",), depth + 1, main)
-    if out is None:
+    if out is None or shape is None:
         return None
     plan = shortcut_plan(block.kwargs["shortcut"], shape, out)
     if isinstance(plan, str):
         stated = block.kwargs["shortcut"] != "auto"  # then at its own line; else at the block's
-        walker.problem(BuildProblem(here + ("shortcut",) if stated else path, f"Residual: {plan}",
-                                    "use shortcut: auto (a projection where shapes differ), or make the "
-                                    "layers keep the input's shape"))
-        return None
+        shrinks = _shrinking_layer(block, shape, walker.rows[start:], depth + 1)
+        if shrinks:
+            where, text, hint = shrinks
+            walker.problem(BuildProblem(here + ("shortcut",) if stated else path,
+                                        f"Residual: {plan.split(': ')[0]}: {text}",
+                                        hint + ("" if block.kwargs["shortcut"] == "auto" else
+                                                "; shortcut: auto then projects the channels where they differ"),
+                                        refs=(where,)))
+        else:
+            walker.problem(BuildProblem(here + ("shortcut",) if stated else path, f"Residual: {plan}",
+                                        "make the layers keep the input's height and width (padding), or halve "
+                                        "them with a stride" + ("" if block.kwargs["shortcut"] == "auto" else
+                                                                "; use shortcut: auto (a projection where shapes differ)")))
+        walker.lose(here + ("shortcut",) if stated else path)
+        walker.assume(path, out)  # the layers' output goes on: later findings say they assume it
+        return out
     kind, stride = plan
     if kind == "conv":
         params = shape[0] * out[0] + 2 * out[0]
@@ -83,6 +97,36 @@ def _residual_analyze(block, shape, path, walker, depth, main):
                        path=here + ("shortcut",), main=False, kind="shortcut"), modules=1)
     walker.activation(math.prod(out))  # the sum
     return out
+
+
+def _shrinking_layer(block, shape: Shape, rows, depth: int):
+    """The first layer of a Residual's own list that shrinks the map without a stride (a
+    convolution or pooling short of padding): (its path, what it does, the padding that keeps the size)."""
+    from netspec.spec.layers import LAYERS
+
+    before = shape
+    for row in rows:
+        if row.depth != depth or row.kind == "shortcut":
+            continue
+        item = block.bodies[0][row.index]
+        kw = item.kwargs if item.name in LAYERS else {}
+        if len(before) == 3 and len(row.shape) == 3 and row.shape[1:] != before[1:] and "kernel_size" in kw:
+            n = 2
+            k, d = _pair(kw["kernel_size"], n), _pair(kw.get("dilation", 1), n)
+            stride = _pair(kw.get("stride") or (1 if LAYERS[item.name].role == "conv" else kw["kernel_size"]), n)
+            if stride == (1,) * n and all(x % 2 for x in k):
+                need = tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
+                pad = need[0] if len(set(need)) == 1 else list(need)
+                have = kw.get("padding", 0)
+                return (row.path, f"the {item.name} at {{0}} (kernel_size {kw['kernel_size']}, padding {have}) "
+                                  f"shrinks {before[1]}x{before[2]} to {row.shape[1]}x{row.shape[2]}",
+                        f"give that {item.name} padding: {pad} so it keeps {before[1]}x{before[2]}")
+        before = row.shape
+    return None
+
+
+def _pair(value, n: int) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
 
 
 def _residual_make(block, shape, build_list):
@@ -107,18 +151,25 @@ register_block(BlockType(
 def _concat_analyze(block, shape, path, walker, depth, main):
     here = path + ("Concat",)
     outs = []
-    for b, branch in enumerate(block.bodies):
-        out = walker.items(branch, shape, here + ("branches", b), depth + 1, main and b == 0, label=f"branch {b}")
-        if out is None:
-            return None
-        outs.append(out)
-    ranks = {len(o) for o in outs}
-    if len(ranks) > 1 or any(o[1:] != outs[0][1:] for o in outs):
-        listed = ", ".join(f"branch {b} ({{{b}}}) ends in {_fmt(o)}" for b, o in enumerate(outs))
+    for b, branch in enumerate(block.bodies):  # each branch on its own, whatever the others hold
+        outs.append(walker.items(branch, shape, here + ("branches", b), depth + 1, main and b == 0,
+                                 label=f"branch {b}"))
+    known = [(b, o) for b, o in enumerate(outs) if o is not None]  # those that fail are reported inside
+    ranks = {len(o) for _, o in known}
+    if len(ranks) > 1 or any(o[1:] != known[0][1][1:] for _, o in known):
+        listed = ", ".join(f"branch {b} ({{{k}}}) ends in {_fmt(o)}" for k, (b, o) in enumerate(known))
         walker.problem(BuildProblem(
             path, f"Concat joins its branches on channels, so the rest of their shapes must agree: {listed}",
             "make every branch end in the same height and width (pooling, stride or padding)",
-            refs=tuple(here + ("branches", b) for b in range(len(outs)))))
+            refs=tuple(here + ("branches", b) for b, _ in known)))
+        walker.lose(path)
+        if len(ranks) > 1 or len(known) < len(outs):
+            return None
+        most = Counter(o[1:] for o in outs).most_common(1)[0][0]  # the odd branch out is taken as the mistake
+        out = (sum(o[0] for o in outs), *most)
+        walker.assume(path, out)
+        return out
+    if len(known) < len(outs):
         return None
     out = (sum(o[0] for o in outs), *outs[0][1:])
     walker.activation(math.prod(out))
@@ -145,14 +196,16 @@ def _repeat_analyze(block, shape, path, walker, depth, main):
     here = path + ("Repeat",)
     times = block.kwargs["times"]
     for k in range(times):
+        if shape is None:  # the shape is unknown: the copies still count for the rules that need none
+            walker.items(block.bodies[0], None, here + ("layers",), depth + 2, main)
+            continue
         first = len(walker.rows)
         walker.row(Row(k, str(k), f"copy {k + 1} of {times}", shape, 0, depth=depth + 1, block=True,
                        path=here + ("layers",), main=main, kind="copy"), modules=1)
         shape = walker.items(block.bodies[0], shape, here + ("layers",), depth + 2, main,
                              label=f"copy {k + 1} of {times}" if k else "")
-        if shape is None:
-            return None
-        walker.close(first, shape)
+        if shape is not None:
+            walker.close(first, shape)
     return shape
 
 

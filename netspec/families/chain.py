@@ -155,6 +155,18 @@ class _TooMany(Exception):
     pass
 
 
+SAME_FEATURES = ("activation", "dropout", "softmax", "identity")  # keep the last dimension's size
+
+
+def assuming(problem: BuildProblem, assumed: tuple) -> BuildProblem:
+    """A finding made on the shape a failed block's layers give: says so, naming the block's line."""
+    path, shape = assumed
+    message = problem.message if problem.refs else problem.message.replace("{", "{{").replace("}", "}}")
+    return replace(problem, message=message + f" (found taking the block at {{{len(problem.refs)}}} to output "
+                                              f"{_fmt(shape)}, as its layers do; check again once it is fixed)",
+                   refs=problem.refs + (path,))
+
+
 class Walker:
     """Goes through a layer list and into its blocks, filling an Analysis."""
 
@@ -170,7 +182,20 @@ class Walker:
             raise _TooMany
 
     def problem(self, problem: BuildProblem) -> None:
-        self.analysis.problems.append(problem)
+        if self.analysis.assumed and problem.code == "shape":  # found on a shape an earlier mistake decides
+            problem = assuming(problem, self.analysis.assumed)
+        if problem not in self.analysis.problems:  # a Repeat's copies walk the same items again
+            self.analysis.problems.append(problem)
+
+    def assume(self, path: tuple, shape: Shape) -> None:
+        """A block failed; the shape its layers give is carried on, and later findings say so."""
+        if not self.analysis.assumed:
+            self.analysis.assumed = (path, shape)
+
+    def lose(self, path: tuple) -> None:
+        """The finding at `path` leaves the shapes after it unknown or assumed."""
+        if self.analysis.lost is None:
+            self.analysis.lost = path
 
     def activation(self, elements: int) -> None:
         self.analysis.activation_elements += elements
@@ -186,20 +211,28 @@ class Walker:
         if nesting > MAX_DEPTH:
             self.problem(BuildProblem(path, f"blocks nest {nesting} deep here; netspec allows {MAX_DEPTH}",
                                       "use Repeat for many copies rather than nesting", code="limit"))
+            self.lose(path)
             return None
-        for i, item in enumerate(items):
+        for i, item in enumerate(items):  # after a shape error the rest is walked with the shape unknown (None)
             where = path + (i,)
+            if where in self.analysis.unknown:  # refused by the schema: what it outputs is unknown
+                shape = None
+                continue
             if isinstance(item, BlockSpec):
                 first = len(self.rows)
-                self.row(Row(i, layer_name(i, item), item.describe(), shape, 0, depth=depth, block=True, path=where,
-                             main=main, kind=item.name))
+                if shape is not None:
+                    self.row(Row(i, layer_name(i, item), item.describe(), shape, 0, depth=depth, block=True,
+                                 path=where, main=main, kind=item.name))
                 out = BLOCKS[item.name].analyze(item, shape, where, self, depth, main)
-                if out is None:
-                    return None
-                self.close(first, out)
+                if out is not None and shape is not None:
+                    self.close(first, out)
                 shape = out
                 continue
             entry, kw = LAYERS[item.name], item.kwargs
+            if shape is None:  # still counted for the rules that need no shape (hidden units)
+                if entry.role == "linear":
+                    self.linears.append(kw["out_features"])
+                continue
             try:
                 out = entry.shape(shape, kw)
                 if any(s < 1 for s in out):
@@ -208,13 +241,16 @@ class Walker:
                 came = (f"the layer before it outputs {_fmt(shape)}" if i else
                         f"the block's input is {_fmt(shape)}" if depth else f"the input shape is {_fmt(shape)}")
                 self.problem(BuildProblem(where, (f"in {label}: " if label else "") + f"{item.name} {e}", came))
-                return None
-            for arg, infer in entry.inferred.items():
+                self.lose(where)
+                if entry.role == "linear":
+                    self.linears.append(kw["out_features"])
+                shape = None
+                continue
+            for arg, infer in entry.inferred.items():  # the output does not depend on it: go on
                 if arg in kw and kw[arg] != infer(shape):
                     self.problem(BuildProblem(where + (item.name, arg), f"netspec infers {arg} = {infer(shape)} from "
                                               f"the layer before (it outputs {_fmt(shape)}); {kw[arg]} is stated",
                                               f"remove {arg} (netspec fills it in) or make it {infer(shape)}"))
-                    return None
             self.row(Row(i, layer_name(i, item), item.describe(), out, entry.params(shape, kw), depth=depth,
                          path=where, main=main, kind=item.name))
             self.activation(math.prod(out))
@@ -327,6 +363,9 @@ class LayersFamily(Family):
     def block_names(self, config):
         return [item.name for _, item in walk_items(config.layers) if isinstance(item, BlockSpec)]
 
+    def named_places(self, config):
+        return [(where, item.name) for where, item in walk_items(config.layers)]
+
     def describe(self, config):
         return [(item.name, "  " * sum(1 for p in where if p in BLOCKS) + item.describe())
                 for where, item in walk_items(config.layers)]
@@ -344,10 +383,21 @@ class LayersFamily(Family):
                 ("model", "layers"), f"the layers and blocks would build more than {MAX_MODULES:,} modules; "
                                      f"netspec builds at most {MAX_MODULES:,}", "use fewer Repeat copies or layers",
                 code="limit"))
-            return
-        if out is None:
+            analysis.lost = analysis.lost or ("model", "layers")
             return
         last = spec.model.layers[-1]
+        analysis.hidden_units = sum(walker.linears[:-1])
+        analysis.softmax_head = isinstance(last, LayerSpec) and LAYERS[last.name].role == "softmax"
+        if out is None:  # the shape is unknown: the last Linear still says how many outputs there are
+            top = [(('model', 'layers', k), item) for k, item in enumerate(spec.model.layers)]
+            tail = next((k for k in range(len(top) - 1, -1, -1) if isinstance(top[k][1], BlockSpec)
+                         or top[k][0] in analysis.unknown or LAYERS[top[k][1].name].role == "linear"), None)
+            if tail is not None and isinstance(top[tail][1], LayerSpec) and top[tail][0] not in analysis.unknown:
+                if all(LAYERS[i.name].role in SAME_FEATURES for _, i in top[tail + 1:]):
+                    analysis.output_features = top[tail][1].kwargs["out_features"]
+                    analysis.output_path = top[tail][0]
+                    analysis.output_hint = "make the last Linear's out_features {classes}"
+            return
         analysis.output_shape = out
         analysis.output_path = ("model", "layers", len(spec.model) - 1)
         linears = [r for r in analysis.rows if r.kind in LAYERS and LAYERS[r.kind].role == "linear" and r.main]
@@ -357,11 +407,22 @@ class LayersFamily(Family):
         elif linears:  # the layer that decides the output size, not the Softmax after it
             analysis.output_path = linears[-1].path
             analysis.output_hint = "make the last Linear's out_features {classes}"
-        analysis.hidden_units = sum(walker.linears[:-1])
-        analysis.softmax_head = isinstance(last, LayerSpec) and LAYERS[last.name].role == "softmax"
 
     def lint(self, spec, analysis):
         return _lint(spec, analysis)
+
+    def hint_within(self, hint, allowed, spec):
+        """Without Flatten, flat input vectors (data.input_shape) do its work; another activation
+        the rules allow stands in for ReLU."""
+        shape = list(spec.data.input_shape)
+        if "Flatten" in hint and "Flatten" not in allowed:
+            hint = (f"the rules allow no Flatten: give the model flat vectors, data.input_shape: "
+                    f"[{math.prod(shape)}] (not {shape})" if len(shape) > 1 else
+                    "the rules allow no Flatten: the layers must keep the input flat")
+        if "ReLU" in hint and "ReLU" not in allowed:
+            other = [n for n in allowed if n in LAYERS and LAYERS[n].role == "activation"]
+            hint = hint.replace("ReLU", other[0] if other else "an activation the rules allow")
+        return hint
 
     def training_problems(self, spec):
         out = []

@@ -18,15 +18,16 @@ import socket
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
 
 from netspec.errors import first_line, during_interrupt, Interrupted, Problem, RunError
 from netspec.grading.contain import STALL_EXTRA_S, STALL_FACTOR, Clock, enter_own_group, group_memory_mb, kill_group
+from netspec.grading.roster import Student, load_roster
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.seal import digest_path, seal
 from netspec.grading.verdict import Entry, Item, _text_digest, columns, find_entries, folder_entry, safe_name
@@ -50,6 +51,7 @@ class ClassJob:
     data_dir: str | None = None
     on_graded: Callable | None = None  # told each finished row (a top-level function, for worker processes)
     test_digest: str = ""  # of the test data's bytes: a new test set means grading everyone again
+    only: tuple[str, ...] = ()  # --only: grade these students again, and nobody else
 
 
 @dataclass
@@ -57,13 +59,20 @@ class Gradebook:
     folder: Path
     rubric: Rubric
     rows: list[dict]
+    unlisted: list[str] = field(default_factory=list)  # submissions of nobody on the roster
 
 
 def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
-          storage: str | None = None, data_dir=None, on_graded: Callable[[dict], None] | None = None) -> Gradebook:
-    """Grade every submission in a folder (or continue grading it) and write the gradebook."""
+          storage: str | None = None, data_dir=None, on_graded: Callable[[dict], None] | None = None,
+          only: Sequence[str] = (), roster: str | Path | None = None) -> Gradebook:
+    """Grade every submission in a folder (or continue grading it) and write the gradebook.
+    `only`: grade these students again (their entry names), whatever their grades, and nobody
+    else; the gradebook still lists the whole class. `roster`: a CSV naming each entry's student
+    (netspec.grading.roster), whose name, ID and email join the gradebook; gradebook-canvas.csv
+    then has a row for each of them."""
     check_workers(workers)
     loaded = load_rubric(rubric)
+    students = load_roster(roster) if roster is not None else None
     if not Path(submissions).is_dir():
         raise RunError(f"{submissions} is not a folder of submissions (one spec file or folder per student)")
     folder = Path(out) if out else Path(f"grades-{safe_name(loaded.name)}")
@@ -73,12 +82,15 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
         raise RunError(f"cannot write the grade folder {folder}: {e.strerror or e}") from None
     _preflight(loaded, data_dir)
     _claim(folder, loaded)
+    salt = test_digest(loaded)
+    entries = find_entries(submissions, salt=salt)
+    only = _named(only, entries, submissions)
     job = ClassJob(str(submissions), str(rubric), str(folder), storage, None if data_dir is None else str(data_dir),
-                   on_graded, test_digest(loaded))
-    entries = find_entries(submissions, salt=job.test_digest)
+                   on_graded, salt, only)
     study = open_class(job, loaded)
-    _recover(study)
-    _enqueue(study, entries)
+    if not only:  # a regrade queues its students afresh; nobody else's failure is retried now
+        _recover(study)
+    _enqueue(study, entries, only)
     with terminate_as_interrupt():
         try:
             if workers > 1:
@@ -92,8 +104,21 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
                               f"again to grade the rest", folder) from None
         finally:  # the study reads what every grader wrote: the rows are the class's, once
             rows = _rows(study, loaded, entries)
-            write_gradebook(folder, loaded.name, columns(loaded), rows, _about(loaded))
-    return Gradebook(folder, loaded, rows)
+            unlisted = _on_roster(rows, students, loaded, Path(submissions)) if students is not None else []
+            write_gradebook(folder, loaded.name, columns(loaded), rows, _about(loaded), roster=students is not None)
+    return Gradebook(folder, loaded, rows, unlisted)
+
+
+def _named(only: Sequence[str], entries: list[Entry], submissions) -> tuple[str, ...]:
+    """--only's students, each an entry of the submissions folder (its file or folder name)."""
+    only = (only,) if isinstance(only, str) else only
+    names = {e.student for e in entries}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        shown = ", ".join(sorted(names)[:10]) + (" ..." if len(names) > 10 else "")
+        raise RunError(f"--only {', '.join(unknown)}: no such submission in {submissions} (a student is named by "
+                       f"their entry there, the file name without .yaml or the folder name: {shown or 'none'})")
+    return tuple(dict.fromkeys(only))
 
 
 def _preflight(rubric: Rubric, data_dir) -> None:
@@ -174,7 +199,8 @@ def _changed(old: dict, new: dict) -> str:
 
 
 def _counted(t) -> bool:
-    return "student" in t.user_attrs and not t.user_attrs.get("duplicate") and not t.user_attrs.get("superseded")
+    return ("student" in t.user_attrs and not t.user_attrs.get("duplicate") and not t.user_attrs.get("superseded")
+            and not t.user_attrs.get("deferred"))
 
 
 def _recover(study: optuna.Study) -> None:
@@ -198,13 +224,17 @@ def _recover(study: optuna.Study) -> None:
                                             "retry_of": t.number})
 
 
-def _enqueue(study: optuna.Study, entries: list[Entry]) -> None:
-    """One waiting trial for each submission not graded, queued or being graded in its present form."""
-    have = {(t.user_attrs["student"], t.user_attrs.get("source")) for t in study.get_trials(deepcopy=False)
-            if _counted(t) and t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
+def _enqueue(study: optuna.Study, entries: list[Entry], only: tuple[str, ...] = ()) -> None:
+    """One waiting trial for each submission not graded, queued or being graded in its present form;
+    with `only`, one for each of those students (unless one waits already), graded or not: a trial
+    `after` the grades there are, which are no duplicate of it."""
+    trials = study.get_trials(deepcopy=False)
+    kept = (TrialState.WAITING,) if only else (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+    have = {(t.user_attrs["student"], t.user_attrs.get("source")) for t in trials if _counted(t) and t.state in kept}
     for entry in entries:
-        if (entry.student, entry.source) not in have:
-            study.enqueue_trial({}, user_attrs={"student": entry.student, "source": entry.source})
+        if (entry.student, entry.source) not in have and (not only or entry.student in only):
+            again = {"after": len(trials)} if only else {}
+            study.enqueue_trial({}, user_attrs={"student": entry.student, "source": entry.source, **again})
 
 
 def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entry], threads: int | None = None) -> None:
@@ -218,7 +248,11 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
             trial.set_user_attr("empty", True)
             raise optuna.TrialPruned()
         trial.set_user_attr("worker", [socket.gethostname(), os.getpid()])
-        if _taken(trial.study, trial.number, student, trial.user_attrs.get("source")):
+        if job.only and student not in job.only:  # waiting from an earlier run: left in the queue for the next
+            trial.study.enqueue_trial({}, user_attrs={k: v for k, v in trial.user_attrs.items() if k != "worker"})
+            trial.set_user_attr("deferred", True)
+            raise optuna.TrialPruned()
+        if _taken(trial.study, trial.number, student, trial.user_attrs.get("source"), trial.user_attrs.get("after", 0)):
             trial.set_user_attr("duplicate", True)  # two graders queued it at once: the earlier trial grades it
             raise optuna.TrialPruned()
         entry = by_name.get(student)
@@ -238,14 +272,15 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        while any(not job.only or t.user_attrs.get("student") in job.only
+                  for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
             study.optimize(objective, n_trials=1)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
-def _taken(study: optuna.Study, number: int, student: str, source: str | None) -> bool:
-    return any(t.number < number and _counted(t) and t.user_attrs["student"] == student
+def _taken(study: optuna.Study, number: int, student: str, source: str | None, after: int = 0) -> bool:
+    return any(after <= t.number < number and _counted(t) and t.user_attrs["student"] == student
                and t.user_attrs.get("source") == source and t.state in (TrialState.RUNNING, TrialState.COMPLETE)
                for t in study.get_trials(deepcopy=False))
 
@@ -436,6 +471,24 @@ def _rows(study: optuna.Study, rubric: Rubric, entries: list[Entry]) -> list[dic
         rows.append(row)
     _mark_duplicates(rows)
     return rows
+
+
+def _on_roster(rows: list[dict], students: list[Student], rubric: Rubric, submissions: Path) -> list[str]:
+    """Each row given its roster student ("roster": name, id, email...; None for a submission of
+    nobody on it) and a 'missing' row added, in place, for each student with no submission. The
+    submissions of nobody on the roster are returned."""
+    by_folder = {s.folder: s for s in students}
+    present = {row["student"] for row in rows}
+    for s in students:
+        if s.folder not in present:
+            entry = Entry(s.folder, str(submissions / s.folder),
+                          problem=f"no submission named {s.folder} in {submissions}")
+            rows.append({**_unjudged_row(entry, rubric, "missing", entry.problem), "same_as": []})
+    rows.sort(key=lambda row: row["student"])
+    for row in rows:
+        who = by_folder.get(row["student"])
+        row["roster"] = who.fields() if who is not None else None
+    return [row["student"] for row in rows if row["roster"] is None]
 
 
 def _mark_duplicates(rows: list[dict]) -> None:

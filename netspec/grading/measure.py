@@ -20,7 +20,9 @@ from netspec.data.splits import normalise
 from netspec.errors import CheckpointError, DataError, first_line, RunError
 from netspec.grading.rubric import Rubric
 from netspec.grading.verdict import MAX_WEIGHTS, locked_document
+from netspec.runner import safeweights
 from netspec.runner.rundir import RunDir, is_state_dict, load_checkpoint
+from netspec.runner.safeweights import SAFE_WEIGHTS
 from netspec.runner.run import _record_problem, preprocessing, run
 from netspec.runner.train import logits_model
 
@@ -72,9 +74,13 @@ def measure(spec: str, weights: str | None, rubric: Rubric, run_dir: Path, data_
 
 def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
     if weights is None:
-        raise CheckpointError("no model.pt in the submission (mode evaluate grades the submitted weights)")
+        raise CheckpointError("no model.safetensors or model.pt in the submission (mode evaluate grades the "
+                              "submitted weights)")
+    name = Path(weights).name
     if os.path.getsize(weights) > MAX_WEIGHTS:
-        raise CheckpointError(f"model.pt is {os.path.getsize(weights) >> 20} MiB; at most {MAX_WEIGHTS >> 20} MiB")
+        raise CheckpointError(f"{name} is {os.path.getsize(weights) >> 20} MiB; at most {MAX_WEIGHTS >> 20} MiB")
+    if name == SAFE_WEIGHTS:
+        return _submitted_safetensors(weights, spec)
     unpacked = _unpacked_size(weights)
     if unpacked > MAX_WEIGHTS:  # a few MB of deflated zeros can hold gigabytes: judged before loading
         raise CheckpointError(f"model.pt unpacks to {unpacked >> 20} MiB; at most {MAX_WEIGHTS >> 20} MiB")
@@ -86,6 +92,19 @@ def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
     problem = _record_problem(record, spec)
     if problem:
         raise CheckpointError(f"model.pt's data record {problem}")
+    return state, record
+
+
+def _submitted_safetensors(weights: str, spec) -> tuple[dict, dict]:
+    """A submitted model.safetensors: its header judged first (the size it declares), then its
+    tensors read; no torch.load, no pickle. The data record is its metadata's "data"."""
+    state, meta = safeweights.load(weights, limit=MAX_WEIGHTS, label=SAFE_WEIGHTS)
+    record = meta.get("data")
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{SAFE_WEIGHTS} is not a netspec run's (no data record in its metadata)")
+    problem = _record_problem(record, spec)
+    if problem:
+        raise CheckpointError(f"{SAFE_WEIGHTS}'s data record {problem}")
     return state, record
 
 

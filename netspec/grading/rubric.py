@@ -369,7 +369,3 @@ def _above(found: str, key: str) -> bool:
 
 def _at_lock(doc: Document, key: str, sub: tuple, found: Problem, more: str = "") -> Problem:
     return doc.problem(("locked", key, *sub), found.message + more, found.hint, code=found.code)
-
-
-def rubric_problem(rubric: Rubric, message: str) -> SpecError:
-    return SpecError([Problem(rubric.file, 0, 0, "", message, code="rubric")])

@@ -2,7 +2,8 @@
 items pass, and may it train. No torch: `netspec validate --rubric` shows a student the same.
 
 A submission is a spec file, or a folder holding one spec (and, for `mode: evaluate`, the
-`model.pt` of the student's run, at the top or in one run folder inside). Links are refused:
+`model.safetensors` or `model.pt` of the student's run, at the top or in one run folder inside; a
+folder with both is graded by its model.safetensors, which loading cannot make run code). Links are refused:
 a submission is plain files, and a link could show a student another's work or the
 instructor's hidden data.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from netspec.builder.check import RuleResult, apply_rules, check_document, problems_of
 from netspec.errors import Problem, SpecError
 from netspec.grading.rubric import Rubric
+from netspec.runner.safeweights import SAFE_WEIGHTS
 from netspec.spec.loader import Document, load_file
 from netspec.spec.overrides import apply_overrides
 from netspec.spec.rules import Rules
@@ -89,8 +91,8 @@ def folder_entry(folder: Path, student: str | None = None) -> Entry:
     plain = [p for p in sorted(folder.iterdir()) if not p.is_symlink()]
     specs = [p for p in plain if p.is_file() and is_spec_name(p.name)]
     links = [p.name for p in sorted(folder.iterdir()) if p.is_symlink()]
-    weights = [p / WEIGHTS for p in [folder] + [d for d in plain if d.is_dir()]
-               if (p / WEIGHTS).is_file() and not (p / WEIGHTS).is_symlink()]
+    found = (_weights_in(p) for p in [folder] + [d for d in plain if d.is_dir()])
+    weights = [w for w in found if w is not None]
     if len(specs) > 1:
         named = [p for p in specs if p.stem == "spec"]
         if len(named) != 1:
@@ -102,8 +104,16 @@ def folder_entry(folder: Path, student: str | None = None) -> Entry:
         return Entry(name, str(folder), problem=f"no spec file (.yaml) in the folder{extra}")
     if len(weights) > 1:
         return Entry(name, str(folder), spec=str(specs[0]),
-                     problem=f"several {WEIGHTS} files ({', '.join(str(w.relative_to(folder)) for w in weights)}): submit one")
+                     problem=f"several weights files ({', '.join(str(w.relative_to(folder)) for w in weights)}): submit one")
     return Entry(name, str(folder), spec=str(specs[0]), weights=str(weights[0]) if weights else None)
+
+
+def _weights_in(folder: Path) -> Path | None:
+    """The weights file of one folder: its model.safetensors if it has one, else its model.pt."""
+    for name in (SAFE_WEIGHTS, WEIGHTS):
+        if (folder / name).is_file() and not (folder / name).is_symlink():
+            return folder / name
+    return None
 
 
 def safe_name(student: str) -> str:

@@ -1,5 +1,6 @@
 """The gradebook of a graded class: gradebook.csv (one row per student), grades.md (the class at a
-glance: table, accuracy histogram, leaderboard, rule failures) and feedback/<student>.md.
+glance: table, accuracy histogram, leaderboard, rule failures), feedback/<student>.md and, with a
+roster, gradebook-canvas.csv (Canvas's gradebook import).
 
 Rows are plain dicts made by netspec.grading (which sits above this layer)."""
 from __future__ import annotations
@@ -30,19 +31,43 @@ def _write(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def gradebook_csv(columns: list[tuple[str, float]], rows: list[dict]) -> str:
+ROSTER_COLUMNS = ("name", "id", "email")  # from --roster, after the student's entry name
+CANVAS = "gradebook-canvas.csv"
+
+
+def gradebook_csv(columns: list[tuple[str, float]], rows: list[dict], roster: bool = False) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["student", "status", "total", "max"] + [csv_cell(f"{name} ({most:g})") for name, most in columns]
+    writer.writerow(["student", *(ROSTER_COLUMNS if roster else ()), "status", "total", "max"]
+                    + [csv_cell(f"{name} ({most:g})") for name, most in columns]
                     + ["test_accuracy", "params", "seconds", "peak_mb", "same_as", "reason"])
     for row in rows:
         points = {i["name"]: i["points"] for i in row["items"]}
-        writer.writerow([csv_cell(row["student"]), csv_cell(row["status"]), _num(row["total"]), _num(row["max"])]
+        known = row.get("roster") or {}
+        listed = [csv_cell(known.get(c, "")) for c in ROSTER_COLUMNS] if roster else []
+        writer.writerow([csv_cell(row["student"]), *listed,
+                         csv_cell(row["status"]), _num(row["total"]), _num(row["max"])]
                         + [_num(points.get(name, 0)) for name, _ in columns]
                         + ["" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}",
                            "" if row["params"] is None else row["params"], row["seconds"],
                            "" if row.get("peak_mb") is None else row["peak_mb"],
                            csv_cell(" ".join(row.get("same_as", []))), csv_cell(_one_line(row["reason"]))])
+    return buf.getvalue()
+
+
+def canvas_csv(assignment: str, most: float, rows: list[dict]) -> str:
+    """Canvas's gradebook import: Student, ID, SIS User ID, Section and one column, the assignment,
+    with each total; the rows of the roster's students only, after Canvas's own "Points Possible"
+    row. A student not graded yet has an empty cell, which Canvas leaves as it was."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["Student", "ID", "SIS User ID", "Section", csv_cell(assignment)])
+    writer.writerow(["    Points Possible", "", "", "", _num(most)])
+    for row in rows:
+        who = row.get("roster")
+        if who is not None:
+            writer.writerow([csv_cell(who["name"]), csv_cell(who["canvas_id"]), csv_cell(who["id"]),
+                             csv_cell(who["section"]), "" if row["status"] == "not graded" else _num(row["total"])])
     return buf.getvalue()
 
 
@@ -140,10 +165,15 @@ def feedback_markdown(name: str, row: dict, run_link: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_gradebook(folder: Path, name: str, columns: list[tuple[str, float]], rows: list[dict], about: dict) -> None:
+def write_gradebook(folder: Path, name: str, columns: list[tuple[str, float]], rows: list[dict], about: dict,
+                    roster: bool = False) -> None:
+    """gradebook.csv, grades.md, grades-accuracy.png and feedback/; with a `roster` (each row's
+    "roster": its student's name, id, email, section, canvas_id, or None) also gradebook-canvas.csv."""
     folder = Path(folder)
     (folder / FEEDBACK).mkdir(parents=True, exist_ok=True)
-    _write(folder / "gradebook.csv", gradebook_csv(columns, rows))
+    _write(folder / "gradebook.csv", gradebook_csv(columns, rows, roster))
+    if roster:
+        _write(folder / CANVAS, canvas_csv(name, sum(m for _, m in columns), rows))
     accs = [r["test_accuracy"] for r in rows if r["test_accuracy"] is not None]
     if accs:
         from netspec.report import plots  # matplotlib, only when there is a histogram to draw

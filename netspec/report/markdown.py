@@ -213,7 +213,7 @@ def compare_markdown(result: dict) -> str:
                       f(r["epochs"]), f(r["best_val_accuracy"]), f(r["test_accuracy"]), f(r["train_seconds"], 1)]
                      for r in result["runs"]])]
     for label, changes in result["architecture"].items():
-        lines += ["", f"Architecture of {label} against {result['baseline']}: "
+        lines += ["", f"Architecture, {result['baseline']} vs {label}: "
                   + ("the same layers." if not changes else ""), *[f"- {c}" for c in changes]]
     if result["settings"]:
         lines += ["", "Settings that differ:", "",

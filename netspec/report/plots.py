@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # Figures are made with matplotlib's object API (Figure, not pyplot): no backend is chosen,
 # no global figure list is kept, and importing netspec leaves matplotlib as it was.
@@ -44,12 +45,15 @@ def loss_figure(history, title: str = "", steps: list[tuple[float, float]] | Non
     lines = ax.get_lines() + acc.get_lines()
     # below the axes, never over the curves
     fig.legend(lines, [l.get_label() for l in lines], loc="outside lower center", ncols=3, frameon=False)
+    if not epochs:
+        return fig
+    within = bool(shown) and len(history) <= STEP_CURVE_EPOCHS
+    first = epochs[0] - 1 if within else epochs[0]  # the within-epoch curve starts at the run's start
     if len(epochs) < 20:
-        ax.set_xticks(epochs)
-    if len(epochs) == 1:
-        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-    if shown and len(history) <= STEP_CURVE_EPOCHS:
-        ax.set_xticks(range(epochs[0] - 1, epochs[-1] + 1))  # the curve starts at the run's start
+        ax.set_xticks(range(first, epochs[-1] + 1) if within else epochs)
+    # the axis ends at the last epoch there is (a one-epoch run has no epoch 2 to leave room for)
+    pad = 0.5 if first == epochs[-1] else 0.04 * (epochs[-1] - first)
+    ax.set_xlim(first - pad, epochs[-1] + pad)
     return fig
 
 
@@ -66,14 +70,23 @@ def overlay_figure(runs: dict[str, list]):
     if 0 < len(epochs) < 20:
         ax.set_xticks(epochs)
     if len(epochs) == 1:
-        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy loss")
-    ax.set_title("training (solid) and validation (dashed) loss")
+    ax.set_title(_overlay_title([len(h) for h in runs.values()]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def _overlay_title(lengths: list[int]) -> str:
+    """What the overlay draws: a one-epoch run is one circle and one square, not a line."""
+    if all(n <= 1 for n in lengths):
+        return "training (circles) and validation (squares) loss: one epoch, one marker per run"
+    if any(n <= 1 for n in lengths):
+        return "training (solid, circles) and validation (dashed, squares) loss; one-epoch runs are markers alone"
+    return "training (solid) and validation (dashed) loss"
 
 
 def _pixels(image):
@@ -250,6 +263,7 @@ def accuracy_histogram(accuracies: list[float], title: str = ""):
             edgecolor="white")
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("submissions")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of students, never 1.5
     ax.set_title(title or "test accuracy")
     ax.grid(alpha=0.3, axis="y")
     return fig

@@ -156,7 +156,10 @@ def predictions_table(rows: list[dict], title: str) -> Table:
     for col in ("image", "class", "probability"):
         table.add_column(col, justify="right" if col == "probability" else "left", overflow="fold")
     for r in rows:
-        table.add_row(escape(r["file"]), escape(r["class"]), f"{r['probability']:.4f}")
+        if r.get("error"):  # an unreadable file: its reason in its row
+            table.add_row(escape(r["file"]), f"[red]{escape(r['error'])}[/]", "-")
+        else:
+            table.add_row(escape(r["file"]), escape(r["class"]), f"{r['probability']:.4f}")
     return table
 
 
@@ -176,7 +179,7 @@ def compare_tables(result: dict) -> list:
                      _cell(r["test_accuracy"]), _cell(r["model_epoch"]), _cell(r["train_seconds"], 1))
     shown: list = [runs]
     for label, changes in result["architecture"].items():
-        shown.append(f"[bold]architecture[/] {escape(label)} vs {escape(result['baseline'])}: "
+        shown.append(f"[bold]architecture[/] {escape(result['baseline'])} vs {escape(label)}: "  # the command's order
                      + ("same layers" if not changes else ""))
         shown += [f"  {escape(c)}" for c in changes]
     if not result["settings"]:

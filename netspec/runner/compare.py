@@ -40,8 +40,9 @@ def read_run(path: str | Path) -> RunInfo:
 
 
 def architecture_changes(base: RunInfo, other: RunInfo) -> list[str]:
-    """Layers added, removed or changed, aligned on layer types first so that a
-    narrower Conv2d reads as a change, not as a removal and an addition."""
+    """Layers added, removed or changed going from `base` to `other` (the command's order: removed
+    is in `base` and not in `other`), aligned on layer types first so that a narrower Conv2d reads
+    as a change, not as a removal and an addition."""
     out = []
     matcher = difflib.SequenceMatcher(a=base.kinds, b=other.kinds, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():

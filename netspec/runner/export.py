@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from netspec.errors import first_line, NetspecError, RunError
+from netspec.errors import DataError, first_line, NetspecError, RunError
 from netspec.runner.rundir import atomic_write
 from netspec.runner.run import load_run, preprocessing
 from netspec.spec.datasets import IMAGE_EXTENSIONS
@@ -112,13 +112,26 @@ def looks_inverted(images: torch.Tensor, train_mean) -> list[bool]:
 
 def read_images(files: list[Path], image_shape: tuple[int, int, int]) -> torch.Tensor:
     """(N, C, H, W) floats in 0..1: each file read as in training (grayscale or RGB, resized)."""
+    images, unread = read_readable(files, image_shape)
+    if unread:
+        f, reason = next(iter(unread.items()))
+        raise NetspecError(f"{f}: {reason}")
+    return images
+
+
+def read_readable(files: list[Path], image_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict[Path, str]]:
+    """The files that can be read, as (N, C, H, W) floats in 0..1 in the order given, and why each
+    other one cannot: one corrupt file among a folder's stops nobody else's prediction."""
     from netspec.data.datasets import read_image
 
     c, h, w = image_shape
-    out = []
+    out, unread = [], {}
     for f in files:
         try:
             out.append(read_image(str(f), "L" if c == 1 else "RGB", (h, w)))
-        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
-            raise NetspecError(f"{f} is not an image netspec can read: {e}") from None
-    return torch.stack(out).float() / 255
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError; a truncated file may be either
+            unread[f] = f"not an image netspec can read: {e}"
+        except DataError as e:  # too large to decode
+            unread[f] = first_line(e)
+    images = torch.stack(out).float() / 255 if out else torch.zeros(0, c, h, w)
+    return images, unread

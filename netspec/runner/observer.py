@@ -1,14 +1,36 @@
 """The progress hooks a run calls (torch-free, so the API and the CLI can name them without torch)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from netspec.errors import during_interrupt, first_line
 
 if TYPE_CHECKING:
     from netspec.runner.train import EpochStats
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """What a tracker is told of a run when it starts (and again when it ends)."""
+
+    run_dir: Path
+    spec: dict  # the resolved spec (spec.to_dict(), the speed it runs at written in), as in spec.yaml
+    rules: tuple[str, ...] = ()  # the names of the rule sets it was checked against
+    draft: bool = False  # a rule's fixed setting was overridden: not gradable
+    device: str = "cpu"  # the device it trains on, resolved ("cuda:0", not "auto")
+    resumed: bool = False  # continues an earlier run folder
+
+
 class Observer:
-    """Hooks for progress display; the library itself never prints."""
+    """Hooks on a run's events: progress display, trackers (netspec.runner.trackers), a sweep's
+    pruning. The library itself never prints. Every hook is a no-op by default.
+
+    Order of events: run_start, start, (step..., epoch)..., end, run_end."""
+
+    def run_start(self, run: RunInfo) -> None:
+        """The run folder holds the resolved spec and records; training has not started."""
 
     def start(self, *, epochs: int, first_epoch: int, steps: int) -> None: ...
 
@@ -21,3 +43,54 @@ class Observer:
 
     def end(self) -> None:
         """Training is over (finished, interrupted or stopped by a fault); the run folder is being written."""
+
+    def run_end(self, run: RunInfo, *, test_accuracy: float | None, status: str) -> None:
+        """The run folder's records, report and figures are written. `status`: finished, interrupted,
+        "failed: ..." (a non-finite loss) or "stopped: ..." (an error, or a sweep's pruning, ended it)."""
+
+
+class Observers(Observer):
+    """Several observers on one run (progress, trackers, pruning), each told of every event in
+    order. A hook that raises stops the others after it (pruning goes last), except where the
+    observer is `optional` (a tracker): one that fails is dropped with a note, and training goes on."""
+
+    def __init__(self, observers: Iterable[Observer | None]):
+        self.observers = [o for o in observers if o is not None]
+
+    def _each(self, hook: str, *args, **kw) -> None:
+        for o in list(self.observers):
+            call = getattr(o, hook, None)  # an observer written before a hook lacks it
+            if call is None:
+                continue
+            if not getattr(o, "optional", False):
+                call(*args, **kw)
+                continue
+            try:
+                call(*args, **kw)
+            except Exception as e:  # noqa: BLE001 - a tracker's failure is never the run's
+                if during_interrupt(e):
+                    raise
+                self.observers.remove(o)
+                self.note(f"{getattr(o, 'title', type(o).__name__)} stopped recording this run "
+                          f"({type(e).__name__}: {first_line(e)[:200]}); training goes on without it")
+
+    def run_start(self, run):
+        self._each("run_start", run)
+
+    def start(self, **kw):
+        self._each("start", **kw)
+
+    def step(self, **kw):
+        self._each("step", **kw)
+
+    def epoch(self, stats):
+        self._each("epoch", stats)
+
+    def note(self, text):
+        self._each("note", text)
+
+    def end(self):
+        self._each("end")
+
+    def run_end(self, run, **kw):
+        self._each("run_end", run, **kw)

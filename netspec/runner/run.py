@@ -26,8 +26,9 @@ from netspec.data.splits import Data, check_limit, prepare
 from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
 from netspec.runner.graphstep import graph_problem
 from netspec.runner.metrics import Metrics
+from netspec.runner.observer import RunInfo
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
-from netspec.runner.rundir import CHECKPOINT, SPEC_FILE, WEIGHTS, RunDir
+from netspec.runner.rundir import CHECKPOINT, SAFE_WEIGHTS, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import Speed, backend_flags, standard_state
 from netspec.runner.speed import arrange
 from netspec.runner.speed import resolve as resolve_speed
@@ -286,6 +287,8 @@ def _run(plan: Plan, observer: Observer | None, reporter: Reporter, detect_anoma
     else:
         _record_start(plan, data, reporter)
         _notes(plan, data, observer)
+        if observer is not None:
+            observer.run_start(_run_info(plan))
     with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []), \
             backend_flags(plan.speed, plan.device):
         torch.manual_seed(spec.train.seed)
@@ -298,7 +301,7 @@ def _run(plan: Plan, observer: Observer | None, reporter: Reporter, detect_anoma
             trainer.fit()
             settle(ranks)
             return RunResult(run_dir, Metrics.from_dict(run_dir.read_json(METRICS)), trainer.history)
-        result = _train(plan, trainer, reporter)
+        result = _train(plan, trainer, reporter, observer)
         settle(ranks)  # the folder is complete: every process may read it
         return result
 
@@ -338,8 +341,16 @@ def _read_run_record(run_dir: RunDir) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _train(plan: Plan, trainer: Trainer, reporter: Reporter) -> RunResult:
+def _run_info(plan: Plan) -> RunInfo:
+    return RunInfo(plan.run_dir.path, resolved_spec(plan.checked), tuple(r.name for r in plan.checked.rules),
+                   plan.checked.draft, str(plan.device), plan.resumed)
+
+
+def _train(plan: Plan, trainer: Trainer, reporter: Reporter, observer: Observer | None) -> RunResult:
+    """Rank 0's training, its run folder written as it goes; the observer's run_end comes last, once
+    the folder is complete (or, when an error ends the run, as it is left)."""
     run_dir, checked = plan.run_dir, plan.checked
+    observer = observer or Observer()
 
     def end_of_epoch(tr: Trainer) -> None:
         run_dir.save(CHECKPOINT, tr.state())
@@ -353,12 +364,14 @@ def _train(plan: Plan, trainer: Trainer, reporter: Reporter) -> RunResult:
     except (KeyboardInterrupt, Exception) as e:
         if not (during_interrupt(e) or isinstance(e, NonFinite)
                 or (isinstance(e, RuntimeError) and trainer.ranks.size > 1 and _peer_lost(e))):
+            observer.run_end(_run_info(plan), test_accuracy=None, status=f"stopped: {first_line(e, type(e).__name__)}")
             raise
         # under torchrun, Ctrl-C reaches every process: one may be stopped inside a collective by
         # another's leaving, which is the same interruption
         status, error = ("failed", e) if isinstance(e, NonFinite) else ("interrupted", None)
         _last_good_weights(plan, trainer.model, status)
     metrics = _finish(plan, trainer, status + (f": {error}" if error else ""), time.perf_counter() - started, reporter)
+    observer.run_end(_run_info(plan), test_accuracy=metrics.test_accuracy, status=metrics.status)
     if status == "interrupted":
         if not trainer.history:
             raise Interrupted(f"interrupted before the first epoch finished; nothing to resume "
@@ -399,9 +412,11 @@ def _finish(plan: Plan, trainer: Trainer, status: str, wall: float, reporter: Re
         test_loss, test_acc = evaluate(net, data.test, plan.spec.train.eval_batch_size, trainer.speed, keep=kept)
         predictions = (torch.cat([y for y, _ in kept]), torch.cat([g for _, g in kept])) if kept else None
     metrics = _metrics(plan, trainer, status, test_loss, test_acc, has_model, wall)
-    if has_model:
+    if has_model:  # model.safetensors first: model.pt, written last, marks the pair complete
+        state = standard_state(trainer.model)
+        run_dir.save_safetensors(SAFE_WEIGHTS, state, data.record(), epoch=len(history), version=__version__)
         run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "data": data.record(),
-                               "state_dict": standard_state(trainer.model), "epoch": len(history), "netspec": __version__})
+                               "state_dict": state, "epoch": len(history), "netspec": __version__})
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
     run_dir.write_json(METRICS, metrics.to_dict())
@@ -454,10 +469,12 @@ def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
     doc = load_file(run_dir / SPEC_FILE)
     checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path, read_data=False)
     notes = []
+    if checked.draft:  # its fixed settings were waived on purpose: that is no news from today's rules
+        notes.append("a draft run (`--draft`: not gradable); it waived " + "; ".join(checked.waived))
     ref = checked.spec.rules
     if ref:
         try:
-            check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False)
+            check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False, draft=checked.draft)
         except SpecError as e:
             notes.append(f"today's rules '{ref}' would refuse this run (it was checked against the rules recorded "
                          f"in {RULES_RECORD} when it ran): " + "; ".join(p.message for p in e.problems))
@@ -468,13 +485,14 @@ def load_run(path: str | Path, device: str = "cpu"):
     """(run folder, checked spec, model with the saved weights, notes) of a run folder."""
     run_dir = RunDir.open(path)
     checked, notes = check_run_spec(run_dir)
-    state = run_dir.load_weights(WEIGHTS)
+    weights = run_dir.weights_name()  # model.safetensors when there is one: no pickle machinery
+    state = run_dir.load_weights(weights)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave torch's RNG alone
         model = build_model(checked.spec, device)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{run_dir / WEIGHTS} does not match {run_dir / SPEC_FILE}: {first_line(e)}") from None
+        raise CheckpointError(f"{run_dir / weights} does not match {run_dir / SPEC_FILE}: {first_line(e)}") from None
     return run_dir, checked, model, notes
 
 

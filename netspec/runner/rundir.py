@@ -22,10 +22,13 @@ from typing import Any, Callable
 import yaml
 
 from netspec.errors import CheckpointError, first_line, RunError
+from netspec.runner import safeweights
+from netspec.runner.safeweights import SAFE_WEIGHTS
 
 SPEC_FILE = "spec.yaml"
 CHECKPOINT = "checkpoint.pt"  # resumable state after the last finished epoch
 WEIGHTS = "model.pt"  # final weights + the spec that builds them
+# SAFE_WEIGHTS, "model.safetensors": the same weights, read in preference (loading it runs no code)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -253,8 +256,22 @@ class RunDir:
     def load(self, name: str) -> Any:
         return load_checkpoint(self / name)
 
-    def load_weights(self, name: str = WEIGHTS) -> dict:
-        """The `state_dict` saved in `name`, checked to be one (a mapping of names to tensors)."""
+    def save_safetensors(self, name: str, state: dict, record: dict | None = None, **notes: Any) -> Path:
+        """`state` as a safetensors file, the data `record` and `notes` (epoch, version) in its metadata."""
+        data = safeweights.to_bytes(state, record, **notes)
+        atomic_write(self / name, lambda f: f.write(data))
+        return self / name
+
+    def weights_name(self) -> str:
+        """The weights file to read: model.safetensors when the run wrote one, else model.pt."""
+        return SAFE_WEIGHTS if (self / SAFE_WEIGHTS).is_file() else WEIGHTS
+
+    def load_weights(self, name: str | None = None) -> dict:
+        """The `state_dict` saved in `name` (by default `weights_name()`), checked to be one (a
+        mapping of names to tensors)."""
+        name = name or self.weights_name()
+        if name.endswith(".safetensors"):
+            return safeweights.load(self / name)[0]
         saved = self.load(name)
         state = saved.get("state_dict") if isinstance(saved, dict) else None
         if not is_state_dict(state):

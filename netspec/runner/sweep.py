@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from dataclasses import dataclass, fields
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +30,8 @@ from netspec.runner.run import Reporter, run
 from netspec.runner.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
 from netspec.runner.study import (ahead, base_record, check_same_base, check_same_space, make_sampler, open_study,
                                   recover, space_record, spent, trial_seed, twin)
-from netspec.runner.train import Observer
+from netspec.runner.observer import Observer, Observers
+from netspec.runner.trackers import close_sweep, known, make_trackers, open_sweep
 from netspec.spec.loader import load_file
 from netspec.spec.overrides import apply_overrides
 
@@ -52,6 +54,8 @@ class SweepJob:
     out: str | None = None  # the sweep folder; None: runs/<name>-sweep
     data_dir: str | None = None
     limit: int | None = None
+    log: tuple = ()  # --log: the trackers every trial reports to
+    log_parents: tuple = ()  # (tracker, its record of the sweep: an MLflow parent run id), opened by sweep()
 
     @classmethod
     def of(cls, spec_path, **settings) -> "SweepJob":
@@ -85,19 +89,13 @@ class SweepResult:
 
 
 class _Pruning(Observer):
-    """Reports each epoch's validation accuracy to Optuna and stops hopeless trials."""
+    """Reports each epoch's validation accuracy to Optuna and stops hopeless trials (the last of a
+    trial's observers: the others have seen the epoch when it stops the trial)."""
 
-    def __init__(self, trial: optuna.Trial, inner: Observer | None, prune: bool):
-        self.trial, self.inner, self.prune = trial, inner or Observer(), prune
-
-    def start(self, **kw):
-        self.inner.start(**kw)
-
-    def step(self, **kw):
-        self.inner.step(**kw)
+    def __init__(self, trial: optuna.Trial, prune: bool):
+        self.trial, self.prune = trial, prune
 
     def epoch(self, stats):
-        self.inner.epoch(stats)
         self.trial.report(stats.val_acc, stats.epoch)
         if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
@@ -123,6 +121,7 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
     if workers > 1 and on_trial is not None and not picklable(on_trial):
         raise TypeError("with workers, on_trial runs in the worker processes and must be picklable "
                         "(a top-level function or class instance, not a closure)")
+    known(job.log)  # an unknown tracker's name, before anything is made
     doc, space, base = _derive(job, whole=True)
     if base.spec.data.validation == 0:
         raise SpecError([Problem(job.spec_path, 0, 0, "data.validation",
@@ -139,15 +138,19 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
         study, heartbeats = open_study(folder, base.spec.name, job.storage, space, base.spec.train.seed)
         _claim(study, job, space, base, folder)
         recover(study, heartbeats)
-        with terminate_as_interrupt():
+        job = replace(job, log_parents=open_sweep(job.log, folder, base.spec.name))
+        status = "stopped"
+        with terminate_as_interrupt(), _closing(job.log_parents, lambda: status):
             try:
                 if workers > 1:
                     run_processes(_worker, _Work(job, reporter, on_trial), workers, folder)
                 else:
                     _optimize(study, doc, space, _Work(job, reporter, on_trial), observer, base.spec.train.seed)
+                status = "finished"
             except (KeyboardInterrupt, Exception) as e:
                 if not during_interrupt(e):
                     raise
+                status = "interrupted"
                 raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec "
                                   f"sweep command again to continue (the interrupted trial runs again)", folder) from None
         if workers > 1:
@@ -155,6 +158,15 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
         return SweepResult(folder, study, space)
     finally:
         optuna.logging.set_verbosity(verbosity)
+
+
+@contextmanager
+def _closing(parents, status: Callable[[], str]):
+    """The trackers' records of the sweep closed when its trials end (as finished, interrupted or stopped)."""
+    try:
+        yield
+    finally:
+        close_sweep(parents, status())
 
 
 def _claim(study: optuna.Study, job: SweepJob, space: Space, base, folder: Path) -> None:
@@ -235,8 +247,10 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
         trial.set_user_attr("run_dir", str(trial_dir))
         trial.set_user_attr("params_count", checked.analysis.params)
         inner = observer(trial, values) if observer else None
+        trackers = make_trackers(job.log, parents=dict(job.log_parents), check=False)  # checked by sweep()
         try:
-            result = run(checked, out=trial_dir, data_dir=job.data_dir, observer=_Pruning(trial, inner, space.prune),
+            result = run(checked, out=trial_dir, data_dir=job.data_dir,
+                         observer=Observers([inner, *trackers, _Pruning(trial, space.prune)]),
                          limit=job.limit, reporter=work.reporter)
         except (KeyboardInterrupt, Exception) as e:
             if during_interrupt(e):  # an error made of Ctrl-C included: not the trial's own failure

@@ -307,5 +307,8 @@ def _global_pool_shape(s: Shape, a: dict) -> Shape:
 
 register(LayerType(
     "AdaptiveAvgPool2d", make=lambda s, a: _nn().AdaptiveAvgPool2d(1), shape=_global_pool_shape,
+    args={"output_size": {"enum": [1], "description": "netspec's AdaptiveAvgPool2d is global average pooling: "
+                          "output_size 1 (PyTorch's AdaptiveAvgPool2d(1)), or leave it out; for another size, "
+                          "pool with MaxPool2d or AvgPool2d and a kernel_size"}},
     role="pool", dims=2, doc="global average pooling: each channel's mean, a 1x1 map (before Flatten)",
 ))

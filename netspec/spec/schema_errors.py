@@ -138,6 +138,18 @@ def _type_hint(value, expected, text: str | None) -> str:
     return ""
 
 
+def _arguments_hint(path: tuple, value) -> str:
+    """`Dropout: 0.1`: a layer's arguments written as a bare value; the mapping it means, where the
+    layer has one argument to give (its only one, or its only required one)."""
+    if not path or path[-1] not in LAYERS or not is_item_path(path[:-1]) or isinstance(value, (dict, list)):
+        return ""
+    entry = LAYERS[path[-1]]
+    names = list(entry.required) or list(entry.args)
+    if len(names) != 1:
+        return f"arguments go in a mapping: {{{path[-1]}: {{{', '.join(f'{a}: ...' for a in names[:3])}}}}}" if names else ""
+    return f"arguments go in a mapping: write {{{path[-1]}: {{{names[0]}: {value}}}}}"
+
+
 def _yaml_number(text: str) -> str:
     mantissa, _, exp = text.lower().partition("e")
     if "." not in mantissa:
@@ -215,7 +227,7 @@ def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None)
         names = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "true or false",
                  "array": "a list", "object": "a mapping", "null": "nothing"}
         want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
-        hint = _type_hint(err.instance, err.validator_value, doc.texts.get(path))
+        hint = _type_hint(err.instance, err.validator_value, doc.texts.get(path)) or _arguments_hint(path, err.instance)
         shown = doc.texts.get(path, repr(err.instance))
         return doc.problem(path, f"{shown!r} is not {' or '.join(names.get(w, w) for w in want)}", hint)
     if err.validator == "required":
@@ -226,13 +238,20 @@ def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None)
         return doc.problem(path, "model needs exactly one of " + " or ".join(f"'{k}'" for k in FAMILIES))
     if err.validator in ("minProperties", "maxProperties") and in_layers:
         return doc.problem(path, "a layer is one name, or one 'Name: {arguments}' mapping")
+    if err.validator == "pattern" and path == ("train", "device"):
+        said = str(err.instance)
+        hint = ("for an NVIDIA GPU write cuda (or cuda:1 for the second)" if said.lower().startswith(("gpu", "nvidia"))
+                else "for Apple's GPU write mps" if said.lower() in ("metal", "apple", "m1", "m2") else
+                "auto picks cuda, then mps, then cpu")
+        return doc.problem(path, f"'{said}' is not a device: use auto, cpu, cuda, cuda:N (the GPU with index N) or mps",
+                           hint, code="schema/pattern")
     if err.validator == "pattern" and path == ("name",):
         return doc.problem(path, f"name {err.instance!r} must be letters, digits, '.', '_' or '-' (at most 64)")
     if err.validator == "enum":
         options = [str(o) for o in err.validator_value]
         guess = _did_you_mean(str(err.instance), options)
         return doc.problem(path, f"{err.instance!r} is not one of {', '.join(options)}",
-                           f"did you mean '{guess}'?" if guess else "")
+                           f"did you mean '{guess}'?" if guess else err.schema.get("description", ""))
     if err.validator in ("maxItems", "minItems") and isinstance(err.instance, list):
         bound = "at most" if err.validator == "maxItems" else "at least"
         return doc.problem(path, f"{len(err.instance):,} items; {bound} {err.validator_value} are allowed here")

@@ -1,0 +1,143 @@
+"""Experiment trackers: a run recorded where people already look (TensorBoard, MLflow), as
+observers of the run's events (netspec.runner.observer).
+
+`netspec run SPEC --log NAME`, `netspec sweep ... --log NAME` and `netspec.train(..., log=[NAME])`
+pick trackers by name from TRACKERS. A tracker's module, and the package it needs, are imported
+only when it is asked for: a run pays nothing for a tracker it does not use. A new tracker is one
+module and one `register` call here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from netspec.errors import during_interrupt, first_line, RunError
+from netspec.runner.observer import Observer
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str  # "module:Class", imported when asked for
+    needs: str  # the package it uses, as its users name it
+    package: str  # that package's import name; `pip install 'netspec[<tracker name>]'` installs it
+    marker: str  # what it leaves in a run folder: a resumed run is logged where it was
+
+
+TRACKERS: dict[str, Entry] = {}
+
+
+def register(name: str, target: str, needs: str, package: str, marker: str) -> None:
+    if name in TRACKERS:
+        raise ValueError(f"tracker {name!r} is registered already")
+    TRACKERS[name] = Entry(target, needs, package, marker)
+
+
+register("tensorboard", "netspec.runner.trackers.tensorboard:TensorBoardTracker", "TensorBoard", "tensorboard",
+         marker="tensorboard")
+register("mlflow", "netspec.runner.trackers.mlflow:MlflowTracker", "MLflow", "mlflow", marker="mlflow.json")
+
+
+class Tracker(Observer):
+    """An observer that records a run somewhere. `optional`: when one fails during a run, the run's
+    Observers drop it with a note and training goes on. `parent` is the sweep's own record (an
+    MLflow parent run id) when the run is a trial of a sweep."""
+
+    optional = True
+    title = "a tracker"
+
+    def __init__(self, *, parent: str | None = None):
+        self.parent = parent
+
+    def check(self) -> None:
+        """Raise RunError when this tracker cannot record (a server out of reach): before training."""
+
+    @classmethod
+    def open_sweep(cls, folder: Path, name: str) -> str | None:
+        """The sweep's own record, opened (or, for a sweep run again, reopened); its id is each
+        trial's `parent`. None: the tracker keeps no record of a sweep beyond its trials'."""
+        return None
+
+    @classmethod
+    def close_sweep(cls, parent: str, status: str) -> None: ...
+
+
+def known(names: Iterable[str]) -> tuple[str, ...]:
+    """`names` checked (each once, in order); an unknown one is one line naming the known ones."""
+    names = tuple(dict.fromkeys(names))
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise RunError(f"--log {unknown[0]}: no such tracker; the known ones are {', '.join(sorted(TRACKERS))}")
+    return names
+
+
+def used_by(run_dir: str | Path) -> tuple[str, ...]:
+    """The trackers a run folder was logged to (what `--resume` logs to, unless told otherwise)."""
+    return tuple(n for n, e in TRACKERS.items() if (Path(run_dir) / e.marker).exists())
+
+
+def tracker_class(name: str) -> type[Tracker]:
+    """The class of tracker `name`, imported now; a package that is not installed is one line."""
+    entry = TRACKERS[known([name])[0]]
+    module, _, cls = entry.target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        if (e.name or "").split(".")[0] == entry.package:
+            raise RunError(f"--log {name} needs {entry.needs}: pip install 'netspec[{name}]'") from None
+        raise RunError(f"--log {name}: {entry.needs} cannot be imported ({first_line(e, type(e).__name__)})") from None
+
+
+def make_trackers(names: Iterable[str], *, parents: Mapping[str, str] | None = None,
+                  check: bool = True) -> list[Tracker]:
+    """The trackers named, each checked (`check`) before any run starts."""
+    trackers = [tracker_class(n)(parent=(parents or {}).get(n)) for n in known(names)]
+    if check:
+        for t in trackers:
+            t.check()
+    return trackers
+
+
+def open_sweep(names: Iterable[str], folder: Path, name: str) -> tuple[tuple[str, str], ...]:
+    """Each named tracker's record of the sweep, opened: (tracker name, parent id) pairs."""
+    names = known(names)
+    opened = []
+    for n, tracker in zip(names, make_trackers(names)):
+        parent = type(tracker).open_sweep(Path(folder), name)
+        if parent is not None:
+            opened.append((n, parent))
+    return tuple(opened)
+
+
+def close_sweep(parents: Iterable[tuple[str, str]], status: str) -> None:
+    """Each tracker's record of the sweep marked ended, as best it can: one that fails (a server gone)
+    stays marked running there, and never hides how the sweep itself ended."""
+    for name, parent in parents:
+        try:
+            tracker_class(name).close_sweep(parent, status)
+        except Exception as e:  # noqa: BLE001
+            if during_interrupt(e):
+                raise
+
+
+def epoch_scalars(stats) -> dict[str, float]:
+    """An epoch's numbers (EpochStats) under the names both trackers give them."""
+    return {"epoch/train_loss": stats.train_loss, "epoch/train_acc": stats.train_acc, "epoch/val_loss": stats.val_loss,
+            "epoch/val_acc": stats.val_acc, "epoch/lr": stats.lr, "epoch/seconds": stats.seconds}
+
+
+def flat_settings(spec: dict, prefix: str = "") -> dict[str, object]:
+    """The resolved spec as dotted keys (train.optimizer.lr); a list (the layers) is one value, its text."""
+    flat: dict[str, object] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+    return flat
+
+
+def figures(run_dir: Path) -> list[Path]:
+    """The run's figures (report/run_report.py writes them: loss, confusion, mistakes, attention)."""
+    return sorted(p for p in Path(run_dir).glob("*.png") if p.is_file() and not p.is_symlink())
