@@ -147,7 +147,7 @@ def test_mlflow_holds_the_runs_params_metrics_tags_and_artifacts(fake_data, tmp_
     steps = [m.step for m in mlflow_store.get_metric_history(run_id, "step/train_loss")]
     assert sorted(steps) == steps and steps[-1] == 20
     artifacts = {a.path for a in mlflow_store.list_artifacts(run_id)}
-    assert {"spec.yaml", "report.md", "confusion.png", "loss.png"} <= artifacts
+    assert {"spec.yaml", "report.md", "model.safetensors", "confusion.png", "loss.png"} <= artifacts
 
 
 class InterruptAt(Observer):

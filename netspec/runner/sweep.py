@@ -63,6 +63,8 @@ class SweepJob:
         unknown = set(settings) - {f.name for f in fields(cls)}
         if unknown:
             raise TypeError(f"sweep() got unknown settings: {', '.join(sorted(unknown))}")
+        if isinstance(settings.get("log"), str):  # log="mlflow": one tracker
+            settings["log"] = [settings["log"]]
         plain = {k: (tuple(v) if isinstance(v, list) else str(v) if isinstance(v, Path) else v)
                  for k, v in settings.items()}
         return cls(str(spec_path), **plain)

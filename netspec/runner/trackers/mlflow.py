@@ -27,7 +27,7 @@ from netspec.runner.rundir import RunDir
 from netspec.runner.trackers import Tracker, epoch_scalars, figures, flat_settings
 
 RECORD = "mlflow.json"  # in the run (or sweep) folder: which MLflow run it is
-ARTIFACTS = ("spec.yaml", "report.md", "model.onnx", "model.onnx.json")  # with the figures, when present
+ARTIFACTS = ("spec.yaml", "report.md", "model.safetensors", "model.onnx", "model.onnx.json")  # with the figures, when present
 STATUS = {"finished": "FINISHED", "interrupted": "KILLED", "stopped": "KILLED", "failed": "FAILED"}
 
 # MLflow retries an unreachable server for minutes by default; a tracker asks once, briefly
