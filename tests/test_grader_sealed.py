@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def _grade(subs: Path, root: Path, out: Path, *extra, timeout=600) -> subprocess
 
 
 def _graded_now(proc: subprocess.CompletedProcess) -> list[str]:
-    return sorted(line.split(":")[0] for line in proc.stdout.splitlines() if "/100" in line)
+    return sorted(m.group(1) for m in re.finditer(r"^(\S+): [\d.]+/[\d.]+ ", proc.stdout, re.M))
 
 
 @pytest.mark.slow
@@ -340,3 +341,55 @@ def test_a_child_killed_at_its_limit_leaves_no_worker_holding_the_graders_output
     assert _book(tmp_path / "grades")["w"]["status"] == "time limit"
     left = subprocess.run(["pgrep", "-f", "netspec-grade|multiprocessing.spawn"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_what_an_adversary_found_is_a_row_with_its_reason(tmp_path, fake_data):
+    """Found by attacking the sealed grader: `~` in data.path passed the 'outside' check (the
+    checker expands it: a student trained on the hidden set, 100/100); a file name that is not
+    UTF-8 crashed the class; a 236-character name broke every feedback file; a name could take
+    another's feedback file; a hidden data folder passed validate and failed in the grader; a
+    named data set was downloaded into --data-dir; --out inside the class became a student."""
+    from netspec.grading.verdict import safe_name
+
+    subs = tmp_path / "subs"
+    (subs / "eve").mkdir(parents=True)
+    (subs / "eve" / "spec.yaml").write_text(OWN_SPEC.format(name="eve").replace("path: data", "path: ~/hidden"))
+    (subs / "hid").mkdir()
+    (subs / "hid" / "spec.yaml").write_text(OWN_SPEC.format(name="hid").replace("path: data", "path: .data"))
+    images(subs / "hid" / ".data", seed=3, n=2)
+    (subs / "bob").mkdir()
+    (subs / "bob" / "spec.yaml").write_text("name: bob\n")
+    (subs / "bob" / os.fsdecode(b"x\xff.png")).write_bytes(b"not really")
+    (subs / os.fsdecode(b"bad\xff.yaml")).write_text("name: bad\n")
+    (subs / ("x" * 236 + ".yaml")).write_text("name: long\n")
+    (subs / "fm.yaml").write_text("name: fm\ndata: {dataset: fashion-mnist, validation: 100}\nmodel:\n  layers:\n"
+                                  "    - Flatten\n    - Linear: {out_features: 10}\ntrain: {epochs: 1}\n")
+    (tmp_path / "rubric.yaml").write_text("name: r\npoints: {valid: 10}\n")
+    out = subs / "grades"  # the grade folder inside the class
+    proc = _grade(subs, tmp_path, out, "--data-dir", str(fake_data))
+    assert proc.returncode == 0, proc.stderr
+    book = _book(out)
+    assert sorted(book) == ["bad\ufffd", "bob", "eve", "fm", "hid", "x" * 236]  # grades/ is no student
+    assert "data.path ~/hidden lies outside the submission" in book["eve"]["reason"]
+    assert "data.path .data names a hidden file or folder" in book["hid"]["reason"]
+    assert book["bad\ufffd"]["status"] == "invalid" and book["x" * 236]["status"] == "invalid"
+    assert "Fashion-MNIST is not in" in book["fm"]["reason"] and not (fake_data / "FashionMNIST").exists()
+    assert "netspec-sealed" not in (out / "gradebook.csv").read_text()  # the grader's private copy is not named
+    assert all(float(r["seconds"]) >= 0 for r in book.values())
+    assert len(list((out / "feedback").glob("*.md"))) == 6
+    assert safe_name("a b") != safe_name(safe_name("a b"))  # no name can take another's file
+    assert len(safe_name("x" * 300)) <= 107
+
+
+def test_a_new_test_set_under_another_data_dir_grades_everyone_again(tmp_path, fake_data):
+    from conftest import synthetic_mnist
+
+    other = synthetic_mnist(tmp_path / "other", seed=5)
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "a.yaml").write_text("name: a\n")
+    (tmp_path / "rubric.yaml").write_text("name: r\npoints: {valid: 10}\n")
+    first = _grade(subs, tmp_path, tmp_path / "g", "--data-dir", str(fake_data))
+    same = _grade(subs, tmp_path, tmp_path / "g", "--data-dir", str(fake_data))
+    new = _grade(subs, tmp_path, tmp_path / "g", "--data-dir", str(other))
+    assert (_graded_now(first), _graded_now(same), _graded_now(new)) == (["a"], [], ["a"])

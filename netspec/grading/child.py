@@ -19,6 +19,7 @@ from netspec.grading.verdict import judge
 
 def run_child(task: dict, result_file: str, conn, parent: int) -> None:
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+    os.environ["NETSPEC_NO_DOWNLOAD"] = "1"  # a grader never downloads what a submission names (nor writes to --data-dir)
     conn.send("start")
     out: dict = {}
     try:

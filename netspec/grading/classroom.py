@@ -29,8 +29,8 @@ from netspec.errors import first_line, during_interrupt, Interrupted, Problem, R
 from netspec.grading.contain import STALL_EXTRA_S, STALL_FACTOR, Clock, enter_own_group, group_memory_mb, kill_group
 from netspec.grading.roster import Student, load_roster
 from netspec.grading.rubric import Rubric, load_rubric
-from netspec.grading.seal import digest_path, seal
-from netspec.grading.verdict import Entry, Item, _text_digest, columns, find_entries, folder_entry, safe_name
+from netspec.grading.seal import seal
+from netspec.grading.verdict import Entry, Item, _text_digest, columns, find_entries, folder_entry, safe_name, shown
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
 from netspec.runner.processes import check_workers, run_processes, terminate_as_interrupt, worker_process
@@ -80,10 +80,9 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot write the grade folder {folder}: {e.strerror or e}") from None
-    _preflight(loaded, data_dir)
+    salt = _preflight(loaded, data_dir)
     _claim(folder, loaded)
-    salt = test_digest(loaded)
-    entries = find_entries(submissions, salt=salt)
+    entries = [e for e in find_entries(submissions, salt=salt) if not _is_folder(e.path, folder)]
     only = _named(only, entries, submissions)
     job = ClassJob(str(submissions), str(rubric), str(folder), storage, None if data_dir is None else str(data_dir),
                    on_graded, salt, only)
@@ -121,21 +120,31 @@ def _named(only: Sequence[str], entries: list[Entry], submissions) -> tuple[str,
     return tuple(dict.fromkeys(only))
 
 
-def _preflight(rubric: Rubric, data_dir) -> None:
-    """The test data read once before anyone is graded: a grader without it would give every
-    student a zero."""
+def _preflight(rubric: Rubric, data_dir) -> str:
+    """The test data read once before anyone is graded (a grader without it would give every
+    student a zero); returns the digest of its images and labels as read, a named set's or a
+    hidden one's: a new test set, or another --data-dir's, grades everyone again."""
+    import hashlib
+
     from netspec.errors import DataError
     from netspec.grading.measure import test_set
 
     try:
-        test_set(rubric, data_dir)
+        test = test_set(rubric, data_dir)
     except DataError as e:
         raise RunError(f"the rubric's test data cannot be read, so nobody can be graded: {e}") from None
+    h = hashlib.sha256(str(tuple(test.images.shape)).encode())
+    h.update(test.images.contiguous().numpy().tobytes())
+    h.update(test.labels.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
-def test_digest(rubric: Rubric) -> str:
-    """What the test data is: the hidden set's every byte, or the named set's name."""
-    return digest_path(rubric.test_path) if rubric.hidden_test else f"dataset:{rubric.test_dataset}"
+def _is_folder(path: str, folder: Path) -> bool:
+    """The grade folder itself, made inside the submissions folder, is not a student."""
+    try:
+        return Path(path).resolve() == folder.resolve()
+    except OSError:
+        return False
 
 
 CLAIM = "rubric.json"
@@ -261,6 +270,9 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
             raise optuna.TrialPruned()
         try:
             row = grade_entry(entry, rubric, Path(job.out), job.data_dir, threads)
+        except ChangedWhileGraded:
+            trial.set_user_attr("superseded", True)  # graded again on the next run, as it is then
+            raise optuna.TrialPruned() from None
         except BaseException:  # Ctrl-C, or the grader's own failure: to grade again when the class continues
             trial.set_user_attr("interrupted", True)
             raise
@@ -290,13 +302,18 @@ def _worker(job: ClassJob, threads: int, parent: int) -> None:
     itself when the parent is gone)."""
     with worker_process(parent):
         rubric = load_rubric(job.rubric)
-        entries = find_entries(job.submissions, salt=job.test_digest)
+        entries = [e for e in find_entries(job.submissions, salt=job.test_digest) if not _is_folder(e.path, Path(job.out))]
         _work(open_class(job, rubric), job, rubric, entries, threads)
 
 
 # --- one submission ----------------------------------------------------------------------
 
 DEFAULT_MEMORY_MB = 4096  # when the rubric sets none: a submission never takes the grader's machine
+MAX_REASON = 2000  # characters of a row's reason (a spec of 900 long unknown keys gave a 0.9 MB cell)
+
+
+class ChangedWhileGraded(RunError):
+    """The submission's files changed between the look that queued it and its sealed copy."""
 STARTUP_S = 600.0  # the child's start-up (Python, netspec, torch): the grader's, not the student's
 
 
@@ -310,6 +327,8 @@ def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None
         sealed = seal(entry.path, copy)
         if sealed.problem:
             return _unjudged_row(entry, rubric, "missing", sealed.problem)
+        if entry.files and sealed.digest != entry.files:
+            raise ChangedWhileGraded(f"{entry.student}'s files changed while the class was graded")
         name = Path(entry.path).name
         inner = (Entry(entry.student, str(copy / name), spec=str(copy / name), alone=True) if entry.alone
                  else folder_entry(copy, entry.student))
@@ -317,7 +336,8 @@ def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None
             return _unjudged_row(entry, rubric, "missing", inner.problem)
         run_dir = folder / "runs" / safe_name(entry.student)
         out = _measure_in_child({"entry": inner, "rubric": rubric, "run_dir": str(run_dir), "data_dir": data_dir,
-                                 "threads": threads}, rubric, threads)
+                                 "threads": 1}, rubric)
+        out = json.loads(json.dumps(out).replace(json.dumps(str(copy))[1:-1], json.dumps(entry.path)[1:-1]))
     if out.get("grader"):
         raise RunError(f"the grader cannot test {entry.student}'s submission, nor anyone's: {out['error']}")
     verdict = out.get("verdict")
@@ -337,7 +357,9 @@ def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None
     spec_file = Path(inner.spec).relative_to(copy).as_posix()
     files = sealed.digest_without(lambda rel: rel == spec_file)
     problems = [{**p, "file": _original(p["file"], copy, entry)} for p in verdict["problems"]]
-    return _row(entry, items, status, reason, out, rubric, params=verdict["params"], problems=problems,
+    if len(reason) > MAX_REASON:
+        reason = reason[:MAX_REASON] + f"... ({len(reason) - MAX_REASON:,} characters more)"
+    return _row(entry, items, status, reason, out, rubric, params=verdict["params"], problems=problems[:50],
                 fingerprint=_text_digest(f"{verdict['fingerprint']}|{files}"))
 
 
@@ -370,24 +392,25 @@ def _row(entry: Entry, items: list[Item], status: str, reason: str, measured: di
         "test_accuracy": measured.get("test_accuracy"),
         "test_size": measured.get("test_size"),
         "params": params,
-        "seconds": round(measured.get("seconds", 0.0), 2),  # the submission's work (CPU seconds / threads)
+        "seconds": round(measured.get("seconds", 0.0), 2),  # the submission's work: CPU seconds of its processes
         "peak_mb": measured.get("peak_mb"),
-        "reason": reason,
-        "problems": problems,
+        "reason": shown(reason),
+        "problems": [{**p, "file": shown(p["file"]), "message": shown(p["message"])} for p in problems],
         "fingerprint": fingerprint,
         "run_dir": measured.get("run_dir"),
-        "spec": entry.path,
+        "spec": shown(entry.path),
         "mode": rubric.mode,
     }
 
 
-def _measure_in_child(task: dict, rubric: Rubric, threads: int) -> dict:
-    """netspec.grading.measure.child in a fresh process of its own session, killed with all its
-    processes when it passes the rubric's time (its CPU time over `threads`, start-up not counted)
-    or memory limit (the PSS of the whole group)."""
+def _measure_in_child(task: dict, rubric: Rubric) -> dict:
+    """netspec.grading.child in a fresh process of its own session, killed with all its processes
+    when it passes the rubric's time (the CPU seconds of the group, start-up not counted) or memory
+    limit (the PSS of the whole group). The child computes on one thread, whatever the machine and
+    --workers: its CPU time, and its arithmetic, are the same everywhere."""
     ctx = multiprocessing.get_context("spawn")
     memory_mb = rubric.memory_mb or DEFAULT_MEMORY_MB
-    cpu_limit = rubric.seconds * threads
+    cpu_limit = rubric.seconds
     with tempfile.TemporaryDirectory(prefix="netspec-grade-") as tmp:
         result_file, log = Path(tmp) / "result.json", Path(tmp) / "child.log"
         theirs, ours = ctx.Pipe(duplex=False)
@@ -396,7 +419,7 @@ def _measure_in_child(task: dict, rubric: Rubric, threads: int) -> dict:
         began = time.monotonic()
         proc.start()
         ours.close()
-        clock, peak, over, said = Clock(proc.pid), 0, "", False
+        clock, peak, over, said, used = Clock(proc.pid), 0, "", False, 0.0
         try:
             while proc.is_alive():
                 proc.join(POLL_S)
@@ -408,7 +431,8 @@ def _measure_in_child(task: dict, rubric: Rubric, threads: int) -> dict:
                     said = True
                     clock.start() if message == "start" else clock.pause()
                 peak = max(peak, group_memory_mb(proc.pid))
-                if clock.cpu_s() > cpu_limit or clock.wall_s() > STALL_FACTOR * rubric.seconds + STALL_EXTRA_S:
+                used = max(used, clock.cpu_s())  # read while the group lives: a reaped child's time is gone
+                if used > cpu_limit or clock.wall_s() > STALL_FACTOR * rubric.seconds + STALL_EXTRA_S:
                     over = "time limit"
                 elif peak > memory_mb:
                     over = "memory limit"
@@ -416,17 +440,15 @@ def _measure_in_child(task: dict, rubric: Rubric, threads: int) -> dict:
                     over = "start-up"
                 if over:
                     break
-            used = clock.cpu_s()
         finally:
             kill_group(proc.pid)  # the child and every process it started; nothing left behind
             proc.join()
             theirs.close()
         if over == "start-up":
             raise RunError(f"the grading process did not start in {STARTUP_S:g} s: the grader's machine is too busy")
-        measured = {"peak_mb": peak or None, "seconds": used / threads}
-        partial = json.loads(result_file.read_text()) if result_file.is_file() else {}
-        measured.update(partial)
-        measured["seconds"] = used / threads
+        measured = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        partial = dict(measured)
+        measured.update(peak_mb=peak or None, seconds=used)
         if over == "time limit":
             return {**measured, "status": over, "error": f"stopped after {rubric.seconds:g} s of work (the rubric's "
                                                          f"time limit)"}

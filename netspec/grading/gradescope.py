@@ -41,7 +41,7 @@ DATA = "/autograder/data"  # a named test set, fetched once by setup.sh
 # Copies of pyproject.toml's, for an installed netspec that has no pyproject.toml beside it
 # (tests/test_autograder.py holds them equal to the checkout's).
 DEPENDENCIES = ("torch>=2.14,<2.15", "torchvision>=0.29,<0.30", "pyyaml>=6.0,<7", "jsonschema>=4.26,<5",
-                "rich>=15,<16", "typer>=0.29,<0.30", "matplotlib>=3.11,<4", "optuna>=5.0,<6")
+                "rich>=15,<16", "typer>=0.29,<0.30", "matplotlib>=3.11,<4", "optuna>=5.0,<6", "safetensors>=0.8,<0.9")
 PACKAGE_DATA = ("spec/schema.json", "spec/rulesets/*.yaml", "report/results.schema.json")
 
 SETUP = """#!/usr/bin/env bash

@@ -35,8 +35,8 @@ class Sealed:
     def digest(self) -> str:
         h = hashlib.sha256()
         for rel, file_hash in self.files:
-            h.update(f"{rel}\0{file_hash}\n".encode())
-        h.update(f"{self.problem}\0{self.left_out}".encode())
+            h.update(f"{rel}\0{file_hash}\n".encode("utf-8", "surrogateescape"))
+        h.update(f"{self.problem}\0{self.left_out}".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
     def digest_without(self, skip) -> str:
@@ -45,12 +45,17 @@ class Sealed:
         h = hashlib.sha256()
         for rel, file_hash in self.files:
             if not skip(rel):
-                h.update(f"{rel}\0{file_hash}\n".encode())
+                h.update(f"{rel}\0{file_hash}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
 
 class _Refused(Exception):
     pass
+
+
+def _text(name: str) -> str:
+    """A name for a message: bytes that are not UTF-8 shown as U+FFFD (they cannot be written out)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _kind(mode: int) -> str:
@@ -82,7 +87,7 @@ def seal(source: str | Path, dest: str | Path | None = None) -> Sealed:
             file_hash = _copy(source, None if dest is None else Path(dest) / source.name, st, total)
             return Sealed(((source.name, file_hash),))
         if not stat.S_ISDIR(st.st_mode):
-            return Sealed((), problem=f"{source.name} is {_kind(st.st_mode)}, not a file or folder: submit the files")
+            return Sealed((), problem=f"{_text(source.name)} is {_kind(st.st_mode)}, not a file or folder: submit the files")
         return _seal_folder(source, None if dest is None else Path(dest))
     except _Refused as e:
         return Sealed((), problem=str(e))
@@ -94,7 +99,7 @@ def _seal_folder(source: Path, dest: Path | None) -> Sealed:
     while stack:
         folder, rel = stack.pop()
         if rel.count("/") + 1 > MAX_DEPTH and rel:
-            raise _Refused(f"folders nested deeper than {MAX_DEPTH} levels (at {rel}): submit a shallower folder")
+            raise _Refused(f"folders nested deeper than {MAX_DEPTH} levels (at {_text(rel)}): submit a shallower folder")
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
@@ -113,7 +118,7 @@ def _seal_folder(source: Path, dest: Path | None) -> Sealed:
                     raise _Refused(f"more than {MAX_FILES:,} files: submit fewer")
                 files.append((path, _copy(Path(e.path), None if dest is None else dest / path, st, total)))
             else:
-                left_out.append(f"{path} ({_kind(st.st_mode)})")
+                left_out.append(f"{_text(path)} ({_kind(st.st_mode)})")
     return Sealed(tuple(sorted(files)), tuple(sorted(left_out)))
 
 
@@ -125,12 +130,12 @@ def _copy(source: Path, dest: Path | None, st: os.stat_result, total: list[int])
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
-        raise _Refused(f"{source.name} cannot be read: {e.strerror}") from None
+        raise _Refused(f"{_text(source.name)} cannot be read: {e.strerror}") from None
     h = hashlib.sha256()
     with open(fd, "rb") as f:
         now = os.fstat(f.fileno())
         if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise _Refused(f"{source.name} changed while it was read")
+            raise _Refused(f"{_text(source.name)} changed while it was read")
         out = None if dest is None else open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
         try:
             for block in iter(lambda: f.read(CHUNK), b""):

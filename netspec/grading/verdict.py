@@ -43,6 +43,7 @@ class Entry:
     source: str = ""  # digest of every byte submitted (and of the test data): a change means grading again
     left_out: tuple[str, ...] = ()  # files not read: links, FIFOs, devices ("data/3 (a link)")
     alone: bool = False  # a single spec file: it has no files of its own besides the spec
+    files: str = ""  # the digest of its files alone, as found (its sealed copy must have the same)
 
 
 def is_spec_name(name: str) -> bool:
@@ -59,7 +60,12 @@ def find_entries(folder: str | Path, salt: str = "") -> list[Entry]:
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
         if not item.name.startswith("."):
             found.setdefault(item.stem if is_spec_name(item.name) else item.name, []).append(item)
-    return [submission_entry(items, student, salt) for student, items in found.items()]
+    return [submission_entry(items, shown(student), salt) for student, items in found.items()]
+
+
+def shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (a zip made on Windows) shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def submission_entry(items: list[Path], student: str, salt: str = "") -> Entry:
@@ -81,7 +87,7 @@ def submission_entry(items: list[Path], student: str, salt: str = "") -> Entry:
         problem = sealed.problem
         if not problem:
             return Entry(student, str(item), source=_text_digest(sealed.digest + salt), left_out=sealed.left_out,
-                         alone=not stat.S_ISDIR(kind))
+                         alone=not stat.S_ISDIR(kind), files=sealed.digest)
     return Entry(student, str(item), problem=problem, source=_text_digest(problem + salt))
 
 
@@ -116,11 +122,16 @@ def _weights_in(folder: Path) -> Path | None:
     return None
 
 
+MAX_NAME = 100  # a file name is at most 255 bytes, with room for the temporary file's prefix and suffix
+
+
 def safe_name(student: str) -> str:
     """A student's name as a file name (feedback/<name>.md): other characters replaced, and then a
     short digest of the name added, so that two names never share a file."""
     safe = re.sub(r"[^\w.-]", "_", student).lstrip(".")
-    return safe if safe == student else f"{safe or '_'}-{_text_digest(student)[:6]}"
+    if safe == student and len(safe) <= MAX_NAME and not re.search(r"-[0-9a-f]{6}$", safe):
+        return safe  # a name that could be another's made safe ('a b' -> a_b-c8687a) gets its own digest
+    return f"{safe[:MAX_NAME] or '_'}-{_text_digest(student)[:6]}"
 
 
 @dataclass(frozen=True)
@@ -255,8 +266,11 @@ def _data_outside(doc: Document, entry: Entry) -> str:
     if entry.alone:
         return (f"data.path {path} is not part of this submission: a single spec file holds no data; "
                 f"submit a folder with the spec and its data")
+    if any(part.startswith(".") and part not in (".", "..") for part in Path(path).parts):
+        return (f"data.path {path} names a hidden file or folder (a name starting with .), which is never "
+                f"part of a submission: rename it")
     root = _root(entry)
-    where = (Path(entry.spec).parent / path).resolve()
+    where = (Path(entry.spec).parent / Path(path).expanduser()).resolve()  # ~ as the checker reads it
     if where == root or root in where.parents:
         return ""
     return f"data.path {path} lies outside the submission; a submission trains on its own files only"
