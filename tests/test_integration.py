@@ -63,7 +63,7 @@ def test_pre_commit_runs_the_shipped_hook_and_stops_a_broken_spec(tmp_path):
 def _bad_spec(tmp_path) -> Path:
     path = tmp_path / "specs" / "bad.yaml"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(BAD.replace("- ReLU\n", "- Relu\n", 1))
+    path.write_text(GOOD.replace("- ReLU\n", "- Relu\n", 1))  # one mistake (BAD has a second, found in the same round)
     return path
 
 

@@ -57,16 +57,15 @@ class Observers(Observer):
     def __init__(self, observers: Iterable[Observer | None]):
         self.observers = [o for o in observers if o is not None]
 
-    def _each(self, hook: str, *args, **kw) -> None:
+    def _each(self, hook: str, call) -> None:
         for o in list(self.observers):
-            call = getattr(o, hook, None)  # an observer written before a hook lacks it
-            if call is None:
+            if not hasattr(o, hook):  # an observer written before a hook lacks it
                 continue
             if not getattr(o, "optional", False):
-                call(*args, **kw)
+                call(o)
                 continue
             try:
-                call(*args, **kw)
+                call(o)
             except Exception as e:  # noqa: BLE001 - a tracker's failure is never the run's
                 if during_interrupt(e):
                     raise
@@ -75,22 +74,22 @@ class Observers(Observer):
                           f"({type(e).__name__}: {first_line(e)[:200]}); training goes on without it")
 
     def run_start(self, run):
-        self._each("run_start", run)
+        self._each("run_start", lambda o: o.run_start(run))
 
     def start(self, **kw):
-        self._each("start", **kw)
+        self._each("start", lambda o: o.start(**kw))
 
     def step(self, **kw):
-        self._each("step", **kw)
+        self._each("step", lambda o: o.step(**kw))
 
     def epoch(self, stats):
-        self._each("epoch", stats)
+        self._each("epoch", lambda o: o.epoch(stats))
 
     def note(self, text):
-        self._each("note", text)
+        self._each("note", lambda o: o.note(text))
 
     def end(self):
-        self._each("end")
+        self._each("end", lambda o: o.end())
 
     def run_end(self, run, **kw):
-        self._each("run_end", run, **kw)
+        self._each("run_end", lambda o: o.run_end(run, **kw))

@@ -26,7 +26,7 @@ from netspec.data.splits import Data, check_limit, prepare
 from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
 from netspec.runner.graphstep import graph_problem
 from netspec.runner.metrics import Metrics
-from netspec.runner.observer import RunInfo
+from netspec.runner.observer import Observers, RunInfo
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SAFE_WEIGHTS, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import Speed, backend_flags, standard_state
@@ -185,6 +185,8 @@ def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None 
     """
     _require_dataset(checked.spec)  # before any folder is made
     check_limit(limit)
+    if observer is not None and not isinstance(observer, Observers):
+        observer = Observers([observer])  # every event reaches it, and a hook it lacks is skipped
     ranks, device = join(resolve_device(checked.spec.train.device))  # torchrun: this process's share
     try:
         plan = _plan(checked, ranks, device, out=out, data_dir=data_dir, resume=resume, limit=limit,

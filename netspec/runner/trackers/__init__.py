@@ -8,10 +8,9 @@ module and one `register` call here.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from netspec.errors import during_interrupt, first_line, RunError
 from netspec.runner.observer import Observer
@@ -19,7 +18,7 @@ from netspec.runner.observer import Observer
 
 @dataclass(frozen=True)
 class Entry:
-    target: str  # "module:Class", imported when asked for
+    load: Callable[[], type]  # imports the tracker's module (and its package) when asked for
     needs: str  # the package it uses, as its users name it
     package: str  # that package's import name; `pip install 'netspec[<tracker name>]'` installs it
     marker: str  # what it leaves in a run folder: a resumed run is logged where it was
@@ -28,15 +27,27 @@ class Entry:
 TRACKERS: dict[str, Entry] = {}
 
 
-def register(name: str, target: str, needs: str, package: str, marker: str) -> None:
+def register(name: str, load: Callable[[], type], needs: str, package: str, marker: str) -> None:
     if name in TRACKERS:
         raise ValueError(f"tracker {name!r} is registered already")
-    TRACKERS[name] = Entry(target, needs, package, marker)
+    TRACKERS[name] = Entry(load, needs, package, marker)
 
 
-register("tensorboard", "netspec.runner.trackers.tensorboard:TensorBoardTracker", "TensorBoard", "tensorboard",
+def _tensorboard() -> type:
+    from netspec.runner.trackers.tensorboard import TensorBoardTracker
+
+    return TensorBoardTracker
+
+
+def _mlflow() -> type:
+    from netspec.runner.trackers.mlflow import MlflowTracker
+
+    return MlflowTracker
+
+
+register("tensorboard", _tensorboard, "TensorBoard", "tensorboard",
          marker="tensorboard")
-register("mlflow", "netspec.runner.trackers.mlflow:MlflowTracker", "MLflow", "mlflow", marker="mlflow.json")
+register("mlflow", _mlflow, "MLflow", "mlflow", marker="mlflow.json")
 
 
 class Tracker(Observer):
@@ -80,9 +91,8 @@ def used_by(run_dir: str | Path) -> tuple[str, ...]:
 def tracker_class(name: str) -> type[Tracker]:
     """The class of tracker `name`, imported now; a package that is not installed is one line."""
     entry = TRACKERS[known([name])[0]]
-    module, _, cls = entry.target.partition(":")
     try:
-        return getattr(importlib.import_module(module), cls)
+        return entry.load()
     except ImportError as e:
         if (e.name or "").split(".")[0] == entry.package:
             raise RunError(f"--log {name} needs {entry.needs}: pip install 'netspec[{name}]'") from None
