@@ -423,16 +423,17 @@ def test_a_submission_over_the_memory_limit_keeps_its_points_so_far(tmp_path, fa
 
 
 def test_a_huge_model_pt_is_not_read_through_to_tell_whether_it_changed(tmp_path):
-    from netspec.grading.verdict import MAX_WEIGHTS, source_digest
+    from netspec.grading.verdict import MAX_WEIGHTS, find_entries
 
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "spec.yaml").write_text(mlp("s"))
     with open(tmp_path / "s" / "model.pt", "wb") as f:  # sparse: no disk, and reading it would take long
         f.truncate(MAX_WEIGHTS * 40)
-    entry = Entry("s", str(tmp_path / "s"), spec=str(tmp_path / "s" / "spec.yaml"), weights=str(tmp_path / "s" / "model.pt"))
     started = time.perf_counter()
-    before = source_digest(entry)
-    assert time.perf_counter() - started < 1.0
-    with open(tmp_path / "s" / "model.pt", "r+b") as f:
-        f.truncate(MAX_WEIGHTS * 40 + 1)
-    assert source_digest(entry) != before  # a changed file is graded again
+    [entry] = find_entries(tmp_path)
+    assert time.perf_counter() - started < 1.0  # judged by its size before a byte is read
+    assert entry.problem == "more than 2 GiB of files: submit less"
+    with open(tmp_path / "s" / "spec.yaml", "a") as f:
+        f.write("# changed\n")
+    (tmp_path / "s" / "model.pt").unlink()
+    assert find_entries(tmp_path)[0].source != entry.source  # a changed submission is graded again

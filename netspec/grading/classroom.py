@@ -30,7 +30,7 @@ from netspec.grading.contain import STALL_EXTRA_S, STALL_FACTOR, Clock, enter_ow
 from netspec.grading.roster import Student, load_roster
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.seal import seal
-from netspec.grading.verdict import Entry, Item, _text_digest, columns, find_entries, folder_entry, safe_name, shown
+from netspec.grading.verdict import Entry, Item, text_digest, columns, find_entries, folder_entry, safe_name, shown
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
 from netspec.runner.processes import check_workers, run_processes, terminate_as_interrupt, worker_process
@@ -360,7 +360,7 @@ def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None
     if len(reason) > MAX_REASON:
         reason = reason[:MAX_REASON] + f"... ({len(reason) - MAX_REASON:,} characters more)"
     return _row(entry, items, status, reason, out, rubric, params=verdict["params"], problems=problems[:50],
-                fingerprint=_text_digest(f"{verdict['fingerprint']}|{files}"))
+                fingerprint=text_digest(f"{verdict['fingerprint']}|{files}"))
 
 
 def _original(file: str, copy: Path, entry: Entry) -> str:

@@ -149,10 +149,3 @@ def _copy(source: Path, dest: Path | None, st: os.stat_result, total: list[int])
             if out is not None:
                 out.close()
     return h.hexdigest()
-
-
-def digest_path(path: str | Path) -> str:
-    """The digest of a file or folder the grade depends on (the hidden test set): every byte,
-    walked as a submission is (links are not followed)."""
-    sealed = seal(path)
-    return sealed.digest

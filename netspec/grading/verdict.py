@@ -75,7 +75,7 @@ def submission_entry(items: list[Path], student: str, salt: str = "") -> Entry:
     if len(items) > 1:
         names = ", ".join(i.name + ("/" if i.is_dir() and not i.is_symlink() else "") for i in items)
         problem = f"{len(items)} submissions named {student}: {names}; keep one"
-        return Entry(student, str(items[0]), problem=problem, source=_text_digest(problem + salt))
+        return Entry(student, str(items[0]), problem=problem, source=text_digest(problem + salt))
     item = items[0]
     kind = os.lstat(item).st_mode
     if stat.S_ISLNK(kind):
@@ -86,9 +86,9 @@ def submission_entry(items: list[Path], student: str, salt: str = "") -> Entry:
         sealed = seal(item)
         problem = sealed.problem
         if not problem:
-            return Entry(student, str(item), source=_text_digest(sealed.digest + salt), left_out=sealed.left_out,
+            return Entry(student, str(item), source=text_digest(sealed.digest + salt), left_out=sealed.left_out,
                          alone=not stat.S_ISDIR(kind), files=sealed.digest)
-    return Entry(student, str(item), problem=problem, source=_text_digest(problem + salt))
+    return Entry(student, str(item), problem=problem, source=text_digest(problem + salt))
 
 
 def folder_entry(folder: Path, student: str | None = None) -> Entry:
@@ -131,7 +131,7 @@ def safe_name(student: str) -> str:
     safe = re.sub(r"[^\w.-]", "_", student).lstrip(".")
     if safe == student and len(safe) <= MAX_NAME and not re.search(r"-[0-9a-f]{6}$", safe):
         return safe  # a name that could be another's made safe ('a b' -> a_b-c8687a) gets its own digest
-    return f"{safe[:MAX_NAME] or '_'}-{_text_digest(student)[:6]}"
+    return f"{safe[:MAX_NAME] or '_'}-{text_digest(student)[:6]}"
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def judge(entry: Entry, rubric: Rubric) -> Verdict:
                       "not trained: a rule is broken" if status == "rules" else ""))
     weights = _digest(entry.weights) if entry.weights and rubric.mode == "evaluate" else ""
     return Verdict(entry, items, problems, status, checked.analysis.params,
-                   fingerprint=_text_digest(json.dumps(_comparable(checked.spec.to_dict(), _root(entry)),
+                   fingerprint=text_digest(json.dumps(_comparable(checked.spec.to_dict(), _root(entry)),
                                                        sort_keys=True) + weights))
 
 
@@ -304,11 +304,5 @@ def _digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _text_digest(text: str) -> str:
+def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def source_digest(entry: Entry) -> str:
-    """What was submitted, byte for byte: a change since grading means grading again."""
-    parts = [_digest(p) for p in (entry.spec, entry.weights) if p] or [entry.problem]
-    return _text_digest("|".join(parts))
