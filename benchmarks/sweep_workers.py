@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netspec.report.run_report import RunReporter
-from netspec.runner.sweep import sweep
+from netspec.sweeps.sweep import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -346,7 +346,7 @@ def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, d
     `limit`: train on the first N training images only (validation and test stay whole).
     `progress`: True prints a line per epoch; an `Observer` gets every hook; False is silent.
     `force`: empty `out` first when it holds an earlier run (otherwise that is refused).
-    `log`: trackers that record the run too, by name: ["tensorboard", "mlflow"] (netspec.runner.trackers).
+    `log`: trackers that record the run too, by name: ["tensorboard", "mlflow"] (netspec.trackers).
     """
     spec = _as_spec(spec, rules, overrides)
     from netspec.report.run_report import RunReporter
@@ -367,7 +367,7 @@ def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bo
 
     checked, _ = check_run_spec(RunDir.open(path))
     if not log:
-        from netspec.runner.trackers import used_by
+        from netspec.trackers import used_by
 
         log = used_by(path)
     _run(checked, out=path, data_dir=data_dir, observer=_observers(progress, log), resume=True, reporter=RunReporter())
@@ -386,7 +386,7 @@ def _observers(progress, log) -> Observer | None:
         log = [log]
     if not log:
         return _observer(progress)
-    from netspec.runner.trackers import make_trackers
+    from netspec.trackers import make_trackers
 
     return Observers([_observer(progress), *make_trackers(log)])
 
@@ -435,7 +435,7 @@ def sweep(spec: str | Path, *, workers: int = 1, progress=True, **settings) -> S
     `on_trial(study, trial)` methods gets them; False is silent."""
     from netspec.report.run_report import RunReporter
     from netspec.report.sweep_report import write_sweep_outputs
-    from netspec.runner.sweep import sweep as run_sweep
+    from netspec.sweeps.sweep import sweep as run_sweep
 
     hooks = PrintTrials() if progress is True else progress or None
     result = run_sweep(spec, workers=workers, reporter=RunReporter(),

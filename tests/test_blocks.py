@@ -286,7 +286,7 @@ def test_softmax_inside_a_block_and_batch_norm_with_batch_one_are_errors(write_s
 
 
 def test_set_and_sweeps_reach_arguments_inside_blocks(tmp_path):
-    from netspec.runner.sweep import sweep
+    from netspec.sweeps.sweep import sweep
 
     key = "model.layers.3.Residual.layers.0.Conv2d.out_channels"
     checked = check_file(SPECS / "resnet-mnist.yaml", overrides=(f"{key}=24",))

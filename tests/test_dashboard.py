@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("optuna_dashboard")
 
-from netspec.runner.sweep import sweep  # noqa: E402
+from netspec.sweeps.sweep import sweep  # noqa: E402
 from conftest import TINY_SWEEP  # noqa: E402
 from test_postgres import postgres_url  # noqa: E402,F401 - the fixture: a PostgreSQL server of the test's own
 

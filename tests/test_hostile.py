@@ -337,8 +337,8 @@ def _trials(folder, name="tiny"):
 
 @pytest.mark.slow
 def test_random_sweep_workers_propose_their_own_values_within_one_budget(fake_data, tmp_path):
-    from netspec.runner.study import counted
-    from netspec.runner.sweep import sweep
+    from netspec.sweeps.study import counted
+    from netspec.sweeps.sweep import sweep
 
     args = dict(ranges=["train.optimizer.lr=1e-4:1e-2:log"], sampler="random", out=tmp_path / "s",
                 data_dir=fake_data, limit=200)
@@ -352,7 +352,7 @@ def test_random_sweep_workers_propose_their_own_values_within_one_budget(fake_da
 
 
 def test_trial_seeds_are_derived_reproducibly():
-    from netspec.runner.study import trial_seed
+    from netspec.sweeps.study import trial_seed
 
     assert trial_seed(0, 3) == trial_seed(0, 3)
     assert len({trial_seed(0, n) for n in range(100)} | {trial_seed(1, n) for n in range(100)}) == 200
@@ -360,7 +360,7 @@ def test_trial_seeds_are_derived_reproducibly():
 
 def test_a_sweep_of_an_edited_spec_is_refused_with_what_changed(fake_data, tmp_path):
     from netspec.errors import RunError
-    from netspec.runner.sweep import sweep
+    from netspec.sweeps.sweep import sweep
 
     args = dict(grid=["train.batch_size=32"], out=tmp_path / "s", data_dir=fake_data, limit=200)
     sweep(_sweep_spec(tmp_path), **args)
@@ -373,7 +373,7 @@ def test_a_sweep_of_an_edited_spec_is_refused_with_what_changed(fake_data, tmp_p
 
 
 def test_a_journal_cut_mid_record_opens_again_with_nothing_lost(fake_data, tmp_path):
-    from netspec.runner.sweep import sweep
+    from netspec.sweeps.sweep import sweep
 
     args = dict(grid=["train.batch_size=32,64,128"], out=tmp_path / "s", data_dir=fake_data, limit=200)
     sweep(_sweep_spec(tmp_path), trials=1, **args)
@@ -466,7 +466,7 @@ def test_workers_of_a_killed_parent_stop_by_themselves(fake_data, tmp_path):
     # landed before the mark was written, failed for no reason of its own (CI once saw one such)
     import optuna
 
-    from netspec.runner.study import recover
+    from netspec.sweeps.study import recover
 
     backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / "study.journal"))
     study = optuna.load_study(study_name="tiny", storage=optuna.storages.JournalStorage(backend))
@@ -585,7 +585,7 @@ def test_a_full_disk_is_one_line_in_run_and_sweep(tmp_path, fake_data):
 def test_a_copied_sweep_folder_points_at_its_own_trials(tmp_path, fake_data):
     import shutil
 
-    from netspec.runner.sweep import sweep
+    from netspec.sweeps.sweep import sweep
 
     sweep(_sweep_spec(tmp_path), grid=["train.batch_size=32"], out=tmp_path / "s", data_dir=fake_data, limit=100)
     from netspec.report.sweep_report import write_sweep_outputs
@@ -656,7 +656,7 @@ def test_a_trial_failed_for_no_reason_of_its_own_runs_again_once(tmp_path):
     retried like an interrupted one; a trial refused for a reason ("error") is not."""
     import optuna
 
-    from netspec.runner.study import recover
+    from netspec.sweeps.study import recover
 
     backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
     study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(backend))

@@ -95,7 +95,7 @@ def test_two_workers_on_one_postgresql_study_divide_the_trials(postgres_url, fak
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
     study = optuna.load_study(study_name="shared", storage=postgres_url)
-    from netspec.runner.study import counted
+    from netspec.sweeps.study import counted
 
     trials = [t for t in study.get_trials() if counted(t)]  # neither a grid duplicate nor over the budget
     done = collections.Counter(tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE)

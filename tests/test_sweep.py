@@ -10,8 +10,8 @@ from netspec.cli import app
 from netspec.errors import Interrupted, SpecError
 from netspec.report.sweep_report import write_sweep_outputs
 from conftest import run
-from netspec.runner.space import make_space, parse_range
-from netspec.runner.sweep import sweep
+from netspec.sweeps.space import make_space, parse_range
+from netspec.sweeps.sweep import sweep
 from netspec.runner.train import Observer
 from netspec.spec.loader import load_file
 from netspec.builder.check import check_file
@@ -96,7 +96,7 @@ def test_a_stop_made_into_another_error_marks_its_trial_to_run_again(write_spec,
     another error made of it. It is the interruption: the sweep stops, and the trial runs again
     when it continues. Taken for the trial's own RunError, it was marked failed for good and the
     sweep went on to the next trial, the Ctrl-C lost."""
-    import netspec.runner.sweep as sweep_mod
+    import netspec.sweeps.sweep as sweep_mod
     from netspec.errors import RunError
 
     spec, folder = write_spec(TINY), tmp_path / "sweep"
@@ -178,7 +178,7 @@ def test_whole_layer_lists_can_be_swept(write_spec, fake_data, tmp_path):
 def test_shipped_sweeps_pass_their_rules(name):
     from pathlib import Path
 
-    from netspec.runner.space import check_space
+    from netspec.sweeps.space import check_space
 
     doc = load_file(SPECS / name)
     space = make_space(doc, [], [], None, None, None)

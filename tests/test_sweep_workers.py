@@ -13,9 +13,9 @@ import pytest
 from optuna.trial import TrialState
 
 from netspec.errors import RunError, SpecError
-from netspec.runner.space import parse_range
-from netspec.runner.study import counted
-from netspec.runner.sweep import sweep
+from netspec.sweeps.space import parse_range
+from netspec.sweeps.study import counted
+from netspec.sweeps.sweep import sweep
 
 from conftest import TINY_SWEEP, netspec_process
 
@@ -156,7 +156,7 @@ def test_sweep_md_draws_no_conclusion_from_one_trial_per_value():
 def test_ctrl_c_in_a_sweep_is_one_line_with_the_command_that_continues_it(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    import netspec.runner.sweep as sweep_mod
+    import netspec.sweeps.sweep as sweep_mod
     from netspec.cli import app
     from netspec.errors import Interrupted
 

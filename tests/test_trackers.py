@@ -52,7 +52,7 @@ def test_an_unknown_tracker_is_one_line_naming_the_known_ones(fake_data, tmp_pat
 
 def test_mlflow_missing_is_one_line_naming_the_extra_before_training(fake_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails as where it is not installed
-    monkeypatch.delitem(sys.modules, "netspec.runner.trackers.mlflow", raising=False)
+    monkeypatch.delitem(sys.modules, "netspec.trackers.mlflow", raising=False)
     result = CliRunner().invoke(app, ["run", str(SPECS / "mlp.yaml"), "--set", "train.epochs=1", "--data-dir",
                                       str(fake_data), "--out", str(tmp_path / "r"), "--log", "mlflow"])
     assert result.exit_code == 1
@@ -217,7 +217,7 @@ def test_mlflow_in_a_postgresql_backend_store(postgres_url, fake_data, tmp_path,
 
 def test_observers_tell_each_in_order_and_drop_a_failing_tracker_with_a_note():
     from netspec.runner.observer import Observers
-    from netspec.runner.trackers import Tracker
+    from netspec.trackers import Tracker
 
     heard = []
 

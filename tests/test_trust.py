@@ -367,7 +367,7 @@ def test_no_validation_set_writes_no_nan_and_says_what_it_shows(fake_data, tmp_p
 
 
 def test_sweep_ranks_each_trial_by_the_model_it_saves(fake_data, tmp_path):
-    from netspec.runner.sweep import sweep
+    from netspec.sweeps.sweep import sweep
     res = sweep(no_sweep(tmp_path), grid=["train.batch_size=32,64"], out=tmp_path / "sw", data_dir=fake_data,
                 limit=200, overrides=("train.epochs=3", "data.validation=200"))
     for t in res.study.trials:

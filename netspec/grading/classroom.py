@@ -34,7 +34,7 @@ from netspec.grading.verdict import Entry, Item, text_digest, columns, find_entr
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
 from netspec.runner.processes import check_workers, run_processes, terminate_as_interrupt, worker_process
-from netspec.runner.study import rdb_storage, repair_journal
+from netspec.sweeps.study import rdb_storage, repair_journal
 
 JOURNAL = "grade.journal"
 POLL_S = 0.1

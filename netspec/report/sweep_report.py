@@ -11,8 +11,8 @@ from rich.table import Table
 
 from netspec.report import plots
 from netspec.runner.rundir import atomic_write
-from netspec.runner.space import decode_value
-from netspec.runner.study import counted
+from netspec.sweeps.space import decode_value
+from netspec.sweeps.study import counted
 
 def leaderboard(study) -> list[dict]:
     """Finished trials, ranked by the validation accuracy of the model each trial saved (its

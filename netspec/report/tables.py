@@ -120,7 +120,7 @@ def epoch_line(stats) -> str:
 def trial_line(frozen) -> str | None:
     """One finished sweep trial (None for one that did not count: a grid duplicate, or one over
     the budget), as the sweep command prints it, from its own process or a worker's."""
-    from netspec.runner.study import counted
+    from netspec.sweeps.study import counted
 
     if not counted(frozen):
         return None

@@ -24,7 +24,7 @@ class RunInfo:
 
 
 class Observer:
-    """Hooks on a run's events: progress display, trackers (netspec.runner.trackers), a sweep's
+    """Hooks on a run's events: progress display, trackers (netspec.trackers), a sweep's
     pruning. The library itself never prints. Every hook is a no-op by default.
 
     Order of events: run_start, start, (step..., epoch)..., end, run_end."""

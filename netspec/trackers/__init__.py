@@ -34,13 +34,13 @@ def register(name: str, load: Callable[[], type], needs: str, package: str, mark
 
 
 def _tensorboard() -> type:
-    from netspec.runner.trackers.tensorboard import TensorBoardTracker
+    from netspec.trackers.tensorboard import TensorBoardTracker
 
     return TensorBoardTracker
 
 
 def _mlflow() -> type:
-    from netspec.runner.trackers.mlflow import MlflowTracker
+    from netspec.trackers.mlflow import MlflowTracker
 
     return MlflowTracker
 

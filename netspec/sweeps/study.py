@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from netspec.builder.check import Checked
 from netspec.errors import first_line, RunError
 from netspec.runner.rundir import process_alive
-from netspec.runner.space import Space, encode_value
+from netspec.sweeps.space import Space, encode_value
 
 
 def trial_seed(seed: int, number: int) -> int:

@@ -16,7 +16,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from netspec.runner.trackers import Tracker, epoch_scalars, figures, flat_settings
+from netspec.trackers import Tracker, epoch_scalars, figures, flat_settings
 
 FOLDER = "tensorboard"  # in the run folder
 TEST_ACCURACY = "test/accuracy"

@@ -1,11 +1,11 @@
 """Sweeps: search over spec settings with Optuna, every trial an ordinary run.
 
-The space (netspec.runner.space) comes from the spec's `sweep:` section and/or the command line
+The space (netspec.sweeps.space) comes from the spec's `sweep:` section and/or the command line
 (`--grid key=v1,v2`, `--range key=low:high[:log][:int]`). Before any trial starts, the whole
 space is checked against the spec's rules: a swept setting that a rule fixes, or values that
 break a budget, are refused up front.
 
-The study (netspec.runner.study) lives in a journal file in the sweep folder (or, with
+The study (netspec.sweeps.study) lives in a journal file in the sweep folder (or, with
 `--storage`, in a database), so an interrupted sweep run again continues where it stopped, and
 several processes (netspec.runner.processes), or machines sharing a database, work on one study.
 The best trial is chosen on validation accuracy; its test accuracy is reported, never used to
@@ -27,11 +27,11 @@ from netspec.builder.check import check_document
 from netspec.errors import during_interrupt, Interrupted, Problem, RunError, SpecError
 from netspec.runner.processes import check_workers, picklable, run_processes, terminate_as_interrupt, worker_process
 from netspec.runner.run import Reporter, run
-from netspec.runner.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
-from netspec.runner.study import (ahead, base_record, check_same_base, check_same_space, make_sampler, open_study,
+from netspec.sweeps.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
+from netspec.sweeps.study import (ahead, base_record, check_same_base, check_same_space, make_sampler, open_study,
                                   recover, space_record, spent, trial_seed, twin)
 from netspec.runner.observer import Observer, Observers
-from netspec.runner.trackers import close_sweep, known, make_trackers, open_sweep
+from netspec.trackers import close_sweep, known, make_trackers, open_sweep
 from netspec.spec.loader import load_file
 from netspec.spec.overrides import apply_overrides
 
