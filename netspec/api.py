@@ -213,7 +213,7 @@ class Run:
     def preprocessing(self) -> dict:
         """How the run's images were read and normalised (data.json): classes, image_shape, mean, std."""
         from netspec.runner.rundir import RunDir
-        from netspec.runner.run import preprocessing
+        from netspec.runner.records import preprocessing
 
         return preprocessing(RunDir(self.path), self.spec.config)
 
@@ -292,7 +292,7 @@ class Run:
 
     def evaluate(self, data_dir=None) -> dict:
         """Test accuracy of the saved model, recomputed (in the run's own precision)."""
-        from netspec.runner.run import evaluate_run
+        from netspec.runner.reopen import evaluate_run
 
         return evaluate_run(self.path, data_dir)
 
@@ -321,7 +321,8 @@ class PrintProgress(Observer):
 
 def open_run(path: str | Path) -> Run:
     """A run folder (finished, interrupted or failed): spec, model with its weights, history, metrics."""
-    from netspec.runner.run import load_run, read_history, read_metrics
+    from netspec.runner.records import read_history, read_metrics
+    from netspec.runner.reopen import load_run
 
     run_dir, checked, model, notes = load_run(path)
     metrics = read_metrics(run_dir)
@@ -363,7 +364,8 @@ def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bo
     `train`; by default the trackers the run was logged to (an MLflow run goes on)."""
     from netspec.report.run_report import RunReporter
     from netspec.runner.rundir import RunDir
-    from netspec.runner.run import check_run_spec, run as _run
+    from netspec.runner.reopen import check_run_spec
+    from netspec.runner.run import run as _run
 
     checked, _ = check_run_spec(RunDir.open(path))
     if not log:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from netspec.builder.vit import MultiHeadAttention
-from netspec.runner.run import evaluate_run
+from netspec.runner.reopen import evaluate_run
 from conftest import run
 from netspec.builder.check import check_file
 

@@ -193,7 +193,7 @@ def test_the_rubric_reports_a_forbidden_layer_at_its_own_line(tmp_path):
 
 def test_a_draft_run_is_named_a_draft_not_refused_by_todays_rules(fake_data, tmp_path):
     from conftest import SPECS, run
-    from netspec.runner.run import load_run
+    from netspec.runner.reopen import load_run
 
     spec = tmp_path / "cnn.yaml"
     spec.write_text((SPECS / "cnn-small.yaml").read_text())

@@ -15,7 +15,8 @@ from netspec.runner.rundir import RunDir, load_checkpoint
 from dataclasses import fields
 
 from netspec.runner.metrics import Metrics
-from netspec.runner.run import evaluate_run, read_metrics
+from netspec.runner.reopen import evaluate_run
+from netspec.runner.records import read_metrics
 from conftest import run
 from netspec.runner.train import Observer, Trainer
 from netspec.builder.check import check_file
@@ -256,7 +257,7 @@ def test_a_short_run_draws_its_loss_within_epochs(fake_data, tmp_path):
 
 
 def runner_history(path):
-    from netspec.runner.run import read_history
+    from netspec.runner.records import read_history
 
     return read_history(RunDir.open(path))
 
@@ -404,7 +405,7 @@ def test_resuming_a_finished_run_redoes_nothing_and_says_so(fake_data, tmp_path)
     once rewrote the record with that command's few milliseconds as the run's wall time); a note
     says so, and the recorded result is returned."""
     from netspec.runner.rundir import RunDir
-    from netspec.runner.run import check_run_spec
+    from netspec.runner.reopen import check_run_spec
 
     folder = tmp_path / "r"
     first = run(quick_mlp(), out=folder, data_dir=fake_data)

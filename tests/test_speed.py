@@ -11,7 +11,7 @@ from torch import nn
 
 from netspec.builder.vit import MultiHeadAttention, ViT, record_attention
 from netspec.runner import train as train_mod
-from netspec.runner.run import evaluate_run
+from netspec.runner.reopen import evaluate_run
 from conftest import run
 from netspec.runner.speed import Speed, resolve
 from netspec.builder.check import check_file

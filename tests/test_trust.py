@@ -17,9 +17,8 @@ from netspec.cli import app
 from netspec.data.augment import augment
 from netspec.errors import Interrupted, RunError, SpecError
 from netspec.runner import rundir as rundir_mod
-from netspec.runner import run as run_mod
 from netspec.runner.rundir import RunDir, atomic_write, load_checkpoint
-from netspec.runner.run import evaluate_run, load_run
+from netspec.runner.reopen import evaluate_run, load_run
 from conftest import QUICK, run, quick_mlp
 from netspec.runner.train import Observer, Trainer
 from netspec.spec.config import AugmentSpec
@@ -150,7 +149,7 @@ def test_a_run_folder_is_portable_and_old_runs_survive_new_rules(fake_data, tmp_
     # a shipped rule set tightened later: the old run is a note, not an error
     strict = tmp_path / "strict-mlp.yaml"
     strict.write_text("name: mnist-mlp\nmax_params: 1000\n")
-    real = run_mod.resolve_rules
+    from netspec.spec.rules import resolve_rules as real
     monkeypatch.setattr("netspec.builder.check.resolve_rules", lambda ref, base: strict if ref == "mnist-mlp" else real(ref, base))
     (moved / "spec.yaml").write_text((moved / "spec.yaml").read_text().replace("rules: spec-rules.yaml", "rules: mnist-mlp"))
     _, _, _, notes = load_run(moved)

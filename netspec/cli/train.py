@@ -97,7 +97,8 @@ def _before_launch(nproc: int, spec, rules, set_, draft: bool, resume) -> None:
     """The checks the N processes would make, made once before torchrun starts them (a process
     that fails makes torchrun print its own traceback)."""
     import netspec
-    from netspec.runner.run import check_processes, check_run_spec
+    from netspec.runner.reopen import check_run_spec
+    from netspec.runner.run import check_processes
     from netspec.runner.rundir import RunDir
     from netspec.runner.train import resolve_device
 

@@ -23,7 +23,8 @@ from netspec.grading.verdict import MAX_WEIGHTS, locked_document
 from netspec.runner import safeweights
 from netspec.runner.rundir import RunDir, is_state_dict, load_checkpoint
 from netspec.runner.safeweights import SAFE_WEIGHTS
-from netspec.runner.run import _record_problem, preprocessing, run
+from netspec.runner.records import _record_problem, preprocessing
+from netspec.runner.run import run
 from netspec.runner.train import logits_model
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from netspec.errors import CheckpointError
 from netspec.runner.rundir import RunDir
 from netspec.runner.metrics import Metrics
-from netspec.runner.run import check_run_spec, read_history, read_metrics
+from netspec.runner.records import read_history, read_metrics
+from netspec.runner.reopen import check_run_spec
 from netspec.spec.config import flatten
 
 

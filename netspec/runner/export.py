@@ -18,7 +18,8 @@ import torch
 
 from netspec.errors import DataError, first_line, NetspecError, RunError
 from netspec.runner.rundir import atomic_write
-from netspec.runner.run import load_run, preprocessing
+from netspec.runner.records import preprocessing
+from netspec.runner.reopen import load_run
 from netspec.spec.datasets import IMAGE_EXTENSIONS
 
 IMAGE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")

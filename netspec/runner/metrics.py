@@ -7,7 +7,17 @@ keys. No torch here: reading a run's record is cheap.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
+
+
+class Status(StrEnum):
+    """How a run ended; why, when not finished, is the record's `reason`."""
+
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM: resumable from its last finished epoch
+    FAILED = "failed"  # a non-finite loss or gradient
+    STOPPED = "stopped"  # an error, or a sweep's pruning
 
 
 @dataclass(frozen=True)

@@ -7,37 +7,31 @@ or at a non-finite loss: whatever was finished is kept).
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
-import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import torchvision
 
 from netspec._version import __version__
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, check_limit, prepare
-from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError, SpecError
+from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError
 from netspec.runner.graphstep import graph_problem
 from netspec.runner.metrics import Metrics
+from netspec.runner.records import (DATA_RECORD, METRICS, RUN_RECORD, _read_run_record, _write_rules, history_csv, read_history,
+                                     read_metrics, recorded_data_dir, resolved_spec, versions)
 from netspec.runner.observer import Observers, RunInfo
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SAFE_WEIGHTS, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import Speed, backend_flags, standard_state
-from netspec.runner.speed import arrange
 from netspec.runner.speed import resolve as resolve_speed
 from netspec.runner.speed import spec_with_speed
 from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
-from netspec.spec.datasets import FILES, NAMED
-from netspec.spec.loader import load_file
-from netspec.spec.rules import resolve_rules, rules_from_dict, shipped_rule_sets
-from netspec.builder.check import Checked, check_document
+from netspec.spec.datasets import FILES
+from netspec.builder.check import Checked
 
 
 
@@ -46,43 +40,6 @@ class RunResult:
     run_dir: RunDir
     metrics: Metrics
     history: list[EpochStats]
-
-
-METRICS = "metrics.json"  # the Metrics record
-
-
-def read_metrics(run_dir: RunDir) -> Metrics:
-    """The run's Metrics (defaults where a folder has none yet: a run still training, or killed)."""
-    return Metrics.from_dict(run_dir.read_json(METRICS)) if (run_dir / METRICS).is_file() else Metrics()
-
-
-def versions() -> dict:
-    return {"netspec": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version()}
-
-
-RULES_RECORD = "rules.json"  # the content of every rule set the run was checked against
-SPEC_RULES = "spec-rules.yaml"  # a copy of the spec's own rules file, when it is a file
-RUN_RECORD = "run.json"  # how the run was started: what --resume must repeat
-
-
-def resolved_spec(checked: Checked) -> dict:
-    """The spec with defaults written out. A rules file (not a shipped name) is copied into
-    the run folder as spec-rules.yaml and referenced from there, so the folder is portable."""
-    data = checked.spec.to_dict()
-    ref = data.get("rules")
-    if ref and ref not in shipped_rule_sets():
-        data["rules"] = SPEC_RULES
-    return data
-
-
-def _write_rules(run_dir: RunDir, checked: Checked) -> None:
-    run_dir.write_json(RULES_RECORD, [r.to_dict() for r in checked.rules])
-    ref = checked.spec.rules
-    if ref and ref not in shipped_rule_sets():
-        own = resolve_rules(ref, Path(checked.doc.file).parent)
-        if own is not None:
-            run_dir.write_text(SPEC_RULES, own.read_text(encoding="utf-8"))
 
 
 def _require_dataset(spec) -> None:
@@ -95,67 +52,6 @@ def load_data(checked: Checked, device, data_dir=None, limit: int | None = None)
     _require_dataset(spec)
     source = load_source(spec.data, data_dir)
     return prepare(source, spec.data, seed=spec.train.seed, device=device, limit=limit)
-
-
-DATA_RECORD = "data.json"  # classes, normalisation and loading path: how to preprocess new images
-
-
-def preprocessing(run_dir: RunDir, spec) -> dict:
-    """The run's data record (data.json). Folders from before it trained MNIST or Fashion-MNIST
-    with these fixed statistics."""
-    if (run_dir / DATA_RECORD).is_file():
-        record = run_dir.read_json(DATA_RECORD)
-        problem = _record_problem(record, spec)
-        if problem:
-            raise CheckpointError(f"{run_dir / DATA_RECORD} {problem}; it was edited or damaged (rerun the spec to "
-                                  "write it again)")
-        return record
-    legacy = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
-    if spec.data.dataset not in legacy:
-        raise CheckpointError(f"{run_dir.path} has no {DATA_RECORD}: its preprocessing is unknown")
-    mean, std = legacy[spec.data.dataset]
-    return {"dataset": spec.data.dataset, "classes": list(NAMED[spec.data.dataset].classes), "image_shape": list(NAMED[spec.data.dataset].image_shape),
-            "input_shape": list(spec.data.input_shape), "mean": [mean], "std": [std], "stats_from": "fixed"}
-
-
-def _record_problem(record, spec) -> str | None:
-    """What is wrong with a data record, checked like any input against the run's own spec: a
-    hand-edited std of 0 would give NaN probabilities, a huge image_shape a huge allocation."""
-    if not isinstance(record, dict) or not {"classes", "mean", "std", "image_shape"} <= record.keys():
-        return "is not a data record"
-    shape = record["image_shape"]
-    if not (isinstance(shape, list) and all(type(v) is int for v in shape)) or (
-            spec.data.image_shape and tuple(shape) != tuple(spec.data.image_shape)):
-        return f"says image_shape {shape!r}, the run's spec {list(spec.data.image_shape or ())}"
-    classes = record["classes"]
-    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)) or (
-            spec.data.classes and len(classes) != spec.data.classes):
-        return f"names {len(classes) if isinstance(classes, list) else 'no'} classes, the run's spec {spec.data.classes}"
-    for key, low in (("mean", -math.inf), ("std", 0)):
-        values = record[key]
-        if not (isinstance(values, list) and len(values) == shape[0]
-                and all(type(v) in (int, float) and math.isfinite(v) and v > low for v in values)):
-            return (f"has {key} {values!r}: one finite number per channel ({shape[0]})"
-                    + (", each above 0" if key == "std" else ""))
-    return None
-
-
-def history_csv(history: list[EpochStats]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochStats)])
-    writer.writeheader()
-    for h in history:
-        writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(h).items()})
-    return buf.getvalue()
-
-
-def read_history(run_dir: RunDir) -> list[EpochStats]:
-    try:
-        with open(run_dir / "history.csv", newline="") as f:
-            return [EpochStats(**{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()})
-                    for row in csv.DictReader(f)]
-    except (OSError, TypeError, ValueError) as e:
-        raise CheckpointError(f"cannot read {run_dir / 'history.csv'}: {e}") from None
 
 
 class Reporter:
@@ -330,19 +226,6 @@ def _notes(plan: Plan, data: Data, observer: Observer | None) -> None:
         observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
 
 
-def recorded_data_dir(record: dict) -> str | None:
-    """The folder of named datasets the run read, where it still exists (else the default applies)."""
-    where = record.get("data_dir")
-    return where if isinstance(where, str) and Path(where).is_dir() else None
-
-
-def _read_run_record(run_dir: RunDir) -> dict:
-    if not (run_dir / RUN_RECORD).is_file():
-        return {}  # folders from before run.json: full data
-    record = run_dir.read_json(RUN_RECORD)
-    return record if isinstance(record, dict) else {}
-
-
 def _run_info(plan: Plan) -> RunInfo:
     return RunInfo(plan.run_dir.path, resolved_spec(plan.checked), tuple(r.name for r in plan.checked.rules),
                    plan.checked.draft, str(plan.device), plan.resumed)
@@ -457,62 +340,3 @@ def _metrics(plan: Plan, trainer: Trainer, status: str, test_loss, test_acc, has
         versions=versions(), command=" ".join(sys.argv))
 
 
-def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
-    """The run's spec, checked against the rule sets recorded when it ran (their content, in
-    rules.json), so a moved folder or a later change to a shipped rule set never refuses an old
-    run. Returns notes saying where today's rules would judge it differently."""
-    if not (run_dir / RULES_RECORD).is_file():  # folders from before rules.json
-        return check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False), []
-    record = run_dir.read_json(RULES_RECORD)
-    try:
-        recorded = [rules_from_dict(d) for d in record]
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise CheckpointError(f"{run_dir / RULES_RECORD} is not a record of rule sets") from None
-    doc = load_file(run_dir / SPEC_FILE)
-    checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path, read_data=False)
-    notes = []
-    if checked.draft:  # its fixed settings were waived on purpose: that is no news from today's rules
-        notes.append("a draft run (`--draft`: not gradable); it waived " + "; ".join(checked.waived))
-    ref = checked.spec.rules
-    if ref:
-        try:
-            check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False, draft=checked.draft)
-        except SpecError as e:
-            notes.append(f"today's rules '{ref}' would refuse this run (it was checked against the rules recorded "
-                         f"in {RULES_RECORD} when it ran): " + "; ".join(p.message for p in e.problems))
-    return checked, notes
-
-
-def load_run(path: str | Path, device: str = "cpu"):
-    """(run folder, checked spec, model with the saved weights, notes) of a run folder."""
-    run_dir = RunDir.open(path)
-    checked, notes = check_run_spec(run_dir)
-    weights = run_dir.weights_name()  # model.safetensors when there is one: no pickle machinery
-    state = run_dir.load_weights(weights)
-    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave torch's RNG alone
-        model = build_model(checked.spec, device)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{run_dir / weights} does not match {run_dir / SPEC_FILE}: {first_line(e)}") from None
-    return run_dir, checked, model, notes
-
-
-def evaluate_run(path: str | Path, data_dir=None) -> dict:
-    run_dir, checked, model, notes = load_run(path)
-    device = torch.device("cpu")
-    if data_dir is None:  # the data the run used, not a download
-        data_dir = recorded_data_dir(_read_run_record(run_dir))
-    data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
-    speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
-    net = logits_model(arrange(model, speed), checked.analysis.softmax_head)
-    loss, acc = evaluate(net, data.test, checked.spec.train.eval_batch_size, speed)
-    recorded = read_metrics(run_dir)
-    ran_on = recorded.device or ""
-    if ran_on and not ran_on.startswith("cpu") and speed.precision != "fp32":
-        notes.append(f"the run trained and tested on {ran_on}; {speed.precision} arithmetic on this CPU may round "
-                     f"differently, so the accuracy can differ in the last digits")
-    return {"run": str(run_dir.path), "test_accuracy": acc, "test_loss": loss, "test_size": len(data.test),
-            "precision": speed.precision, "speed": speed.describe(),
-            "recorded_test_accuracy": recorded.test_accuracy, "recorded_test_size": recorded.test_size,
-            "model_epoch": recorded.model_epoch, "target_accuracy": checked.target_accuracy, "notes": notes}
