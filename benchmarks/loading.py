@@ -29,11 +29,11 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from netspec.builder.check import check_document
+from netspec.check.checker import check_document
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import prepare
-from netspec.runner.train import Trainer
+from netspec.runner.trainer import Trainer
 from netspec.spec.loader import load_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def epoch_seconds(checked, data_dir, limit: int) -> tuple[float, float]:
     torch.manual_seed(0)
     trainer = Trainer(spec, build_model(spec), data, torch.device("cpu"), softmax_head=False)
     start = time.perf_counter()
-    trainer._epoch(1)
+    trainer.train_epoch(1)
     return prepared, time.perf_counter() - start
 
 

@@ -24,8 +24,8 @@ from rich.table import Table
 
 from netspec.builder.model import build_model
 from netspec.data.splits import Data, Split
-from netspec.runner.train import Trainer
-from netspec.builder.check import check_file
+from netspec.runner.trainer import Trainer
+from netspec.check.checker import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def timed_epoch(trainer: Trainer, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    trainer._epoch(1)
+    trainer.train_epoch(1)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / trainer.steps_per_epoch
@@ -96,7 +96,7 @@ def main() -> None:
         for v in names:
             tr = trainer_for(name, v, args.steps, batch, device)
             tr.observer.note = lambda text, v=v: notes.setdefault(v, text)
-            tr._epoch(1)  # warm-up: compilation, autotuning, allocator
+            tr.train_epoch(1)  # warm-up: compilation, autotuning, allocator
             trainers[v] = tr
         times = {v: [] for v in names}
         for _ in range(args.rounds):

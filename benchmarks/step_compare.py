@@ -36,9 +36,15 @@ recipe, floor = sys.argv[5] == "1", sys.argv[6] == "1"
 sys.path[:0] = [tree, tree + "/benchmarks"]
 import torch
 import speed
-from netspec.builder.check import check_file
+try:  # this tree's names
+    from netspec.check.checker import check_file
+    from netspec.runner.trainer import Trainer
+    one_epoch = lambda tr: tr.train_epoch(1)
+except ImportError:  # an older tree's
+    from netspec.builder.check import check_file
+    from netspec.runner.train import Trainer
+    one_epoch = lambda tr: tr._epoch(1)
 from netspec.builder.model import build_model
-from netspec.runner.train import Trainer
 batch = 64 if spec == "mlp" else 32
 if recipe:  # the spec's own augmentation and schedule; only the data is synthetic
     checked = check_file(speed.ROOT / "specs" / f"{spec}.yaml", overrides=("train.device=cpu", "data.validation=0"))
@@ -66,7 +72,7 @@ if floor:  # torch's minimal loop over the same model and batches
     times = [epoch() for _ in range(epochs)]
     about = "torch's minimal eager loop (no augmentation, schedule, checks or counters)"
 else:
-    tr._epoch(1)
+    one_epoch(tr)
     times = [speed.timed_epoch(tr, torch.device("cpu")) for _ in range(epochs)]
     about = tr.speed.describe()
 print(json.dumps({"ms": 1000 * statistics.median(times), "threads": torch.get_num_threads(), "speed": about}))

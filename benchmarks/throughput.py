@@ -32,8 +32,8 @@ from torchvision import datasets, transforms
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import prepare
-from netspec.runner.train import Trainer, logits_model
-from netspec.builder.check import check_file
+from netspec.runner.trainer import Trainer, logits_model
+from netspec.check.checker import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -77,10 +77,10 @@ def netspec_loop(checked, data_dir: Path, steps: int, device: torch.device) -> f
     model = build_model(spec, device)
     trainer = Trainer(spec, model, data, device, softmax_head=checked.analysis.softmax_head)
     warm = prepare(raw, spec.data, seed=0, device=device, limit=10 * BATCH)
-    Trainer(spec, build_model(spec, device), warm, device, softmax_head=checked.analysis.softmax_head)._epoch(1)
+    Trainer(spec, build_model(spec, device), warm, device, softmax_head=checked.analysis.softmax_head).train_epoch(1)
     _sync(device)
     start = time.perf_counter()
-    trainer._epoch(1)
+    trainer.train_epoch(1)
     _sync(device)
     return trainer.steps_per_epoch * BATCH / (time.perf_counter() - start), trainer.speed.describe()
 

@@ -20,8 +20,8 @@ from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import prepare
 from netspec.spec.config import DataSpec
-from netspec.runner.train import Trainer
-from netspec.builder.check import check_file
+from netspec.runner.trainer import Trainer
+from netspec.check.checker import check_file
 from speed import timed_epoch  # benchmarks/speed.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def time_steps(form: str, raw, steps: int, device: torch.device) -> float:
         torch.manual_seed(0)
         return Trainer(spec, build_model(spec, device), data, device, softmax_head=False)
 
-    trainer(5)._epoch(1)
+    trainer(5).train_epoch(1)
     return timed_epoch(trainer(steps), device)
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from netspec.builder.check import Checked, check_document
+from netspec.check.checker import Checked, check_document
 from netspec.errors import NetspecError, SpecError
 from netspec.report.tables import epoch_line, summary_json, summary_text
 from netspec.runner.metrics import Metrics
@@ -38,7 +38,11 @@ if TYPE_CHECKING:  # loading and checking a spec needs no torch; building, train
     import torch
     from torch import nn
 
-    from netspec.runner.train import EpochStats
+    from netspec.runner.compare import Comparison
+    from netspec.runner.export import FilePrediction
+    from netspec.runner.records import DataRecord
+    from netspec.runner.reopen import Evaluation
+    from netspec.runner.trainer import EpochStats
 
 __all__ = ["Spec", "Run", "Prediction", "load", "train", "resume", "open_run"]
 
@@ -118,7 +122,7 @@ class Spec:
         import torch
 
         from netspec.builder.model import build_model
-        from netspec.runner.train import logits_model
+        from netspec.runner.trainer import logits_model
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed if seed is None else seed)
@@ -205,15 +209,16 @@ class Run:
 
     @property
     def logits_model(self) -> nn.Module:
-        from netspec.runner.train import logits_model
+        from netspec.runner.trainer import logits_model
 
         return logits_model(self.model, self.spec.softmax_head)
 
     @functools.cached_property
-    def preprocessing(self) -> dict:
-        """How the run's images were read and normalised (data.json): classes, image_shape, mean, std."""
-        from netspec.runner.rundir import RunDir
+    def preprocessing(self) -> DataRecord:
+        """How the run's images were read and normalised (data.json): classes, image_shape, mean, std;
+        checked against the run's spec (a record that disagrees with it is refused)."""
         from netspec.runner.records import preprocessing
+        from netspec.runner.rundir import RunDir
 
         return preprocessing(RunDir(self.path), self.spec.config)
 
@@ -227,43 +232,42 @@ class Run:
 
         images = torch.as_tensor(images)
         pre, cfg = self.preprocessing, self.spec.config
-        c, h, w = pre["image_shape"]
+        c, h, w = pre.image_shape
         if images.numel() % (c * h * w) or images.numel() == 0:
             raise NetspecError(f"predict takes images of {c}x{h}x{w} = {c * h * w} values each (the run's images); "
                                f"got a tensor of shape {tuple(images.shape)}")
-        mean = torch.tensor(pre["mean"]).view(c, 1, 1)
-        std = torch.tensor(pre["std"]).view(c, 1, 1)
+        mean = torch.tensor(pre.mean).view(c, 1, 1)
+        std = torch.tensor(pre.std).view(c, 1, 1)
         x = normalise(images.reshape(-1, c, h, w), mean, std).reshape(-1, *cfg.data.input_shape)  # as in training
         net = self.logits_model.eval()
         with torch.no_grad():
             logits = torch.cat([net(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
         probs = torch.softmax(logits.float(), dim=1)
-        return Prediction(probs.argmax(1).tolist(), probs, tuple(pre["classes"]))
+        return Prediction(probs.argmax(1).tolist(), probs, tuple(pre.classes))
 
-    def predict_files(self, paths, invert: bool = False) -> list[dict]:
+    def predict_files(self, paths, invert: bool = False) -> list[FilePrediction]:
         """Classify image files (and the images in folders): each read as in training (grayscale
         or RGB, resized to the run's image size), scaled to 0..1, then normalised as in training.
         `invert=True` reads 1 - pixel (a dark digit on light paper, for a model of light-on-dark
         MNIST). Each row says `looks_inverted` where the image's brightness is far from the
         training images' and its inverse is close: the prediction is then likely wrong. A file that
         cannot be read is a row of its own, in its place, with `error` saying why (and no class);
-        every other file is still predicted."""
-        from netspec.runner.export import image_files, looks_inverted, read_readable
+        every other file is still predicted. One FilePrediction per file, in order."""
+        from netspec.data.images import image_files, looks_inverted, read_readable
+        from netspec.runner.export import FilePrediction
 
         files = image_files(paths)
-        images, unread = read_readable(files, tuple(self.preprocessing["image_shape"]))
+        images, unread = read_readable(files, tuple(self.preprocessing.image_shape))
         if invert:
             images = 1 - images
         readable = [f for f in files if f not in unread]
         predicted = {}
         if readable:
-            suspect = looks_inverted(images, self.preprocessing["mean"])
+            suspect = looks_inverted(images, self.preprocessing.mean)
             pred = self.predict(images)
-            predicted = {f: {"class": pred.classes[i], "label": i, "probability": float(pred.probabilities[k, i]),
-                             "looks_inverted": bool(suspect[k]), "error": None}
+            predicted = {f: FilePrediction(str(f), pred.classes[i], i, float(pred.probabilities[k, i]), bool(suspect[k]))
                          for k, (f, i) in enumerate(zip(readable, pred.labels))}
-        unreadable = {"class": None, "label": None, "probability": None, "looks_inverted": False}
-        return [{"file": str(f), **(predicted[f] if f in predicted else {**unreadable, "error": unread[f]})} for f in files]
+        return [predicted[f] if f in predicted else FilePrediction(str(f), error=unread[f]) for f in files]
 
     def export(self, path: str | Path | None = None, format: str = "onnx", force: bool = False) -> Path:
         """The model as an ONNX file (default RUN_DIR/model.onnx) with model.onnx.json beside it;
@@ -290,7 +294,7 @@ class Run:
         data = load_data(self.spec.checked, torch.device("cpu"), data_dir)
         return write_attention(RunDir(self.path), family, self.model, data, index=index, layer=layer)
 
-    def evaluate(self, data_dir=None) -> dict:
+    def evaluate(self, data_dir=None) -> Evaluation:
         """Test accuracy of the saved model, recomputed (in the run's own precision)."""
         from netspec.runner.reopen import evaluate_run
 
@@ -298,7 +302,7 @@ class Run:
 
     def __repr__(self) -> str:
         acc = self.metrics.test_accuracy
-        return (f"<netspec.Run {self.path}: {self.metrics.status}, "
+        return (f"<netspec.Run {self.path}: {self.metrics.status_text}, "
                 f"test accuracy {acc if acc is None else round(acc, 4)}>")
 
 
@@ -321,11 +325,11 @@ class PrintProgress(Observer):
 
 def open_run(path: str | Path) -> Run:
     """A run folder (finished, interrupted or failed): spec, model with its weights, history, metrics."""
-    from netspec.runner.records import read_history, read_metrics
+    from netspec.runner.records import read_history
     from netspec.runner.reopen import load_run
 
     run_dir, checked, model, notes = load_run(path)
-    metrics = read_metrics(run_dir)
+    metrics = run_dir.metrics()
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     return Run(run_dir.path, Spec(checked), model.eval(), history, metrics, notes)
 
@@ -356,7 +360,7 @@ def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, d
     observer = _observers(progress, log)  # a tracker that cannot record says so now, before any folder is made
     result = _run(spec.checked, out=out, data_dir=data_dir, observer=observer, limit=limit, force=force,
                   runs_root=runs_root, detect_anomaly=detect_anomaly, reporter=RunReporter())
-    return open_run(result.run_dir.path)
+    return _trained(result)
 
 
 def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bool | Observer = True, log=()) -> Run:
@@ -372,8 +376,20 @@ def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bo
         from netspec.trackers import used_by
 
         log = used_by(path)
-    _run(checked, out=path, data_dir=data_dir, observer=_observers(progress, log), resume=True, reporter=RunReporter())
-    return open_run(path)
+    result = _run(checked, out=path, data_dir=data_dir, observer=_observers(progress, log), resume=True,
+                  reporter=RunReporter())
+    return _trained(result)
+
+
+def _trained(result) -> Run:
+    """The Run of a run just trained, from what the runner returns: its model is already in memory
+    and its spec already checked, so the folder is not read again. (A resumed run that had nothing
+    left to train holds no model in memory: its folder is opened.)"""
+    if result.model is None or result.checked is None:
+        return open_run(result.run_dir.path)
+    checked = result.checked
+    notes = [f"a draft run (`--draft`: not gradable); it waived {'; '.join(checked.waived)}"] if checked.draft else []
+    return Run(result.run_dir.path, Spec(checked), result.model.eval(), result.history, result.metrics, notes)
 
 
 def _observer(progress) -> Observer | None:
@@ -447,9 +463,11 @@ def sweep(spec: str | Path, *, workers: int = 1, progress=True, **settings) -> S
     return Sweep(result.folder, name, rows, bool(result.study.user_attrs.get("draft")))
 
 
-def compare(*runs: str | Path, figure: str | Path | None = None) -> dict:
+def compare(*runs: str | Path, figure: str | Path | None = None) -> Comparison:
     """Runs side by side (the first is the baseline): each run's numbers, its architecture changes
     against the baseline, and the settings that differ; `figure` also writes the loss curves (PNG)."""
+    import dataclasses
+
     from netspec.runner.compare import compare as compare_runs, read_runs
 
     infos = read_runs(list(runs))
@@ -459,7 +477,7 @@ def compare(*runs: str | Path, figure: str | Path | None = None) -> dict:
 
         fig = plots.overlay_figure({r.label: r.history for r in infos if r.history})
         fig.savefig(figure, dpi=110, bbox_inches="tight")
-        result["figure"] = str(figure)
+        result = dataclasses.replace(result, figure=str(figure))
     return result
 
 

@@ -89,20 +89,3 @@ def first_line(e: BaseException, default: str = "") -> str:
     """The first line of an exception's message (torch's run to pages), or `default` when it has none."""
     text = str(e).strip()
     return text.splitlines()[0] if text else default
-
-
-def during_interrupt(e: BaseException) -> bool:
-    """Ctrl-C or a stop, however it reached here: a KeyboardInterrupt or netspec's Interrupted; an
-    error raised while one was being handled (a writer's cleanup that fails on the interrupted
-    file); or one made of it (a C extension's import turns the KeyboardInterrupt into "ImportError:
-    initialization failed", raised from it). It is the interruption, not a failure of its own."""
-    seen, todo = set(), [e]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        if isinstance(e, (KeyboardInterrupt, Interrupted)):
-            return True
-        seen.add(id(e))
-        todo += [e.__cause__, e.__context__]
-    return False

@@ -108,7 +108,7 @@ QUICK = ("train.epochs=2", "data.validation=200", "train.batch_size=64")  # a sh
 
 def quick_mlp(*extra, rules=()):
     """specs/mlp.yaml for 2 short epochs (QUICK), with more --set overrides and imposed rules, checked."""
-    from netspec.builder.check import check_file
+    from netspec.check.checker import check_file
 
     return check_file(SPECS / "mlp.yaml", overrides=QUICK + extra, imposed=rules)
 
@@ -117,3 +117,10 @@ def netspec_process(*args, **kw) -> subprocess.Popen:
     """`netspec ARGS` started in the project folder, its output (stdout and stderr together) piped."""
     return subprocess.Popen(NETSPEC + list(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kw)
+
+
+def ctrl_c() -> None:
+    """Ctrl-C, as the terminal sends it: SIGINT to this process."""
+    import signal
+
+    signal.raise_signal(signal.SIGINT)

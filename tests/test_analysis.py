@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SPECS
-from netspec.builder.analysis import analyze
+from netspec.check.analysis import analyze
 from netspec.builder.model import build_model
 from netspec.spec.layers import LAYERS, ShapeError
 

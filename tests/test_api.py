@@ -79,8 +79,8 @@ def test_train_open_and_predict_on_tensors(fake_data, tmp_path, capsys):
     images = raw.test.images[:50, 0]
     pred = again.predict(images)
     pre = again.preprocessing
-    assert pre["stats_from"] == "training split" and len(pre["mean"]) == 1
-    x = ((images.float() / 255 - pre["mean"][0]) / pre["std"][0]).reshape(50, 784)
+    assert pre.stats_from == "training split" and len(pre.mean) == 1
+    x = ((images.float() / 255 - pre.mean[0]) / pre.std[0]).reshape(50, 784)
     with torch.no_grad():
         expected = again.logits_model(x).argmax(1)
     assert pred.labels == expected.tolist() and pred.probabilities.shape == (50, 10)
@@ -173,7 +173,7 @@ def test_a_reopened_run_evaluates_on_the_data_it_used(fake_data, tmp_path, monke
                         overrides={"train.epochs": 1, "data.validation": 100, "train.schedule.name": "none"})
     run = netspec.train(spec, data_dir=fake_data, out=tmp_path / "r", limit=200, progress=False)
     again = netspec.open_run(run.path).evaluate()
-    assert again["test_accuracy"] == run.metrics.test_accuracy
+    assert again.test_accuracy == run.metrics.test_accuracy
     assert not (tmp_path / "home" / ".cache" / "netspec").exists()
 
 
@@ -200,10 +200,10 @@ def test_sweep_compare_data_and_forward_in_a_notebook_equal_the_commands(fake_da
 
     a, b = sorted((tmp_path / "s").glob("trial-*"))
     result = netspec.compare(a, b, figure=tmp_path / "c.png")
-    assert list(result["settings"]) == ["train.batch_size"] and sorted(result["settings"]["train.batch_size"]) == [32, 64]
+    assert list(result.settings) == ["train.batch_size"] and sorted(result.settings["train.batch_size"]) == [32, 64]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     r = CliRunner().invoke(app, ["compare", str(a), str(b), "--format", "json"])
-    assert json.loads(r.output) == {k: v for k, v in result.items() if k != "figure"}
+    assert json.loads(r.output) == {**result.to_dict(), "figure": None}
 
     facts = netspec.data_facts("mnist", data_dir=fake_data, validation=100, samples=tmp_path / "g.png")
     assert dict(facts["facts"])["training / validation"].startswith("1,100 / 100")  # 1,200 synthetic, 100 held out

@@ -11,14 +11,15 @@ import torch
 from typer.testing import CliRunner
 
 import netspec
-from netspec.builder.analysis import module_names
-from netspec.builder.check import check_file
+from netspec.check.analysis import module_names
+from netspec.check.checker import check_file
 from netspec.builder.model import build_model
 from netspec.cli import app
 from netspec.errors import SpecError
 from test_validate import assert_rows_match_module
 
 from conftest import SPECS
+from conftest import ctrl_c
 
 cli = CliRunner()
 BLOCK_SPECS = ["resnet-mnist.yaml", "resnet20-cifar10.yaml", "inception-mnist.yaml"]
@@ -377,7 +378,7 @@ class _InterruptAt:
 
     def step(self, *, epoch, step, loss):
         if epoch == 2 and step >= 3:  # the first look at the loss after step 3 (every sync_every steps)
-            raise KeyboardInterrupt
+            ctrl_c()
 
 
 def test_a_block_model_resumes_to_the_same_weights_and_predicts_from_its_folder(fake_data, tmp_path):
@@ -410,7 +411,7 @@ train: {epochs: 2, augment: {shift: 1}}
     assert all(torch.equal(reopened.model.state_dict()[k], a[k]) for k in a)
     images = torch.rand(4, 1, 28, 28)
     pre = reopened.preprocessing
-    x = (images - pre["mean"][0]) / pre["std"][0]
+    x = (images - pre.mean[0]) / pre.std[0]
     with torch.no_grad():
         expected = reopened.model.eval()(x).argmax(1)
     assert reopened.predict(images).labels == expected.tolist()

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import netspec
 from conftest import run, synthetic_mnist, write_idx
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 from netspec.cli import app
 from netspec.data.datasets import load_source
 from netspec.errors import DataError, SpecError
@@ -209,8 +209,8 @@ def test_imagefolder_trains_on_pngs_resized_to_the_stated_size(tmp_path):
     # the run folder's spec is portable: the path is absolute, and predict reads files as training did
     opened = netspec.open_run(tmp_path / "r")
     rows = opened.predict_files([folder / "dog"])
-    assert {r["class"] for r in rows} <= {"cat", "dog", "fox"} and len(rows) == len(list((folder / "dog").iterdir()))
-    assert sum(r["class"] == "dog" for r in rows) > len(rows) / 2
+    assert {r.class_name for r in rows} <= {"cat", "dog", "fox"} and len(rows) == len(list((folder / "dog").iterdir()))
+    assert sum(r.class_name == "dog" for r in rows) > len(rows) / 2
 
 
 def test_imagefolder_with_train_and_test_and_grayscale(tmp_path):
@@ -430,26 +430,13 @@ def test_an_rgb_run_exports_and_predicts_with_its_own_statistics(tmp_path):
     assert meta["normalise"] == {"mean": record["mean"], "std": record["std"]} and len(record["mean"]) == 3
     assert meta["classes"] == ["cat", "dog", "fox"] and meta["pixels"].startswith("RGB 12x12")
     files = sorted((folder / "fox").iterdir())[:3]
-    from netspec.runner.export import read_images
+    from netspec.data.images import read_images
 
     pixels = read_images(files, (3, 12, 12))  # (3, 3, 12, 12) in 0..1
     x = ((pixels - torch.tensor(meta["normalise"]["mean"]).view(3, 1, 1)) / torch.tensor(meta["normalise"]["std"]).view(3, 1, 1))
     got = onnxruntime.InferenceSession(str(path)).run(None, {"images": x.numpy()})[0]
     rows = opened.predict_files(files)
-    assert [meta["classes"][i] for i in got.argmax(1)] == [r["class"] for r in rows]
-
-
-def test_a_run_folder_from_before_data_json_predicts_with_the_statistics_it_used(fake_data, tmp_path):
-    spec = netspec.load("name: old\ndata: {validation: 100, input_shape: [784]}\nmodel:\n  layers: [{Linear: {out_features: 10}}]\n"
-                        "train: {epochs: 1}\n")
-    trained = netspec.train(spec, data_dir=fake_data, out=tmp_path / "old", limit=200, progress=False)
-    (trained.path / "data.json").unlink()
-    opened = netspec.open_run(trained.path)
-    assert opened.preprocessing["mean"] == [0.1307] and opened.preprocessing["stats_from"] == "fixed"
-    images = torch.zeros(2, 28, 28, dtype=torch.uint8)
-    x = ((images.float() / 255 - 0.1307) / 0.3081).reshape(2, 784)
-    with torch.no_grad():
-        assert opened.predict(images).labels == opened.logits_model(x).argmax(1).tolist()
+    assert [meta["classes"][i] for i in got.argmax(1)] == [r.class_name for r in rows]
 
 
 def test_a_vit_takes_its_head_size_from_the_dataset(tmp_path):

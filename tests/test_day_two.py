@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import netspec
 from conftest import run
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 from netspec.cli import app
 
 cli = CliRunner()
@@ -78,7 +78,7 @@ def test_compare_says_the_architecture_in_the_commands_order(digit_run, mlp_run)
 # --- plots: the axes show what there is ---------------------------------------------------------
 
 def _epoch(n: int, loss: float = 1.0):
-    from netspec.runner.train import EpochStats
+    from netspec.runner.trainer import EpochStats
 
     return EpochStats(epoch=n, train_loss=loss, train_acc=0.5, val_loss=loss + 0.1, val_acc=0.5, seconds=1.0, lr=0.001)
 

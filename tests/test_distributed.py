@@ -71,16 +71,16 @@ def test_one_process_under_torchrun_equals_a_plain_run(tmp_path, fake_data):
 
 
 def test_an_interrupted_run_resumes_under_torchrun(tmp_path, fake_data):
-    from conftest import run as run_with_reports
+    from conftest import ctrl_c, run as run_with_reports
 
-    from netspec.builder.check import check_file
+    from netspec.check.checker import check_file
     from netspec.errors import Interrupted
     from netspec.runner.observer import Observer
 
     class StopInEpoch2(Observer):
         def step(self, *, epoch, step, loss):
             if epoch == 2:
-                raise KeyboardInterrupt
+                ctrl_c()
 
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)

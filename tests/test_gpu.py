@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from netspec.builder.vit import MultiHeadAttention
+from netspec.families.vit_torch import MultiHeadAttention
 from netspec.runner.reopen import evaluate_run
 from conftest import run
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 
 from conftest import SPECS
 
@@ -29,7 +29,7 @@ def test_cuda_run_with_auto_settings_and_cpu_eval(fake_data, tmp_path):
     assert m.device.startswith("cuda") and m.speed["channels_last"] and m.speed["precision"] in ("bf16", "fp16")
     assert m.test_accuracy > 0.5
     again = evaluate_run(tmp_path / "r", fake_data)  # on the CPU, in the run's precision
-    assert abs(again["test_accuracy"] - m.test_accuracy) <= 0.01
+    assert abs(again.test_accuracy - m.test_accuracy) <= 0.01
 
 
 def test_deterministic_runs_repeat_bit_for_bit(fake_data, tmp_path):
@@ -83,7 +83,7 @@ def test_the_whole_step_captured_as_one_cuda_graph_trains_as_eager(fake_data, tm
     eager run reaches (bf16 rounding and another Adam kernel allow small differences)."""
     from netspec.builder.model import build_model
     from netspec.runner.run import load_data
-    from netspec.runner.train import Trainer
+    from netspec.runner.trainer import Trainer
 
     eager = run(tiny(tmp_path, "cnn-small.yaml", "train.compile=off"), out=tmp_path / "e", data_dir=fake_data, limit=600)
     graph = run(tiny(tmp_path, "cnn-small.yaml", "train.compile=graph"), out=tmp_path / "g", data_dir=fake_data,
@@ -105,7 +105,7 @@ def test_a_step_that_cannot_be_captured_stops_the_run_in_one_line(fake_data, tmp
     """A host read inside the step (here: one added to the optimizer) breaks the capture: the run
     stops with a RunError naming the first error and its place, not torch's two tracebacks."""
     from netspec.errors import RunError
-    from netspec.runner.graphstep import DeviceOptimizer
+    from netspec.runner.optim import DeviceOptimizer
 
     step = DeviceOptimizer.step
 

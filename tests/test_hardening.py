@@ -23,7 +23,7 @@ from netspec.runner.rundir import atomic_write, load_checkpoint
 from conftest import run
 from netspec.spec.loader import load_text
 from netspec.spec.schema import spec_schema
-from netspec.builder.check import check_document, check_file
+from netspec.check.checker import check_document, check_file
 
 from conftest import SPECS, netspec_process
 
@@ -264,43 +264,3 @@ def test_detect_anomaly_option(fake_data, tmp_path):
     assert r.exit_code == 0, r.output
 
 
-def test_an_error_raised_while_ctrl_c_is_handled_is_the_interruption():
-    """A writer's cleanup that fails on the interrupted file (torch.save's zip writer, say) replaces
-    the KeyboardInterrupt with its own error; that error is the interruption, not a failure."""
-    from netspec.errors import CheckpointError, during_interrupt
-
-    try:
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            raise RuntimeError("PytorchStreamWriter failed writing file data/0: unexpected pos")
-    except RuntimeError as e:
-        caught = e
-    assert during_interrupt(caught)
-    try:  # a netspec error raised in turn (load_checkpoint's, say) carries the interruption along
-        try:
-            raise caught
-        except RuntimeError:
-            raise CheckpointError("checkpoint.pt is not a readable checkpoint") from None
-    except CheckpointError as e:
-        assert during_interrupt(e)
-    assert not during_interrupt(RuntimeError("a real failure"))
-
-
-def test_the_cli_reports_an_error_raised_during_ctrl_c_as_the_interruption(monkeypatch, write_spec):
-    from typer.testing import CliRunner
-
-    import netspec
-    from netspec.cli import app
-    from netspec.errors import CheckpointError
-
-    def interrupted_in_cleanup(*args, **kw):
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            raise CheckpointError("checkpoint.pt is not a readable checkpoint: unexpected pos") from None
-
-    monkeypatch.setattr(netspec, "train", interrupted_in_cleanup)
-    spec = write_spec("name: s\ndata: {input_shape: [784]}\nmodel: {layers: [{Linear: {out_features: 10}}]}\n")
-    result = CliRunner().invoke(app, ["run", str(spec)])
-    assert result.exit_code == 130 and "interrupted" in result.output and "error" not in result.output

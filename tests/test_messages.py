@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 from netspec.cli import app
 from netspec.errors import SpecError
 
@@ -166,16 +166,18 @@ def test_data_writes_nothing_unasked(fake_data, tmp_path, monkeypatch):
 def test_figures_keep_legends_off_the_data_and_label_their_axes():
     import torch
 
-    from netspec.builder.vit import ViT, record_attention
+    from netspec.families.vit import ViTSpec
+    from netspec.families.vit_torch import ViT, record_attention
     from netspec.report import plots
-    from netspec.runner.train import EpochStats
+    from netspec.runner.trainer import EpochStats
 
     fig = plots.loss_figure([EpochStats(1, 0.5, 0.8, 0.4, 0.85, 1.0, 0.001)], "one epoch")
     ax = fig.axes[0]
     assert ax.get_legend() is None and len(fig.legends) == 1  # the legend sits below the axes
     assert all(line.get_marker() not in (None, "None", "") for a in fig.axes for line in a.get_lines())  # one epoch shows
     torch.manual_seed(0)
-    vit = ViT(image_shape=(1, 28, 28), patch_size=7, num_classes=10, dim=16, depth=1, heads=2, dim_head=4, mlp_dim=8).eval()
+    vit = ViT(ViTSpec(patch_size=7, dim=16, depth=1, heads=2, dim_head=4, mlp_dim=8, dropout=0.0),
+              image_shape=(1, 28, 28), num_classes=10).eval()
     with torch.no_grad(), record_attention(vit) as maps:
         vit(torch.randn(1, 1, 28, 28))
     fig = plots.attention_figure(torch.zeros(28, 28).numpy(), maps[0][0].numpy(), "t", grid=(4, 4))

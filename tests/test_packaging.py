@@ -28,7 +28,7 @@ def test_wheel_ships_schema_and_rule_sets(tmp_path):
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     env = {**os.environ, "PYTHONPATH": str(target)}
-    code = ("import json, netspec.spec.rules as r, netspec.spec.schema as s, netspec.builder.check as v;"
+    code = ("import json, netspec.spec.rules as r, netspec.spec.schema as s, netspec.check.checker as v;"
             "assert r.__file__.startswith(%r), r.__file__;"
             "c = v.check_file(%r);"
             "print(json.dumps([r.shipped_rule_sets(), c.analysis.params, len(s.schema_text())]))"

@@ -10,18 +10,18 @@ from typer.testing import CliRunner
 from netspec.cli import app
 from conftest import mnist_data, mnist_source, quick_mlp
 from netspec.errors import DataError, Interrupted, RunError
-from netspec.runner import train as train_mod
 from netspec.runner.rundir import RunDir, load_checkpoint
 from dataclasses import fields
 
 from netspec.runner.metrics import Metrics
 from netspec.runner.reopen import evaluate_run
-from netspec.runner.records import read_metrics
 from conftest import run
-from netspec.runner.train import Observer, Trainer
-from netspec.builder.check import check_file
+from netspec.runner.observer import Observer
+from netspec.runner.trainer import Trainer
+from netspec.check.checker import check_file
 
 from conftest import SHARED_DATA, SPECS
+from conftest import ctrl_c
 
 
 
@@ -60,23 +60,10 @@ def test_run_writes_every_output(fake_data, tmp_path):
     saved = torch.load(d / "model.pt", weights_only=True)
     assert set(saved) >= {"spec", "state_dict"} and "linear_0.weight" in saved["state_dict"]
     again = evaluate_run(d, fake_data)
-    assert again["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-9)
+    assert again.test_accuracy == pytest.approx(m["test_accuracy"], abs=1e-9)
     # metrics.json is the typed record, written and read in one place: every key a field, and back
     assert Metrics.from_dict(m) == result.metrics and sorted(m) == sorted(f.name for f in fields(Metrics))
-    assert read_metrics(result.run_dir).test_accuracy == m["test_accuracy"]
-
-
-def test_metrics_of_older_and_newer_folders_read_with_defaults():
-    old = Metrics.from_dict({"name": "cnn", "status": "finished", "test_accuracy": 0.99, "epochs_completed": 10})
-    assert (old.test_accuracy, old.processes, old.speed, old.draft, old.model_epoch) == (0.99, 1, {}, False, None)
-    assert not old.has_model and old.finished
-    newer = Metrics.from_dict({"status": "finished", "a_key_from_later": 1, "draft": None})
-    assert newer.draft is False and not hasattr(newer, "a_key_from_later")
-    assert Metrics.from_dict(["not", "a", "record"]) == Metrics()
-    edited = Metrics.from_dict({"test_accuracy": "0.99", "epochs_completed": True, "speed": [1], "draft": "yes",
-                                "params": 12.5, "train_seconds": 3})
-    assert (edited.test_accuracy, edited.epochs_completed, edited.speed, edited.draft, edited.params) == (
-        None, 0, {}, False, None) and edited.train_seconds == 3  # wrong types take the defaults
+    assert result.run_dir.metrics().test_accuracy == m["test_accuracy"]
 
 
 def test_same_seed_same_result(fake_data, tmp_path):
@@ -101,7 +88,7 @@ class InterruptAt(Observer):
 
     def step(self, *, epoch, step, loss):
         if epoch == self.at and step >= 3:  # the first look at the loss after step 3 (every sync_every steps)
-            raise KeyboardInterrupt
+            ctrl_c()
 
 
 def test_interrupt_then_resume_equals_uninterrupted(fake_data, tmp_path):
@@ -138,18 +125,18 @@ def test_resume_with_schedule_and_augmentation(fake_data, tmp_path):
 
 def test_non_finite_loss_stops_with_epoch_and_step(fake_data, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = train_mod.F.cross_entropy
+    real = torch.nn.functional.cross_entropy
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     with pytest.raises(RunError, match="non-finite loss at epoch 1, step 3"):
         run(quick_mlp(), out=tmp_path / "r", data_dir=fake_data)
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    assert m["status"].startswith("failed") and m["epochs_completed"] == 0
+    assert (m["status"], m["reason"]) == ("failed", "non-finite loss at epoch 1, step 3") and m["epochs_completed"] == 0
     weights = torch.load(tmp_path / "r" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values())
 
@@ -264,7 +251,7 @@ def runner_history(path):
 
 def test_compare_figure_draws_one_epoch_runs_on_whole_epochs():
     from netspec.report import plots
-    from netspec.runner.train import EpochStats
+    from netspec.runner.trainer import EpochStats
 
     one = [EpochStats(epoch=1, train_loss=0.5, train_acc=0.9, val_loss=0.4, val_acc=0.9, seconds=1, lr=0.1)]
     fig = plots.overlay_figure({"a": one, "b": one})
@@ -275,19 +262,22 @@ def test_compare_figure_draws_one_epoch_runs_on_whole_epochs():
 
 
 @pytest.mark.parametrize("bad_gradient, bad_loss", [(None, None), (6, None), (None, 9), (13, 4), (2, 2)])
-def test_the_window_folds_to_the_per_step_counters(bad_gradient, bad_loss):
-    """The usual loop's `_Window` (kept steps, folded at each look) gives the counters the
-    per-step `_Tally` gives, over looks that split the steps unevenly: the loss sum bit for bit,
-    the right answers, and the steps before the first non-finite gradient or loss."""
+def test_the_tally_folds_the_same_counters_whatever_its_window(bad_gradient, bad_loss):
+    """The one tally, folded at every step (the graph strategy, inside its CUDA graph) or at looks
+    that split the steps unevenly (the eager strategy's window of 4): the loss sum bit for bit, the
+    right answers, and the steps before the first non-finite gradient or loss."""
+    from netspec.runner.steps import Tally
+
     g = torch.Generator().manual_seed(3)
     steps = [(torch.rand((), generator=g) * 3, torch.randn(7 if s == 14 else 8, 10, generator=g),
               torch.randint(0, 10, (7 if s == 14 else 8,), generator=g)) for s in range(15)]
-    each, window = train_mod._Tally(torch.device("cpu")), train_mod._Window(torch.device("cpu"), 4)
+    each, window = Tally(torch.device("cpu"), 1), Tally(torch.device("cpu"), 4)
     for s, (loss, logits, y) in enumerate(steps, start=1):
         loss = loss * float("nan") if s == bad_loss else loss
         for tally in (each, window):
             tally.flag().fill_(1.0 if s == bad_gradient else tally.flag().item())
             tally.step(loss, logits, y)
+        each.fold()
         # nothing kept shares the model's output: a CUDA graph's next replay overwrites it
         assert all(kept.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr() for kept in window.kept[-1])
         if s % 4 == 0 or s == len(steps):
@@ -301,37 +291,36 @@ def test_the_window_folds_to_the_per_step_counters(bad_gradient, bad_loss):
 
 
 def test_sigterm_stops_training_as_ctrl_c_but_not_a_run_being_written(fake_data, tmp_path):
-    """The `netspec run` rule: SIGTERM is Ctrl-C while training goes on; once training is over
-    (the observer's `end`, called however training ended), the run being written is let finish.
-    torchrun's SIGTERM after another process failed otherwise cut rank 0's report short."""
+    """The `netspec run` rule (stop.listening(hold=False)): SIGTERM while training stops it at the
+    end of the step and the run is written as interrupted; once training is over, a SIGTERM while
+    the run is being written lets it finish; before training, it raises at once."""
     import os
     import signal
 
-    from netspec.runner.processes import terminate_as_interrupt
+    from netspec.runner import stop
 
-    class Ends(Observer):
-        ended = 0
+    class TermIn(Observer):
+        def __init__(self, hook):
+            self.hook = hook
 
-        def end(self):
-            self.ended += 1
-
-    done = Ends()
-    run(quick_mlp(), out=tmp_path / "done", data_dir=fake_data, observer=done)
-
-    class StopInEpoch1(Ends):
         def step(self, *, epoch, step, loss):
-            os.kill(os.getpid(), signal.SIGTERM)
+            if self.hook == "step":
+                os.kill(os.getpid(), signal.SIGTERM)
 
-    stopped = StopInEpoch1()
-    with terminate_as_interrupt(unless=lambda: stopped.ended > 0), pytest.raises(Interrupted):
-        run(quick_mlp(), out=tmp_path / "stopped", data_dir=fake_data, observer=stopped)
-    assert (done.ended, stopped.ended) == (1, 1)
-    with terminate_as_interrupt(unless=lambda: True):  # a run being written: the signal is let pass
+        def end(self):  # training is over; the run folder is being written
+            if self.hook == "end":
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with stop.listening(hold=False), pytest.raises(Interrupted, match="before the first epoch"):
+        run(quick_mlp(), out=tmp_path / "stopped", data_dir=fake_data, observer=TermIn("step"))
+    assert json.loads((tmp_path / "stopped" / "metrics.json").read_text())["status"] == "interrupted"
+    with stop.listening(hold=False):
+        written = run(quick_mlp(), out=tmp_path / "written", data_dir=fake_data, observer=TermIn("end"))
+    assert written.metrics.finished and (tmp_path / "written" / "report.md").is_file()
+    with pytest.raises(KeyboardInterrupt), stop.listening(hold=False):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
-    with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(unless=lambda: False):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
+    assert stop.requested() is None  # nothing left over for the next run
 
 
 def _ctrl_c_made_into(error: type[Exception]) -> None:
@@ -368,33 +357,35 @@ def test_ctrl_c_in_training_is_taken_at_the_end_of_a_step_not_where_it_lands(fak
 
 
 def test_a_second_ctrl_c_before_the_step_ends_stops_at_once_and_none_is_lost():
-    """The stop waits for the end of the step; a second one does not (a step that never ends), and
-    one that comes after the last step is taken on the way out. The handlers are restored."""
+    """In a held region (the Trainer's epochs) Ctrl-C is only recorded; a second one raises at once
+    (a step that never ends). The handlers are restored after, and the request cleared."""
     import signal
 
-    from netspec.runner.processes import interrupts_between_steps
+    from netspec.runner import stop
 
     with pytest.raises(KeyboardInterrupt):
-        with interrupts_between_steps() as pending:
+        with stop.held():
             signal.raise_signal(signal.SIGINT)
-            assert pending.signal is not None  # noted, not raised
+            assert stop.requested() == "Ctrl-C"  # recorded, not raised
             signal.raise_signal(signal.SIGINT)
             pytest.fail("the second Ctrl-C did not stop at once")
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_between_steps():
-            signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and stop.requested() is None
+    with stop.held():  # SIGINT then SIGTERM (torchrun passing the stop on): both recorded, none raised
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested() == "Ctrl-C"
 
 
-def test_an_error_made_of_ctrl_c_is_the_interruption_at_the_command_line(capsys):
-    """Before training (loading data, building) Ctrl-C is raised where it lands: an error made of
-    it is exit 130 and one line; any other error is left to show its traceback."""
+def test_ctrl_c_before_training_is_the_interruption_at_the_command_line(capsys):
+    """Before training (loading data, building) Ctrl-C is raised where it lands: exit 130 and one
+    line; any other error is left to show its traceback."""
     import typer
 
     from netspec.cli.base import user_errors
+    from netspec.runner import stop
 
-    with pytest.raises(typer.Exit) as e, user_errors():
-        _ctrl_c_made_into(ImportError)
+    with pytest.raises(typer.Exit) as e, user_errors(), stop.listening(hold=False):
+        ctrl_c()
     assert e.value.exit_code == 130 and "interrupted" in capsys.readouterr().err
     with pytest.raises(ImportError), user_errors():
         raise ImportError("initialization failed")

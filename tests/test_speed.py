@@ -9,14 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from netspec.builder.vit import MultiHeadAttention, ViT, record_attention
-from netspec.runner import train as train_mod
+from netspec.families.vit import ViTSpec
+from netspec.families.vit_torch import MultiHeadAttention, ViT, record_attention
+from netspec.runner.observer import Observer
 from netspec.runner.reopen import evaluate_run
 from conftest import run
 from netspec.runner.speed import Speed, resolve
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 
 from conftest import SPECS
+from conftest import ctrl_c
 
 CNN_QUICK = ("train.epochs=2", "data.validation=200", "train.augment.rotate=0")
 
@@ -75,7 +77,7 @@ def test_eval_of_a_bf16_run_matches_its_own_figure(fake_data, tmp_path):
     result = run(tiny_cnn(tmp_path, "train.precision=bf16"), out=tmp_path / "r", data_dir=fake_data, limit=600)
     assert "bf16 mixed precision" in (tmp_path / "r" / "report.md").read_text()
     again = evaluate_run(tmp_path / "r", fake_data)
-    assert again["precision"] == "bf16" and again["test_accuracy"] == result.metrics.test_accuracy
+    assert again.precision == "bf16" and again.test_accuracy == result.metrics.test_accuracy
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["evaluated_in"] == "bf16"
 
 
@@ -85,10 +87,10 @@ def test_compile_failure_is_one_line_and_training_goes_on(fake_data, tmp_path, m
             raise RuntimeError("no C++ compiler here\nlong backtrace ...")
         return call
 
-    monkeypatch.setattr(train_mod.torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", broken_compile)
     notes = []
 
-    class Notes(train_mod.Observer):
+    class Notes(Observer):
         def note(self, text):
             notes.append(text)
 
@@ -100,21 +102,18 @@ def test_compile_failure_is_one_line_and_training_goes_on(fake_data, tmp_path, m
     assert result.metrics.test_accuracy == exact.metrics.test_accuracy
 
 
-def test_ctrl_c_made_into_a_compiler_error_stops_the_run_and_is_not_a_failed_compile(fake_data, tmp_path, monkeypatch):
-    """A second Ctrl-C (the first waits for the end of the step) lands inside a long first compile,
-    and the compiler wraps it in its own error: that is the interruption, not "torch.compile
-    failed; training continues eagerly", which went on training and lost the stop."""
+def test_ctrl_c_during_a_failed_compile_still_stops_the_run(fake_data, tmp_path, monkeypatch):
+    """Ctrl-C while a long first compile runs, and the compile then fails: training falls back to
+    eager, and the stop recorded meanwhile still ends the run at the end of that step."""
     from netspec.errors import Interrupted
 
     def interrupted_compile(module, **kw):
         def call(x):
-            try:
-                raise KeyboardInterrupt
-            except KeyboardInterrupt as e:
-                raise RuntimeError("backend compiler failed") from e
+            ctrl_c()
+            raise RuntimeError("backend compiler failed")
         return call
 
-    monkeypatch.setattr(train_mod.torch, "compile", interrupted_compile)
+    monkeypatch.setattr(torch, "compile", interrupted_compile)
     with pytest.raises(Interrupted, match="before the first epoch"):
         run(tiny_cnn(tmp_path, "train.compile=on"), out=tmp_path / "r", data_dir=fake_data, limit=600)
 
@@ -145,8 +144,8 @@ def test_fused_attention_equals_the_explicit_path(heads, dim_head):
 
 def test_heatmaps_use_the_explicit_path_even_when_fused():
     torch.manual_seed(0)
-    vit = ViT(image_shape=(1, 28, 28), patch_size=7, num_classes=10, dim=32, depth=2, heads=4, dim_head=8,
-              mlp_dim=64).eval()
+    vit = ViT(ViTSpec(patch_size=7, dim=32, depth=2, heads=4, dim_head=8, mlp_dim=64, dropout=0.0),
+              image_shape=(1, 28, 28), num_classes=10).eval()
     for layer in vit.layers:
         layer.attn.fused = True
     x = torch.randn(2, 1, 28, 28)
@@ -161,7 +160,7 @@ def test_heatmaps_use_the_explicit_path_even_when_fused():
 
 
 def test_the_problem_sets_single_head_module_stays_explicit():
-    from netspec.builder.vit import Attention
+    from netspec.families.vit_torch import Attention
     assert not hasattr(Attention(dim=8, dim_head=4), "fused")
     assert [type(m).__name__ for m in Attention(dim=8, dim_head=4).children()] == ["Linear", "Linear", "Linear",
                                                                                     "Softmax", "Dropout"]
@@ -171,12 +170,12 @@ def test_the_problem_sets_single_head_module_stays_explicit():
 def test_the_schedule_table_is_torchs_own_schedule():
     """compile: graph reads each step's learning rate and beta1 from a table on the device: the
     values torch's OneCycleLR gives an optimizer that really steps, in fp64 (Python's floats)."""
-    from netspec.runner.graphstep import schedule_table
-    from netspec.runner.train import make_optimizer, make_schedule
+    from netspec.runner.optim import schedule_table
+    from netspec.runner.optim import make_optimizer, make_schedule
 
     spec = check_file(SPECS / "mlp.yaml").spec.train
     total = 40
-    table = schedule_table(spec.optimizer, spec.schedule, total, "cpu")
+    table = schedule_table(spec.optimizer, spec.schedule, total)
     p = nn.Parameter(torch.zeros(3))
     opt = make_optimizer([p], spec.optimizer)
     sched = make_schedule(opt, spec.schedule, spec.optimizer.lr, total)
@@ -199,13 +198,13 @@ def test_the_device_optimizer_steps_as_torchs_with_the_cycled_momentum(name, ext
     torch's OneCycleLR, state and weights, to fp32 rounding."""
     from dataclasses import replace
 
-    from netspec.runner.graphstep import DeviceOptimizer, schedule_table
-    from netspec.runner.train import make_optimizer, make_schedule
+    from netspec.runner.optim import DeviceOptimizer, schedule_table
+    from netspec.runner.optim import make_optimizer, make_schedule
 
     spec = check_file(SPECS / "mlp.yaml").spec.train
     opt_spec = replace(spec.optimizer, name=name, lr=0.05 if name == "sgd" else 2e-3, **extra)
     total = 30
-    table = schedule_table(opt_spec, spec.schedule, total, "cpu")
+    table = schedule_table(opt_spec, spec.schedule, total)
     torch.manual_seed(0)
     ours, theirs = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3))], []
     theirs = [nn.Parameter(p.detach().clone()) for p in ours]
@@ -235,11 +234,11 @@ def test_the_device_optimizer_continues_from_torchs_adam_state():
     next step is torch's next step."""
     import copy
 
-    from netspec.runner.graphstep import DeviceOptimizer, schedule_table
-    from netspec.runner.train import make_optimizer, make_schedule
+    from netspec.runner.optim import DeviceOptimizer, schedule_table
+    from netspec.runner.optim import make_optimizer, make_schedule
 
     spec = check_file(SPECS / "mlp.yaml").spec.train
-    table = schedule_table(spec.optimizer, spec.schedule, 10, "cpu")
+    table = schedule_table(spec.optimizer, spec.schedule, 10)
     torch.manual_seed(0)
     theirs = [nn.Parameter(torch.randn(5, 2))]
     ref = make_optimizer(theirs, spec.optimizer)
@@ -280,10 +279,10 @@ def test_the_device_driven_step_trains_as_the_usual_loop_and_resumes(fake_data, 
     assert all((w1[k] - w2[k]).abs().max() < 1e-6 for k in w1) and graph.metrics.test_accuracy == usual.metrics.test_accuracy
     assert "whole step as one graph" in (tmp_path / "graph" / "report.md").read_text()
 
-    class StopInEpoch2(train_mod.Observer):
+    class StopInEpoch2(Observer):
         def step(self, *, epoch, step, loss):  # in graph mode, once an epoch: at its look
             if epoch == 2:
-                raise KeyboardInterrupt
+                ctrl_c()
 
     with pytest.raises(Interrupted):
         run(quick_mlp("train.compile=graph"), out=tmp_path / "cut", data_dir=fake_data, limit=300,
@@ -309,11 +308,11 @@ def test_what_the_device_driven_step_cannot_train_is_refused_before_a_folder(fak
 
 
 def test_the_device_driven_step_is_refused_for_several_processes():
-    from netspec.runner.graphstep import graph_problem
+    from netspec.runner.steps import graph_problem
     spec = check_file(SPECS / "mlp.yaml", overrides=("train.compile=graph",)).spec
     speed = resolve(spec, torch.device("cpu"))
-    assert graph_problem(spec, speed, 1) is None
-    assert "one process" in graph_problem(spec, speed, 2)
+    assert graph_problem(speed, 1, "memory") is None
+    assert "one process" in graph_problem(speed, 2, "memory")
 
 
 def test_sgd_with_one_cycle_momentum_trains_under_the_device_driven_step_as_usual(fake_data, tmp_path):
@@ -338,7 +337,7 @@ def test_a_failed_capture_is_said_in_one_line_with_its_first_error_and_place():
     graph, "operation failed due to a previous error during capture". The run says the first and
     where it was, in one line, with what to use instead (the real capture: tests/test_gpu.py)."""
     from netspec.errors import NetspecError
-    from netspec.runner.graphstep import capture_error
+    from netspec.runner.steps import capture_error
 
     def optimizer_step():
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nSearch for ...")

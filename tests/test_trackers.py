@@ -17,6 +17,7 @@ from netspec.errors import Interrupted, RunError
 from netspec.runner.observer import Observer
 
 from conftest import SPECS, TINY_SWEEP
+from conftest import ctrl_c
 
 QUICK = {"train.epochs": 2, "data.validation": 200}
 
@@ -153,7 +154,7 @@ def test_mlflow_holds_the_runs_params_metrics_tags_and_artifacts(fake_data, tmp_
 class InterruptAt(Observer):
     def step(self, *, epoch, step, loss):
         if epoch == 2:
-            raise KeyboardInterrupt
+            ctrl_c()
 
 
 def test_a_resumed_run_continues_its_mlflow_run(fake_data, tmp_path, mlflow_store):

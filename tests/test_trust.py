@@ -20,11 +20,13 @@ from netspec.runner import rundir as rundir_mod
 from netspec.runner.rundir import RunDir, atomic_write, load_checkpoint
 from netspec.runner.reopen import evaluate_run, load_run
 from conftest import QUICK, run, quick_mlp
-from netspec.runner.train import Observer, Trainer
+from netspec.runner.observer import Observer
+from netspec.runner.trainer import Trainer
 from netspec.spec.config import AugmentSpec
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 
 from conftest import SPECS
+from conftest import ctrl_c
 
 cli = CliRunner()
 
@@ -48,7 +50,7 @@ class InterruptAt(Observer):
 
     def step(self, *, epoch, step, loss):
         if epoch == self.at[0] and step >= self.at[1]:  # the first look after that step (every sync_every steps)
-            raise KeyboardInterrupt
+            ctrl_c()
 
 
 # --- run folders never mix two runs -------------------------------------------
@@ -145,12 +147,12 @@ def test_a_run_folder_is_portable_and_old_runs_survive_new_rules(fake_data, tmp_
     moved = tmp_path / "elsewhere" / "r"
     shutil.move(str(tmp_path / "r"), moved)
     shutil.rmtree(tmp_path / "course")
-    assert evaluate_run(moved, fake_data)["test_accuracy"] == result.metrics.test_accuracy
+    assert evaluate_run(moved, fake_data).test_accuracy == result.metrics.test_accuracy
     # a shipped rule set tightened later: the old run is a note, not an error
     strict = tmp_path / "strict-mlp.yaml"
     strict.write_text("name: mnist-mlp\nmax_params: 1000\n")
     from netspec.spec.rules import resolve_rules as real
-    monkeypatch.setattr("netspec.builder.check.resolve_rules", lambda ref, base: strict if ref == "mnist-mlp" else real(ref, base))
+    monkeypatch.setattr("netspec.check.checker.resolve_rules", lambda ref, base: strict if ref == "mnist-mlp" else real(ref, base))
     (moved / "spec.yaml").write_text((moved / "spec.yaml").read_text().replace("rules: spec-rules.yaml", "rules: mnist-mlp"))
     _, _, _, notes = load_run(moved)
     assert len(notes) == 1 and "today's rules 'mnist-mlp' would refuse this run" in notes[0] and "1,000" in notes[0]
@@ -168,7 +170,7 @@ def test_limit_cuts_training_only_and_is_recorded_everywhere(fake_data, tmp_path
     report = (tmp_path / "r" / "report.md").read_text()
     assert "300 of 1,000 training images (--limit 300); 200 validation; tested on 300 test images" in report
     ev = evaluate_run(tmp_path / "r", fake_data)
-    assert ev["test_accuracy"] == r.metrics.test_accuracy and ev["test_size"] == 300
+    assert ev.test_accuracy == r.metrics.test_accuracy and ev.test_size == 300
     shutil.copytree(tmp_path / "r", tmp_path / "r2")
     shown = cli.invoke(app, ["compare", str(tmp_path / "r"), str(tmp_path / "r2"), "--format", "json"])
     assert [(r["train_size"], r["limit"]) for r in json.loads(shown.output)["runs"]] == [(300, 300)] * 2
@@ -234,7 +236,7 @@ def test_interrupt_mid_epoch_keeps_the_last_finished_epochs_model(fake_data, tmp
     assert all(torch.equal(saved["state_dict"][k], ckpt["model"][k]) for k in ckpt["model"])
     m = strict_json(tmp_path / "r" / "metrics.json")
     assert m["model_epoch"] == 1
-    assert evaluate_run(tmp_path / "r", fake_data)["test_accuracy"] == m["test_accuracy"]
+    assert evaluate_run(tmp_path / "r", fake_data).test_accuracy == m["test_accuracy"]
 
 
 @pytest.mark.parametrize("content", [{"state_dict": [1, 2]}, {"state_dict": {"other.weight": torch.zeros(2)}}, [1, 2]])

@@ -10,7 +10,7 @@ from netspec.builder.model import build_model
 from netspec.cli import app
 from netspec.errors import SpecError
 from netspec.spec.schema import SCHEMA_FILE, schema_text
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 
 from conftest import SPECS
 
@@ -47,7 +47,7 @@ def test_shipped_specs_validate_and_summary_matches_real_module(spec):
 def assert_rows_match_module(checked, model):
     """Every summary row that names a module (blocks and their layers included) has that module's
     output shape and parameter count; the model's output has the analysed shape."""
-    from netspec.builder.analysis import module_names
+    from netspec.check.analysis import module_names
 
     x = torch.zeros(2, *checked.spec.data.input_shape)
     model.eval()

@@ -5,10 +5,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from netspec.builder.model import build_model
-from netspec.builder.vit import Attention, EncoderLayer, MultiHeadAttention, PerHeadAttention, ViT, record_attention
+from netspec.families.vit import ViTSpec
+from netspec.families.vit_torch import Attention, EncoderLayer, MultiHeadAttention, PerHeadAttention, ViT, record_attention
 from netspec.errors import SpecError
 from netspec.report import plots
-from netspec.builder.check import check_file
+from netspec.check.checker import check_file
 
 from conftest import SPECS
 
@@ -91,8 +92,9 @@ def reference_attention(vit, x, layer):
 @pytest.mark.parametrize("per_head", [False, True])
 def test_vit_shapes_and_recorded_attention(per_head, tmp_path):
     torch.manual_seed(0)
-    vit = ViT(image_shape=(1, 28, 28), patch_size=7, num_classes=10, dim=32, depth=2, heads=8, dim_head=16,
-              mlp_dim=64, per_head=per_head).eval()
+    config = ViTSpec(patch_size=7, dim=32, depth=2, heads=8, dim_head=16, mlp_dim=64, dropout=0.0,
+                     attention="per_head" if per_head else "batched")
+    vit = ViT(config, image_shape=(1, 28, 28), num_classes=10).eval()
     x = torch.randn(3, 1, 28, 28)
     with record_attention(vit) as maps:
         out = vit(x)

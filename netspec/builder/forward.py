@@ -8,7 +8,7 @@ import torch
 from netspec.builder.model import build_model
 from netspec.errors import SpecError
 from netspec.spec.loader import load_file
-from netspec.builder.check import Checked
+from netspec.check.checker import Checked
 
 
 def forward(checked: Checked, inputs: torch.Tensor, seed: int = 0) -> torch.Tensor:

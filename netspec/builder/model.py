@@ -1,5 +1,5 @@
 """Turn a checked spec into a torch module. Shapes and sizes were settled by
-`netspec.builder.analysis` (without torch) before this runs; building is the spec's model
+`netspec.check.analysis` (without torch) before this runs; building is the spec's model
 family's own `build`.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from netspec.builder.analysis import analyze
+from netspec.check.analysis import analyze
 from netspec.spec.config import Spec
 
 

@@ -16,7 +16,7 @@ from typer.core import TyperCommand
 from rich.console import Console
 from rich.markup import escape
 
-from netspec.errors import Interrupted, NetspecError, SpecError, during_interrupt, os_error_text
+from netspec.errors import Interrupted, NetspecError, SpecError, os_error_text
 
 class Command(TyperCommand):
     """Plain help without type labels beside arguments (SPEC, RUN_DIR say enough), aligned as before."""
@@ -107,13 +107,14 @@ def user_errors(say_interrupted: bool = True):
         err.print(f"[red]{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''}[/]")
         raise typer.Exit(1) from None
     except Interrupted as e:
-        err.print(f"[yellow]{escape(str(e))}[/]")
+        if say_interrupted:  # under torchrun, rank 0 alone says where the run stands
+            err.print(f"[yellow]{escape(str(e))}[/]")
         raise typer.Exit(130) from None
-    except (KeyboardInterrupt, Exception) as e:
-        if during_interrupt(e):  # Ctrl-C, or an error made of it or raised while it was being handled
-            if say_interrupted:
-                err.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # Ctrl-C before training, or pressed twice
+        if say_interrupted:
+            err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as e:
         if isinstance(e, NetspecError):
             err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(1) from None
@@ -149,9 +150,18 @@ def emit(fmt: str, result, text, **writers) -> None:
     """A command's result in the format asked for: json writes the result as it is; text (or another
     format named in `writers`) calls that command's own writer with it."""
     if fmt == "json":
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(as_json(result), indent=2, default=str))
     else:
         (writers.get(fmt) or text)(result)
+
+
+def as_json(result):
+    """A command's result as JSON values: a typed result (Comparison, FilePrediction, ...) by its
+    `to_dict`, a list of them item by item."""
+    if isinstance(result, list):
+        return [as_json(r) for r in result]
+    to_dict = getattr(result, "to_dict", None)
+    return to_dict() if callable(to_dict) else result
 
 
 def note(text: str, label: str = "note") -> None:

@@ -17,7 +17,6 @@ class ProgressObserver(Observer):
 
     def __init__(self, console: Console):
         self.console = console
-        self.ended = False  # training over: the run folder is being written
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
@@ -44,9 +43,6 @@ class ProgressObserver(Observer):
 
     def note(self, text):
         self.progress.console.print(f"[yellow]note:[/] {escape(text)}", highlight=False)
-
-    def end(self):
-        self.ended = True
 
     def stop(self):
         if self.progress.live.is_started:  # stopping one never started prints an empty line

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -11,6 +11,9 @@ from rich.markup import escape
 from netspec.cli.base import Command, DataDirOpt, FormatOpt, _choices, app, emit, note, out, pick_format, user_errors
 from netspec.report.markdown import compare_markdown
 from netspec.report.tables import compare_tables, predictions_table
+
+if TYPE_CHECKING:
+    from netspec.runner.compare import Comparison
 
 
 @app.command(cls=Command)
@@ -57,13 +60,13 @@ def predict_cmd(
     fmt = pick_format(format)
     with user_errors():
         rows = netspec.open_run(run_dir).predict_files(images, invert=invert)
-    suspects = [r["file"] for r in rows if r["looks_inverted"]]
+    suspects = [r.file for r in rows if r.looks_inverted]
     if suspects:
         note(f"{len(suspects)} image(s) look inverted against the training images (light background where they are "
              f"dark, or the reverse), so their predictions are likely wrong: {', '.join(suspects[:5])}"
              f"{' ...' if len(suspects) > 5 else ''}; {'remove --invert' if invert else 'try --invert'}", "warning")
     emit(fmt, rows, lambda rows: out.print(predictions_table(rows, f"predictions of {run_dir}")))
-    unread = [r["file"] for r in rows if r["error"]]
+    unread = [r.file for r in rows if r.error]
     if unread:  # every readable file is predicted first; the unreadable ones fail the command at the end
         note(f"{len(unread)} of {len(rows)} file(s) could not be read (see their rows): {', '.join(unread[:5])}"
              f"{' ...' if len(unread) > 5 else ''}", "error")
@@ -88,13 +91,13 @@ def compare_cmd(
                                                   + (f"\n![loss curves]({figure})\n" if figure is not None else "")))
 
 
-def _print_comparison(result: dict, figure: Path | None) -> None:
+def _print_comparison(result: Comparison, figure: Path | None) -> None:
     for shown in compare_tables(result):
         out.print(shown, highlight=False)
-    for r in result["runs"]:
-        for text in r["notes"]:
-            note(f"{r['label']}: {text}")
-    if len({r["train_size"] for r in result["runs"]}) > 1:
+    for r in result.runs:
+        for text in r.notes:
+            note(f"{r.label}: {text}")
+    if len({r.train_size for r in result.runs}) > 1:
         note("these runs trained on different numbers of images (see train images)")
     if figure is not None:
         out.print(f"loss curves: {escape(str(figure))}", highlight=False)

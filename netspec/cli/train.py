@@ -58,7 +58,7 @@ def run(
 ):
     """Train a spec, evaluate on the test set, and write the run folder with its report."""
     import netspec
-    from netspec.runner.processes import terminate_as_interrupt
+    from netspec.runner import stop
 
     if (spec is None) == (resume is None):  # usage errors: exit 2, as Click's own
         raise typer.BadParameter("give a spec to run, or --resume RUN_DIR (not both)", param_hint="SPEC")
@@ -71,9 +71,9 @@ def run(
         _launch(nproc)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone shows progress and results
     observer = ProgressObserver(err if main_rank else Console(stderr=True, quiet=True))
-    # SIGTERM (`kill`, a scheduler's stop, torchrun's when another process failed) stops training
-    # as Ctrl-C does; once training is over, the run being written is let finish
-    with user_errors(say_interrupted=main_rank), terminate_as_interrupt(unless=lambda: observer.ended):
+    # Ctrl-C and SIGTERM (`kill`, a scheduler's stop, torchrun's) stop training at the next step and
+    # the run folder is written; before training (loading, downloading) they stop at once
+    with user_errors(say_interrupted=main_rank), stop.listening(hold=False):
         try:
             if resume is not None:
                 result = netspec.resume(resume, data_dir=data_dir, progress=observer, log=log or ())
@@ -100,7 +100,7 @@ def _before_launch(nproc: int, spec, rules, set_, draft: bool, resume) -> None:
     from netspec.runner.reopen import check_run_spec
     from netspec.runner.run import check_processes
     from netspec.runner.rundir import RunDir
-    from netspec.runner.train import resolve_device
+    from netspec.runner.trainer import resolve_device
 
     if nproc < 1:
         raise typer.BadParameter("give at least 1 process", param_hint="--nproc")
@@ -115,7 +115,7 @@ def _launch(nproc: int) -> NoReturn:
     """`netspec run --nproc N ...` is `torchrun --standalone --nproc-per-node N -m netspec run ...`,
     through torchrun's own entry point, so that its end is said in one line instead of torchrun's
     traceback: Ctrl-C exits 130 (each process has said where its run stands); a process that ended
-    is named with how it ended. torchrun stops the others with SIGTERM, which each takes as Ctrl-C,
+    is named with how it ended. torchrun stops the others with SIGTERM, a stop request in each,
     so the run folder is left resumable."""
     import logging
 
@@ -123,7 +123,7 @@ def _launch(nproc: int) -> NoReturn:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run as torchrun
 
-    from netspec.runner.processes import INTERRUPTED_EXIT
+    from netspec.runner.stop import INTERRUPTED_EXIT
 
     args, skip = [], False
     for a in sys.argv[1:]:
@@ -162,7 +162,7 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="run folder", show_defaul
     fmt = pick_format(format)
     with user_errors():
         result = netspec.open_run(run_dir).evaluate(data_dir)
-    emit(fmt, result, _print_evaluation)
+    emit(fmt, result.to_dict(), _print_evaluation)
 
 
 def _print_evaluation(result: dict) -> None:

@@ -1,43 +1,21 @@
-"""The closed block registry: layer lists nested in a layer list (residual, branching, repeated).
+"""The built-in blocks: layer lists nested in a layer list (residual, branching, repeated).
 
 A block is one table entry, as a layer is: its argument schema, the key that holds its
 layer lists (`layers` for one body, `branches` for several), its shape rule (which walks its
 bodies with the same walker as the top-level list, so every rule, budget and error applies
-inside) and its builder (torch modules in netspec/builder/blocks.py, imported when built).
+inside) and its builder (torch modules in netspec/families/blocks_torch.py, imported when built).
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from netspec.families.base import BuildProblem, Row, Shape
-from netspec.spec.layers import _fmt
+from netspec.spec.family import BLOCKS, BlockType, BuildProblem, Row, Shape, register_block
+from netspec.spec.layers import shape_text
 
 MAX_DEPTH = 4  # blocks in blocks in blocks in blocks; deeper is surely a mistake (and a slow schema)
 MAX_TIMES = 100
-
-
-@dataclass(frozen=True)
-class BlockType:
-    name: str
-    bodies: str  # "layers" (one body) or "branches" (several)
-    analyze: Callable  # (block, shape, path, walker, depth, main) -> output shape, or None after a problem
-    make: Callable  # (block, shape, build_list) -> (torch module, output shape)
-    args: dict[str, dict] = field(default_factory=dict)  # argument -> JSON Schema (besides the bodies)
-    required: tuple[str, ...] = ()
-    doc: str = ""
-
-
-BLOCKS: dict[str, BlockType] = {}
-
-
-def register_block(entry: BlockType) -> BlockType:
-    if entry.name in BLOCKS:
-        raise ValueError(f"block {entry.name!r} is already registered")
-    BLOCKS[entry.name] = entry
-    return entry
 
 
 # --- Residual ---------------------------------------------------------------------------
@@ -48,8 +26,8 @@ def shortcut_plan(mode: str, shape: Shape, out: Shape) -> tuple[str, int] | str:
     if mode in ("auto", "identity") and out == shape:
         return ("identity", 1)
     if mode == "identity":
-        return (f"an identity shortcut needs the layers to keep the shape, but they turn {_fmt(shape)} into "
-                f"{_fmt(out)}")
+        return (f"an identity shortcut needs the layers to keep the shape, but they turn {shape_text(shape)} into "
+                f"{shape_text(out)}")
     if len(shape) == 1 and len(out) == 1:
         return ("linear", 1)
     if len(shape) == 3 and len(out) == 3:
@@ -57,9 +35,9 @@ def shortcut_plan(mode: str, shape: Shape, out: Shape) -> tuple[str, int] | str:
         for stride in range(1, max(h, w) + 1):  # a 1x1 convolution with stride s gives (n - 1) // s + 1
             if (h - 1) // stride + 1 == h2 and (w - 1) // stride + 1 == w2:
                 return ("conv", stride)
-        return (f"no 1x1 projection turns {_fmt(shape)} into {_fmt(out)}: the layers' height and width "
+        return (f"no 1x1 projection turns {shape_text(shape)} into {shape_text(out)}: the layers' height and width "
                 f"are not the input's divided by one stride")
-    return f"the layers turn {_fmt(shape)} into {_fmt(out)}, and no projection maps one rank onto the other"
+    return f"the layers turn {shape_text(shape)} into {shape_text(out)}, and no projection maps one rank onto the other"
 
 
 def _residual_analyze(block, shape, path, walker, depth, main):
@@ -130,7 +108,7 @@ def _pair(value, n: int) -> tuple:
 
 
 def _residual_make(block, shape, build_list):
-    from netspec.builder.blocks import Residual, projection
+    from netspec.families.blocks_torch import Residual, projection
 
     layers, out = build_list(block.bodies[0], shape)
     kind, stride = shortcut_plan(block.kwargs["shortcut"], shape, out)
@@ -157,7 +135,7 @@ def _concat_analyze(block, shape, path, walker, depth, main):
     known = [(b, o) for b, o in enumerate(outs) if o is not None]  # those that fail are reported inside
     ranks = {len(o) for _, o in known}
     if len(ranks) > 1 or any(o[1:] != known[0][1][1:] for _, o in known):
-        listed = ", ".join(f"branch {b} ({{{k}}}) ends in {_fmt(o)}" for k, (b, o) in enumerate(known))
+        listed = ", ".join(f"branch {b} ({{{k}}}) ends in {shape_text(o)}" for k, (b, o) in enumerate(known))
         walker.problem(BuildProblem(
             path, f"Concat joins its branches on channels, so the rest of their shapes must agree: {listed}",
             "make every branch end in the same height and width (pooling, stride or padding)",
@@ -177,7 +155,7 @@ def _concat_analyze(block, shape, path, walker, depth, main):
 
 
 def _concat_make(block, shape, build_list):
-    from netspec.builder.blocks import Concat
+    from netspec.families.blocks_torch import Concat
 
     built = [build_list(branch, shape) for branch in block.bodies]
     out = (sum(o[0] for _, o in built), *built[0][1][1:])

@@ -12,9 +12,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Union
 
-from netspec.families.base import Analysis, BuildProblem, Family, LintWarning, Row, Shape, plain as _plain, register_family
-from netspec.families.blocks import BLOCKS, MAX_DEPTH, block_params_text
-from netspec.spec.layers import LAYERS, ShapeError, _fmt
+from netspec.spec.family import BLOCKS, Analysis, BuildProblem, Family, LintWarning, Row, Shape, plain, register_family
+from netspec.families.blocks import MAX_DEPTH, block_params_text
+from netspec.spec.layers import LAYERS, ShapeError, shape_text
 
 MAX_MODULES = 5_000  # building (even on meta) costs ~1 ms per module
 MAX_ITEMS = 1000  # items in one layer list
@@ -104,9 +104,9 @@ def items_to_dict(items) -> list:
         if isinstance(item, BlockSpec):
             kind = BLOCKS[item.name]
             bodies = [items_to_dict(b) for b in item.bodies]
-            out.append({item.name: {**_plain(item.kwargs), kind.bodies: bodies[0] if kind.bodies == "layers" else bodies}})
+            out.append({item.name: {**plain(item.kwargs), kind.bodies: bodies[0] if kind.bodies == "layers" else bodies}})
         else:
-            out.append({item.name: _plain(item.kwargs)} if item.args else item.name)
+            out.append({item.name: plain(item.kwargs)} if item.args else item.name)
     return out
 
 
@@ -163,7 +163,7 @@ def assuming(problem: BuildProblem, assumed: tuple) -> BuildProblem:
     path, shape = assumed
     message = problem.message if problem.refs else problem.message.replace("{", "{{").replace("}", "}}")
     return replace(problem, message=message + f" (found taking the block at {{{len(problem.refs)}}} to output "
-                                              f"{_fmt(shape)}, as its layers do; check again once it is fixed)",
+                                              f"{shape_text(shape)}, as its layers do; check again once it is fixed)",
                    refs=problem.refs + (path,))
 
 
@@ -236,10 +236,10 @@ class Walker:
             try:
                 out = entry.shape(shape, kw)
                 if any(s < 1 for s in out):
-                    raise ShapeError(f"output shape {_fmt(out)} is empty")
+                    raise ShapeError(f"output shape {shape_text(out)} is empty")
             except ShapeError as e:
-                came = (f"the layer before it outputs {_fmt(shape)}" if i else
-                        f"the block's input is {_fmt(shape)}" if depth else f"the input shape is {_fmt(shape)}")
+                came = (f"the layer before it outputs {shape_text(shape)}" if i else
+                        f"the block's input is {shape_text(shape)}" if depth else f"the input shape is {shape_text(shape)}")
                 self.problem(BuildProblem(where, (f"in {label}: " if label else "") + f"{item.name} {e}", came))
                 self.lose(where)
                 if entry.role == "linear":
@@ -249,7 +249,7 @@ class Walker:
             for arg, infer in entry.inferred.items():  # the output does not depend on it: go on
                 if arg in kw and kw[arg] != infer(shape):
                     self.problem(BuildProblem(where + (item.name, arg), f"netspec infers {arg} = {infer(shape)} from "
-                                              f"the layer before (it outputs {_fmt(shape)}); {kw[arg]} is stated",
+                                              f"the layer before (it outputs {shape_text(shape)}); {kw[arg]} is stated",
                                               f"remove {arg} (netspec fills it in) or make it {infer(shape)}"))
             self.row(Row(i, layer_name(i, item), item.describe(), out, entry.params(shape, kw), depth=depth,
                          path=where, main=main, kind=item.name))

@@ -1,10 +1,10 @@
 """The Vision Transformer family (`model: {vit: {...}}`, problem 3): its config, schema,
-parameter formula and builder. The torch modules are in netspec/builder/vit.py."""
+parameter formula and builder. The torch modules are in netspec/families/vit_torch.py."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from netspec.families.base import (BYTES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Family, Row, num_classes,
+from netspec.spec.family import (BYTES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Family, Row, num_classes,
                                    register_family)
 from netspec.spec.layers import MAX_SIZE
 
@@ -133,7 +133,7 @@ class ViTFamily(Family):
         return len(model.layers)
 
     def attention_maps(self, model, x, layer):
-        from netspec.builder.vit import record_attention
+        from netspec.families.vit_torch import record_attention
 
         with record_attention(model, layer) as maps:
             model(x)
@@ -141,13 +141,9 @@ class ViTFamily(Family):
         return maps[0], (x.shape[-2] // p, x.shape[-1] // p)
 
     def build(self, spec):
-        from netspec.builder.vit import ViT
+        from netspec.families.vit_torch import ViT
 
-        v = spec.model
-        return ViT(image_shape=tuple(spec.data.input_shape), patch_size=v.patch_size, num_classes=num_classes(spec),
-                   dim=v.dim, depth=v.depth, heads=v.heads, dim_head=v.dim_head, mlp_dim=v.mlp_dim,
-                   dropout=v.dropout, attention_dropout=v.attention_dropout, emb_dropout=v.emb_dropout,
-                   pool=v.pool, per_head=v.attention == "per_head")
+        return ViT(spec.model, image_shape=tuple(spec.data.input_shape), num_classes=num_classes(spec))
 
 
 VIT = register_family(ViTFamily())

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from netspec.errors import first_line, during_interrupt, Interrupted, Problem, RunError
+from netspec.errors import first_line, Interrupted, Problem, RunError
 from netspec.grading.contain import STALL_EXTRA_S, STALL_FACTOR, Clock, enter_own_group, group_memory_mb, kill_group
 from netspec.grading.roster import Student, load_roster
 from netspec.grading.rubric import Rubric, load_rubric
@@ -33,7 +33,8 @@ from netspec.grading.seal import seal
 from netspec.grading.verdict import Entry, Item, text_digest, columns, find_entries, folder_entry, safe_name, shown
 from netspec.report.gradebook import write_gradebook
 from netspec.runner.rundir import process_alive
-from netspec.runner.processes import check_workers, run_processes, terminate_as_interrupt, worker_process
+from netspec.runner import stop
+from netspec.runner.stop import check_workers, run_processes, worker_process
 from netspec.sweeps.study import rdb_storage, repair_journal
 
 JOURNAL = "grade.journal"
@@ -90,15 +91,13 @@ def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None
     if not only:  # a regrade queues its students afresh; nobody else's failure is retried now
         _recover(study)
     _enqueue(study, entries, only)
-    with terminate_as_interrupt():
+    with stop.listening(hold=True):
         try:
             if workers > 1:
                 run_processes(_worker, job, workers, folder, what="grading")
             else:
                 _work(study, job, loaded, entries)
-        except (KeyboardInterrupt, Exception) as e:
-            if not during_interrupt(e):
-                raise
+        except Interrupted:
             raise Interrupted(f"grading interrupted; {folder} keeps every finished grade. Run the same command "
                               f"again to grade the rest", folder) from None
         finally:  # the study reads what every grader wrote: the rows are the class's, once
@@ -273,7 +272,7 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
         except ChangedWhileGraded:
             trial.set_user_attr("superseded", True)  # graded again on the next run, as it is then
             raise optuna.TrialPruned() from None
-        except BaseException:  # Ctrl-C, or the grader's own failure: to grade again when the class continues
+        except BaseException:  # a stop, or the grader's own failure: to grade again when the class continues
             trial.set_user_attr("interrupted", True)
             raise
         trial.set_user_attr("row", row)
@@ -286,6 +285,8 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
     try:
         while any(not job.only or t.user_attrs.get("student") in job.only
                   for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
+            if stop.requested():
+                raise Interrupted("stopped between submissions", Path(job.out))
             study.optimize(objective, n_trials=1)
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -430,6 +431,8 @@ def _measure_in_child(task: dict, rubric: Rubric) -> dict:
                         break
                     said = True
                     clock.start() if message == "start" else clock.pause()
+                if stop.requested():  # the grader was asked to stop: this submission is graded again later
+                    raise Interrupted("stopped while grading a submission", None)
                 peak = max(peak, group_memory_mb(proc.pid))
                 used = max(used, clock.cpu_s())  # read while the group lives: a reaped child's time is gone
                 if used > cpu_limit or clock.wall_s() > STALL_FACTOR * rubric.seconds + STALL_EXTRA_S:

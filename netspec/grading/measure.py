@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from netspec.builder.check import check_document
+from netspec.check.checker import check_document
 from netspec.builder.model import build_model
 from netspec.data.datasets import ArrayImages, load_named_test, load_test_set
 from netspec.data.splits import normalise
@@ -23,9 +23,9 @@ from netspec.grading.verdict import MAX_WEIGHTS, locked_document
 from netspec.runner import safeweights
 from netspec.runner.rundir import RunDir, is_state_dict, load_checkpoint
 from netspec.runner.safeweights import SAFE_WEIGHTS
-from netspec.runner.records import _record_problem, preprocessing
+from netspec.runner.records import DataRecord, preprocessing
 from netspec.runner.run import run
-from netspec.runner.train import logits_model
+from netspec.runner.trainer import logits_model
 
 
 EVAL_BATCH = 250
@@ -73,7 +73,18 @@ def measure(spec: str, weights: str | None, rubric: Rubric, run_dir: Path, data_
             "run_dir": str(run_dir) if rubric.mode == "retrain" else None}
 
 
-def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
+def _submitted_record(record, spec, where: str) -> DataRecord:
+    """A submitted model's data record, checked like any input: its schema, then against the spec
+    it is graded with (a hand-edited std of 0 would give NaN probabilities, a huge image_shape a
+    huge allocation)."""
+    checked = DataRecord.from_dict(record, where, fix="submit the files a netspec run wrote")
+    problem = checked.mismatch(spec)
+    if problem:
+        raise CheckpointError(f"{where} {problem}")
+    return checked
+
+
+def _submitted(weights: str | None, spec) -> tuple[dict, DataRecord]:
     if weights is None:
         raise CheckpointError("no model.safetensors or model.pt in the submission (mode evaluate grades the "
                               "submitted weights)")
@@ -90,23 +101,17 @@ def _submitted(weights: str | None, spec) -> tuple[dict, dict]:
     record = saved.get("data") if isinstance(saved, dict) else None
     if not is_state_dict(state) or not isinstance(record, dict):
         raise CheckpointError("model.pt is not a netspec run's model.pt (weights and the data record)")
-    problem = _record_problem(record, spec)
-    if problem:
-        raise CheckpointError(f"model.pt's data record {problem}")
-    return state, record
+    return state, _submitted_record(record, spec, "model.pt's data record")
 
 
-def _submitted_safetensors(weights: str, spec) -> tuple[dict, dict]:
+def _submitted_safetensors(weights: str, spec) -> tuple[dict, DataRecord]:
     """A submitted model.safetensors: its header judged first (the size it declares), then its
     tensors read; no torch.load, no pickle. The data record is its metadata's "data"."""
     state, meta = safeweights.load(weights, limit=MAX_WEIGHTS, label=SAFE_WEIGHTS)
     record = meta.get("data")
     if not isinstance(record, dict):
         raise CheckpointError(f"{SAFE_WEIGHTS} is not a netspec run's (no data record in its metadata)")
-    problem = _record_problem(record, spec)
-    if problem:
-        raise CheckpointError(f"{SAFE_WEIGHTS}'s data record {problem}")
-    return state, record
+    return state, _submitted_record(record, spec, f"{SAFE_WEIGHTS}'s data record")
 
 
 def _unpacked_size(weights: str) -> int:
@@ -139,17 +144,17 @@ def _mismatch(expected: dict, state: dict) -> str:
 
 
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, spec, record: dict, test: ArrayImages) -> float:
+def accuracy(net: torch.nn.Module, spec, record: DataRecord, test: ArrayImages) -> float:
     """Share of `test` classified right, in fp32, normalised with the run's own statistics, in the
     spec's evaluation batches (their memory was checked with the spec), at most EVAL_BATCH: the
     size of a batch does not change a prediction, and a grader's memory is small (Gradescope's 768 MB)."""
     batch_size = min(spec.train.eval_batch_size, EVAL_BATCH)
-    c, h, w = record["image_shape"]
+    c, h, w = record.image_shape
     if tuple(test.image_shape) != (c, h, w):
         raise RunError(f"the test images are {'x'.join(map(str, test.image_shape))}; the model was trained on "
                        f"{c}x{h}x{w}")
-    mean = torch.tensor(record["mean"], dtype=torch.float32).view(c, 1, 1)
-    std = torch.tensor(record["std"], dtype=torch.float32).view(c, 1, 1)
+    mean = torch.tensor(record.mean, dtype=torch.float32).view(c, 1, 1)
+    std = torch.tensor(record.std, dtype=torch.float32).view(c, 1, 1)
     net = net.float().eval()
     right = 0
     for i in range(0, len(test), batch_size):

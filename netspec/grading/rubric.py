@@ -249,7 +249,7 @@ def _locked_schema_problems(doc: Document, locked: dict) -> list[Problem]:
     for where, text in doc.texts.items():  # each value as the rubric writes it, for the messages
         if len(where) >= 2 and where[0] == "locked":
             skeleton.texts[split_key(where[1]) + tuple(where[2:])] = text
-    from netspec.builder.check import _names_in_any_case
+    from netspec.check.checker import names_in_any_case as _names_in_any_case
 
     _names_in_any_case(skeleton.data)  # as the check reads a spec: `optimizer.name: SGD` is sgd
     schema = spec_schema()
@@ -278,7 +278,7 @@ def _locked_check_problems(doc: Document, locked: dict, base: Path) -> list[Prob
     not have, another model family) is left out: the schema has judged it, and only a submission
     shows what it locks. So are data locks naming a file data set, which each submission finds
     relative to itself. A problem at or under a key is that key's; a limit at a key above it too."""
-    from netspec.builder.check import check_document
+    from netspec.check.checker import check_document
     from netspec.spec.overrides import apply_overrides
 
     own_files = locked.get("data.dataset") in FILES or any(k.startswith("data.path") for k in locked)

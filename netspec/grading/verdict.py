@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netspec.builder.check import RuleResult, apply_rules, check_document, problems_of
+from netspec.check.checker import RuleResult, apply_rules, check_document, problems_of
 from netspec.errors import Problem, SpecError
 from netspec.grading.rubric import Rubric
 from netspec.runner.safeweights import SAFE_WEIGHTS

@@ -1,10 +1,15 @@
 """report.md: one page a student can paste into a write-up."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from netspec.spec.config import flatten
-from netspec.builder.analysis import module_names
-from netspec.builder.check import Checked
+from netspec.check.analysis import module_names
+from netspec.check.checker import Checked
 from netspec.runner.metrics import Metrics
+
+if TYPE_CHECKING:
+    from netspec.runner.compare import Comparison
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -156,7 +161,7 @@ def _result_lines(checked: Checked, m: Metrics) -> list[str]:
     a, target = checked.analysis, m.target_accuracy
     verdict = "" if target is None else " — **meets the target**" if m.passed else " — **below the target**"
     lines = [
-        f"- Status: {m.status}",
+        f"- Status: {m.status_text}",
         ("- **Draft: not gradable.** Overridden under `--draft`: " + "; ".join(checked.waived)) if checked.draft else None,
         f"- Test accuracy: **{_num(m.test_accuracy)}**" + (f" (target ≥ {target}){verdict}" if target is not None else ""),
         f"- Test loss: {_num(m.test_loss)}",
@@ -201,7 +206,7 @@ def _rules_table(checked: Checked, m: Metrics) -> str:
                   [[r.rules, r.rule, value(r), r.limit, mark(r)] for r in checked.results])
 
 
-def compare_markdown(result: dict) -> str:
+def compare_markdown(result: Comparison) -> str:
     """`netspec compare --format markdown`: the runs, their architecture changes and the settings
     that differ, as a write-up's tables."""
     def f(v, digits=4):
@@ -209,18 +214,18 @@ def compare_markdown(result: dict) -> str:
 
     lines = ["## Runs compared", "",
              _table(["run", "status", "params", "train images", "epochs", "best val acc", "test acc", "train s"],
-                    [[r["label"], r["status"], f(r["params"]), f(r["train_size"]) + (" (--limit)" if r["limit"] else ""),
-                      f(r["epochs"]), f(r["best_val_accuracy"]), f(r["test_accuracy"]), f(r["train_seconds"], 1)]
-                     for r in result["runs"]])]
-    for label, changes in result["architecture"].items():
-        lines += ["", f"Architecture, {result['baseline']} vs {label}: "
+                    [[r.label, r.status_text, f(r.params), f(r.train_size) + (" (--limit)" if r.limit else ""),
+                      f(r.epochs), f(r.best_val_accuracy), f(r.test_accuracy), f(r.train_seconds, 1)]
+                     for r in result.runs])]
+    for label, changes in result.architecture.items():
+        lines += ["", f"Architecture, {result.baseline} vs {label}: "
                   + ("the same layers." if not changes else ""), *[f"- {c}" for c in changes]]
-    if result["settings"]:
+    if result.settings:
         lines += ["", "Settings that differ:", "",
-                  _table(["setting", *[r["label"] for r in result["runs"]]],
-                         [[f"`{k}`", *values] for k, values in result["settings"].items()])]
+                  _table(["setting", *[r.label for r in result.runs]],
+                         [[f"`{k}`", *values] for k, values in result.settings.items()])]
     else:
         lines += ["", "All settings are the same."]
-    if any(r["draft"] for r in result["runs"]):
+    if any(r.draft for r in result.runs):
         lines += ["", "Runs marked [draft] overrode fixed settings of their rules (`--draft`): not gradable."]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from netspec.builder.check import Checked
+from netspec.check.checker import Checked
 from netspec.data.splits import Data
 from netspec.errors import RunError
 from netspec.report import plots
@@ -16,7 +16,7 @@ from netspec.report.tables import summary_text
 from netspec.runner.rundir import RunDir
 from netspec.runner.metrics import Metrics
 from netspec.runner.run import Reporter
-from netspec.runner.train import EpochStats
+from netspec.runner.trainer import EpochStats
 
 ATTENTION_PNG = "attention.png"
 LOSS_PNG = "loss.png"

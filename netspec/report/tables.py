@@ -3,12 +3,17 @@ Keras-style model summary and its JSON twin."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from netspec.builder.check import Checked
+from netspec.check.checker import Checked
+
+if TYPE_CHECKING:  # the records' types only: drawing a table imports no runner (nor torch)
+    from netspec.runner.compare import Comparison
+    from netspec.runner.export import FilePrediction
 
 
 def _shape(shape) -> str:
@@ -150,16 +155,16 @@ def facts_tables(facts: dict) -> list[Table]:
     return [table, counts]
 
 
-def predictions_table(rows: list[dict], title: str) -> Table:
+def predictions_table(rows: list[FilePrediction], title: str) -> Table:
     """`netspec predict`: class and probability per image."""
     table = Table(title=escape(title), title_justify="left")
     for col in ("image", "class", "probability"):
         table.add_column(col, justify="right" if col == "probability" else "left", overflow="fold")
     for r in rows:
-        if r.get("error"):  # an unreadable file: its reason in its row
-            table.add_row(escape(r["file"]), f"[red]{escape(r['error'])}[/]", "-")
+        if r.error:  # an unreadable file: its reason in its row
+            table.add_row(escape(r.file), f"[red]{escape(r.error)}[/]", "-")
         else:
-            table.add_row(escape(r["file"]), escape(r["class"]), f"{r['probability']:.4f}")
+            table.add_row(escape(r.file), escape(r.class_name), f"{r.probability:.4f}")
     return table
 
 
@@ -167,27 +172,27 @@ def _cell(v, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def compare_tables(result: dict) -> list:
+def compare_tables(result: Comparison) -> list:
     """`netspec compare`: the runs' numbers, each run's architecture against the baseline, and the
     settings that differ (tables, and lines of text)."""
     runs = Table(title="runs", title_justify="left")
     for col in ("run", "status", "params", "train images", "best val acc", "test acc", "model epoch", "train s"):
         runs.add_column(col, justify="left" if col in ("run", "status") else "right")
-    for r in result["runs"]:
-        images = _cell(r["train_size"]) + (" (--limit)" if r["limit"] is not None else "")
-        runs.add_row(escape(r["label"]), r["status"], _cell(r["params"]), images, _cell(r["best_val_accuracy"]),
-                     _cell(r["test_accuracy"]), _cell(r["model_epoch"]), _cell(r["train_seconds"], 1))
+    for r in result.runs:
+        images = _cell(r.train_size) + (" (--limit)" if r.limit is not None else "")
+        runs.add_row(escape(r.label), escape(r.status_text), _cell(r.params), images, _cell(r.best_val_accuracy),
+                     _cell(r.test_accuracy), _cell(r.model_epoch), _cell(r.train_seconds, 1))
     shown: list = [runs]
-    for label, changes in result["architecture"].items():
-        shown.append(f"[bold]architecture[/] {escape(result['baseline'])} vs {escape(label)}: "  # the command's order
+    for label, changes in result.architecture.items():
+        shown.append(f"[bold]architecture[/] {escape(result.baseline)} vs {escape(label)}: "  # the command's order
                      + ("same layers" if not changes else ""))
         shown += [f"  {escape(c)}" for c in changes]
-    if not result["settings"]:
+    if not result.settings:
         return shown + ["settings: all the same"]
     settings = Table(title="settings that differ", title_justify="left")
     settings.add_column("setting")
-    for r in result["runs"]:
-        settings.add_column(escape(r["label"]))
-    for k, values in result["settings"].items():
+    for r in result.runs:
+        settings.add_column(escape(r.label))
+    for k, values in result.settings.items():
         settings.add_row(escape(k), *[escape(str(v)) for v in values])
     return shown + [settings]

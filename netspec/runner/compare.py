@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
 from netspec.errors import CheckpointError
 from netspec.runner.rundir import RunDir
-from netspec.runner.metrics import Metrics
-from netspec.runner.records import read_history, read_metrics
+from netspec.runner.metrics import Metrics, Status
+from netspec.runner.records import read_history
 from netspec.runner.reopen import check_run_spec
 from netspec.spec.config import flatten
 
@@ -32,7 +32,7 @@ def read_run(path: str | Path) -> RunInfo:
     spec = checked.spec
     parts = spec.family.describe(spec.model)
     layers, kinds = [text for _, text in parts], [kind for kind, _ in parts]
-    metrics = read_metrics(run_dir)
+    metrics = run_dir.metrics()
     history = read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     label = spec.name if run_dir.path.name == spec.name else f"{spec.name} ({run_dir.path.name})"
     if checked.draft:  # the rules' fixed settings were overridden: say so wherever the run is listed
@@ -72,22 +72,55 @@ def read_runs(paths: list[str | Path]) -> list[RunInfo]:
     return [read_run(p) for p in paths]
 
 
-def compare(runs: list[RunInfo]) -> dict:
+@dataclass(frozen=True)
+class ComparedRun:
+    """One run's row of a comparison: its numbers and how it ended."""
+
+    label: str
+    path: str
+    status: Status
+    reason: str | None  # why it did not finish
+    draft: bool
+    params: int | None
+    train_size: int | None
+    limit: int | None
+    test_size: int | None
+    epochs: int
+    best_val_accuracy: float | None
+    test_accuracy: float | None
+    model_epoch: int | None
+    train_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status_text(self) -> str:
+        return f"{self.status}: {self.reason}" if self.reason else str(self.status)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side (`netspec compare`): the first is the baseline."""
+
+    runs: list[ComparedRun]
+    architecture: dict[str, list[str]]  # per other run's label: its layer changes against the baseline
+    settings: dict[str, list]  # per dotted key that differs: each run's value
+    baseline: str
+    figure: str | None = None  # the overlaid loss curves (PNG), when written
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(runs: list[RunInfo]) -> Comparison:
     """Runs side by side (the first is the baseline): numbers, architecture changes, settings."""
     labels = [r.label for r in runs]
     if len(set(labels)) < len(labels):
         labels = [f"{i}: {l}" for i, l in enumerate(labels)]
         for r, l in zip(runs, labels):
             r.label = l
-    result = {
-        "runs": [{"label": r.label, "path": str(r.path), "params": r.metrics.params,
-                  "test_accuracy": r.metrics.test_accuracy, "best_val_accuracy": r.metrics.best_val_accuracy,
-                  "model_epoch": r.metrics.model_epoch, "train_size": r.metrics.train_size,
-                  "limit": r.metrics.limit, "test_size": r.metrics.test_size, "notes": r.notes,
-                  "epochs": r.metrics.epochs_completed, "train_seconds": r.metrics.train_seconds,
-                  "status": r.metrics.status, "draft": r.metrics.draft} for r in runs],
-        "architecture": {r.label: architecture_changes(runs[0], r) for r in runs[1:]},
-        "settings": settings_that_differ(runs),
-        "baseline": runs[0].label,
-    }
-    return result
+    rows = [ComparedRun(r.label, str(r.path), r.metrics.status, r.metrics.reason, r.metrics.draft, r.metrics.params,
+                        r.metrics.train_size, r.metrics.limit, r.metrics.test_size, r.metrics.epochs_completed,
+                        r.metrics.best_val_accuracy, r.metrics.test_accuracy, r.metrics.model_epoch,
+                        r.metrics.train_seconds, r.notes) for r in runs]
+    return Comparison(rows, {r.label: architecture_changes(runs[0], r) for r in runs[1:]}, settings_that_differ(runs),
+                      runs[0].label)

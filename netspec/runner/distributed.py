@@ -106,6 +106,13 @@ def least(ranks: Ranks, value: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def peer_left(e: RuntimeError) -> bool:
+    """Whether a collective failed because another process of the group is gone (torchrun stopping
+    it, or a kill): the run is interrupted, not failed."""
+    text = str(e).lower()
+    return any(w in text for w in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
+
+
 def wrap(net: torch.nn.Module, ranks: Ranks, device: torch.device, sync_batchnorm: bool = False) -> torch.nn.Module:
     """DDP around the trained network when there is more than one process; with `sync_batchnorm`,
     its BatchNorm layers become SyncBatchNorm first (the same parameters and running statistics,

@@ -1,14 +1,19 @@
 """The record of a finished (or interrupted, or failed) run: metrics.json, typed.
 
 Written by the runner in one place (`Metrics.to_dict`) and read back in one place
-(`Metrics.from_dict`), so the report, the CLI, compare and sweeps read attributes, never string
-keys. No torch here: reading a run's record is cheap.
+(`Metrics.from_dict`, which checks the file against the dataclass's JSON Schema), so the report,
+the CLI, compare and sweeps read attributes, never string keys. No torch here: reading a run's
+record is cheap.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
+
+from netspec.runner.record_schema import require_fit
+
+METRICS = "metrics.json"
 
 
 class Status(StrEnum):
@@ -22,8 +27,9 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class Metrics:
-    name: str = ""
-    status: str = "unknown"  # finished | interrupted | failed: <why>
+    name: str
+    status: Status
+    reason: str | None = None  # why the run did not finish (None when it did)
     test_accuracy: float | None = None
     test_loss: float | None = None
     target_accuracy: float | None = None
@@ -59,7 +65,7 @@ class Metrics:
 
     @property
     def finished(self) -> bool:
-        return self.status == "finished"
+        return self.status is Status.FINISHED
 
     @property
     def has_model(self) -> bool:
@@ -68,23 +74,15 @@ class Metrics:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def status_text(self) -> str:
+        """The status with its reason, for people: "failed: non-finite loss at epoch 2"."""
+        return f"{self.status}: {self.reason}" if self.reason else str(self.status)
+
     @classmethod
-    def from_dict(cls, record: Any) -> "Metrics":
-        """A record as written by any netspec version: keys it lacks take their defaults (older
-        folders), keys this version does not know are ignored (newer ones), and a value of the
-        wrong type (a hand-edited or damaged file) takes its default too, so readers never meet
-        a string where a number belongs."""
-        if not isinstance(record, dict):
-            return cls()
-        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record and _fits(record[f.name], f.type)})
-
-
-def _fits(value: Any, annotation: str) -> bool:
-    """Whether a JSON value fits a field's annotation ("float | None", "int", "dict", ...)."""
-    if value is None:
-        return "None" in annotation
-    kind = annotation.split(" | ")[0]
-    if isinstance(value, bool):
-        return kind == "bool"
-    return {"float": isinstance(value, (int, float)), "int": isinstance(value, int), "str": isinstance(value, str),
-            "dict": isinstance(value, dict)}.get(kind, False)
+    def from_dict(cls, record: Any, where: str = METRICS) -> "Metrics":
+        """The record as written by `to_dict`; one checked against the schema, so a hand-edited or
+        damaged file (a missing key, a string where a number belongs) is one CheckpointError
+        naming `where` and the place. Keys this version does not know are ignored."""
+        require_fit(cls, record, where)
+        return cls(**{**{f.name: record[f.name] for f in fields(cls)}, "status": Status(record["status"])})

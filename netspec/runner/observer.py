@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-from netspec.errors import during_interrupt, first_line
-
-if TYPE_CHECKING:
-    from netspec.runner.train import EpochStats
+from netspec.errors import first_line
+from netspec.runner.metrics import Status
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,9 @@ class Observer:
 
     def step(self, *, epoch: int, step: int, loss: float) -> None: ...
 
-    def epoch(self, stats: EpochStats) -> None: ...
+    def epoch(self, stats) -> str | None:
+        """An epoch finished (and the run folder holds it). A reason returned stops the run after
+        it, as stopped (a sweep's pruning)."""
 
     def note(self, text: str) -> None:
         """One line worth telling the user (e.g. compilation failed and training went on eagerly)."""
@@ -44,34 +44,35 @@ class Observer:
     def end(self) -> None:
         """Training is over (finished, interrupted or stopped by a fault); the run folder is being written."""
 
-    def run_end(self, run: RunInfo, *, test_accuracy: float | None, status: str) -> None:
-        """The run folder's records, report and figures are written. `status`: finished, interrupted,
-        "failed: ..." (a non-finite loss) or "stopped: ..." (an error, or a sweep's pruning, ended it)."""
+    def run_end(self, run: RunInfo, *, test_accuracy: float | None, status: Status) -> None:
+        """The run folder's records, report and figures are written. `status`: how the run ended
+        (its reason, when it did not finish, is in the run folder's metrics.json)."""
 
 
 class Observers(Observer):
-    """Several observers on one run (progress, trackers, pruning), each told of every event in
-    order. A hook that raises stops the others after it (pruning goes last), except where the
-    observer is `optional` (a tracker): one that fails is dropped with a note, and training goes on."""
+    """Several observers on one run (the run folder, progress, trackers, pruning), each told of
+    every event in order; `epoch` returns the first reason to stop any of them gave. A hook that
+    raises ends the run, except where the observer is `optional` (a tracker): one that fails is
+    dropped with a note, and training goes on."""
 
     def __init__(self, observers: Iterable[Observer | None]):
         self.observers = [o for o in observers if o is not None]
 
-    def _each(self, hook: str, call) -> None:
+    def _each(self, hook: str, call) -> str | None:
+        reasons = []
         for o in list(self.observers):
             if not hasattr(o, hook):  # an observer written before a hook lacks it
                 continue
             if not getattr(o, "optional", False):
-                call(o)
+                reasons.append(call(o))
                 continue
             try:
                 call(o)
             except Exception as e:  # noqa: BLE001 - a tracker's failure is never the run's
-                if during_interrupt(e):
-                    raise
                 self.observers.remove(o)
                 self.note(f"{getattr(o, 'title', type(o).__name__)} stopped recording this run "
                           f"({type(e).__name__}: {first_line(e)[:200]}); training goes on without it")
+        return next((r for r in reasons if isinstance(r, str) and r), None)
 
     def run_start(self, run):
         self._each("run_start", lambda o: o.run_start(run))
@@ -83,7 +84,7 @@ class Observers(Observer):
         self._each("step", lambda o: o.step(**kw))
 
     def epoch(self, stats):
-        self._each("epoch", lambda o: o.epoch(stats))
+        return self._each("epoch", lambda o: o.epoch(stats))
 
     def note(self, text):
         self._each("note", lambda o: o.note(text))

@@ -1,46 +1,160 @@
-"""The records of a run folder beside the weights: metrics.json, data.json, run.json, rules.json
-and history.csv, each written by the run and read back when a run is reopened."""
+"""The records of a run folder beside the weights, each a typed dataclass with its JSON Schema:
+metrics.json (Metrics), data.json (DataRecord), run.json (RunRecord), rules.json (RulesRecord),
+and history.csv. RunDir writes and reads them (`run_dir.data_record()`, ...); reading one checks
+it against its schema, so a hand-edited or damaged file is one clear CheckpointError.
+
+No torch at import: `netspec runs`-style readers and grading's parent read records cheaply.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import math
 import platform
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-
-import torch
-import torchvision
+from typing import TYPE_CHECKING, Any
 
 from netspec._version import __version__
-from netspec.builder.check import Checked
 from netspec.errors import CheckpointError
-from netspec.runner.metrics import Metrics
-from netspec.runner.rundir import RunDir
-from netspec.runner.train import EpochStats
-from netspec.spec.datasets import NAMED
-from netspec.spec.rules import resolve_rules, shipped_rule_sets
+from netspec.runner.metrics import METRICS, Metrics, Status  # noqa: F401 - the records, in one place
+from netspec.runner.record_schema import require_fit
+from netspec.spec.rules import RULES_SCHEMA, Rules, resolve_rules, rules_from_dict, shipped_rule_sets
+
+if TYPE_CHECKING:
+    from netspec.runner.rundir import RunDir
+    from netspec.runner.trainer import EpochStats
+
+DATA_RECORD = "data.json"  # classes, normalisation and loading path: how to preprocess new images
+RUN_RECORD = "run.json"  # how the run was started: what --resume must repeat
+RULES_RECORD = "rules.json"  # the content of every rule set the run was checked against
+SPEC_RULES = "spec-rules.yaml"  # a copy of the spec's own rules file, when it is a file
+
+_OPTIONAL = {"optional": True}  # a key a submitted model's data record may lack (only data.json has it)
+_POSITIVE_INTS = {"items": {"type": "integer", "minimum": 1}}
 
 
-METRICS = "metrics.json"  # the Metrics record
+@dataclass(frozen=True)
+class DataRecord:
+    """data.json (and the "data" of model.pt and model.safetensors): how the run's images were read
+    and normalised, enough to preprocess new images as in training."""
+
+    classes: tuple[str, ...] = field(metadata={"schema": {"minItems": 1}})
+    image_shape: tuple[int, ...] = field(metadata={"schema": {"minItems": 3, "maxItems": 3, **_POSITIVE_INTS}})
+    mean: tuple[float, ...] = field(metadata={"schema": {"minItems": 1}})  # per channel, of pixels in 0..1
+    std: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {"type": "number", "exclusiveMinimum": 0}}})
+    dataset: str = field(default="", metadata=_OPTIONAL)
+    input_shape: tuple[int, ...] = field(default=(), metadata={**_OPTIONAL, "schema": _POSITIVE_INTS})
+    stats_from: str = field(default="", metadata=_OPTIONAL)  # "training split" | "spec"
+    loading: str = field(default="memory", metadata=_OPTIONAL)  # memory | stream
+    loading_reason: str = field(default="", metadata=_OPTIONAL)
+    workers: int = field(default=0, metadata={**_OPTIONAL, "schema": {"minimum": 0}})
+    images: dict = field(default_factory=dict, metadata=_OPTIONAL)  # train, validation, test, train_available
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Any, where: str = DATA_RECORD, fix: str = "rerun the spec to write it again") -> "DataRecord":
+        """The record, checked against the schema (types, ranges) and its own consistency (one
+        finite mean and std per channel); CheckpointError naming `where` otherwise."""
+        require_fit(cls, record, where, fix)
+        values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+        made = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        problem = made._inconsistency()
+        if problem:
+            raise CheckpointError(f"{where} was edited or damaged: {problem}; {fix}")
+        return made
+
+    def _inconsistency(self) -> str | None:
+        channels = self.image_shape[0]
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != channels or not all(math.isfinite(v) for v in values):
+                return f"{key} {list(values)!r}: one finite number per channel ({channels})"
+        return None
+
+    def mismatch(self, spec) -> str | None:
+        """Where the record disagrees with the run's spec (its image_shape, its number of classes):
+        a huge hand-edited image_shape would be a huge allocation, a class list of another length
+        the wrong names. None when it agrees."""
+        if spec.data.image_shape and tuple(self.image_shape) != tuple(spec.data.image_shape):
+            return f"says image_shape {list(self.image_shape)}, the run's spec {list(spec.data.image_shape)}"
+        if spec.data.classes and len(self.classes) != spec.data.classes:
+            return f"names {len(self.classes)} classes, the run's spec {spec.data.classes}"
+        return None
 
 
-def read_metrics(run_dir: RunDir) -> Metrics:
-    """The run's Metrics (defaults where a folder has none yet: a run still training, or killed)."""
-    return Metrics.from_dict(run_dir.read_json(METRICS)) if (run_dir / METRICS).is_file() else Metrics()
+def preprocessing(run_dir: RunDir, spec) -> DataRecord:
+    """The run's data record (data.json), checked like any input: against its schema, then against
+    the run's own spec, so a hand-edited record is refused before it preprocesses anything."""
+    record = run_dir.data_record()
+    problem = record.mismatch(spec)
+    if problem:
+        raise CheckpointError(f"{run_dir / DATA_RECORD} was edited or damaged: it {problem}; rerun the spec to "
+                              f"write it again")
+    return record
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """run.json: how the run was started, which `--resume` repeats (its --limit, its data)."""
+
+    limit: int | None = field(metadata={"schema": {"minimum": 1}})  # --limit: the first N training images
+    command: str
+    data_dir: str | None  # the folder of named datasets it read (absolute), None: the default
+    processes: int = field(default=1, metadata={"schema": {"minimum": 1}})  # torchrun
+    backend: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Any, where: str = RUN_RECORD) -> "RunRecord":
+        require_fit(cls, record, where)
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+    @property
+    def existing_data_dir(self) -> str | None:
+        """The folder of named datasets the run read, where it still exists (else the default applies)."""
+        return self.data_dir if self.data_dir and Path(self.data_dir).is_dir() else None
+
+
+_RULE_SET = {**{k: v for k, v in RULES_SCHEMA.items() if k != "$schema"}, "required": ["name"],
+             "properties": {**RULES_SCHEMA["properties"], "waived": {"type": "array", "items": {"type": "string"}}}}
+
+
+@dataclass(frozen=True)
+class RulesRecord:
+    """rules.json: the content of every rule set the run was checked against, so a moved folder or
+    a later change to a shipped rule set never changes how an old run is judged."""
+
+    rule_sets: tuple[Rules, ...]
+
+    SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RulesRecord", "type": "array",
+              "items": _RULE_SET}
+
+    def to_json(self) -> list[dict]:
+        return [r.to_dict() for r in self.rule_sets]
+
+    @classmethod
+    def from_json(cls, record: Any, where: str = RULES_RECORD) -> "RulesRecord":
+        from netspec.runner.record_schema import schema_problem
+
+        problem = schema_problem(record, cls.SCHEMA)
+        if problem:
+            raise CheckpointError(f"{where} was edited or damaged: {problem}; rerun the spec to write it again")
+        return cls(tuple(rules_from_dict(d) for d in record))
 
 
 def versions() -> dict:
+    import torch
+    import torchvision
+
     return {"netspec": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version()}
 
 
-RULES_RECORD = "rules.json"  # the content of every rule set the run was checked against
-SPEC_RULES = "spec-rules.yaml"  # a copy of the spec's own rules file, when it is a file
-RUN_RECORD = "run.json"  # how the run was started: what --resume must repeat
-
-
-def resolved_spec(checked: Checked) -> dict:
+def resolved_spec(checked) -> dict:
     """The spec with defaults written out. A rules file (not a shipped name) is copied into
     the run folder as spec-rules.yaml and referenced from there, so the folder is portable."""
     data = checked.spec.to_dict()
@@ -50,8 +164,9 @@ def resolved_spec(checked: Checked) -> dict:
     return data
 
 
-def _write_rules(run_dir: RunDir, checked: Checked) -> None:
-    run_dir.write_json(RULES_RECORD, [r.to_dict() for r in checked.rules])
+def write_rules(run_dir: RunDir, checked) -> None:
+    """rules.json, and the spec's own rules file copied beside it (spec-rules.yaml)."""
+    run_dir.write_rules_record(RulesRecord(tuple(checked.rules)))
     ref = checked.spec.rules
     if ref and ref not in shipped_rule_sets():
         own = resolve_rules(ref, Path(checked.doc.file).parent)
@@ -59,50 +174,9 @@ def _write_rules(run_dir: RunDir, checked: Checked) -> None:
             run_dir.write_text(SPEC_RULES, own.read_text(encoding="utf-8"))
 
 
-DATA_RECORD = "data.json"  # classes, normalisation and loading path: how to preprocess new images
-
-
-def preprocessing(run_dir: RunDir, spec) -> dict:
-    """The run's data record (data.json). Folders from before it trained MNIST or Fashion-MNIST
-    with these fixed statistics."""
-    if (run_dir / DATA_RECORD).is_file():
-        record = run_dir.read_json(DATA_RECORD)
-        problem = _record_problem(record, spec)
-        if problem:
-            raise CheckpointError(f"{run_dir / DATA_RECORD} {problem}; it was edited or damaged (rerun the spec to "
-                                  "write it again)")
-        return record
-    legacy = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
-    if spec.data.dataset not in legacy:
-        raise CheckpointError(f"{run_dir.path} has no {DATA_RECORD}: its preprocessing is unknown")
-    mean, std = legacy[spec.data.dataset]
-    return {"dataset": spec.data.dataset, "classes": list(NAMED[spec.data.dataset].classes), "image_shape": list(NAMED[spec.data.dataset].image_shape),
-            "input_shape": list(spec.data.input_shape), "mean": [mean], "std": [std], "stats_from": "fixed"}
-
-
-def _record_problem(record, spec) -> str | None:
-    """What is wrong with a data record, checked like any input against the run's own spec: a
-    hand-edited std of 0 would give NaN probabilities, a huge image_shape a huge allocation."""
-    if not isinstance(record, dict) or not {"classes", "mean", "std", "image_shape"} <= record.keys():
-        return "is not a data record"
-    shape = record["image_shape"]
-    if not (isinstance(shape, list) and all(type(v) is int for v in shape)) or (
-            spec.data.image_shape and tuple(shape) != tuple(spec.data.image_shape)):
-        return f"says image_shape {shape!r}, the run's spec {list(spec.data.image_shape or ())}"
-    classes = record["classes"]
-    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)) or (
-            spec.data.classes and len(classes) != spec.data.classes):
-        return f"names {len(classes) if isinstance(classes, list) else 'no'} classes, the run's spec {spec.data.classes}"
-    for key, low in (("mean", -math.inf), ("std", 0)):
-        values = record[key]
-        if not (isinstance(values, list) and len(values) == shape[0]
-                and all(type(v) in (int, float) and math.isfinite(v) and v > low for v in values)):
-            return (f"has {key} {values!r}: one finite number per channel ({shape[0]})"
-                    + (", each above 0" if key == "std" else ""))
-    return None
-
-
 def history_csv(history: list[EpochStats]) -> str:
+    from netspec.runner.trainer import EpochStats
+
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochStats)])
     writer.writeheader()
@@ -112,24 +186,11 @@ def history_csv(history: list[EpochStats]) -> str:
 
 
 def read_history(run_dir: RunDir) -> list[EpochStats]:
+    from netspec.runner.trainer import EpochStats
+
     try:
         with open(run_dir / "history.csv", newline="") as f:
             return [EpochStats(**{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()})
                     for row in csv.DictReader(f)]
     except (OSError, TypeError, ValueError) as e:
         raise CheckpointError(f"cannot read {run_dir / 'history.csv'}: {e}") from None
-
-
-def recorded_data_dir(record: dict) -> str | None:
-    """The folder of named datasets the run read, where it still exists (else the default applies)."""
-    where = record.get("data_dir")
-    return where if isinstance(where, str) and Path(where).is_dir() else None
-
-
-def _read_run_record(run_dir: RunDir) -> dict:
-    if not (run_dir / RUN_RECORD).is_file():
-        return {}  # folders from before run.json: full data
-    record = run_dir.read_json(RUN_RECORD)
-    return record if isinstance(record, dict) else {}
-
-

@@ -2,34 +2,28 @@
 rebuilt with the saved weights, its test accuracy measured again."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from netspec.builder.check import Checked, check_document
+from netspec.check.checker import Checked, check_document
 from netspec.errors import CheckpointError, first_line, SpecError
 from netspec.builder.model import build_model
-from netspec.runner.records import RULES_RECORD, _read_run_record, read_metrics, recorded_data_dir
+from netspec.runner.records import RULES_RECORD
 from netspec.runner.run import load_data
 from netspec.runner.rundir import SPEC_FILE, RunDir
 from netspec.runner.speed import arrange
 from netspec.runner.speed import resolve as resolve_speed
-from netspec.runner.train import evaluate, logits_model
+from netspec.runner.trainer import evaluate, logits_model
 from netspec.spec.loader import load_file
-from netspec.spec.rules import rules_from_dict
 
 
 def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
     """The run's spec, checked against the rule sets recorded when it ran (their content, in
     rules.json), so a moved folder or a later change to a shipped rule set never refuses an old
     run. Returns notes saying where today's rules would judge it differently."""
-    if not (run_dir / RULES_RECORD).is_file():  # folders from before rules.json
-        return check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False), []
-    record = run_dir.read_json(RULES_RECORD)
-    try:
-        recorded = [rules_from_dict(d) for d in record]
-    except (TypeError, KeyError, ValueError, AttributeError):
-        raise CheckpointError(f"{run_dir / RULES_RECORD} is not a record of rule sets") from None
+    recorded = list(run_dir.rules_record().rule_sets)
     doc = load_file(run_dir / SPEC_FILE)
     checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path, read_data=False)
     notes = []
@@ -60,21 +54,41 @@ def load_run(path: str | Path, device: str = "cpu"):
     return run_dir, checked, model, notes
 
 
-def evaluate_run(path: str | Path, data_dir=None) -> dict:
+@dataclass(frozen=True)
+class Evaluation:
+    """A run's saved model tested again (`netspec evaluate`), beside what the run recorded."""
+
+    run: str  # the run folder
+    test_accuracy: float
+    test_loss: float
+    test_size: int
+    precision: str  # the run's own: fp32, bf16, ...
+    speed: str
+    recorded_test_accuracy: float | None
+    recorded_test_size: int | None
+    model_epoch: int | None
+    target_accuracy: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_run(path: str | Path, data_dir=None) -> Evaluation:
+    """The test accuracy of a run's saved model, measured again on the whole test set in the run's
+    own precision, on the data the run read (unless `data_dir` says where)."""
     run_dir, checked, model, notes = load_run(path)
+    recorded = run_dir.metrics()
     device = torch.device("cpu")
     if data_dir is None:  # the data the run used, not a download
-        data_dir = recorded_data_dir(_read_run_record(run_dir))
+        data_dir = run_dir.run_record().existing_data_dir
     data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
     speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
     net = logits_model(arrange(model, speed), checked.analysis.softmax_head)
     loss, acc = evaluate(net, data.test, checked.spec.train.eval_batch_size, speed)
-    recorded = read_metrics(run_dir)
     ran_on = recorded.device or ""
     if ran_on and not ran_on.startswith("cpu") and speed.precision != "fp32":
         notes.append(f"the run trained and tested on {ran_on}; {speed.precision} arithmetic on this CPU may round "
                      f"differently, so the accuracy can differ in the last digits")
-    return {"run": str(run_dir.path), "test_accuracy": acc, "test_loss": loss, "test_size": len(data.test),
-            "precision": speed.precision, "speed": speed.describe(),
-            "recorded_test_accuracy": recorded.test_accuracy, "recorded_test_size": recorded.test_size,
-            "model_epoch": recorded.model_epoch, "target_accuracy": checked.target_accuracy, "notes": notes}
+    return Evaluation(str(run_dir.path), acc, loss, len(data.test), speed.precision, speed.describe(),
+                      recorded.test_accuracy, recorded.test_size, recorded.model_epoch, checked.target_accuracy, notes)

@@ -18,20 +18,20 @@ from netspec._version import __version__
 from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import Data, check_limit, prepare
-from netspec.errors import CheckpointError, during_interrupt, first_line, Interrupted, RunError
-from netspec.runner.graphstep import graph_problem
-from netspec.runner.metrics import Metrics
-from netspec.runner.records import (DATA_RECORD, METRICS, RUN_RECORD, _read_run_record, _write_rules, history_csv, read_history,
-                                     read_metrics, recorded_data_dir, resolved_spec, versions)
-from netspec.runner.observer import Observers, RunInfo
+from netspec.errors import CheckpointError, Interrupted, RunError
+from netspec.runner import stop
+from netspec.runner.metrics import Metrics, Status
+from netspec.runner.records import DataRecord, RunRecord, history_csv, read_history, resolved_spec, versions, write_rules
+from netspec.runner.observer import Observer, Observers, RunInfo
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SAFE_WEIGHTS, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import Speed, backend_flags, standard_state
 from netspec.runner.speed import resolve as resolve_speed
 from netspec.runner.speed import spec_with_speed
-from netspec.runner.train import EpochStats, NonFinite, Observer, Trainer, evaluate, logits_model, resolve_device
+from netspec.runner.steps import graph_problem
+from netspec.runner.trainer import EpochStats, Outcome, Trainer, evaluate, logits_model, resolve_device
 from netspec.spec.datasets import FILES
-from netspec.builder.check import Checked
+from netspec.check.checker import Checked
 
 
 
@@ -40,6 +40,8 @@ class RunResult:
     run_dir: RunDir
     metrics: Metrics
     history: list[EpochStats]
+    checked: Checked | None = None  # the spec it ran (its speed written in)
+    model: torch.nn.Module | None = None  # the trained model, on the CPU (None: this process holds none)
 
 
 def _require_dataset(spec) -> None:
@@ -69,30 +71,37 @@ class Reporter:
         """`predictions`: (test labels, predicted labels), from the pass that measured test accuracy."""
 
 
-def run(checked: Checked, *, out=None, data_dir=None, observer: Observer | None = None,
-        resume: bool = False, detect_anomaly: bool = False, limit: int | None = None,
-        runs_root: str | Path = "runs", force: bool = False, reporter: Reporter | None = None) -> RunResult:
-    """Train `checked.spec` and write its run folder. (The keywords are the `netspec run` options;
-    they become one Plan at once.)
+@dataclass(frozen=True)
+class RunOptions:
+    """How `netspec run` was asked to run a spec (its options)."""
 
-    With `resume`, `out` is an existing run folder and training continues from its
-    checkpoint on the same data it used (its recorded `limit`). `limit` trains on the
-    first N training images only; validation and test sets stay whole.
-    """
+    out: str | Path | None = None  # the run folder (default: runs/<name>-<time>)
+    data_dir: str | Path | None = None
+    resume: bool = False  # `out` is an existing run folder: continue from its checkpoint
+    limit: int | None = None  # train on the first N training images only
+    runs_root: str | Path = "runs"
+    force: bool = False  # empty `out` first if it holds an earlier run
+    detect_anomaly: bool = False
+
+
+def run(checked: Checked, options: RunOptions | None = None, *, observer: Observer | None = None,
+        reporter: Reporter | None = None, **settings) -> RunResult:
+    """Train `checked.spec` and write its run folder; `options` (or `settings`, its fields as
+    keywords) are the `netspec run` options. Resumed, training continues from the folder's
+    checkpoint on the same data it used (its recorded limit). An interrupted run raises
+    Interrupted, a non-finite one RunError, once its folder is written."""
+    options = options or RunOptions(**settings)
     _require_dataset(checked.spec)  # before any folder is made
-    check_limit(limit)
-    if observer is not None and not isinstance(observer, Observers):
-        observer = Observers([observer])  # every event reaches it, and a hook it lacks is skipped
+    check_limit(options.limit)
     ranks, device = join(resolve_device(checked.spec.train.device))  # torchrun: this process's share
     try:
-        plan = _plan(checked, ranks, device, out=out, data_dir=data_dir, resume=resume, limit=limit,
-                     runs_root=runs_root, force=force)
+        plan = _plan(checked, ranks, device, options)
         if _complete(plan):  # resumed after its last epoch and its record were written: nothing to redo
             if observer is not None and ranks.main:
                 observer.note(f"{plan.run_dir.path} finished all {plan.spec.train.epochs} epochs: nothing to "
                               f"resume, and its folder is left as it was")
-            return RunResult(plan.run_dir, read_metrics(plan.run_dir), read_history(plan.run_dir))
-        return _run(plan, observer, reporter or Reporter(), detect_anomaly)
+            return RunResult(plan.run_dir, plan.run_dir.metrics(), read_history(plan.run_dir), plan.checked)
+        return _run(plan, Observers([observer]), reporter or Reporter(), options.detect_anomaly)
     finally:
         leave(ranks)
 
@@ -101,7 +110,7 @@ def _complete(plan: "Plan") -> bool:
     """A resumed run whose every epoch and whole record are written. (One whose last epoch finished
     but whose writing was cut short is not: resuming writes it.)"""
     return (plan.resumed and plan.state.get("epoch", 0) >= plan.spec.train.epochs
-            and read_metrics(plan.run_dir).finished and (plan.run_dir / WEIGHTS).is_file())
+            and plan.run_dir.finished() and (plan.run_dir / WEIGHTS).is_file())
 
 
 @dataclass
@@ -142,66 +151,85 @@ def check_processes(checked: Checked, processes: int, device: torch.device) -> N
                        f"would train on {device.type}; set it to false (each process then normalises its own share)")
 
 
-def _plan(checked: Checked, ranks: Ranks, device, *, out, data_dir, resume: bool, limit, runs_root, force) -> Plan:
+def _plan(checked: Checked, ranks: Ranks, device, options: RunOptions) -> Plan:
     """The plan of a new run (its folder made by rank 0 alone; the others learn where) or of a
-    resumed one (its folder, checkpoint, data and limit as recorded). Its keywords are run()'s,
-    passed on once."""
+    resumed one (its folder, checkpoint, data and limit as recorded): every check of the spec
+    against this run's processes and device made here, once."""
     check_processes(checked, ranks.size, device)
     speed = resolve_speed(checked.spec, device)
-    problem = graph_problem(checked.spec, speed, ranks.size) if speed.compile == "graph" else None
-    if problem:  # before any folder is made
-        raise RunError(f"train.compile: graph: {problem}")
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
-    if not resume:
-        made = RunDir.create(out, checked.spec.name, runs_root, force=force).path if ranks.main else None
-        return Plan(checked, speed, RunDir(Path(from_main(ranks, str(made) if made else None))), data_dir, limit,
-                    None, ranks, device)
-    run_dir = RunDir.open(out)
+    if not options.resume:
+        made = RunDir.create(options.out, checked.spec.name, options.runs_root, force=options.force).path if ranks.main else None
+        return Plan(checked, speed, RunDir(Path(from_main(ranks, str(made) if made else None))), options.data_dir,
+                    options.limit, None, ranks, device)
+    run_dir = RunDir.open(options.out)
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
                               f"resume; start the run again")
-    record = _read_run_record(run_dir)
-    recorded = record.get("limit")
-    if limit is not None and limit != recorded:
-        raise RunError(f"{run_dir.path} was trained with --limit {recorded}; resume it without --limit")
-    data_dir = data_dir if data_dir is not None else recorded_data_dir(record)
-    return Plan(checked, speed, run_dir, data_dir, recorded, run_dir.load(CHECKPOINT), ranks, device)
+    record = run_dir.run_record()
+    if options.limit is not None and options.limit != record.limit:
+        raise RunError(f"{run_dir.path} was trained with --limit {record.limit}; resume it without --limit")
+    data_dir = options.data_dir if options.data_dir is not None else record.existing_data_dir
+    return Plan(checked, speed, run_dir, data_dir, record.limit, run_dir.load(CHECKPOINT), ranks, device)
 
 
-def _run(plan: Plan, observer: Observer | None, reporter: Reporter, detect_anomaly: bool) -> RunResult:
-    """run() in one process of `plan.ranks`: rank 0 writes, reports and tells the user; every rank trains."""
-    ranks, run_dir, spec = plan.ranks, plan.run_dir, plan.spec
+def _load(plan: Plan) -> Data:
+    """The run's data, and what the whole-step graph needs of it; a new run whose data never loaded
+    leaves no folder behind to refuse the next try."""
     try:
         data = load_data(plan.checked, plan.device, plan.data_dir, plan.limit)
-        problem = graph_problem(spec, plan.speed, ranks.size, data.loading) if plan.speed.compile == "graph" else None
-        if problem:  # known once the data is loaded (streamed or in memory)
+        problem = graph_problem(plan.speed, plan.ranks.size, data.loading) if plan.speed.compile == "graph" else None
+        if problem:
             raise RunError(f"train.compile: graph: {problem}")
+        return data
     except BaseException:
-        if not plan.resumed and ranks.main:  # a run whose data never loaded leaves no folder behind to refuse the next try
-            run_dir.release()
+        if not plan.resumed and plan.ranks.main:
+            plan.run_dir.release()
         raise
+
+
+def _run(plan: Plan, observer: Observers, reporter: Reporter, detect_anomaly: bool) -> RunResult:
+    """run() in one process of `plan.ranks`: rank 0 writes, reports and tells the user; every rank trains."""
+    ranks, run_dir, spec = plan.ranks, plan.run_dir, plan.spec
+    data = _load(plan)
     if not ranks.main:
-        reporter, observer = Reporter(), None
+        reporter, observer = Reporter(), Observers([])
     else:
         _record_start(plan, data, reporter)
         _notes(plan, data, observer)
-        if observer is not None:
-            observer.run_start(_run_info(plan))
+        observer.run_start(_run_info(plan))
     with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []), \
             backend_flags(plan.speed, plan.device):
         torch.manual_seed(spec.train.seed)
         model = build_model(spec, plan.device)
-        trainer = Trainer(spec, model, data, plan.device, softmax_head=plan.checked.analysis.softmax_head,
-                          observer=observer, detect_anomaly=detect_anomaly, ranks=ranks)
+        folder = _Folder(plan, reporter)
+        if ranks.main:  # the folder's records first: observers hear of an epoch once it is saved
+            observer.observers.insert(0, folder)
+        trainer = folder.trainer = Trainer(spec, model, data, plan.device, softmax_head=plan.checked.analysis.softmax_head,
+                                           speed=plan.speed, observer=observer, ranks=ranks)
+        trainer.detect_anomaly = detect_anomaly
         if plan.resumed:
             trainer.load_state(plan.state, source=run_dir / CHECKPOINT)
-        if not ranks.main:  # trains its share; rank 0 keeps the folder, and is waited for
-            trainer.fit()
+        if not ranks.main:  # trains its share; rank 0 keeps the folder, and is waited for when finished
+            _raise_unless_done(trainer.fit(), len(trainer.history), run_dir)
             settle(ranks)
-            return RunResult(run_dir, Metrics.from_dict(run_dir.read_json(METRICS)), trainer.history)
+            return RunResult(run_dir, run_dir.metrics(), trainer.history, plan.checked)
         result = _train(plan, trainer, reporter, observer)
         settle(ranks)  # the folder is complete: every process may read it
         return result
+
+
+class _Folder(Observer):
+    """The run folder as training goes: after each epoch its checkpoint, history and loss plot."""
+
+    def __init__(self, plan: Plan, reporter: Reporter):
+        self.plan, self.reporter, self.trainer = plan, reporter, None
+
+    def epoch(self, stats) -> None:
+        tr, run_dir = self.trainer, self.plan.run_dir
+        run_dir.save(CHECKPOINT, tr.state())
+        run_dir.write_text("history.csv", history_csv(tr.history))
+        self.reporter.progress(run_dir, self.plan.checked, tr.history, steps=tr.step_losses)
 
 
 def _record_start(plan: Plan, data: Data, reporter: Reporter) -> None:
@@ -210,19 +238,19 @@ def _record_start(plan: Plan, data: Data, reporter: Reporter) -> None:
     run_dir = plan.run_dir
     if not plan.resumed:
         run_dir.write_yaml(SPEC_FILE, resolved_spec(plan.checked))
-        _write_rules(run_dir, plan.checked)
-        run_dir.write_json(RUN_RECORD, {"limit": plan.limit, "command": " ".join(sys.argv),
-                                        "data_dir": str(Path(plan.data_dir).resolve()) if plan.data_dir is not None else None,
-                                        **plan.ranks.record()})
+        write_rules(run_dir, plan.checked)
+        run_dir.write_run_record(RunRecord(limit=plan.limit, command=" ".join(sys.argv),
+                                           data_dir=str(Path(plan.data_dir).resolve()) if plan.data_dir is not None else None,
+                                           **plan.ranks.record()))
         reporter.started(run_dir, plan.checked)
-    run_dir.write_json(DATA_RECORD, data.record())
+    run_dir.write_data_record(DataRecord.from_dict(data.record()))
 
 
-def _notes(plan: Plan, data: Data, observer: Observer | None) -> None:
+def _notes(plan: Plan, data: Data, observer: Observer) -> None:
     spec = plan.spec
-    if observer is not None and plan.data_dir is not None and spec.data.dataset in FILES:
+    if plan.data_dir is not None and spec.data.dataset in FILES:
         observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
-    if observer is not None and data.loading == "stream":
+    if data.loading == "stream":
         observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
 
 
@@ -231,72 +259,59 @@ def _run_info(plan: Plan) -> RunInfo:
                    plan.checked.draft, str(plan.device), plan.resumed)
 
 
-def _train(plan: Plan, trainer: Trainer, reporter: Reporter, observer: Observer | None) -> RunResult:
-    """Rank 0's training, its run folder written as it goes; the observer's run_end comes last, once
-    the folder is complete (or, when an error ends the run, as it is left)."""
-    run_dir, checked = plan.run_dir, plan.checked
-    observer = observer or Observer()
-
-    def end_of_epoch(tr: Trainer) -> None:
-        run_dir.save(CHECKPOINT, tr.state())
-        run_dir.write_text("history.csv", history_csv(tr.history))
-        reporter.progress(run_dir, checked, tr.history, steps=tr.step_losses)
-
-    started = time.perf_counter()
-    status, error = "finished", None
+def _train(plan: Plan, trainer: Trainer, reporter: Reporter, observer: Observers) -> RunResult:
+    """Rank 0's training, its run folder written whole (a stop request waits for it); the
+    observers' run_end comes last, once the folder is complete (or as an error left it)."""
+    run_dir, started = plan.run_dir, time.perf_counter()
     try:
-        trainer.fit(on_epoch_end=end_of_epoch)
-    except (KeyboardInterrupt, Exception) as e:
-        if not (during_interrupt(e) or isinstance(e, NonFinite)
-                or (isinstance(e, RuntimeError) and trainer.ranks.size > 1 and _peer_lost(e))):
-            observer.run_end(_run_info(plan), test_accuracy=None, status=f"stopped: {first_line(e, type(e).__name__)}")
-            raise
-        # under torchrun, Ctrl-C reaches every process: one may be stopped inside a collective by
-        # another's leaving, which is the same interruption
-        status, error = ("failed", e) if isinstance(e, NonFinite) else ("interrupted", None)
-        _last_good_weights(plan, trainer.model, status)
-    metrics = _finish(plan, trainer, status + (f": {error}" if error else ""), time.perf_counter() - started, reporter)
+        with stop.held():
+            outcome = trainer.fit()
+            if outcome.status in (Status.INTERRUPTED, Status.FAILED):
+                _last_good_weights(plan, trainer.model, outcome.status)
+            metrics = _finish(plan, trainer, outcome, time.perf_counter() - started, reporter)
+    except Exception:
+        observer.run_end(_run_info(plan), test_accuracy=None, status=Status.STOPPED)
+        raise
     observer.run_end(_run_info(plan), test_accuracy=metrics.test_accuracy, status=metrics.status)
-    if status == "interrupted":
-        if not trainer.history:
+    _raise_unless_done(outcome, len(trainer.history), run_dir)
+    return RunResult(run_dir, metrics, trainer.history, plan.checked, trainer.model.cpu())
+
+
+def _raise_unless_done(outcome: Outcome, epochs: int, run_dir: RunDir) -> None:
+    """An interrupted run is Interrupted, a non-finite one RunError (its folder written by then)."""
+    if outcome.status is Status.INTERRUPTED:
+        if not epochs:
             raise Interrupted(f"interrupted before the first epoch finished; nothing to resume "
                               f"({run_dir.path} holds the spec only). Start the run again to train.", run_dir.path)
-        raise Interrupted(
-            f"interrupted after {len(trainer.history)} finished epoch(s); the model and metrics in {run_dir.path} "
-            f"are those of epoch {len(trainer.history)}. Continue with: netspec run --resume {run_dir.path}",
-            run_dir.path)
-    if error is not None:
-        raise RunError(f"{error}. The last good weights are in {run_dir / WEIGHTS}") from None
-    return RunResult(run_dir, metrics, trainer.history)
+        raise Interrupted(f"interrupted after {epochs} finished epoch(s); the model and metrics in {run_dir.path} "
+                          f"are those of epoch {epochs}. Continue with: netspec run --resume {run_dir.path}",
+                          run_dir.path)
+    if outcome.status is Status.FAILED:
+        raise RunError(f"{outcome.reason}; stopped. The last good weights are in {run_dir / WEIGHTS}")
 
 
-def _last_good_weights(plan: Plan, model, status: str) -> None:
+def _last_good_weights(plan: Plan, model, status: Status) -> None:
     """The weights of a half-finished epoch are nobody's result: back to the last finished one
     (or, when a first epoch failed, to the initial weights as built)."""
     if (plan.run_dir / CHECKPOINT).is_file():
         model.load_state_dict(plan.run_dir.load(CHECKPOINT)["model"])
-    elif status == "failed":
+    elif status is Status.FAILED:
         torch.manual_seed(plan.spec.train.seed)
         model.load_state_dict(build_model(plan.spec, plan.device).state_dict())
 
 
-def _peer_lost(e: RuntimeError) -> bool:
-    text = str(e).lower()
-    return any(w in text for w in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
-
-
-def _finish(plan: Plan, trainer: Trainer, status: str, wall: float, reporter: Reporter) -> Metrics:
+def _finish(plan: Plan, trainer: Trainer, outcome: Outcome, wall: float, reporter: Reporter) -> Metrics:
     """Test the model (if there is one), and write the weights, history, metrics and report."""
     checked, run_dir, history, data = plan.checked, plan.run_dir, trainer.history, trainer.data
     # an interrupt before the first finished epoch leaves no model worth saving or testing
-    has_model = bool(history) or not status.startswith("interrupted")
+    has_model = bool(history) or outcome.status is not Status.INTERRUPTED
     test_loss = test_acc = predictions = None
     if has_model:
         net = logits_model(trainer.model, checked.analysis.softmax_head)
         kept: list = []
         test_loss, test_acc = evaluate(net, data.test, plan.spec.train.eval_batch_size, trainer.speed, keep=kept)
         predictions = (torch.cat([y for y, _ in kept]), torch.cat([g for _, g in kept])) if kept else None
-    metrics = _metrics(plan, trainer, status, test_loss, test_acc, has_model, wall)
+    metrics = replace(_metrics(plan, trainer, outcome.status, test_loss, test_acc, has_model, wall), reason=outcome.reason)
     if has_model:  # model.safetensors first: model.pt, written last, marks the pair complete
         state = standard_state(trainer.model)
         run_dir.save_safetensors(SAFE_WEIGHTS, state, data.record(), epoch=len(history), version=__version__)
@@ -304,7 +319,7 @@ def _finish(plan: Plan, trainer: Trainer, status: str, wall: float, reporter: Re
                                "state_dict": state, "epoch": len(history), "netspec": __version__})
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
-    run_dir.write_json(METRICS, metrics.to_dict())
+    run_dir.write_metrics(metrics)
     reporter.finished(run_dir, checked, metrics, history, trainer.model, data, predictions)
     return metrics
 
@@ -317,7 +332,7 @@ def _batchnorm(plan: Plan) -> str | None:
     return "synchronised" if plan.spec.train.sync_batchnorm else "per process"
 
 
-def _metrics(plan: Plan, trainer: Trainer, status: str, test_loss, test_acc, has_model: bool, wall: float) -> Metrics:
+def _metrics(plan: Plan, trainer: Trainer, status: Status, test_loss, test_acc, has_model: bool, wall: float) -> Metrics:
     spec, analysis, history, data, device = plan.spec, plan.checked.analysis, trainer.history, trainer.data, plan.device
     validated = len(data.val) > 0
     best = max(history, key=lambda h: h.val_acc) if history and validated else None

@@ -17,13 +17,17 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from netspec.errors import CheckpointError, first_line, RunError
 from netspec.runner import safeweights
+from netspec.runner.metrics import METRICS, Metrics
 from netspec.runner.safeweights import SAFE_WEIGHTS
+
+if TYPE_CHECKING:
+    from netspec.runner.records import DataRecord, RulesRecord, RunRecord
 
 SPEC_FILE = "spec.yaml"
 CHECKPOINT = "checkpoint.pt"  # resumable state after the last finished epoch
@@ -101,15 +105,13 @@ CLAIM = "# netspec run folder claimed, data loading: "  # spec.yaml until the re
 
 def claim_owner(path: Path) -> tuple[str, int] | None:
     """(host, pid) of the run that claimed a folder and has not written its spec yet; None when
-    `path` holds a spec. An empty file is a claim of an older netspec, owner unknown."""
+    `path` holds a spec."""
     try:
         if path.stat().st_size > 200:
             return None
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
         return None
-    if not text:
-        return ("", 0)
     if not text.startswith(CLAIM):
         return None
     host, _, pid = text[len(CLAIM):].strip().rpartition(" ")
@@ -206,7 +208,7 @@ class RunDir:
         if not force:
             if not is_run:
                 raise RunError(f"{path} already holds files; pick a new or empty folder for --out")
-            finished = (path / WEIGHTS).is_file() and _status(path / "metrics.json") == "finished"
+            finished = (path / WEIGHTS).is_file() and RunDir(path).finished()
             if finished:
                 raise RunError(f"{path} already holds an earlier run (finished); pick another --out, or add --force "
                                f"to empty it first")
@@ -284,13 +286,61 @@ class RunDir:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {self / name}: {e}") from None
 
+    # The records (netspec.runner.records), typed; each read is checked against its JSON Schema.
+    # Imported here, not at the top: the records' module reads rule sets, which a claim needs not.
 
-def _status(metrics: Path) -> str | None:
-    try:
-        data = json.loads(metrics.read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("status") if isinstance(data, dict) else None
+    def write_metrics(self, metrics: Metrics) -> Path:
+        return self.write_json(METRICS, metrics.to_dict())
+
+    def metrics(self) -> Metrics:
+        """metrics.json: how the run ended and what it measured."""
+        return Metrics.from_dict(self._record(METRICS), str(self / METRICS))
+
+    def finished(self) -> bool:
+        """Whether metrics.json says the run finished (a missing or damaged one: no)."""
+        try:
+            return self.metrics().finished
+        except CheckpointError:
+            return False
+
+    def write_data_record(self, record: DataRecord) -> Path:
+        from netspec.runner.records import DATA_RECORD
+
+        return self.write_json(DATA_RECORD, record.to_dict())
+
+    def data_record(self) -> DataRecord:
+        """data.json: how the run's images were read and normalised."""
+        from netspec.runner.records import DATA_RECORD, DataRecord
+
+        return DataRecord.from_dict(self._record(DATA_RECORD), str(self / DATA_RECORD))
+
+    def write_run_record(self, record: RunRecord) -> Path:
+        from netspec.runner.records import RUN_RECORD
+
+        return self.write_json(RUN_RECORD, record.to_dict())
+
+    def run_record(self) -> RunRecord:
+        """run.json: how the run was started (its --limit, its data folder, its processes)."""
+        from netspec.runner.records import RUN_RECORD, RunRecord
+
+        return RunRecord.from_dict(self._record(RUN_RECORD), str(self / RUN_RECORD))
+
+    def write_rules_record(self, record: RulesRecord) -> Path:
+        from netspec.runner.records import RULES_RECORD
+
+        return self.write_json(RULES_RECORD, record.to_json())
+
+    def rules_record(self) -> RulesRecord:
+        """rules.json: the rule sets the run was checked against, as they were then."""
+        from netspec.runner.records import RULES_RECORD, RulesRecord
+
+        return RulesRecord.from_json(self._record(RULES_RECORD), str(self / RULES_RECORD))
+
+    def _record(self, name: str) -> Any:
+        if not (self / name).is_file():
+            raise CheckpointError(f"{self.path} has no {name}: its run stopped before writing it, or the file was "
+                                  f"removed; rerun the spec to write the folder again")
+        return self.read_json(name)
 
 
 def is_state_dict(value: Any) -> bool:

@@ -33,7 +33,7 @@ COMPILE_MODES = {"on": "default", "cudagraphs": "reduce-overhead"}
 class Speed:
     precision: str  # fp32 | bf16 | fp16 (mixed: weights stay fp32, autocast computes in the low precision)
     channels_last: bool  # NHWC activations for convolutions
-    compile: str  # off | on | cudagraphs | graph (the whole step, netspec/runner/graphstep.py)
+    compile: str  # off | on | cudagraphs | graph (the whole step, netspec/runner/steps.py)
     fused_attention: bool  # scaled_dot_product_attention in the ViT's batched attention
     deterministic: bool  # bit-for-bit repeatable on a GPU (slower)
 

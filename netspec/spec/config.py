@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netspec.families import FAMILIES, Family, family_of
-from netspec.families.base import plain as _plain
 from netspec.spec.datasets import DEFAULT_FILE_VALIDATION, FILES
+from netspec.spec.family import FAMILIES, Family, family_of, plain
 
 
 @dataclass(frozen=True)
@@ -107,11 +106,11 @@ class Spec:
             out["description"] = self.description
         if self.rules:
             out["rules"] = self.rules
-        out["data"] = {k: v for k, v in _plain(asdict(self.data)).items() if v is not None}
-        out["model"] = {self.family.key: _plain(self.family.to_dict(self.model))}
-        out["train"] = _plain(asdict(self.train))
+        out["data"] = {k: v for k, v in plain(asdict(self.data)).items() if v is not None}
+        out["model"] = {self.family.key: plain(self.family.to_dict(self.model))}
+        out["train"] = plain(asdict(self.train))
         if self.sweep:
-            out["sweep"] = _plain(self.sweep)
+            out["sweep"] = plain(self.sweep)
         if self.lint_ignore:
             out["lint"] = {"ignore": list(self.lint_ignore)}
         return out

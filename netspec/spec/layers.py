@@ -90,10 +90,11 @@ def register(entry: LayerType) -> LayerType:
 def _rank(shape: Shape, ranks: tuple[int, ...], what: str) -> None:
     if len(shape) not in ranks:
         want = " or ".join(f"{r}-d" for r in ranks)
-        raise ShapeError(f"expects a {want} input ({what}) but gets shape {_fmt(shape)}")
+        raise ShapeError(f"expects a {want} input ({what}) but gets shape {shape_text(shape)}")
 
 
-def _fmt(shape: Shape) -> str:
+def shape_text(shape: Shape) -> str:
+    """A shape as messages write it: (1, 28, 28)."""
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
@@ -154,7 +155,7 @@ def _flatten_shape(s: Shape, a: dict) -> Shape:
 
 def _softmax_shape(s: Shape, a: dict) -> Shape:
     if -a["dim"] > len(s):
-        raise ShapeError(f"dim {a['dim']} is out of range for shape {_fmt(s)}")
+        raise ShapeError(f"dim {a['dim']} is out of range for shape {shape_text(s)}")
     return s
 
 

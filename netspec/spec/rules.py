@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from netspec.families.blocks import BLOCKS
+from netspec.spec.family import BLOCK_NAMES, BLOCKS
 from netspec.spec.layers import LAYERS
 from netspec.errors import SpecError
 from netspec.spec.loader import Document, load_file
@@ -35,7 +35,7 @@ RULES_SCHEMA = {
         "name": {"type": "string", "minLength": 1},  # optional: the file's name without .yaml
         "description": {"type": "string"},
         "allowed_layers": {"type": "array", "items": {"enum": sorted(LAYERS)}, "uniqueItems": True},
-        "allowed_blocks": {"type": "array", "items": {"enum": sorted(BLOCKS)}, "uniqueItems": True},
+        "allowed_blocks": {"type": "array", "items": {"enum": BLOCK_NAMES}, "uniqueItems": True},
         "max_params": {"type": "integer", "minimum": 0},
         "params_below": {"type": "integer", "minimum": 1},
         "max_hidden_units": {"type": "integer", "minimum": 0},

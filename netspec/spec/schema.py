@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from netspec.families import FAMILIES
 from netspec.spec.datasets import DATASETS
+from netspec.spec.family import FAMILIES
 from netspec.spec.layers import MAX_SIZE
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
@@ -188,7 +188,7 @@ SWEEP = _obj(
 )
 
 
-LINT_WARNINGS = {  # name -> why it is probably a mistake (netspec/builder/lint.py finds them)
+LINT_WARNINGS = {  # name -> why it is probably a mistake (netspec/check/lint.py finds them)
     "activation-after-output": "a nonlinearity after the last Linear changes the logits the loss sees",
     "linear-after-linear": "two Linear layers with nothing between them are one linear map",
     "dropout-after-output": "Dropout after the last Linear drops logits (or probabilities), not features",

@@ -13,7 +13,7 @@ import re
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from netspec.families.blocks import BLOCKS
+from netspec.spec.family import BLOCKS, FAMILIES
 from netspec.spec.layers import LAYERS
 from netspec.errors import Problem
 from netspec.spec.loader import Document
@@ -233,8 +233,6 @@ def _explain_one(err: ValidationError, doc: Document, allowed: list[str] | None)
     if err.validator == "required":
         return doc.problem(path, err.message.replace("is a required property", "is missing (required)"))
     if err.validator in ("minProperties", "maxProperties") and path == ("model",):
-        from netspec.families import FAMILIES
-
         return doc.problem(path, "model needs exactly one of " + " or ".join(f"'{k}'" for k in FAMILIES))
     if err.validator in ("minProperties", "maxProperties") and in_layers:
         return doc.problem(path, "a layer is one name, or one 'Name: {arguments}' mapping")

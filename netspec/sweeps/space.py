@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netspec.builder.check import Checked, check_document
+from netspec.check.checker import Checked, check_document
 from netspec.errors import Problem, SpecError
 from netspec.spec.loader import Document, load_text
 from netspec.spec.overrides import apply_overrides

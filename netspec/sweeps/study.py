@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from netspec.builder.check import Checked
+from netspec.check.checker import Checked
 from netspec.errors import first_line, RunError
 from netspec.runner.rundir import process_alive
 from netspec.sweeps.space import Space, encode_value
@@ -39,8 +39,7 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
     """The study, in the storage Optuna recommends for the case (its FAQ and docs):
 
     - no --storage: a JournalStorage file (`study.journal` in the sweep folder), which several
-      processes on one machine share safely (SQLite is not for parallel optimization); a folder
-      from an earlier netspec version that holds `study.db` keeps using it;
+      processes on one machine share safely (SQLite is not for parallel optimization);
     - --storage URL (PostgreSQL, MySQL, SQLite...): an RDBStorage with Optuna's heartbeats, so a
       worker that dies has its trial failed after the grace period and retried once
       (RetryHeartbeatStaleTrialCallback), on any machine sharing the database.
@@ -49,14 +48,12 @@ def open_study(folder: Path, name: str, storage: str | None, space: Space, seed:
     """
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if space.prune else optuna.pruners.NopPruner()
     try:
-        if storage is None and not (folder / "study.db").is_file():
+        if storage is None:
             repair_journal(folder / "study.journal")
             backend = optuna.storages.journal.JournalFileBackend(str(folder / "study.journal"))
             store, heartbeats = optuna.storages.JournalStorage(backend), False
         else:
-            url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-            store = rdb_storage(url)
-            heartbeats = True
+            store, heartbeats = rdb_storage(storage), True
         try:
             study = optuna.create_study(study_name=name, storage=store, load_if_exists=True, direction="maximize",
                                         sampler=make_sampler(space, seed), pruner=pruner)

@@ -7,7 +7,7 @@ break a budget, are refused up front.
 
 The study (netspec.sweeps.study) lives in a journal file in the sweep folder (or, with
 `--storage`, in a database), so an interrupted sweep run again continues where it stopped, and
-several processes (netspec.runner.processes), or machines sharing a database, work on one study.
+several processes (netspec.runner.stop), or machines sharing a database, work on one study.
 The best trial is chosen on validation accuracy; its test accuracy is reported, never used to
 choose.
 """
@@ -23,9 +23,11 @@ from typing import Callable
 
 import optuna
 
-from netspec.builder.check import check_document
-from netspec.errors import during_interrupt, Interrupted, Problem, RunError, SpecError
-from netspec.runner.processes import check_workers, picklable, run_processes, terminate_as_interrupt, worker_process
+from netspec.check.checker import check_document
+from netspec.errors import Interrupted, Problem, RunError, SpecError
+from netspec.runner import stop
+from netspec.runner.metrics import Status
+from netspec.runner.stop import check_workers, picklable, run_processes, worker_process
 from netspec.runner.run import Reporter, run
 from netspec.sweeps.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
 from netspec.sweeps.study import (ahead, base_record, check_same_base, check_same_space, make_sampler, open_study,
@@ -100,7 +102,8 @@ class _Pruning(Observer):
     def epoch(self, stats):
         self.trial.report(stats.val_acc, stats.epoch)
         if self.prune and self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
+            return f"pruned after epoch {stats.epoch} (val acc {stats.val_acc:.4f})"
+        return None
 
 
 
@@ -141,18 +144,18 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
         _claim(study, job, space, base, folder)
         recover(study, heartbeats)
         job = replace(job, log_parents=open_sweep(job.log, folder, base.spec.name))
-        status = "stopped"
-        with terminate_as_interrupt(), _closing(job.log_parents, lambda: status):
+        status = Status.STOPPED
+        with stop.listening(hold=True), _closing(job.log_parents, lambda: status):
             try:
                 if workers > 1:
                     run_processes(_worker, _Work(job, reporter, on_trial), workers, folder)
                 else:
                     _optimize(study, doc, space, _Work(job, reporter, on_trial), observer, base.spec.train.seed)
-                status = "finished"
-            except (KeyboardInterrupt, Exception) as e:
-                if not during_interrupt(e):
-                    raise
-                status = "interrupted"
+                if stop.requested():
+                    raise Interrupted("stopped between trials", folder)
+                status = Status.FINISHED
+            except Interrupted:
+                status = Status.INTERRUPTED
                 raise Interrupted(f"sweep interrupted; {folder} keeps every finished trial. Run the same netspec "
                                   f"sweep command again to continue (the interrupted trial runs again)", folder) from None
         if workers > 1:
@@ -163,7 +166,7 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
 
 
 @contextmanager
-def _closing(parents, status: Callable[[], str]):
+def _closing(parents, status: Callable[[], Status]):
     """The trackers' records of the sweep closed when its trials end (as finished, interrupted or stopped)."""
     try:
         yield
@@ -254,22 +257,22 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
             result = run(checked, out=trial_dir, data_dir=job.data_dir,
                          observer=Observers([inner, *trackers, _Pruning(trial, space.prune)]),
                          limit=job.limit, reporter=work.reporter)
-        except (KeyboardInterrupt, Exception) as e:
-            if during_interrupt(e):  # an error made of Ctrl-C included: not the trial's own failure
-                trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
-                if not isinstance(e, (KeyboardInterrupt, Interrupted)):
-                    raise KeyboardInterrupt from e  # which Optuna passes on (a RunError it would catch)
-            elif isinstance(e, RunError):
-                trial.set_user_attr("error", str(e))  # never run again
+        except Interrupted:
+            trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
+            raise
+        except RunError as e:
+            trial.set_user_attr("error", str(e))  # never run again
             raise
         m = result.metrics
+        if m.status is Status.STOPPED:  # pruned: its folder is complete, at the epoch it stopped
+            raise optuna.TrialPruned(m.reason)
         trial.set_user_attr("test_accuracy", m.test_accuracy)
         trial.set_user_attr("seconds", m.train_seconds)
         trial.set_user_attr("train_size", m.train_size)
         return m.final_val_accuracy  # the saved model's, the one its test accuracy belongs to
 
     def at_budget(study: optuna.Study, _trial) -> None:  # the budget of the study, shared by every worker
-        if spent(study) >= limit_of_trials:
+        if spent(study) >= limit_of_trials or stop.requested():  # or a stop request, between trials
             study.stop()
 
     on_trial = work.on_trial

@@ -23,12 +23,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
 from netspec.errors import first_line, RunError
+from netspec.runner.metrics import Status
 from netspec.runner.rundir import RunDir
 from netspec.trackers import Tracker, epoch_scalars, figures, flat_settings
 
 RECORD = "mlflow.json"  # in the run (or sweep) folder: which MLflow run it is
 ARTIFACTS = ("spec.yaml", "report.md", "model.safetensors", "model.onnx", "model.onnx.json")  # with the figures, when present
-STATUS = {"finished": "FINISHED", "interrupted": "KILLED", "stopped": "KILLED", "failed": "FAILED"}
+STATUS = {Status.FINISHED: "FINISHED", Status.INTERRUPTED: "KILLED", Status.STOPPED: "KILLED", Status.FAILED: "FAILED"}
 
 # MLflow retries an unreachable server for minutes by default; a tracker asks once, briefly
 # (set only while MLflow's client works for us, and never over a user's own setting)
@@ -211,17 +212,17 @@ class MlflowTracker(Tracker):
         self.pending = []
 
     def run_end(self, run, *, test_accuracy, status):
-        if status == "interrupted":  # the unfinished epoch's steps: --resume trains that epoch again
+        if status == Status.INTERRUPTED:  # the unfinished epoch's steps: --resume trains that epoch again
             self.pending = [m for m in self.pending if m.step <= self.epochs_done * self.steps]
         if test_accuracy is not None:
             self.pending.append(Metric("test/accuracy", test_accuracy, _now(), self.epochs_done))
         self._send()
         with _http(LOG_HTTP):
-            self.client.log_batch(self.run_id, tags=[RunTag("netspec.status", status[:5000])])
+            self.client.log_batch(self.run_id, tags=[RunTag("netspec.status", str(status))])
             for path in [Path(run.run_dir) / a for a in ARTIFACTS] + figures(run.run_dir):
                 if path.is_file() and not path.is_symlink():
                     self.client.log_artifact(self.run_id, str(path))
-            self.client.set_terminated(self.run_id, STATUS.get(status.split(":")[0], "FAILED"))
+            self.client.set_terminated(self.run_id, STATUS[status])
 
     @classmethod
     def open_sweep(cls, folder: Path, name: str) -> str | None:
@@ -238,6 +239,6 @@ class MlflowTracker(Tracker):
         return parent
 
     @classmethod
-    def close_sweep(cls, parent: str, status: str) -> None:
+    def close_sweep(cls, parent: str, status: Status) -> None:
         with _http(LOG_HTTP):
-            _client().set_terminated(parent, STATUS.get(status.split(":")[0], "FAILED"))
+            _client().set_terminated(parent, STATUS[status])

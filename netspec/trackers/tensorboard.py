@@ -16,6 +16,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from netspec.runner.metrics import Status
 from netspec.trackers import Tracker, epoch_scalars, figures, flat_settings
 
 FOLDER = "tensorboard"  # in the run folder
@@ -57,7 +58,7 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(TEST_ACCURACY, test_accuracy, self.epochs_done)
         for png in figures(run.run_dir):
             self.writer.file_writer.add_summary(_image(f"figures/{png.stem}", png), self.epochs_done)
-        if self.session_end is not None and status == "finished":
+        if self.session_end is not None and status == Status.FINISHED:
             self.writer.file_writer.add_summary(self.session_end)
         self.writer.close()
 

@@ -6,8 +6,8 @@ layers are not here: a Softmax anywhere but last is already an error.
 """
 from __future__ import annotations
 
-from netspec.builder.analysis import Analysis
-from netspec.families.base import LintWarning
+from netspec.check.analysis import Analysis
+from netspec.spec.family import LintWarning
 from netspec.spec.config import Spec
 
 

@@ -1,17 +1,21 @@
-"""The model-family seam: what every kind of model brings, and the registry that holds them.
+"""The model-family seam: what every kind of model brings, and the registries that hold them.
 
 A family is one registered object (in the style of torchvision's `register_model`): the
 YAML key it answers to under `model:`, its frozen config, its schema fragment, its analysis
 (shapes and parameter counts without torch), its builder (torch imported when called), and
 the few facts the rest of netspec asks about a model. Nothing outside a family's own module
-asks which family it holds.
+asks which family it holds. A block (Residual, Concat, Repeat) is a table entry of the same kind.
+
+The seam lives in the spec because a spec's `model:` section is read, written and checked
+through it; the families themselves (netspec/families) import the spec and register here, so
+the spec never imports them.
 
 Shapes here never include the batch dimension.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # the families' analyses take the whole spec (data classes, batch sizes)
     from netspec.spec.config import Spec
@@ -196,3 +200,27 @@ def family_of(config: Any) -> Family:
         if type(config) is family.config:
             return family
     raise LookupError(f"no model family holds {type(config).__name__}")
+
+
+@dataclass(frozen=True)
+class BlockType:
+    name: str
+    bodies: str  # "layers" (one body) or "branches" (several)
+    analyze: Callable  # (block, shape, path, walker, depth, main) -> output shape, or None after a problem
+    make: Callable  # (block, shape, build_list) -> (torch module, output shape)
+    args: dict[str, dict] = field(default_factory=dict)  # argument -> JSON Schema (besides the bodies)
+    required: tuple[str, ...] = ()
+    doc: str = ""
+
+
+BLOCKS: dict[str, BlockType] = {}
+BLOCK_NAMES: list[str] = []  # sorted; a schema names this very list, so it holds the blocks registered later too
+
+
+def register_block(entry: BlockType) -> BlockType:
+    """Register a block under its name; refuses a name already taken."""
+    if entry.name in BLOCKS:
+        raise ValueError(f"block {entry.name!r} is already registered")
+    BLOCKS[entry.name] = entry
+    BLOCK_NAMES[:] = sorted(BLOCKS)
+    return entry

@@ -5,10 +5,10 @@ a linter and a spec asking for 10^12 parameters is reported, never allocated.
 """
 from __future__ import annotations
 
-from netspec.families.base import BYTES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Row, num_classes
+from netspec.spec.family import BYTES, MAX_ACTIVATION_BYTES, Analysis, BuildProblem, Row, num_classes
 from netspec.families.chain import assuming
 from netspec.spec.config import Spec
-from netspec.spec.layers import _fmt
+from netspec.spec.layers import shape_text
 
 MAX_PARAMS = 500_000_000  # 2 GB of float32 weights, 6 GB with Adam's state
 
@@ -52,7 +52,7 @@ def _output_problems(spec: Spec, analysis: Analysis) -> list[BuildProblem]:
         return []
     problem = BuildProblem(
         analysis.output_path,
-        f"the model outputs shape {_fmt(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
+        f"the model outputs shape {shape_text(analysis.output_shape)} but {spec.data.dataset} has {classes} classes",
         (analysis.output_hint or "end with Linear(out_features={classes}) on a flat input").format(classes=classes),
         code="output-size")
     return [assuming(problem, analysis.assumed) if analysis.assumed else problem]

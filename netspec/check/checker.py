@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
-
 from typing import Any
 
-from netspec.builder.lint import lint
-from netspec.builder.analysis import Analysis, analyze, budget_hint
+import netspec.families  # noqa: F401  (registers the built-in model families the spec reads through)
+
+from netspec.check.lint import lint
+from netspec.check.analysis import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
 from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, dataset_facts
@@ -25,11 +27,23 @@ from netspec.spec.schema import spec_schema
 from netspec.spec.schema_errors import schema_problems
 
 
+class RuleKind(Enum):
+    """What a rule limits; its value is the finding's code after `rule/`."""
+
+    LAYERS = "layers"
+    BLOCKS = "blocks"
+    PARAMS = "params"
+    HIDDEN_UNITS = "hidden-units"
+    REQUIRED_LAYER = "required-layers"
+    FIXED = "fixed"
+    TARGET_ACCURACY = "test-accuracy"
+
 
 @dataclass(frozen=True)
 class RuleResult:
     """One rule applied to one spec, for the summary table and for errors."""
 
+    kind: RuleKind
     rules: str  # rule set name
     rule: str  # e.g. "params"
     value: str  # what the spec has
@@ -39,6 +53,7 @@ class RuleResult:
     hint: str = ""
     waived: bool = False  # broken, and allowed because the run is a draft (`--draft`): not gradable
     places: tuple = ()  # (path, name) of each offending layer or block: a broken whitelist is reported at each
+    layer: str = ""  # the layer a required-layer rule names
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ def check_document(doc: Document, *, imposed: tuple[str, ...] = (), base_dir: Pa
     record) instead of reading the folder or file, which may be gone."""
     if not isinstance(doc.data, dict):
         raise SpecError([doc.problem((), f"a spec is a mapping of keys (name, data, model, train), not {type(doc.data).__name__}")])
-    _names_in_any_case(doc.data)
+    names_in_any_case(doc.data)
     if rule_sets is None:
         rule_sets, problems = _rule_sets(doc, imposed, base_dir)
     else:
@@ -258,7 +273,7 @@ def build_problem(doc: Document, problem) -> Problem:
     return doc.problem(problem.path, message, problem.hint, code=problem.code)
 
 
-def _names_in_any_case(data: dict) -> None:
+def names_in_any_case(data: dict) -> None:
     """`Adam`, `OneCycle`: the optimizer's and the schedule's names are read in any case (as torch spells them)."""
     train = data.get("train")
     for section in ("optimizer", "schedule"):
@@ -288,8 +303,8 @@ def early_rule_problems(doc: Document, rule_sets: list[Rules]) -> list[Problem]:
 
 
 def _required_result(rules: Rules, layer: str, names) -> RuleResult:
-    return RuleResult(rules.name, f"has {layer}", "yes" if layer in names else "no", "required", layer in names,
-                      ("model",))
+    return RuleResult(RuleKind.REQUIRED_LAYER, rules.name, f"has {layer}", "yes" if layer in names else "no", "required",
+                      layer in names, ("model",), layer=layer)
 
 
 def _fixed_result(rules: Rules, key: str, have, want) -> RuleResult:
@@ -298,7 +313,7 @@ def _fixed_result(rules: Rules, key: str, have, want) -> RuleResult:
     hint = (f"the rules fix {key} at {_show(want)}; for a quick try, `netspec run --draft` waives the rules' "
             f"fixed settings ({keys}), in the file or from --set: every other rule still applies, and the run "
             "is marked 'draft: not gradable'")
-    return RuleResult(rules.name, key, _show(have), f"fixed at {_show(want)}", ok, split_key(key),
+    return RuleResult(RuleKind.FIXED, rules.name, key, _show(have), f"fixed at {_show(want)}", ok, split_key(key),
                       hint="" if ok else hint, waived=not ok and key in rules.waived)
 
 
@@ -406,23 +421,23 @@ def apply_rules(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult
     items = spec.family.named_places(spec.model)
     if rules.allowed_layers is not None:
         bad = sorted(set(names) - set(rules.allowed_layers))
-        out.append(RuleResult(r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
+        out.append(RuleResult(RuleKind.LAYERS, r, "layers", ", ".join(bad) or "all allowed", "only " + ", ".join(rules.allowed_layers),
                               not bad, ("model",), places=tuple(p for p in items if p[1] in bad)))
     if rules.allowed_blocks is not None:
         bad = sorted(set(spec.family.block_names(spec.model)) - set(rules.allowed_blocks))
-        out.append(RuleResult(r, "blocks", ", ".join(bad) or "all allowed",
+        out.append(RuleResult(RuleKind.BLOCKS, r, "blocks", ", ".join(bad) or "all allowed",
                               "only " + ", ".join(rules.allowed_blocks) if rules.allowed_blocks else "none (a plain chain)",
                               not bad, ("model",), places=tuple(p for p in items if p[1] in bad)))
     if rules.max_params is not None:
-        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",
+        out.append(RuleResult(RuleKind.PARAMS, r, "params", f"{analysis.params:,}", f"<= {rules.max_params:,}",
                               analysis.params <= rules.max_params, ("model",), budget_hint(analysis)))
     if rules.params_below is not None:
-        out.append(RuleResult(r, "params", f"{analysis.params:,}", f"< {rules.params_below:,}",
+        out.append(RuleResult(RuleKind.PARAMS, r, "params", f"{analysis.params:,}", f"< {rules.params_below:,}",
                               analysis.params < rules.params_below, ("model",), budget_hint(analysis)))
     if rules.max_hidden_units is not None:
         hidden = analysis.hidden_units
         out.append(RuleResult(
-            r, "hidden units", "n/a (not a layer list)" if hidden is None else
+            RuleKind.HIDDEN_UNITS, r, "hidden units", "n/a (not a layer list)" if hidden is None else
             f"at least {hidden:,}" if analysis.unknown else f"{hidden:,}",  # items the schema refused count as 0
             f"<= {rules.max_hidden_units:,}", hidden is not None and hidden <= rules.max_hidden_units,
             ("model",), "hidden units: out_features of every Linear but the last"))
@@ -436,7 +451,7 @@ def apply_rules(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult
             have = None
         out.append(_fixed_result(rules, key, have, want))
     if rules.target_accuracy is not None:
-        out.append(RuleResult(r, "test accuracy", "after the run", f">= {rules.target_accuracy}", None))
+        out.append(RuleResult(RuleKind.TARGET_ACCURACY, r, "test accuracy", "after the run", f">= {rules.target_accuracy}", None))
     return out
 
 
@@ -446,21 +461,17 @@ def _show(v: Any) -> str:
 
 def rule_code(result: RuleResult) -> str:
     """rule/params, rule/hidden-units, rule/layers, rule/blocks, rule/required-layers, rule/fixed."""
-    if result.limit.startswith("fixed at"):
-        return "rule/fixed"
-    if result.rule.startswith("has "):
-        return "rule/required-layers"
-    return "rule/" + result.rule.replace(" ", "-")
+    return "rule/" + result.kind.value
 
 
 def problems_of(results: list[RuleResult], doc: Document) -> list[Problem]:
     problems = []
     for res in results:
         if res.ok is False and not res.waived:
-            if res.limit.startswith("fixed at"):
+            if res.kind is RuleKind.FIXED:
                 msg = f"{res.rule} is {res.value}, but it is {res.limit} by rules '{res.rules}'"
-            elif res.rule.startswith("has "):
-                layer = res.rule[4:]
+            elif res.kind is RuleKind.REQUIRED_LAYER:
+                layer = res.layer
                 msg = f"rules '{res.rules}' require a {layer} layer, and the model has none"
                 hint = f"add - {layer} to model.layers where it belongs"
                 problems.append(doc.problem(res.path, msg, hint, code=rule_code(res)))

@@ -147,14 +147,13 @@ class Patchify(nn.Module):
 
 
 class ViT(nn.Module):
-    """A Vision Transformer. Its keyword-only parameters are the spec's `model.vit` fields, one each,
-    which is why there are thirteen (netspec/families/vit.py passes them from the checked config)."""
+    """A Vision Transformer. `config` is the spec's `model.vit` (a ViTSpec, netspec/families/vit.py),
+    as nanoGPT's modules take their GPTConfig; the image and the classes come from the data."""
 
-    def __init__(self, *, image_shape: tuple[int, int, int], patch_size: int, num_classes: int,
-                 dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int,
-                 dropout: float = 0.0, attention_dropout: float = 0.0, emb_dropout: float = 0.0,
-                 pool: str = "cls", per_head: bool = False):
+    def __init__(self, config, *, image_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
+        v = config
+        patch_size, dim, pool = v.patch_size, v.dim, v.pool
         c, h, w = image_shape
         self.num_patches = (h // patch_size) * (w // patch_size)
         self.pool = pool
@@ -164,11 +163,11 @@ class ViT(nn.Module):
         ))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embedding = nn.Parameter(torch.randn(1, self.num_patches + 1, dim) * 0.02)
-        self.dropout = nn.Dropout(emb_dropout)
+        self.dropout = nn.Dropout(v.emb_dropout)
         self.layers = nn.Sequential(*(
-            EncoderLayer(dim=dim, heads=heads, dim_head=dim_head, mlp_dim=mlp_dim, dropout=dropout,
-                         attention_dropout=attention_dropout, per_head=per_head)
-            for _ in range(depth)
+            EncoderLayer(dim=dim, heads=v.heads, dim_head=v.dim_head, mlp_dim=v.mlp_dim, dropout=v.dropout,
+                         attention_dropout=v.attention_dropout, per_head=v.attention == "per_head")
+            for _ in range(v.depth)
         ))
         self.norm = nn.LayerNorm(dim)
         self.mlp_head = nn.Linear(dim, num_classes)

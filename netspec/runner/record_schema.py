@@ -1,0 +1,77 @@
+"""The JSON Schema of a run-folder record, made from its dataclass's fields, and the one message a
+record that does not fit it gives. No torch, and jsonschema only when a record is checked."""
+from __future__ import annotations
+
+import functools
+import types
+from dataclasses import fields, is_dataclass
+from enum import Enum
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from netspec.errors import CheckpointError
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_PLAIN = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object"}
+
+
+@functools.cache
+def schema_of(cls: type) -> dict:
+    """The schema of a record dataclass: each field typed from its annotation, narrowed by the
+    field's metadata["schema"] (a range, a length). Every field is required (the writer writes
+    them all: a record missing one was cut short or edited) but those marked "optional"."""
+    hints = get_type_hints(cls)
+    return {"$schema": DRAFT, "title": cls.__name__, "type": "object",
+            "properties": {f.name: {**_type_schema(hints[f.name]), **f.metadata.get("schema", {})} for f in fields(cls)},
+            "required": [f.name for f in fields(cls) if not f.metadata.get("optional")]}
+
+
+def _type_schema(kind: Any) -> dict:
+    if get_origin(kind) in (Union, types.UnionType):
+        options = [_type_schema(k) for k in get_args(kind)]
+        if all(o.keys() == {"type"} for o in options):  # float | None: {"type": ["number", "null"]}, a plainer message
+            return {"type": [o["type"] for o in options]}
+        return {"anyOf": options}
+    if kind is type(None):
+        return {"type": "null"}
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return {"enum": [m.value for m in kind]}
+    if kind in _PLAIN:
+        return {"type": _PLAIN[kind]}
+    if get_origin(kind) in (list, tuple):
+        args = [a for a in get_args(kind) if a is not Ellipsis]
+        return {"type": "array", **({"items": _type_schema(args[0])} if args else {})}
+    if get_origin(kind) is dict:
+        return {"type": "object"}
+    if is_dataclass(kind):
+        return {k: v for k, v in schema_of(kind).items() if k != "$schema"}
+    raise TypeError(f"no JSON Schema for {kind!r}")
+
+
+def require_fit(cls: type, record: Any, where: str, fix: str = "rerun the spec to write it again") -> None:
+    """Refuse a record that does not fit `cls`'s schema: one CheckpointError naming `where`, the
+    place in the record and what is wrong there."""
+    problem = schema_problem(record, schema_of(cls))
+    if problem:
+        raise CheckpointError(f"{where} was edited or damaged: {problem}; {fix}")
+
+
+def schema_problem(record: Any, schema: dict) -> str | None:
+    """The most useful of a record's schema errors (jsonschema's best_match), with its place:
+    "std[0]: -1 is less than or equal to the minimum of 0"; None when the record fits."""
+    from jsonschema import Draft202012Validator, validators
+    from jsonschema.exceptions import best_match
+
+    strict = Draft202012Validator.TYPE_CHECKER.redefine(  # 3.0 is a number, not an integer; True is neither
+        "integer", lambda checker, v: isinstance(v, int) and not isinstance(v, bool))
+    error = best_match(validators.extend(Draft202012Validator, type_checker=strict)(schema).iter_errors(record))
+    if error is None:
+        return None
+    return f"{place(error.absolute_path) or 'the record'}: {error.message}"
+
+
+def place(path) -> str:
+    """A JSON path as a reader writes it: std[0], speed.compile."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text

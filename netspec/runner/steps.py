@@ -1,0 +1,325 @@
+"""How the Trainer's step runs: the step strategies, one interface, and the one tally they count in.
+
+    strategy   train.compile          the step
+    eager      off, on, cudagraphs    forward (eager, or torch.compile's), loss, backward, the finite
+                                      check, torch's optimizer and scheduler
+    graph      graph                  the same step reading everything from device tensors (batch,
+                                      learning rate, momentum), captured once as a CUDA graph and
+                                      replayed; on other devices run step by step (tests/test_speed.py)
+
+A strategy is registered in STRATEGIES; the Trainer calls `begin(order, gen)` at an epoch's start
+and `step(i)` for each of its steps, and looks at the tally from the host every `looks_every` steps.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import replace
+from pathlib import Path
+import torch
+import torch.nn.functional as F
+
+from netspec.errors import first_line, RunError
+from netspec.runner.optim import DeviceOptimizer, make_optimizer, make_schedule, schedule_table
+from netspec.runner.speed import COMPILE_MODES, autocast
+
+FUSED_DEVICES = ("cuda", "cpu")  # where torch has fused Adam, AdamW and SGD
+WARMUP = 3  # eager steps on a side stream before a capture, as torch's CUDA graph docs do
+
+
+class Tally:
+    """An epoch's counters, on the device so that a step never waits for the host: the loss sum, the
+    right answers, and the finite check. A step keeps its loss, guesses and labels, and its finite
+    check writes its own flag; `fold` adds the steps kept since the last fold in a dozen whole-window
+    operations (one per step, the argmax, where counting each step took fourteen). `found` turns 1 at
+    the first non-finite gradient and stays; `steps_ok` counts the steps before anything went wrong,
+    `loss_steps_ok` those before the first non-finite loss."""
+
+    def __init__(self, device: torch.device, window: int):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.found = torch.zeros(1, device=device)
+        self.one = torch.ones(1, device=device)
+        self.steps_ok = torch.zeros((), device=device, dtype=torch.long)
+        self.loss_steps_ok = torch.zeros((), device=device, dtype=torch.long)
+        self.flags = torch.zeros(window, device=device)
+        self.slots = [self.flags[i: i + 1] for i in range(window)]  # views made once: no op per step
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.seen = 0
+        self.shown_sum, self.shown_seen = 0.0, 0.0  # at the last look
+
+    def reset(self) -> None:
+        """Zeroed in place (a CUDA graph keeps these very tensors) for the next epoch."""
+        for counter in (self.loss_sum, self.correct, self.found, self.steps_ok, self.loss_steps_ok, self.flags):
+            counter.zero_()
+        self.kept.clear()
+        self.seen, self.shown_sum, self.shown_seen = 0, 0.0, 0.0
+
+    def flag(self) -> torch.Tensor:
+        """Where this step's finite check of the gradients writes (1 if any is inf or NaN)."""
+        return self.slots[len(self.kept)]
+
+    def step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        # the guesses, not the logits: under `compile: cudagraphs` the logits are the graph's own
+        # output, which its next replay overwrites
+        self.kept.append((loss.detach(), logits.argmax(1), y))
+        self.seen += len(y)
+
+    def fold(self) -> None:
+        """The kept steps added to the counters (no host read: a CUDA graph may capture it)."""
+        if not self.kept:
+            return
+        k = len(self.kept)
+        # the running sum after each step, as the steps added it, and the flags so far
+        added = torch.stack([loss.float() * len(y) for loss, _, y in self.kept])
+        sums = torch.cumsum(torch.cat([self.loss_sum.view(1), added]), 0)[1:]
+        finite = torch.isfinite(sums)  # a sum stays non-finite once one loss was
+        clean = (torch.cumsum(self.flags[:k], 0) + self.found) == 0
+        self.loss_steps_ok += finite.sum()
+        self.steps_ok += (finite & clean).sum()
+        self.loss_sum.copy_(sums[-1])
+        self.found.copy_(torch.maximum(self.found, self.flags[:k].max().view(1)))
+        self.correct += (torch.cat([g for _, g, _ in self.kept]) == torch.cat([y for _, _, y in self.kept])).sum()
+        self.flags.zero_()
+        self.kept.clear()
+
+
+def non_finite_check(grads: list[torch.Tensor], found: torch.Tensor, one: torch.Tensor) -> None:
+    """`found` set to 1 if any gradient holds inf or NaN: one fused pass over all of them (the
+    kernel GradScaler uses, its scale 1)."""
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+
+
+class Strategy:
+    """A step strategy: the optimizer, the step, and how often the host looks at the tally."""
+
+    looks_every = 1
+
+    def __init__(self, trainer):
+        self.tr = trainer
+        self.tally = Tally(trainer.device, self.window())
+        self.cast = autocast(trainer.speed, trainer.device)
+        self.smoothing = trainer.spec.train.label_smoothing
+        self.forward = trainer.eager
+
+    def window(self) -> int:
+        return 1
+
+    def begin(self, order: torch.Tensor, gen: torch.Generator) -> None:
+        """An epoch starts: its order of the training samples and its augmentation generator."""
+        raise NotImplementedError
+
+    def step(self, i: int) -> None:
+        """The epoch's step `i`."""
+        raise NotImplementedError
+
+    def lr(self, epoch: int) -> float:
+        """The learning rate after epoch `epoch` (1-based)."""
+        raise NotImplementedError
+
+    def schedule_state(self) -> dict | None:
+        return None
+
+    def resume(self, schedule: dict | None, steps_done: int) -> None:
+        """Continue after `steps_done` steps of the run (a checkpoint's)."""
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, set_to_none: bool = True) -> torch.Tensor:
+        """This step's gradients, their finite check and the tally: augmentation, forward, loss, backward."""
+        tr, tally = self.tr, self.tally
+        if tr.augment is not None:
+            x = tr.augment(x, gen)
+        with self.cast:
+            logits = self.logits(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+        if tr.scaler is not None:  # fp16: overflows are expected, the scaler skips that step and rescales
+            tr.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+            non_finite_check([p.grad for p in tr.params if p.grad is not None], tally.flag(), tally.one)
+        tally.step(loss, logits, y)
+        return loss
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
+class EagerStep(Strategy):
+    """forward (eager, or compiled by torch.compile when the speed says so), loss, backward, the
+    finite check, torch's optimizer (fused where torch has it) and scheduler; the host looks every
+    few steps."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        tr, t = trainer, trainer.spec.train
+        self.optimizer = make_optimizer(tr.net.parameters(), t.optimizer, fused=tr.device.type in FUSED_DEVICES)
+        self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * tr.steps_per_epoch)
+        if tr.speed.compile in COMPILE_MODES:
+            try:
+                self.forward = torch.compile(tr.eager, mode=COMPILE_MODES[tr.speed.compile], dynamic=False)
+            except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
+                self._compile_failed(e)
+        self.batches = iter(())
+        self.gen = None
+
+    def window(self) -> int:
+        # on a CPU every 10th step, or more often in a short epoch (whose curve needs the points);
+        # on a GPU every 50th: each look is a sync
+        n = self.tr.steps_per_epoch
+        self.looks_every = max(1, min(10, n // 50)) if self.tr.device.type == "cpu" else 50
+        return self.looks_every
+
+    def begin(self, order, gen) -> None:
+        tr = self.tr
+        self.batches = iter(tr.data.train.batches(tr.spec.train.batch_size, order, tr.steps_per_epoch, part=tr.ranks.part))
+        self.gen = gen
+
+    def step(self, i: int) -> None:
+        x, y = next(self.batches)
+        self.gradients(x, y, self.gen)
+        if self.tr.scaler is not None:
+            self.tr.scaler.step(self.optimizer)
+            self.tr.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+
+    def lr(self, epoch: int) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def schedule_state(self) -> dict | None:
+        return self.schedule.state_dict() if self.schedule else None
+
+    def resume(self, schedule, steps_done) -> None:
+        if self.schedule is not None and schedule:
+            self.schedule.load_state_dict(schedule)
+
+    def logits(self, x):
+        if self.forward is self.tr.eager:
+            return self.forward(x)
+        try:  # compilation happens at the first calls (and once more for the last, smaller batch)
+            return self.forward(x)
+        except Exception as e:  # noqa: BLE001 - a compiler error is never the user's training failing
+            self._compile_failed(e)
+            return self.forward(x)
+
+    def _compile_failed(self, e: BaseException) -> None:
+        self.tr.events.note(f"torch.compile failed ({type(e).__name__}: {first_line(e)[:200]}); training continues eagerly")
+        self.forward = self.tr.eager
+        self.tr.speed = replace(self.tr.speed, compile="off")
+
+
+def graph_problem(speed, processes: int, loading: str) -> str | None:
+    """Why `compile: graph` cannot train this run, or None."""
+    if processes > 1:
+        return "it trains one process (DDP's gradient exchange is not captured)"
+    if speed.precision == "fp16":
+        return "fp16's gradient scaler decides on the host at every step; use bf16 or fp32"
+    if loading != "memory":
+        return "the training images must be in the device's memory (data.loading: memory)"
+    return None
+
+
+class GraphStep(Strategy):
+    """The whole step driven by the device: its batch (the epoch's order, by a batch counter), its
+    learning rate and momentum (the schedule as a table, by the run's step counter) and its counters
+    all live in device tensors, so on a CUDA GPU the step is captured once as a CUDA graph and
+    replayed for every full batch; the host looks once an epoch. A last partial batch runs the same
+    step without the graph. Elsewhere the same step runs eagerly, step by step."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        tr, t, device = trainer, trainer.spec.train, trainer.device
+        self.looks_every = tr.steps_per_epoch
+        self.batch, n = t.batch_size, len(tr.data.train)
+        self.full = n // self.batch  # full batches an epoch; the rest (if more than one image) runs eagerly
+        self.rest = n - self.full * self.batch
+        self.host_table = schedule_table(t.optimizer, t.schedule, t.epochs * tr.steps_per_epoch)
+        self.table = self.host_table.to(device)
+        self.step_no = torch.zeros(1, dtype=torch.long, device=device)  # the run's step: the table's row
+        self.rates = torch.zeros(2, dtype=torch.float64, device=device)  # this step's learning rate and momentum
+        self.optimizer = DeviceOptimizer(tr.net.parameters(), t.optimizer, self.rates, self.step_no,
+                                         momentum=bool(self.host_table[:, 1].any()))
+        self.batch_no = torch.zeros(1, dtype=torch.long, device=device)  # the epoch's full batch
+        self.order = torch.zeros(max(self.full, 1), self.batch, dtype=torch.long, device=device)
+        self.aug_gen = torch.Generator(device=device)
+        self.graph, self.capture, self.ahead, self.last = None, device.type == "cuda", 0, None
+
+    def begin(self, order, gen) -> None:
+        self.aug_gen.manual_seed(gen.initial_seed())  # the same stream, in the generator the graph knows
+        if self.full:
+            self.order.copy_(order[: self.full * self.batch].view(self.full, self.batch))
+        self.last = order[self.full * self.batch:]
+        self.batch_no.zero_()
+        self.ahead = 0
+
+    def step(self, i: int) -> None:
+        if i >= self.full:  # the last partial batch: the same step, without the graph
+            x, y = self.tr.data.train.x.index_select(0, self.last), self.tr.data.train.y.index_select(0, self.last)
+            self._step(x, y)
+        elif self.ahead:  # done by the capture
+            self.ahead -= 1
+        elif self.graph is not None:
+            self.graph.replay()
+        elif self.capture and self.full > WARMUP:
+            self.ahead = self._capture() - 1
+        else:
+            self._full_step()
+        self.tally.seen = min(i + 1, self.full) * self.batch + (self.rest if i >= self.full else 0)
+
+    def lr(self, epoch: int) -> float:
+        return float(self.host_table[epoch * self.tr.steps_per_epoch, 0])
+
+    def resume(self, schedule, steps_done) -> None:
+        self.step_no.fill_(steps_done)
+
+    def _capture(self) -> int:
+        """WARMUP real steps on a side stream, then the step captured and replayed once (capturing
+        runs nothing). Returns the full batches done."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP):
+                self._full_step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(self.aug_gen)
+        self.optimizer.zero_grad(set_to_none=True)  # the graph's backward makes the gradients
+        try:
+            with torch.cuda.graph(self.graph):
+                self._full_step()
+        except Exception as e:  # noqa: BLE001 - whatever broke the capture is said in one line
+            self.graph = None
+            raise capture_error(e) from e
+        self.graph.replay()
+        return WARMUP + 1
+
+    def _full_step(self) -> None:
+        idx = self.order.index_select(0, self.batch_no).view(-1)
+        self._step(self.tr.data.train.x.index_select(0, idx), self.tr.data.train.y.index_select(0, idx))
+        self.batch_no += 1
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.rates.copy_(self.table.index_select(0, self.step_no).view(2))
+        # before the graph: fresh gradients each step; inside the capture there are none to clear;
+        # after it (a last partial batch): cleared in place, keeping the graph's gradient tensors
+        self.gradients(x, y, self.aug_gen, set_to_none=self.graph is None)
+        self.optimizer.step()
+        self.step_no += 1
+        self.tally.fold()  # at every step, inside the graph: nothing is kept across replays
+
+
+def capture_error(e: BaseException) -> RunError:
+    """What stopped the capture, in one line: the first error (a failed capture raises a second on
+    leaving the graph) and where in the step it was raised, with what to do instead."""
+    first = e
+    while first.__context__ is not None:
+        first = first.__context__
+    frames = traceback.extract_tb(first.__traceback__)
+    where = f", in {Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
+    return RunError(f"train.compile: graph: the training step could not be captured as one CUDA graph "
+                    f"({type(first).__name__}: {first_line(first)}{where}); train with train.compile: "
+                    f"cudagraphs (the model alone as CUDA graphs) or off")
+
+
+STRATEGIES = {"off": EagerStep, "on": EagerStep, "cudagraphs": EagerStep, "graph": GraphStep}  # by train.compile

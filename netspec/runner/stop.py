@@ -1,0 +1,189 @@
+"""Stopping, the one mechanism of a run, a sweep and grading alike.
+
+Ctrl-C and SIGTERM only record a stop request. The code that can stop cleanly reads it at its own
+safe points: the Trainer between steps (it ends the epoch's work and the run writes its folder as
+interrupted), a sweep or a class between trials, a grader while it waits on a submission, the
+parent of worker processes while it waits on them. Nothing is raised inside library code that
+happens to be running (a weakref callback, a C extension's import, the compiler), so nothing
+turns an interrupt into some other error.
+
+A command that loads data or downloads before training (`netspec run`) listens with
+`hold=False`: outside the Trainer's held region a signal raises KeyboardInterrupt at once, as
+Python's own handler does. Ctrl-C pressed a second time always raises at once, for a step that
+does not end (a SIGTERM sent again by a machine does not).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable
+
+from netspec.errors import Interrupted, NetspecError, os_error_text, RunError
+from netspec.spec.datasets import memory_bytes
+
+INTERRUPTED_EXIT = 130
+KILL_S = 60  # a worker told to stop is killed if it has not ended a minute later
+NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+class StopRequest:
+    """Whether this process was asked to stop, and by what. One per process (signals are)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.signals: list[int] = []
+        self.listening = 0  # listeners installed (main thread)
+        self.held = 0  # regions where a signal is recorded, never raised
+        self.always_hold = False  # a worker or a sweep: every signal is recorded only
+
+    def record(self, reason: str, signum: int | None = None) -> None:
+        self.reason = self.reason or reason
+        if signum is not None:
+            self.signals.append(signum)
+
+    def clear(self) -> None:
+        self.reason, self.signals = None, []
+
+
+_REQUEST = StopRequest()
+
+
+def requested() -> str | None:
+    """Why this process was asked to stop (\"Ctrl-C\", \"SIGTERM\", ...), or None."""
+    return _REQUEST.reason
+
+
+def request(reason: str) -> None:
+    """Ask this process to stop, as a signal would (the orphan watch, a test)."""
+    _REQUEST.record(reason)
+
+
+def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal's signature
+    again = signum == signal.SIGINT and signum in _REQUEST.signals  # a person pressing Ctrl-C again
+    _REQUEST.record(NAMES.get(signum, f"signal {signum}"), signum)
+    if again or not (_REQUEST.held or _REQUEST.always_hold):
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def listening(*, hold: bool):
+    """Ctrl-C and SIGTERM recorded as this process's stop request while the block runs (and the
+    previous handlers back after it, the request cleared). With `hold`, a signal is only ever
+    recorded (sweeps, grading, workers: they look between trials); without, it raises
+    KeyboardInterrupt outside `held()` regions. Only the main thread can set handlers: elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, _on_signal) for s in NAMES}
+    was_always = _REQUEST.always_hold
+    _REQUEST.listening += 1
+    _REQUEST.always_hold = was_always or hold
+    try:
+        yield
+    finally:
+        _REQUEST.listening -= 1
+        _REQUEST.always_hold = was_always
+        for s, h in saved.items():
+            signal.signal(s, h)
+        if not _REQUEST.listening:
+            _REQUEST.clear()
+
+
+@contextmanager
+def held():
+    """A region that ends cleanly when asked to (the Trainer's epochs, the run folder's writing): a
+    signal here is recorded for it to read. Outside any `listening` (netspec as a library, in a
+    notebook) it listens for the region's length."""
+    with nullcontext() if _REQUEST.listening else listening(hold=True):
+        _REQUEST.held += 1
+        try:
+            yield
+        finally:
+            _REQUEST.held -= 1
+
+
+# --- worker processes of sweeps and grading ---------------------------------------------------
+
+def check_workers(workers: int) -> None:
+    """Worker processes this machine can hold: one per core, and about 1 GiB of memory each (torch
+    and the data); more only thrash, and 1000 would exhaust the memory before training one trial."""
+    cores, memory = os.cpu_count() or 1, memory_bytes()
+    most = max(1, min(cores, memory >> 30))
+    if not 1 <= workers <= most:
+        raise RunError(f"--workers {workers}: give 1 to {most} (this machine has {cores} cores and "
+                       f"{memory / 2**30:.0f} GiB of memory; a worker takes a core and about 1 GiB)")
+
+
+def picklable(value) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:  # noqa: BLE001 - closures and lambdas are not
+        return False
+
+
+def _orphan_watch(parent: int) -> None:
+    """A worker whose parent is gone stops as if told to, and is ended if it does not within KILL_S."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    request("the parent process is gone")
+    time.sleep(KILL_S)
+    os._exit(INTERRUPTED_EXIT)
+
+
+@contextmanager
+def worker_process(parent: int):
+    """The life of a worker process that `run_processes` started. Ctrl-C in the terminal is left to
+    the parent, which tells the workers with SIGTERM; stopped, a worker exits 130; a NetspecError or
+    OSError is one line on its stderr (a worker's only channel) and exit 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with listening(hold=True):
+            threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
+            yield
+            if requested():
+                raise Interrupted("stopped", None)
+    except (Interrupted, KeyboardInterrupt):
+        sys.exit(INTERRUPTED_EXIT)
+    except (NetspecError, OSError) as e:
+        print(f"error: {os_error_text(e) if isinstance(e, OSError) else e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run_processes(target: Callable, job, workers: int, folder: Path, what: str = "sweep") -> None:
+    """`workers` processes running `target(job, threads, parent pid)`, each with its share of the
+    cores, until all end. A stop request here is passed on to them as SIGTERM (a kill after
+    KILL_S); Interrupted if they were stopped, RunError if one failed."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [ctx.Process(target=target, args=(job, threads, os.getpid()), name=f"netspec-{what}-worker-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    told = None
+    with listening(hold=True):
+        while alive := [p for p in procs if p.is_alive()]:  # one list: a worker may end between two looks
+            alive[0].join(0.2)
+            if requested() and told is None:
+                told = time.monotonic()
+                for p in alive:
+                    p.terminate()  # SIGTERM: the worker marks its trial interrupted and exits
+            elif told is not None and time.monotonic() - told > KILL_S:
+                for p in alive:
+                    p.kill()
+        stopped = requested() is not None
+    if stopped or any(p.exitcode == INTERRUPTED_EXIT for p in procs):  # stopped here, or from outside
+        raise Interrupted(f"{what} interrupted", folder)
+    failed = [p.name for p in procs if p.exitcode not in (0, None)]
+    if failed:
+        raise RunError(f"{len(failed)} of {workers} {what} workers stopped with an error (exit codes "
+                       f"{', '.join(str(p.exitcode) for p in procs if p.exitcode)}); run the {what} again to continue")
