@@ -218,7 +218,7 @@ def test_mlflow_in_a_postgresql_backend_store(postgres_url, fake_data, tmp_path,
 
 def test_observers_tell_each_in_order_and_drop_a_failing_tracker_with_a_note():
     from netspec.runner.observer import Observers
-    from netspec.trackers import Tracker
+    from netspec.trackers.base import Tracker
 
     heard = []
 

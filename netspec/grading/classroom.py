@@ -63,14 +63,27 @@ class Gradebook:
     unlisted: list[str] = field(default_factory=list)  # submissions of nobody on the roster
 
 
-def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
-          storage: str | None = None, data_dir=None, on_graded: Callable[[dict], None] | None = None,
-          only: Sequence[str] = (), roster: str | Path | None = None) -> Gradebook:
-    """Grade every submission in a folder (or continue grading it) and write the gradebook.
-    `only`: grade these students again (their entry names), whatever their grades, and nobody
-    else; the gradebook still lists the whole class. `roster`: a CSV naming each entry's student
-    (netspec.grading.roster), whose name, ID and email join the gradebook; gradebook-canvas.csv
-    then has a row for each of them."""
+@dataclass(frozen=True)
+class GradeOptions:
+    """How `netspec grade` was asked to grade a class (its options)."""
+
+    out: str | Path | None = None  # the grade folder (default grades-<rubric name>)
+    workers: int = 1
+    storage: str | None = None  # a shared Optuna storage: several graders on one class
+    data_dir: str | Path | None = None
+    on_graded: Callable[[dict], None] | None = None  # told of each row as it is graded
+    only: Sequence[str] = ()  # grade these students again (their entry names), and nobody else
+    roster: str | Path | None = None  # a CSV naming each entry's student (netspec.grading.roster)
+
+
+def grade(submissions: str | Path, rubric: str | Path, options: GradeOptions | None = None, **settings) -> Gradebook:
+    """Grade every submission in a folder (or continue grading it) and write the gradebook;
+    `options` (or `settings`, its fields as keywords) are the command's. With `only` the gradebook
+    still lists the whole class; with a `roster`, each student's name, ID and email join the
+    gradebook, and gradebook-canvas.csv has a row for each of them."""
+    o = options or GradeOptions(**settings)
+    out, workers, storage, data_dir, on_graded, only, roster = (o.out, o.workers, o.storage, o.data_dir, o.on_graded,
+                                                                o.only, o.roster)
     check_workers(workers)
     loaded = load_rubric(rubric)
     students = load_roster(roster) if roster is not None else None
@@ -360,7 +373,7 @@ def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None
     problems = [{**p, "file": _original(p["file"], copy, entry)} for p in verdict["problems"]]
     if len(reason) > MAX_REASON:
         reason = reason[:MAX_REASON] + f"... ({len(reason) - MAX_REASON:,} characters more)"
-    return _row(entry, items, status, reason, out, rubric, params=verdict["params"], problems=problems[:50],
+    return _row(entry, items, status, reason, {**out, "params": verdict["params"]}, rubric, problems=problems[:50],
                 fingerprint=text_digest(f"{verdict['fingerprint']}|{files}"))
 
 
@@ -377,12 +390,13 @@ def _original(file: str, copy: Path, entry: Entry) -> str:
 def _unjudged_row(entry: Entry, rubric: Rubric, status: str, reason: str, measured: dict | None = None) -> dict:
     items = [Item(n, 0, m, None, reason) for n, m in columns(rubric)]
     problems = [Problem(entry.path, 0, 0, "", reason, code="submission").to_dict()]
-    return _row(entry, items, status, reason, measured or {}, rubric, params=None, problems=problems,
+    return _row(entry, items, status, reason, measured or {}, rubric, problems=problems,
                 fingerprint=entry.source if status == "missing" else None)
 
 
 def _row(entry: Entry, items: list[Item], status: str, reason: str, measured: dict, rubric: Rubric, *,
-         params: int | None, problems: list[dict], fingerprint: str | None) -> dict:
+         problems: list[dict], fingerprint: str | None) -> dict:
+    """A gradebook row; `measured` is what the child measured, the spec's `params` among it."""
     return {
         "student": entry.student,
         "file_name": safe_name(entry.student),  # of feedback/<file_name>.md and runs/<file_name>
@@ -392,7 +406,7 @@ def _row(entry: Entry, items: list[Item], status: str, reason: str, measured: di
         "items": [vars(i) for i in items],
         "test_accuracy": measured.get("test_accuracy"),
         "test_size": measured.get("test_size"),
-        "params": params,
+        "params": measured.get("params"),
         "seconds": round(measured.get("seconds", 0.0), 2),  # the submission's work: CPU seconds of its processes
         "peak_mb": measured.get("peak_mb"),
         "reason": shown(reason),
@@ -411,7 +425,6 @@ def _measure_in_child(task: dict, rubric: Rubric) -> dict:
     --workers: its CPU time, and its arithmetic, are the same everywhere."""
     ctx = multiprocessing.get_context("spawn")
     memory_mb = rubric.memory_mb or DEFAULT_MEMORY_MB
-    cpu_limit = rubric.seconds
     with tempfile.TemporaryDirectory(prefix="netspec-grade-") as tmp:
         result_file, log = Path(tmp) / "result.json", Path(tmp) / "child.log"
         theirs, ours = ctx.Pipe(duplex=False)
@@ -420,29 +433,8 @@ def _measure_in_child(task: dict, rubric: Rubric) -> dict:
         began = time.monotonic()
         proc.start()
         ours.close()
-        clock, peak, over, said, used = Clock(proc.pid), 0, "", False, 0.0
         try:
-            while proc.is_alive():
-                proc.join(POLL_S)
-                while theirs.poll():
-                    try:
-                        message = theirs.recv()
-                    except EOFError:
-                        break
-                    said = True
-                    clock.start() if message == "start" else clock.pause()
-                if stop.requested():  # the grader was asked to stop: this submission is graded again later
-                    raise Interrupted("stopped while grading a submission", None)
-                peak = max(peak, group_memory_mb(proc.pid))
-                used = max(used, clock.cpu_s())  # read while the group lives: a reaped child's time is gone
-                if used > cpu_limit or clock.wall_s() > STALL_FACTOR * rubric.seconds + STALL_EXTRA_S:
-                    over = "time limit"
-                elif peak > memory_mb:
-                    over = "memory limit"
-                elif not clock.running and time.monotonic() - began > STARTUP_S + clock.wall_s():
-                    over = "start-up"
-                if over:
-                    break
+            peak, over, said, used = _watch(proc, theirs, rubric, began)
         finally:
             kill_group(proc.pid)  # the child and every process it started; nothing left behind
             proc.join()
@@ -466,6 +458,34 @@ def _measure_in_child(task: dict, rubric: Rubric) -> dict:
         if task["run_dir"] and Path(task["run_dir"]).is_dir() and not any(Path(task["run_dir"]).iterdir()):
             shutil.rmtree(task["run_dir"], ignore_errors=True)
     return measured
+
+
+def _watch(proc, theirs, rubric: Rubric, began: float) -> tuple[int, str, bool, float]:
+    """Wait on the child, its clock started and paused by its messages, until it ends, passes a
+    limit or the grader is asked to stop: (peak MB, the limit passed or "", whether it spoke, the
+    CPU seconds it used)."""
+    memory_mb = rubric.memory_mb or DEFAULT_MEMORY_MB
+    clock, peak, over, said, used = Clock(proc.pid), 0, "", False, 0.0
+    while proc.is_alive() and not over:
+        proc.join(POLL_S)
+        while theirs.poll():
+            try:
+                message = theirs.recv()
+            except EOFError:
+                break
+            said = True
+            clock.start() if message == "start" else clock.pause()
+        if stop.requested():  # the grader was asked to stop: this submission is graded again later
+            raise Interrupted("stopped while grading a submission", None)
+        peak = max(peak, group_memory_mb(proc.pid))
+        used = max(used, clock.cpu_s())  # read while the group lives: a reaped child's time is gone
+        if used > rubric.seconds or clock.wall_s() > STALL_FACTOR * rubric.seconds + STALL_EXTRA_S:
+            over = "time limit"
+        elif peak > memory_mb:
+            over = "memory limit"
+        elif not clock.running and time.monotonic() - began > STARTUP_S + clock.wall_s():
+            over = "start-up"
+    return peak, over, said, used
 
 
 def _child(task: dict, result_file: str, log: str, conn, parent: int) -> None:

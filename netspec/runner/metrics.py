@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from netspec.runner.record_schema import require_fit
+from netspec.runner.record_schema import require_fit, schema_of
 
 METRICS = "metrics.json"
 
@@ -84,5 +84,5 @@ class Metrics:
         """The record as written by `to_dict`; one checked against the schema, so a hand-edited or
         damaged file (a missing key, a string where a number belongs) is one CheckpointError
         naming `where` and the place. Keys this version does not know are ignored."""
-        require_fit(cls, record, where)
+        require_fit(schema_of(cls), record, where)
         return cls(**{**{f.name: record[f.name] for f in fields(cls)}, "status": Status(record["status"])})

@@ -47,10 +47,10 @@ def _type_schema(kind: Any) -> dict:
     raise TypeError(f"no JSON Schema for {kind!r}")
 
 
-def require_fit(cls: type, record: Any, where: str, fix: str = "rerun the spec to write it again") -> None:
-    """Refuse a record that does not fit `cls`'s schema: one CheckpointError naming `where`, the
-    place in the record and what is wrong there."""
-    problem = schema_problem(record, schema_of(cls))
+def require_fit(schema: dict, record: Any, where: str, fix: str = "rerun the spec to write it again") -> None:
+    """Refuse a record that does not fit `schema`: one CheckpointError naming `where`, the place
+    in the record and what is wrong there."""
+    problem = schema_problem(record, schema)
     if problem:
         raise CheckpointError(f"{where} was edited or damaged: {problem}; {fix}")
 
@@ -58,15 +58,22 @@ def require_fit(cls: type, record: Any, where: str, fix: str = "rerun the spec t
 def schema_problem(record: Any, schema: dict) -> str | None:
     """The most useful of a record's schema errors (jsonschema's best_match), with its place:
     "std[0]: -1 is less than or equal to the minimum of 0"; None when the record fits."""
-    from jsonschema import Draft202012Validator, validators
     from jsonschema.exceptions import best_match
 
-    strict = Draft202012Validator.TYPE_CHECKER.redefine(  # 3.0 is a number, not an integer; True is neither
-        "integer", lambda checker, v: isinstance(v, int) and not isinstance(v, bool))
-    error = best_match(validators.extend(Draft202012Validator, type_checker=strict)(schema).iter_errors(record))
+    error = best_match(_validator()(schema).iter_errors(record))
     if error is None:
         return None
     return f"{place(error.absolute_path) or 'the record'}: {error.message}"
+
+
+@functools.cache
+def _validator():
+    """Draft 2020-12, where 3.0 is a number but not an integer, and True is neither."""
+    from jsonschema import Draft202012Validator, validators
+
+    strict = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, v: isinstance(v, int) and not isinstance(v, bool))
+    return validators.extend(Draft202012Validator, type_checker=strict)
 
 
 def place(path) -> str:

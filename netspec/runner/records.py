@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from netspec._version import __version__
 from netspec.errors import CheckpointError
 from netspec.runner.metrics import METRICS, Metrics, Status  # noqa: F401 - the records, in one place
-from netspec.runner.record_schema import require_fit
+from netspec.runner.record_schema import require_fit, schema_of
 from netspec.spec.rules import RULES_SCHEMA, Rules, resolve_rules, rules_from_dict, shipped_rule_sets
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class DataRecord:
     def from_dict(cls, record: Any, where: str = DATA_RECORD, fix: str = "rerun the spec to write it again") -> "DataRecord":
         """The record, checked against the schema (types, ranges) and its own consistency (one
         finite mean and std per channel); CheckpointError naming `where` otherwise."""
-        require_fit(cls, record, where, fix)
+        require_fit(schema_of(cls), record, where, fix)
         values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
         made = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         problem = made._inconsistency()
@@ -110,7 +110,7 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, record: Any, where: str = RUN_RECORD) -> "RunRecord":
-        require_fit(cls, record, where)
+        require_fit(schema_of(cls), record, where)
         return cls(**{f.name: record[f.name] for f in fields(cls)})
 
     @property
@@ -138,11 +138,7 @@ class RulesRecord:
 
     @classmethod
     def from_json(cls, record: Any, where: str = RULES_RECORD) -> "RulesRecord":
-        from netspec.runner.record_schema import schema_problem
-
-        problem = schema_problem(record, cls.SCHEMA)
-        if problem:
-            raise CheckpointError(f"{where} was edited or damaged: {problem}; rerun the spec to write it again")
+        require_fit(cls.SCHEMA, record, where)
         return cls(tuple(rules_from_dict(d) for d in record))
 
 

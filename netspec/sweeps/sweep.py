@@ -246,30 +246,8 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
         except SpecError as e:  # a combination the rules or shapes refuse: a failed trial with its reason, never retried
             trial.set_user_attr("error", "; ".join(p.message for p in e.problems))
             raise RunError(trial.user_attrs.get("error", str(e))) from None
-        trial_dir = folder / f"trial-{trial.number:03d}"
-        if trial_dir.exists():
-            shutil.rmtree(trial_dir)
-        trial.set_user_attr("run_dir", str(trial_dir))
-        trial.set_user_attr("params_count", checked.analysis.params)
         inner = observer(trial, values) if observer else None
-        trackers = make_trackers(job.log, parents=dict(job.log_parents), check=False)  # checked by sweep()
-        try:
-            result = run(checked, out=trial_dir, data_dir=job.data_dir,
-                         observer=Observers([inner, *trackers, _Pruning(trial, space.prune)]),
-                         limit=job.limit, reporter=work.reporter)
-        except Interrupted:
-            trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
-            raise
-        except RunError as e:
-            trial.set_user_attr("error", str(e))  # never run again
-            raise
-        m = result.metrics
-        if m.status is Status.STOPPED:  # pruned: its folder is complete, at the epoch it stopped
-            raise optuna.TrialPruned(m.reason)
-        trial.set_user_attr("test_accuracy", m.test_accuracy)
-        trial.set_user_attr("seconds", m.train_seconds)
-        trial.set_user_attr("train_size", m.train_size)
-        return m.final_val_accuracy  # the saved model's, the one its test accuracy belongs to
+        return _train_trial(trial, checked, folder / f"trial-{trial.number:03d}", work, Observers([inner]), space.prune)
 
     def at_budget(study: optuna.Study, _trial) -> None:  # the budget of the study, shared by every worker
         if spent(study) >= limit_of_trials or stop.requested():  # or a stop request, between trials
@@ -279,6 +257,33 @@ def _optimize(study, doc, space: Space, work: _Work, observer, seed: int) -> Non
     callbacks = [at_budget] + ([lambda s, t: on_trial(s, t)] if on_trial else [])
     if spent(study) < limit_of_trials:
         study.optimize(objective, callbacks=callbacks, catch=(RunError,))
+
+
+def _train_trial(trial: optuna.Trial, checked, trial_dir: Path, work: _Work, observer: Observers, prune: bool) -> float:
+    """A trial's run, in its own folder, marked as it ends: its validation accuracy; pruned,
+    interrupted (to run again) or failed for good (never run again)."""
+    job = work.job
+    if trial_dir.exists():
+        shutil.rmtree(trial_dir)
+    trial.set_user_attr("run_dir", str(trial_dir))
+    trial.set_user_attr("params_count", checked.analysis.params)
+    trackers = make_trackers(job.log, parents=dict(job.log_parents), check=False)  # checked by sweep()
+    try:
+        result = run(checked, out=trial_dir, data_dir=job.data_dir, limit=job.limit, reporter=work.reporter,
+                     observer=Observers([*observer.observers, *trackers, _Pruning(trial, prune)]))
+    except Interrupted:
+        trial.set_user_attr("interrupted", True)  # to run again when the sweep continues
+        raise
+    except RunError as e:
+        trial.set_user_attr("error", str(e))  # never run again
+        raise
+    m = result.metrics
+    if m.status is Status.STOPPED:  # pruned: its folder is complete, at the epoch it stopped
+        raise optuna.TrialPruned(m.reason)
+    trial.set_user_attr("test_accuracy", m.test_accuracy)
+    trial.set_user_attr("seconds", m.train_seconds)
+    trial.set_user_attr("train_size", m.train_size)
+    return m.final_val_accuracy  # the saved model's, the one its test accuracy belongs to
 
 
 def _worker(work: _Work, threads: int, parent: int) -> None:

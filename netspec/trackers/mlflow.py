@@ -25,7 +25,7 @@ from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH,
 from netspec.errors import first_line, RunError
 from netspec.runner.metrics import Status
 from netspec.runner.rundir import RunDir
-from netspec.trackers import Tracker, epoch_scalars, figures, flat_settings
+from netspec.trackers.base import Tracker, epoch_scalars, figures, flat_settings
 
 RECORD = "mlflow.json"  # in the run (or sweep) folder: which MLflow run it is
 ARTIFACTS = ("spec.yaml", "report.md", "model.safetensors", "model.onnx", "model.onnx.json")  # with the figures, when present

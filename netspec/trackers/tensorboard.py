@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from netspec.runner.metrics import Status
-from netspec.trackers import Tracker, epoch_scalars, figures, flat_settings
+from netspec.trackers.base import Tracker, epoch_scalars, figures, flat_settings
 
 FOLDER = "tensorboard"  # in the run folder
 TEST_ACCURACY = "test/accuracy"
