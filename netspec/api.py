@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # loading and checking a spec needs no torch; building, train
     import torch
     from torch import nn
 
-    from netspec.runner.compare import Comparison
+    from netspec.report.compare import Comparison
     from netspec.runner.export import FilePrediction
     from netspec.runner.records import DataRecord
     from netspec.runner.reopen import Evaluation
@@ -468,7 +468,7 @@ def compare(*runs: str | Path, figure: str | Path | None = None) -> Comparison:
     against the baseline, and the settings that differ; `figure` also writes the loss curves (PNG)."""
     import dataclasses
 
-    from netspec.runner.compare import compare as compare_runs, read_runs
+    from netspec.report.compare import compare as compare_runs, read_runs
 
     infos = read_runs(list(runs))
     result = compare_runs(infos)

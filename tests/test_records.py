@@ -135,7 +135,7 @@ def test_a_sweep_folder_with_a_study_db_and_no_storage_uses_its_journal(tmp_path
 
 def test_the_api_returns_typed_objects_and_train_does_not_reopen_its_folder(fake_data, tmp_path, monkeypatch):
     from netspec import api
-    from netspec.runner.compare import ComparedRun, Comparison
+    from netspec.report.compare import ComparedRun, Comparison
     from netspec.runner.export import FilePrediction
     from netspec.runner.reopen import Evaluation
 

@@ -138,7 +138,7 @@ def test_compare_reports_architecture_and_settings(fake_data, tmp_path, write_sp
     b_text = TINY.split("sweep:")[0].replace("    - ReLU\n", "    - ReLU\n    - Dropout: {p: 0.2}\n").replace(
         "out_features: 32", "out_features: 48").replace("batch_size: 64", "batch_size: 32")
     b = run(check_file(write_spec(b_text, "b.yaml")), out=tmp_path / "b", data_dir=fake_data)
-    from netspec.runner.compare import compare, read_runs
+    from netspec.report.compare import compare, read_runs
 
     result = compare(read_runs([a.run_dir.path, b.run_dir.path]))
     [changes] = result.architecture.values()

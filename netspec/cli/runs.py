@@ -13,7 +13,7 @@ from netspec.report.markdown import compare_markdown
 from netspec.report.tables import compare_tables, predictions_table
 
 if TYPE_CHECKING:
-    from netspec.runner.compare import Comparison
+    from netspec.report.compare import Comparison
 
 
 @app.command(cls=Command)

@@ -9,7 +9,7 @@ from netspec.check.checker import Checked
 from netspec.runner.metrics import Metrics
 
 if TYPE_CHECKING:
-    from netspec.runner.compare import Comparison
+    from netspec.report.compare import Comparison
 
 
 def _table(header: list[str], rows: list[list]) -> str:

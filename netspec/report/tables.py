@@ -12,7 +12,7 @@ from rich.table import Table
 from netspec.check.checker import Checked
 
 if TYPE_CHECKING:  # the records' types only: drawing a table imports no runner (nor torch)
-    from netspec.runner.compare import Comparison
+    from netspec.report.compare import Comparison
     from netspec.runner.export import FilePrediction
 
 

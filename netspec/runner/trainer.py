@@ -164,10 +164,15 @@ class Trainer:
                         self.outcome = Outcome(Status.STOPPED, reason)
                     if self.outcome.status is not Status.FINISHED or self._asked(every_step=False):
                         break
-        except RuntimeError as e:
-            if not (self.ranks.size > 1 and peer_left(e)):
+        except KeyboardInterrupt:  # Ctrl-C pressed again: the step under way is abandoned
+            self.outcome = Outcome(Status.INTERRUPTED, "Ctrl-C")
+        except Exception as e:
+            # a step that fails once a stop is asked for (a DataLoader worker stopped by the same
+            # Ctrl-C) or because another process left (torchrun stopping it) is the stop
+            left = self.ranks.size > 1 and isinstance(e, RuntimeError) and peer_left(e)
+            if not (stop.requested() or left):
                 raise
-            self.outcome = Outcome(Status.INTERRUPTED, "another process left")  # stopped, or killed
+            self.outcome = Outcome(Status.INTERRUPTED, stop.requested() or "another process left")
         finally:
             self.events.end()
         return self.outcome
