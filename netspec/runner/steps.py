@@ -70,7 +70,9 @@ class Tally:
             return
         k = len(self.kept)
         # the running sum after each step, as the steps added it, and the flags so far
-        added = torch.stack([loss.float() * len(y) for loss, _, y in self.kept])
+        sizes = {len(y) for _, _, y in self.kept}
+        added = (torch.stack([loss for loss, _, _ in self.kept]).float() * sizes.pop() if len(sizes) == 1 else
+                 torch.stack([loss.float() * len(y) for loss, _, y in self.kept]))
         sums = torch.cumsum(torch.cat([self.loss_sum.view(1), added]), 0)[1:]
         finite = torch.isfinite(sums)  # a sum stays non-finite once one loss was
         clean = (torch.cumsum(self.flags[:k], 0) + self.found) == 0
@@ -130,7 +132,11 @@ class Strategy:
         with self.cast:
             logits = self.logits(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
-        self.optimizer.zero_grad(set_to_none=set_to_none)
+        if set_to_none:
+            for p in tr.params:
+                p.grad = None
+        else:
+            self.optimizer.zero_grad(set_to_none=False)
         if tr.scaler is not None:  # fp16: overflows are expected, the scaler skips that step and rescales
             tr.scaler.scale(loss).backward()
         else:
@@ -162,10 +168,10 @@ class EagerStep(Strategy):
         self.gen = None
 
     def window(self) -> int:
-        # on a CPU every 10th step, or more often in a short epoch (whose curve needs the points);
+        # on a CPU every 25th step, or more often in a short epoch (whose curve needs the points);
         # on a GPU every 50th: each look is a sync
         n = self.tr.steps_per_epoch
-        self.looks_every = max(1, min(10, n // 50)) if self.tr.device.type == "cpu" else 50
+        self.looks_every = max(1, min(25, n // 50)) if self.tr.device.type == "cpu" else 50
         return self.looks_every
 
     def begin(self, order, gen) -> None:
