@@ -80,7 +80,7 @@ def main() -> None:
                 p.kill()
                 p.wait()
     table = Table(title=f"one class, quiet and under {args.busy} busy processes ({len(quiet)} students)")
-    for col in ("student", "quiet: status, points, work s", f"loaded: status, points, work s", "same grade"):
+    for col in ("student", "quiet: status, points, work s", "loaded: status, points, work s", "same grade"):
         table.add_column(col)
     for s in sorted(quiet):
         q, lo = quiet[s], loaded[s]

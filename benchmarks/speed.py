@@ -25,9 +25,14 @@ from rich.table import Table
 from netspec.builder.model import build_model
 from netspec.data.splits import Data, Split
 from netspec.runner.trainer import Trainer
-from netspec.check.checker import check_file
+import netspec
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def checked_file(path, overrides=()):
+    """A spec file checked as `netspec.load` checks it."""
+    return netspec.load(Path(path), overrides=list(overrides)).checked
 
 VARIANTS = {  # name -> --set overrides (everything else: the spec's own settings)
     "today (fp32 eager)": ("train.precision=fp32", "train.channels_last=false", "train.compile=off", "train.fused_attention=false"),
@@ -61,7 +66,7 @@ def synthetic_data(shape, n: int, device) -> Data:
 def trainer_for(name: str, variant: str, steps: int, batch: int, device) -> Trainer:
     sets = ("train.augment.shift=0", "train.augment.rotate=0", f"train.batch_size={batch}", "train.schedule.name=none",
             "train.device=" + device.type, "data.validation=0") + VARIANTS[variant]
-    checked = check_file(ROOT / "specs" / f"{name}.yaml", overrides=sets)
+    checked = checked_file(ROOT / "specs" / f"{name}.yaml", overrides=sets)
     spec = checked.spec
     data = synthetic_data(spec.data.input_shape, steps * batch, device)
     torch.manual_seed(0)

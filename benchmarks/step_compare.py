@@ -37,8 +37,8 @@ sys.path[:0] = [tree, tree + "/benchmarks"]
 import torch
 import speed
 try:  # this tree's names
-    from netspec.check.checker import check_file
     from netspec.runner.trainer import Trainer
+    check_file = speed.checked_file
     one_epoch = lambda tr: tr.train_epoch(1)
 except ImportError:  # an older tree's
     from netspec.builder.check import check_file

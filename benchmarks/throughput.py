@@ -33,7 +33,8 @@ from netspec.builder.model import build_model
 from netspec.data.datasets import load_source
 from netspec.data.splits import prepare
 from netspec.runner.trainer import Trainer, logits_model
-from netspec.check.checker import check_file
+import netspec
+from speed import checked_file  # benchmarks/speed.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -106,7 +107,7 @@ def main() -> None:
     for col in ("spec", "params", "plain loop img/s", "netspec img/s", "speed-up", "netspec settings"):
         table.add_column(col, justify="right" if col != "spec" else "left")
     for name in args.specs:
-        checked = check_file(ROOT / "specs" / f"{name}.yaml", overrides=overrides)
+        checked = checked_file(ROOT / "specs" / f"{name}.yaml", overrides=overrides)
         plain = plain_loop(checked, args.data_dir, args.steps, device)
         ours, settings = netspec_loop(checked, args.data_dir, args.steps, device)
         table.add_row(name, f"{checked.analysis.params:,}", f"{plain:,.0f}", f"{ours:,.0f}", f"{ours / plain:.2f}x", settings)

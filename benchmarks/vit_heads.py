@@ -21,7 +21,8 @@ from netspec.data.datasets import load_source
 from netspec.data.splits import prepare
 from netspec.spec.config import DataSpec
 from netspec.runner.trainer import Trainer
-from netspec.check.checker import check_file
+import netspec
+from speed import checked_file  # benchmarks/speed.py, beside this script
 from speed import timed_epoch  # benchmarks/speed.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ EPOCH_IMAGES = 55_000
 
 def time_steps(form: str, raw, steps: int, device: torch.device) -> float:
     """Seconds per training step (after a short warm-up)."""
-    checked = check_file(ROOT / "specs" / "vit.yaml", overrides=(f"model.vit.attention={form}",))
+    checked = checked_file(ROOT / "specs" / "vit.yaml", overrides=(f"model.vit.attention={form}",))
     spec = checked.spec
     batch = spec.train.batch_size
 

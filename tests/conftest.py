@@ -106,10 +106,15 @@ NETSPEC = [sys.executable, "-m", "netspec"]  # the command, as a user runs it
 QUICK = ("train.epochs=2", "data.validation=200", "train.batch_size=64")  # a shipped spec trained briefly
 
 
+def check_file(path, *, imposed=(), overrides=(), draft: bool = False):
+    """A spec file checked through the public entry point, `netspec.load` (its `Checked`)."""
+    import netspec
+
+    return netspec.load(Path(path), rules=list(imposed), overrides=list(overrides), draft=draft).checked
+
+
 def quick_mlp(*extra, rules=()):
     """specs/mlp.yaml for 2 short epochs (QUICK), with more --set overrides and imposed rules, checked."""
-    from netspec.check.checker import check_file
-
     return check_file(SPECS / "mlp.yaml", overrides=QUICK + extra, imposed=rules)
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import netspec
 from netspec.check.analysis import module_names
-from netspec.check.checker import check_file
+from conftest import check_file
 from netspec.builder.model import build_model
 from netspec.cli import app
 from netspec.errors import SpecError

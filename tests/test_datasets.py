@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import netspec
 from conftest import run, synthetic_mnist, write_idx
-from netspec.check.checker import check_file
+from conftest import check_file
 from netspec.cli import app
 from netspec.data.datasets import load_source
 from netspec.errors import DataError, SpecError

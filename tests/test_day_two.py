@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import netspec
 from conftest import run
-from netspec.check.checker import check_file
+from conftest import check_file
 from netspec.cli import app
 
 cli = CliRunner()

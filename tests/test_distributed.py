@@ -73,7 +73,7 @@ def test_one_process_under_torchrun_equals_a_plain_run(tmp_path, fake_data):
 def test_an_interrupted_run_resumes_under_torchrun(tmp_path, fake_data):
     from conftest import ctrl_c, run as run_with_reports
 
-    from netspec.check.checker import check_file
+    from conftest import check_file
     from netspec.errors import Interrupted
     from netspec.runner.observer import Observer
 

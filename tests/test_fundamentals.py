@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from netspec.builder.forward import forward, forward_file
 from netspec.cli import app
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS
 

@@ -8,7 +8,7 @@ import torch
 from netspec.families.vit_torch import MultiHeadAttention
 from netspec.runner.reopen import evaluate_run
 from conftest import run
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS
 

@@ -310,7 +310,8 @@ def test_identical_rule_sets_count_once_and_items_match_the_checks(tmp_path, wri
     spec = write_spec((Path(__file__).parents[1] / "specs/cnn.yaml").read_text(), "cnn.yaml")
     verdict = judge(Entry("x", str(spec), spec=str(spec)), rubric)
     # the gradebook's columns are exactly the checks' results, whatever the spec
-    from netspec.check.checker import apply_rules, check_file
+    from netspec.check.checker import apply_rules
+    from conftest import check_file
 
     checked = check_file(spec)
     names = [result_item_name(r) for r in apply_rules(rubric.rules[0], checked.spec, checked.analysis) if r.ok is not None]

@@ -23,7 +23,8 @@ from netspec.runner.rundir import atomic_write, load_checkpoint
 from conftest import run
 from netspec.spec.loader import load_text
 from netspec.spec.schema import spec_schema
-from netspec.check.checker import check_document, check_file
+from netspec.check.checker import check_document
+from conftest import check_file
 
 from conftest import SPECS, netspec_process
 

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import TINY_SWEEP, run
-from netspec.check.checker import check_file
+from conftest import check_file
 from netspec.cli import app
 from netspec.data.datasets import load_source
 from netspec.errors import DataError, SpecError

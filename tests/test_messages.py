@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from netspec.check.checker import check_file
+from conftest import check_file
 from netspec.cli import app
 from netspec.errors import SpecError
 

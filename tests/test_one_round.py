@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from netspec.check.checker import check_file
+from conftest import check_file
 from netspec.errors import SpecError
 
 ALLOWED_MLP = "allowed: Concat, Dropout, Linear, ReLU, Repeat, Residual, Softmax"

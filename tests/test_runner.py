@@ -18,7 +18,7 @@ from netspec.runner.reopen import evaluate_run
 from conftest import run
 from netspec.runner.observer import Observer
 from netspec.runner.trainer import Trainer
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SHARED_DATA, SPECS
 from conftest import ctrl_c

@@ -15,7 +15,7 @@ from netspec.runner.observer import Observer
 from netspec.runner.reopen import evaluate_run
 from conftest import run
 from netspec.runner.speed import Speed, resolve
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS
 from conftest import ctrl_c

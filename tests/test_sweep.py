@@ -14,7 +14,7 @@ from netspec.sweeps.space import make_space, parse_range
 from netspec.sweeps.sweep import sweep
 from netspec.runner.observer import Observer
 from netspec.spec.loader import load_file
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS, TINY_SWEEP as TINY
 from conftest import ctrl_c

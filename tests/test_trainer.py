@@ -14,7 +14,8 @@ import pytest
 from conftest import run
 
 import netspec
-from netspec.check.checker import check_document, check_file
+from netspec.check.checker import check_document
+from conftest import check_file
 from netspec.runner import run as run_module
 from netspec.runner.rundir import RunDir
 from netspec.runner.speed import resolve

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from netspec.cli import app
-from netspec.data.augment import augment
+from netspec.data.augment import Augment
 from netspec.errors import Interrupted, RunError, SpecError
 from netspec.runner import rundir as rundir_mod
 from netspec.runner.rundir import RunDir, atomic_write, load_checkpoint
@@ -23,7 +23,7 @@ from conftest import QUICK, run, quick_mlp
 from netspec.runner.observer import Observer
 from netspec.runner.trainer import Trainer
 from netspec.spec.config import AugmentSpec
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS
 from conftest import ctrl_c
@@ -318,9 +318,9 @@ def test_augmentation_warps_the_image_whatever_the_input_shape():
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     x = torch.randn(5, 1, 28, 28)
     spec = AugmentSpec(shift=2, rotate=10)
-    image = augment(x, spec, g(), (1, 28, 28))
+    image = Augment(spec, (1, 28, 28))(x, g())
     for shape in ((784,), (4, 196), (28, 28)):
-        out = augment(x.reshape(5, *shape), spec, g(), (1, 28, 28))
+        out = Augment(spec, (1, 28, 28))(x.reshape(5, *shape), g())
         assert out.shape == (5, *shape) and torch.equal(out.reshape(5, 1, 28, 28), image)
 
 

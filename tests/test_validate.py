@@ -10,7 +10,7 @@ from netspec.builder.model import build_model
 from netspec.cli import app
 from netspec.errors import SpecError
 from netspec.spec.schema import SCHEMA_FILE, schema_text
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS
 

@@ -9,7 +9,7 @@ from netspec.families.vit import ViTSpec
 from netspec.families.vit_torch import Attention, EncoderLayer, MultiHeadAttention, PerHeadAttention, ViT, record_attention
 from netspec.errors import SpecError
 from netspec.report import plots
-from netspec.check.checker import check_file
+from conftest import check_file
 
 from conftest import SPECS
 

@@ -20,8 +20,7 @@ from netspec.check.analysis import Analysis, analyze, budget_hint
 from netspec.errors import Problem, SpecError
 from netspec.spec.config import Spec, get_path, spec_from_dict, split_key
 from netspec.spec.datasets import DEFAULT_TEST, FILES, NAMED, FactsError, dataset_facts
-from netspec.spec.loader import Document, format_path, load_file
-from netspec.spec.overrides import apply_overrides
+from netspec.spec.loader import Document, format_path
 from netspec.spec.rules import Rules, allowed_layers, load_rules, resolve_rules, same_rules, shipped_rule_sets
 from netspec.spec.schema import spec_schema
 from netspec.spec.schema_errors import schema_problems
@@ -402,16 +401,6 @@ def training_problems(spec: Spec) -> list[tuple[tuple, str, str]]:
                     "set schedule.cycle_momentum: false to train without momentum"))
     out += spec.family.training_problems(spec)
     return out
-
-
-def check_file(path: str | Path, *, imposed: tuple[str, ...] = (), overrides: tuple[str, ...] = (),
-               draft: bool = False) -> Checked:
-    doc = load_file(path)
-    if overrides:
-        if not isinstance(doc.data, dict):
-            raise SpecError([doc.problem((), "a spec is a mapping of keys")])
-        apply_overrides(doc, overrides)
-    return check_document(doc, imposed=imposed, base_dir=Path(path).parent, draft=draft)
 
 
 def apply_rules(rules: Rules, spec: Spec, analysis: Analysis) -> list[RuleResult]:

@@ -128,6 +128,3 @@ FORMATS: dict[str, Callable[[list[dict], str], str]] = {
     "sarif": lambda results, version: as_sarif(results, version) + "\n",
 }
 
-
-def results_schema_text() -> str:
-    return json.dumps(RESULTS_SCHEMA, indent=2) + "\n"
