@@ -507,7 +507,8 @@ def data_facts(dataset: str | Path = "mnist", *, data_dir=None, validation: int 
 def grade(submissions: str | Path, rubric: str | Path, *, out: str | Path | None = None, workers: int = 1,
           storage: str | None = None, data_dir: str | Path | None = None, only=(), roster: str | Path | None = None):
     """Grade a folder of submissions by a rubric (as `netspec grade`): writes gradebook.csv,
-    grades.md and feedback/ into `out`, and returns the gradebook (its `rows`, one dict per student).
+    grades.md and feedback/ into `out`, and returns the gradebook (its `rows`, one GradeRow per student:
+    `.status`, `.total`, `.items`, `.test_accuracy`, `.reason`, ...; `.to_dict()` is the row's JSON).
     `only`: names of students to grade again, and nobody else; `roster`: a CSV (folder, name, id,
     email) whose students join the gradebook, which is then also written as gradebook-canvas.csv."""
     from netspec.grading.classroom import grade as grade_class

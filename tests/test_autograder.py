@@ -18,6 +18,7 @@ import netspec
 from netspec.errors import RunError, SpecError
 from netspec.grading import gradescope
 from netspec.grading.gradescope import grade_gradescope, make_autograder
+from netspec.grading.row import GradeRow
 from conftest import NETSPEC, ROOT
 
 HERE = Path(__file__).parent
@@ -266,8 +267,10 @@ def test_a_missing_submission_still_writes_results_json(tmp_path):
 
 def test_a_score_that_is_not_a_number_is_never_written_as_infinity(tmp_path, monkeypatch):
     root = _tree(tmp_path, "points: {valid: 1}\n")
-    row = {"total": float("inf"), "max": 1, "status": "graded", "reason": "", "problems": [], "items": [],
-           "test_accuracy": None, "params": 0}
+    row = GradeRow.from_dict({
+        "student": "a", "file_name": "a", "status": "graded", "total": float("inf"), "max": 1, "items": [],
+        "test_accuracy": None, "test_size": None, "params": 0, "seconds": 0.0, "peak_mb": None, "reason": "",
+        "problems": [], "fingerprint": None, "run_dir": None, "spec": "a.yaml", "mode": "evaluate"})
     monkeypatch.setattr(gradescope, "grade_entry", lambda *a, **k: row)
     with pytest.raises(RunError):
         grade_gradescope(root)

@@ -438,3 +438,36 @@ def test_a_huge_model_pt_is_not_read_through_to_tell_whether_it_changed(tmp_path
         f.write("# changed\n")
     (tmp_path / "s" / "model.pt").unlink()
     assert find_entries(tmp_path)[0].source != entry.source  # a changed submission is graded again
+
+
+def test_a_gradebooks_rows_are_grade_rows_that_round_trip_through_their_json(tmp_path, fake_data):
+    from dataclasses import replace
+
+    import netspec
+    from netspec.grading.classroom import grade as grade_class
+    from netspec.grading.row import GradeRow
+    from netspec.grading.verdict import Item
+
+    (tmp_path / "rubric.yaml").write_text("points: {valid: 1}\n")
+    subs = tmp_path / "subs"
+    (subs / "heidi").mkdir(parents=True)  # handed in nothing
+    (subs / "heidi" / "notes.txt").write_text("forgot the spec")
+    (subs / "frank.yaml").write_text("name: frank\nmodel:\n  layers: [Linear\n")  # YAML that does not parse
+    book = netspec.grade(subs, tmp_path / "rubric.yaml", out=tmp_path / "grades", data_dir=fake_data)
+    assert [(r.student, r.status, r.total) for r in book.rows] == [("frank", "invalid", 0), ("heidi", "missing", 0)]
+    for row in book.rows:
+        assert isinstance(row, GradeRow) and all(isinstance(i, Item) for i in row.items)
+        as_json = json.loads(json.dumps(row.to_dict()))
+        assert GradeRow.from_dict(as_json) == row and GradeRow.from_dict(as_json).to_dict() == row.to_dict()
+        assert list(as_json) == ["student", "file_name", "status", "total", "max", "items", "test_accuracy", "test_size",
+                                 "params", "seconds", "peak_mb", "reason", "problems", "fingerprint", "run_dir",
+                                 "spec", "mode", "same_as"]
+    # the rows stored in the class's study are read back as they were; on_graded is told GradeRows
+    told = []
+    again = grade_class(subs, tmp_path / "rubric.yaml", out=tmp_path / "grades", data_dir=fake_data, only=["frank"],
+                        on_graded=told.append)
+    assert [type(r) for r in told] == [GradeRow] and told[0].student == "frank"
+    measured = {"seconds": 0, "peak_mb": None}  # the regrade's own
+    assert [replace(r, **measured) for r in again.rows] == [replace(r, **measured) for r in book.rows]
+    stored = [t.user_attrs["row"] for t in _trials(tmp_path / "grades") if "row" in t.user_attrs]
+    assert all(GradeRow.from_dict(r).to_dict() == r and "same_as" not in r for r in stored)

@@ -210,8 +210,8 @@ def test_the_grader_never_judges_a_submission_in_its_own_process(tmp_path, monke
     (subs / "a.yaml").write_text("name: a\n")
     (tmp_path / "rubric.yaml").write_text("name: r\npoints: {valid: 10}\n")
     book = netspec.grade(subs, tmp_path / "rubric.yaml", out=tmp_path / "grades", data_dir=fake_data)
-    assert [(r["student"], r["status"], r["total"]) for r in book.rows] == [("a", "invalid", 0)]
-    assert "model" in book.rows[0]["reason"]
+    assert [(r.student, r.status, r.total) for r in book.rows] == [("a", "invalid", 0)]
+    assert "model" in book.rows[0].reason
 
 
 def test_the_group_is_measured_and_killed_as_a_whole(tmp_path):

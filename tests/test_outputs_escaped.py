@@ -9,6 +9,7 @@ from pathlib import Path
 
 from netspec.cli.grade import graded_line, print_rubric_verdicts
 from netspec.report.gradebook import gradebook_csv, write_gradebook
+from netspec.grading.row import GradeRow
 
 COLUMNS = [("valid spec", 10.0), ("test accuracy", 20.0)]
 ABOUT = {"mode": "evaluate", "test": "mnist test split", "limit": None, "locked": {}}
@@ -18,16 +19,16 @@ CLEARS = "mallory\x1b[2J\x1b]0;pwned\x07"
 
 
 def row(student: str, *, status: str = "invalid", total: float = 10, reason: str = "", same_as=(),
-        problems=(), file_name: str | None = None) -> dict:
+        problems=(), file_name: str | None = None) -> GradeRow:
     """A row as netspec.grading.classroom._row makes it (and _mark_duplicates adds same_as to)."""
-    return {
+    return GradeRow.from_dict({
         "student": student, "file_name": file_name or student, "status": status, "total": total, "max": 30.0,
         "items": [{"name": "valid spec", "points": total, "max_points": 10.0, "passed": total > 0, "note": ""},
                   {"name": "test accuracy", "points": 0, "max_points": 20.0, "passed": None, "note": reason}],
         "test_accuracy": None, "test_size": None, "params": 1234, "seconds": 1.25, "peak_mb": None,
         "reason": reason, "problems": list(problems), "fingerprint": None, "run_dir": None,
         "spec": f"/subs/{student}/spec.yaml", "mode": "evaluate", "same_as": list(same_as),
-    }
+    })
 
 
 def problem(file: str, message: str) -> dict:

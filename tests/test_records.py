@@ -32,15 +32,15 @@ def _edited(folder, name: str, **changes) -> RunDir:
 
 def test_each_record_is_written_and_read_back_as_its_dataclass(tmp_path):
     run_dir = RunDir(tmp_path)
-    run_dir.write_data_record(MNIST_RECORD)
-    run_dir.write_run_record(RunRecord(limit=600, command="netspec run x.yaml", data_dir=str(tmp_path)))
-    run_dir.write_rules_record(RulesRecord(tuple(quick_mlp().rules)))
+    run_dir.write_record(MNIST_RECORD)
+    run_dir.write_record(RunRecord(limit=600, command="netspec run x.yaml", data_dir=str(tmp_path)))
+    run_dir.write_record(RulesRecord(tuple(quick_mlp().rules)))
     ended = Metrics(name="mlp", status=Status.FAILED, reason="non-finite loss at epoch 2, step 3", epochs_completed=1)
-    run_dir.write_metrics(ended)
-    assert run_dir.data_record() == MNIST_RECORD
-    assert run_dir.run_record() == RunRecord(600, "netspec run x.yaml", str(tmp_path), 1, None)
-    assert run_dir.run_record().existing_data_dir == str(tmp_path)
-    assert [r.to_dict() for r in run_dir.rules_record().rule_sets] == [r.to_dict() for r in quick_mlp().rules]
+    run_dir.write_record(ended)
+    assert run_dir.read_record(DataRecord) == MNIST_RECORD
+    assert run_dir.read_record(RunRecord) == RunRecord(600, "netspec run x.yaml", str(tmp_path), 1, None)
+    assert run_dir.read_record(RunRecord).existing_data_dir == str(tmp_path)
+    assert [r.to_dict() for r in run_dir.read_record(RulesRecord).rule_sets] == [r.to_dict() for r in quick_mlp().rules]
     assert run_dir.metrics() == ended and run_dir.metrics().status is Status.FAILED
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert (written["status"], written["reason"]) == ("failed", "non-finite loss at epoch 2, step 3")
@@ -61,19 +61,19 @@ def test_each_record_is_written_and_read_back_as_its_dataclass(tmp_path):
 ])
 def test_a_hand_edited_record_is_one_error_naming_the_file_and_the_place(tmp_path, name, change, says):
     run_dir = RunDir(tmp_path)
-    run_dir.write_data_record(MNIST_RECORD)
-    run_dir.write_run_record(RunRecord(limit=None, command="netspec run x.yaml", data_dir=None))
-    run_dir.write_metrics(Metrics(name="mlp", status=Status.FINISHED))
+    run_dir.write_record(MNIST_RECORD)
+    run_dir.write_record(RunRecord(limit=None, command="netspec run x.yaml", data_dir=None))
+    run_dir.write_record(Metrics(name="mlp", status=Status.FINISHED))
     _edited(tmp_path, name, **change)
-    read = {"data.json": run_dir.data_record, "run.json": run_dir.run_record, "metrics.json": run_dir.metrics}[name]
+    kind = {"data.json": DataRecord, "run.json": RunRecord, "metrics.json": Metrics}[name]
     with pytest.raises(CheckpointError) as e:
-        read()
+        run_dir.read_record(kind)
     assert str(e.value) == f"{tmp_path / name}{says[len(name):]}; rerun the spec to write it again"
 
 
 def test_a_record_missing_a_key_or_not_an_object_is_refused(tmp_path):
     run_dir = RunDir(tmp_path)
-    run_dir.write_metrics(Metrics(name="mlp", status=Status.FINISHED))
+    run_dir.write_record(Metrics(name="mlp", status=Status.FINISHED))
     record = json.loads((tmp_path / "metrics.json").read_text())
     del record["speed"]
     (tmp_path / "metrics.json").write_text(json.dumps(record))
@@ -81,7 +81,7 @@ def test_a_record_missing_a_key_or_not_an_object_is_refused(tmp_path):
         run_dir.metrics()
     (tmp_path / "rules.json").write_text(json.dumps([{"name": 3}]))
     with pytest.raises(CheckpointError, match=r"rules.json was edited or damaged: \[0\].name: 3 is not of type 'string'"):
-        run_dir.rules_record()
+        run_dir.read_record(RulesRecord)
     newer = Metrics.from_dict(Metrics(name="mlp", status=Status.STOPPED).to_dict() | {"a_key_from_later": 1})
     assert newer == Metrics(name="mlp", status=Status.STOPPED)  # a key this version does not know is ignored
 
@@ -89,10 +89,9 @@ def test_a_record_missing_a_key_or_not_an_object_is_refused(tmp_path):
 @pytest.mark.parametrize("name", ["data.json", "run.json", "rules.json", "metrics.json"])
 def test_a_folder_lacking_a_record_is_one_clear_error(tmp_path, name):
     run_dir = RunDir(tmp_path)
-    read = {"data.json": run_dir.data_record, "run.json": run_dir.run_record, "rules.json": run_dir.rules_record,
-            "metrics.json": run_dir.metrics}[name]
+    kind = {"data.json": DataRecord, "run.json": RunRecord, "rules.json": RulesRecord, "metrics.json": Metrics}[name]
     with pytest.raises(CheckpointError, match=f"^{tmp_path} has no {name}: its run stopped before writing it"):
-        read()
+        run_dir.read_record(kind)
 
 
 def test_a_run_folder_without_rules_or_data_records_is_refused_not_guessed(fake_data, tmp_path):

@@ -221,9 +221,9 @@ def test_a_safetensors_submission_grades_exactly_as_the_same_pt_submission(tmp_p
     (tmp_path / "rubric.yaml").write_text(RUBRIC)
 
     book = grade(subs, tmp_path / "rubric.yaml", out=tmp_path / "grades", data_dir=fake_data)
-    rows = {r["student"]: r for r in book.rows}
+    rows = {r.student: r for r in book.rows}
     recorded = json.loads((trained / "metrics.json").read_text())["test_accuracy"]
-    assert rows["pt"]["status"] == "graded" and rows["pt"]["test_accuracy"] == pytest.approx(recorded, abs=5e-5)
+    assert rows["pt"].status == "graded" and rows["pt"].test_accuracy == pytest.approx(recorded, abs=5e-5)
     same = ("status", "reason", "total", "items", "test_accuracy", "test_size", "params")
     for student in ("st", "both"):
         assert {k: rows[student][k] for k in same} == {k: rows["pt"][k] for k in same}, student
@@ -231,5 +231,5 @@ def test_a_safetensors_submission_grades_exactly_as_the_same_pt_submission(tmp_p
     points = [c for c in on_disk["pt"] if c.endswith(")")]  # the rubric's columns: "valid spec (10)", ...
     assert points and all(on_disk["st"][c] == on_disk["both"][c] == on_disk["pt"][c] for c in points)
     assert not (tmp_path / "pwned").exists()
-    assert rows["huge"]["status"] != "graded"
-    assert rows["huge"]["reason"] == "model.safetensors declares 300 MiB of weights; at most 256 MiB"
+    assert rows["huge"].status != "graded"
+    assert rows["huge"].reason == "model.safetensors declares 300 MiB of weights; at most 256 MiB"

@@ -3,7 +3,7 @@ verdicts, as a student sees them before submitting)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -11,18 +11,21 @@ from rich.markup import escape
 from netspec.cli.base import Command, DataDirOpt, app, err, out, problem_text, user_errors
 from netspec.report.escape import terminal_text
 
+if TYPE_CHECKING:
+    from netspec.grading.row import GradeRow
+
 RubricOpt = Annotated[Optional[Path], typer.Option("--rubric", metavar="RUBRIC", help="the rubric (YAML): rule sets, "
                                                    "locked settings, points, limits, test data")]
 
 
-def graded_line(row: dict) -> None:
+def graded_line(row: GradeRow) -> None:
     """One line per graded student (a top-level function: worker processes print it too)."""
-    acc = "" if row["test_accuracy"] is None else f"  accuracy {row['test_accuracy']:.4f}"
-    reasons = row["reason"].split("; ") if row["reason"] and row["status"] != "graded" else []
+    acc = "" if row.test_accuracy is None else f"  accuracy {row.test_accuracy:.4f}"
+    reasons = row.reason.split("; ") if row.reason and row.status != "graded" else []
     why = f"  ({reasons[0]}{f'; and {len(reasons) - 1} more' if len(reasons) > 1 else ''})" if reasons else ""
     # names and reasons are the students' text: their control characters are shown, not obeyed
-    print(terminal_text(f"{row['student']}: {row['total']:g}/{row['max']:g}  {row['status']}{acc}  "
-                        f"{row['seconds']:.1f}s{why}"), flush=True)
+    print(terminal_text(f"{row.student}: {row.total:g}/{row.max:g}  {row.status}{acc}  "
+                        f"{row.seconds:.1f}s{why}"), flush=True)
 
 
 # Its parameters are its command-line options (Typer reads them from the signature).
@@ -77,7 +80,7 @@ def grade_cmd(
     with user_errors():
         book = grade(submissions, rubric, out=out_dir, workers=workers, storage=storage, data_dir=data_dir,
                      on_graded=graded_line, only=only or (), roster=roster)
-    waiting = [r["student"] for r in book.rows if r["status"] == "not graded"]
+    waiting = [r.student for r in book.rows if r.status == "not graded"]
     canvas = ", gradebook-canvas.csv" if roster is not None else ""
     out.print(f"{len(book.rows) - len(waiting)} of {len(book.rows)} graded; {escape(str(book.folder))}: gradebook.csv"
               f"{canvas}, grades.md, feedback/", highlight=False)

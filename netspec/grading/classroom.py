@@ -18,7 +18,7 @@ import socket
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from netspec.errors import first_line, Interrupted, Problem, RunError
 from netspec.grading.contain import STALL_EXTRA_S, STALL_FACTOR, Clock, enter_own_group, group_memory_mb, kill_group
 from netspec.grading.roster import Student, load_roster
+from netspec.grading.row import GradeRow
 from netspec.grading.rubric import Rubric, load_rubric
 from netspec.grading.seal import seal
 from netspec.grading.verdict import Entry, Item, text_digest, columns, find_entries, folder_entry, safe_name, shown
@@ -59,7 +60,7 @@ class ClassJob:
 class Gradebook:
     folder: Path
     rubric: Rubric
-    rows: list[dict]
+    rows: list[GradeRow]
     unlisted: list[str] = field(default_factory=list)  # submissions of nobody on the roster
 
 
@@ -71,7 +72,7 @@ class GradeOptions:
     workers: int = 1
     storage: str | None = None  # a shared Optuna storage: several graders on one class
     data_dir: str | Path | None = None
-    on_graded: Callable[[dict], None] | None = None  # told of each row as it is graded
+    on_graded: Callable[[GradeRow], None] | None = None  # told of each row as it is graded
     only: Sequence[str] = ()  # grade these students again (their entry names), and nobody else
     roster: str | Path | None = None  # a CSV naming each entry's student (netspec.grading.roster)
 
@@ -115,7 +116,9 @@ def grade(submissions: str | Path, rubric: str | Path, options: GradeOptions | N
                               f"again to grade the rest", folder) from None
         finally:  # the study reads what every grader wrote: the rows are the class's, once
             rows = _rows(study, loaded, entries)
-            unlisted = _on_roster(rows, students, loaded, Path(submissions)) if students is not None else []
+            if students is not None:
+                rows = _on_roster(rows, students, loaded, Path(submissions))
+            unlisted = [row.student for row in rows if row.roster is None] if students is not None else []
             write_gradebook(folder, loaded.name, columns(loaded), rows, _about(loaded), roster=students is not None)
     return Gradebook(folder, loaded, rows, unlisted)
 
@@ -288,10 +291,10 @@ def _work(study: optuna.Study, job: ClassJob, rubric: Rubric, entries: list[Entr
         except BaseException:  # a stop, or the grader's own failure: to grade again when the class continues
             trial.set_user_attr("interrupted", True)
             raise
-        trial.set_user_attr("row", row)
+        trial.set_user_attr("row", row.to_dict())
         if job.on_graded is not None:
             job.on_graded(row)
-        return row["total"]
+        return row.total
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -331,7 +334,7 @@ class ChangedWhileGraded(RunError):
 STARTUP_S = 600.0  # the child's start-up (Python, netspec, torch): the grader's, not the student's
 
 
-def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None, threads: int = 1) -> dict:
+def grade_entry(entry: Entry, rubric: Rubric, folder: Path, data_dir: str | None, threads: int = 1) -> GradeRow:
     """The gradebook row of one submission: sealed into a private copy, then judged by the rubric
     and (if it may train) measured, both in a contained child under the rubric's limits."""
     if entry.problem:
@@ -387,7 +390,7 @@ def _original(file: str, copy: Path, entry: Entry) -> str:
     return str(base / rel)
 
 
-def _unjudged_row(entry: Entry, rubric: Rubric, status: str, reason: str, measured: dict | None = None) -> dict:
+def _unjudged_row(entry: Entry, rubric: Rubric, status: str, reason: str, measured: dict | None = None) -> GradeRow:
     items = [Item(n, 0, m, None, reason) for n, m in columns(rubric)]
     problems = [Problem(entry.path, 0, 0, "", reason, code="submission").to_dict()]
     return _row(entry, items, status, reason, measured or {}, rubric, problems=problems,
@@ -395,27 +398,27 @@ def _unjudged_row(entry: Entry, rubric: Rubric, status: str, reason: str, measur
 
 
 def _row(entry: Entry, items: list[Item], status: str, reason: str, measured: dict, rubric: Rubric, *,
-         problems: list[dict], fingerprint: str | None) -> dict:
+         problems: list[dict], fingerprint: str | None) -> GradeRow:
     """A gradebook row; `measured` is what the child measured, the spec's `params` among it."""
-    return {
-        "student": entry.student,
-        "file_name": safe_name(entry.student),  # of feedback/<file_name>.md and runs/<file_name>
-        "status": status,
-        "total": round(sum(i.points for i in items), 2),
-        "max": round(sum(i.max_points for i in items), 2),
-        "items": [vars(i) for i in items],
-        "test_accuracy": measured.get("test_accuracy"),
-        "test_size": measured.get("test_size"),
-        "params": measured.get("params"),
-        "seconds": round(measured.get("seconds", 0.0), 2),  # the submission's work: CPU seconds of its processes
-        "peak_mb": measured.get("peak_mb"),
-        "reason": shown(reason),
-        "problems": [{**p, "file": shown(p["file"]), "message": shown(p["message"])} for p in problems],
-        "fingerprint": fingerprint,
-        "run_dir": measured.get("run_dir"),
-        "spec": shown(entry.path),
-        "mode": rubric.mode,
-    }
+    return GradeRow(
+        student=entry.student,
+        file_name=safe_name(entry.student),
+        status=status,
+        total=round(sum(i.points for i in items), 2),
+        max=round(sum(i.max_points for i in items), 2),
+        items=tuple(items),
+        test_accuracy=measured.get("test_accuracy"),
+        test_size=measured.get("test_size"),
+        params=measured.get("params"),
+        seconds=round(measured.get("seconds", 0.0), 2),
+        peak_mb=measured.get("peak_mb"),
+        reason=shown(reason),
+        problems=tuple(Problem(**{**p, "file": shown(p["file"]), "message": shown(p["message"])}) for p in problems),
+        fingerprint=fingerprint,
+        run_dir=measured.get("run_dir"),
+        spec=shown(entry.path),
+        mode=rubric.mode,
+    )
 
 
 def _measure_in_child(task: dict, rubric: Rubric) -> dict:
@@ -502,7 +505,7 @@ def _child(task: dict, result_file: str, log: str, conn, parent: int) -> None:
 
 # --- the gradebook ---------------------------------------------------------------------------
 
-def _rows(study: optuna.Study, rubric: Rubric, entries: list[Entry]) -> list[dict]:
+def _rows(study: optuna.Study, rubric: Rubric, entries: list[Entry]) -> list[GradeRow]:
     """One row per present submission: its latest grade in its present form, else 'not graded'."""
     graded: dict[tuple, dict] = {}
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
@@ -510,40 +513,39 @@ def _rows(study: optuna.Study, rubric: Rubric, entries: list[Entry]) -> list[dic
             graded[(t.user_attrs["student"], t.user_attrs.get("source"))] = t.user_attrs["row"]
     rows = []
     for entry in entries:
-        row = graded.get((entry.student, entry.source))
-        if row is None:
+        stored = graded.get((entry.student, entry.source))
+        if stored is None:
             row = _unjudged_row(entry, rubric, "not graded", "not graded yet (interrupted, or being graded elsewhere)")
+        else:
+            row = GradeRow.from_dict(stored)
         rows.append(row)
-    _mark_duplicates(rows)
-    return rows
+    return _mark_duplicates(rows)
 
 
-def _on_roster(rows: list[dict], students: list[Student], rubric: Rubric, submissions: Path) -> list[str]:
-    """Each row given its roster student ("roster": name, id, email...; None for a submission of
-    nobody on it) and a 'missing' row added, in place, for each student with no submission. The
-    submissions of nobody on the roster are returned."""
+def _on_roster(rows: list[GradeRow], students: list[Student], rubric: Rubric, submissions: Path) -> list[GradeRow]:
+    """The rows, each given its roster student (`roster`: name, id, email...; None for a submission
+    of nobody on it), with a 'missing' row for each student with no submission, by student."""
     by_folder = {s.folder: s for s in students}
-    present = {row["student"] for row in rows}
+    present = {row.student for row in rows}
+    rows = list(rows)
     for s in students:
         if s.folder not in present:
             entry = Entry(s.folder, str(submissions / s.folder),
                           problem=f"no submission named {s.folder} in {submissions}")
-            rows.append({**_unjudged_row(entry, rubric, "missing", entry.problem), "same_as": []})
-    rows.sort(key=lambda row: row["student"])
-    for row in rows:
-        who = by_folder.get(row["student"])
-        row["roster"] = who.fields() if who is not None else None
-    return [row["student"] for row in rows if row["roster"] is None]
+            rows.append(replace(_unjudged_row(entry, rubric, "missing", entry.problem), same_as=()))
+    rows.sort(key=lambda row: row.student)
+    return [replace(row, roster=by_folder[row.student].fields() if row.student in by_folder else None)
+            for row in rows]
 
 
-def _mark_duplicates(rows: list[dict]) -> None:
+def _mark_duplicates(rows: list[GradeRow]) -> list[GradeRow]:
+    """The rows, each with `same_as`: the other students whose submission has its fingerprint."""
     groups: dict[str, list[str]] = {}
     for row in rows:
-        if row["fingerprint"] and row["status"] not in ("missing",):
-            groups.setdefault(row["fingerprint"], []).append(row["student"])
-    for row in rows:
-        same = [s for s in groups.get(row["fingerprint"], []) if s != row["student"]]
-        row["same_as"] = same
+        if row.fingerprint and row.status not in ("missing",):
+            groups.setdefault(row.fingerprint, []).append(row.student)
+    return [replace(row, same_as=tuple(s for s in groups.get(row.fingerprint, []) if s != row.student))
+            for row in rows]
 
 
 def _about(rubric: Rubric) -> dict:
