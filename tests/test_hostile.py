@@ -660,3 +660,15 @@ def test_a_trial_failed_for_no_reason_of_its_own_runs_again_once(tmp_path):
     recover(study, heartbeats=False)  # a second rerun retries nothing again
     waiting = [t for t in study.get_trials() if t.state.name == "WAITING"]
     assert sorted((t.user_attrs["retry_of"], t.system_attrs["fixed_params"]["x"]) for t in waiting) == [(0, 1), (1, 2)]
+
+
+def test_a_rules_name_with_a_nul_byte_is_a_spec_error_not_a_crash(tmp_path):
+    """Found by the schema fuzzer: `rules: "\\x00..."` made the path lookup raise ValueError
+    (embedded null byte) out of the checker; it is a rule set that does not exist, said as such."""
+    import netspec
+    from netspec.errors import SpecError
+
+    with pytest.raises(SpecError) as e:
+        netspec.load({"name": "s", "rules": "\x00a", "data": {"input_shape": [784]},
+                      "model": {"layers": [{"Linear": {"out_features": 10}}]}})
+    assert any(p.path == "rules" for p in e.value.problems)

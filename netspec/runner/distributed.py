@@ -1,13 +1,6 @@
-"""Training on several processes with PyTorch's own DDP, launched by `torchrun` (or
-`netspec run --nproc N`, which launches it): no scheduler of our own.
-
-torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each process; a run started that way joins the
-process group (gloo on a CPU, NCCL on GPUs, one GPU per process). The spec's batch size is the
-batch of all processes together: each takes its every N-th sample of every batch of the same
-seeded epoch order, DDP averages the gradients, and rank 0 alone writes the run folder,
-evaluates and reports. BatchNorm statistics stay per process (DDP's default: rank 0's buffers
-are broadcast at each forward); there is no SyncBatchNorm setting yet.
-"""
+"""Training on several processes with PyTorch's own DDP, launched by `torchrun` (or `netspec run
+--nproc N`). The spec's batch size is that of all processes together: each takes its every N-th
+sample of each batch; rank 0 alone writes the run folder, evaluates and reports."""
 from __future__ import annotations
 
 import os
@@ -25,7 +18,6 @@ class Ranks:
 
     size: int = 1
     rank: int = 0
-    local_rank: int = 0
     backend: str | None = None  # None: not launched by torchrun
 
     @property
@@ -43,19 +35,9 @@ class Ranks:
 SINGLE = Ranks()
 
 
-def has_batchnorm(net: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
-
-
-def launched() -> bool:
-    """Started by torchrun (its environment variables are set)."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def join(device: torch.device) -> tuple[Ranks, torch.device]:
-    """The process group of a torchrun launch, joined (once), and this process's device (its own
-    GPU); a plain process is the single rank."""
-    if not launched():
+    """The process group of a torchrun launch, joined (once), and this process's device (its own GPU)."""
+    if not ("WORLD_SIZE" in os.environ and "RANK" in os.environ):  # not started by torchrun
         return SINGLE, device
     size, rank, local = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
@@ -66,7 +48,7 @@ def join(device: torch.device) -> tuple[Ranks, torch.device]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    return Ranks(size, rank, local, backend), device
+    return Ranks(size, rank, backend), device
 
 
 def leave(ranks: Ranks) -> None:
@@ -107,20 +89,18 @@ def least(ranks: Ranks, value: torch.Tensor) -> torch.Tensor:
 
 
 def peer_left(e: RuntimeError) -> bool:
-    """Whether a collective failed because another process of the group is gone (torchrun stopping
-    it, or a kill): the run is interrupted, not failed."""
+    """Whether a collective failed because another process of the group is gone: interrupted, not failed."""
     text = str(e).lower()
     return any(w in text for w in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
 
 
 def wrap(net: torch.nn.Module, ranks: Ranks, device: torch.device, sync_batchnorm: bool = False) -> torch.nn.Module:
-    """DDP around the trained network when there is more than one process; with `sync_batchnorm`,
-    its BatchNorm layers become SyncBatchNorm first (the same parameters and running statistics,
-    shared: the model the run saves is the one trained). One process: the network as it is."""
+    """DDP around the network when there are several processes (its BatchNorm layers SyncBatchNorm with
+    `sync_batchnorm`, sharing their parameters: the model saved is the one trained)."""
     if ranks.size == 1:
         return net
     from torch.nn.parallel import DistributedDataParallel
 
-    if sync_batchnorm and has_batchnorm(net):  # on GPUs (the runner refuses it elsewhere before starting)
+    if sync_batchnorm:  # on GPUs (the runner refuses it elsewhere); a net without BatchNorm is left as it is
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)

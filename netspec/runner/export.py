@@ -1,11 +1,5 @@
-"""Models that leave the run folder: ONNX export (torch's dynamo exporter); the image files
-a run predicts are read by netspec/data/images.py.
-
-The exported graph is the model as the spec describes it (a final Softmax included, so it
-outputs probabilities when the spec ends in one), taking `images`: normalised inputs of the
-spec's input shape with a dynamic batch dimension. `model.onnx.json` beside it says how to
-normalise (mean, std), the input shape and the class names.
-"""
+"""ONNX export (torch's dynamo exporter): the model as the spec describes it (a final Softmax included),
+taking normalised `images` with a dynamic batch; `model.onnx.json` beside it says how to preprocess."""
 from __future__ import annotations
 
 import io
@@ -37,9 +31,7 @@ def _export_target(out: Path, force: bool) -> None:
 
 
 def export_onnx(run_path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
-    """Write RUN_DIR/model.onnx (or `out`) and its preprocessing next to it; returns the path.
-    An explicit `out` that exists is replaced only with `force`; the run folder's own model.onnx
-    is the export's, and is written again."""
+    """Write RUN_DIR/model.onnx (or `out`, replaced only with `force`) and its preprocessing next to it."""
     try:
         import onnxscript  # noqa: F401 - the dynamo exporter needs it; say so before torch fails deeper
     except ImportError:
@@ -82,8 +74,7 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None, force: bool
 
 @dataclass(frozen=True)
 class FilePrediction:
-    """One image file's prediction (`Run.predict_files`, `netspec predict`); a file that cannot be
-    read has `error` saying why, and no class."""
+    """One image file's prediction (`Run.predict_files`, `netspec predict`), or the `error` reading it."""
 
     file: str
     class_name: str | None = None  # the class's name ("class" in JSON output)

@@ -1,19 +1,12 @@
-"""The record of a finished (or interrupted, or failed) run: metrics.json, typed.
-
-Written by the runner in one place (`Metrics.to_dict`) and read back in one place
-(`Metrics.from_dict`, which checks the file against the dataclass's JSON Schema), so the report,
-the CLI, compare and sweeps read attributes, never string keys. No torch here: reading a run's
-record is cheap.
-"""
+"""metrics.json, typed: how a run ended and what it measured. Written by `Metrics.to_dict`, read by
+`Metrics.from_dict` (checked against the dataclass's JSON Schema). No torch here."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from netspec.runner.record_schema import require_fit, schema_of
-
-METRICS = "metrics.json"
+from netspec.runner.record_schema import fitting_fields
 
 
 class Status(StrEnum):
@@ -27,6 +20,8 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class Metrics:
+    FILE = "metrics.json"
+
     name: str
     status: Status
     reason: str | None = None  # why the run did not finish (None when it did)
@@ -80,9 +75,7 @@ class Metrics:
         return f"{self.status}: {self.reason}" if self.reason else str(self.status)
 
     @classmethod
-    def from_dict(cls, record: Any, where: str = METRICS) -> "Metrics":
-        """The record as written by `to_dict`; one checked against the schema, so a hand-edited or
-        damaged file (a missing key, a string where a number belongs) is one CheckpointError
-        naming `where` and the place. Keys this version does not know are ignored."""
-        require_fit(schema_of(cls), record, where)
-        return cls(**{**{f.name: record[f.name] for f in fields(cls)}, "status": Status(record["status"])})
+    def from_dict(cls, record: Any, where: str = FILE) -> "Metrics":
+        """The record as `to_dict` wrote it; one that does not fit the schema is a CheckpointError naming `where`."""
+        values = fitting_fields(cls, record, where)
+        return cls(**{**values, "status": Status(values["status"])})

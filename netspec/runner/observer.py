@@ -22,10 +22,8 @@ class RunInfo:
 
 
 class Observer:
-    """Hooks on a run's events: progress display, trackers (netspec.trackers), a sweep's
-    pruning. The library itself never prints. Every hook is a no-op by default.
-
-    Order of events: run_start, start, (step..., epoch)..., end, run_end."""
+    """Hooks on a run's events (progress, trackers, a sweep's pruning), each a no-op by default, in the
+    order run_start, start, (step..., epoch)..., end, run_end. The library itself never prints."""
 
     def run_start(self, run: RunInfo) -> None:
         """The run folder holds the resolved spec and records; training has not started."""
@@ -35,8 +33,7 @@ class Observer:
     def step(self, *, epoch: int, step: int, loss: float) -> None: ...
 
     def epoch(self, stats) -> str | None:
-        """An epoch finished (and the run folder holds it). A reason returned stops the run after
-        it, as stopped (a sweep's pruning)."""
+        """An epoch finished (and the run folder holds it); a reason returned stops the run (a sweep's pruning)."""
 
     def note(self, text: str) -> None:
         """One line worth telling the user (e.g. compilation failed and training went on eagerly)."""
@@ -45,15 +42,12 @@ class Observer:
         """Training is over (finished, interrupted or stopped by a fault); the run folder is being written."""
 
     def run_end(self, run: RunInfo, *, test_accuracy: float | None, status: Status) -> None:
-        """The run folder's records, report and figures are written. `status`: how the run ended
-        (its reason, when it did not finish, is in the run folder's metrics.json)."""
+        """The run folder's records, report and figures are written; `status`: how the run ended."""
 
 
 class Observers(Observer):
-    """Several observers on one run (the run folder, progress, trackers, pruning), each told of
-    every event in order; `epoch` returns the first reason to stop any of them gave. A hook that
-    raises ends the run, except where the observer is `optional` (a tracker): one that fails is
-    dropped with a note, and training goes on."""
+    """Several observers, each told of every event in order; `epoch` returns the first reason to stop.
+    A hook that raises ends the run, unless its observer is `optional` (a tracker): that one is dropped."""
 
     def __init__(self, observers: Iterable[Observer | None]):
         self.observers = [o for o in observers if o is not None]

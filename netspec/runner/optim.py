@@ -12,13 +12,11 @@ from netspec.spec.config import OptimizerSpec, ScheduleSpec
 
 
 def make_optimizer(params, spec: OptimizerSpec, fused: bool = False) -> torch.optim.Optimizer:
-    """`fused`: torch's fused kernels (on a GPU and on the CPU), one kernel per parameter tensor for
-    the whole update instead of a dozen element-wise ops each."""
+    """`fused`: torch's fused kernels, one kernel per parameter tensor for the whole update."""
     kw = {"fused": True} if fused else {}
-    if spec.name == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, **kw)
-    if spec.name == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, **kw)
+    if spec.name in ("adam", "adamw"):
+        adam = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
+        return adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, **kw)
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
                            weight_decay=spec.weight_decay, **kw)
 
@@ -39,9 +37,8 @@ def make_schedule(optimizer, spec: ScheduleSpec, lr: float, total_steps: int):
 
 
 def schedule_table(optimizer, schedule, total_steps: int) -> torch.Tensor:
-    """(total_steps + 1, 2): the learning rate and the momentum (Adam's beta1, SGD's momentum) of
-    each step, and after the last, as torch's own scheduler sets them: computed once by stepping it
-    on a throwaway optimizer of the same kind."""
+    """(total_steps + 1, 2): the learning rate and momentum (Adam's beta1) of each step and after the last,
+    as torch's own scheduler sets them on a throwaway optimizer of the same kind."""
     probe = torch.nn.Parameter(torch.zeros(1))
     opt = make_optimizer([probe], optimizer)
     sched = make_schedule(opt, schedule, optimizer.lr, total_steps)
@@ -57,17 +54,13 @@ def schedule_table(optimizer, schedule, total_steps: int) -> torch.Tensor:
 
 
 class DeviceOptimizer(torch.optim.Optimizer):
-    """torch's Adam, AdamW and SGD (no dampening) as foreach kernels whose every input is a device
-    tensor (the step's learning rate and momentum from `rates`, the step number from `step_no`), so
-    the update is captured in the step's CUDA graph. It exists only because torch's cannot be
-    captured with a momentum that changes every step (one-cycle): torch 2.14's capturable foreach
-    Adam reads `1 - beta1` on the host (torch/optim/adam.py:704, `cast(float, 1 - device_beta1)`).
-
-    Rates and bias corrections are worked out in fp64, as torch works them out in Python floats.
-    The state has torch's names (exp_avg, exp_avg_sq, momentum_buffer). Against the eager step on
-    the CPU (tests/test_speed.py): the MLP's weights agree to 1e-8; a CNN in fp32 differs by up to
-    0.011 in its weights (conv biases before BatchNorm, whose gradients are rounding noise) and
-    its test accuracy by 0.0003 (0.8759 against 0.8762)."""
+    """torch's Adam, AdamW and SGD (no dampening) as foreach kernels whose every input is a device tensor
+    (learning rate and momentum from `rates`, the step from `step_no`), so the update is captured in the
+    step's CUDA graph. It exists only because torch's cannot capture a momentum that changes every step
+    (one-cycle): torch 2.14's capturable foreach Adam reads `1 - beta1` on the host, torch/optim/adam.py:704
+    `cast(float, 1 - device_beta1)`. Rates are worked out in fp64, as torch's in Python floats; the state
+    has torch's names (exp_avg, exp_avg_sq, momentum_buffer). Against the eager step (tests/test_speed.py)
+    the MLP's weights agree to 1e-8; a CNN in fp32 differs by up to 0.011 (conv biases before BatchNorm)."""
 
     def __init__(self, params, spec, rates: torch.Tensor, step_no: torch.Tensor, momentum: bool):
         defaults = {"kind": spec.name, "weight_decay": spec.weight_decay, "beta2": spec.betas[1], "eps": 1e-8,
@@ -138,7 +131,5 @@ class DeviceOptimizer(torch.optim.Optimizer):
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
-    """A hyperparameter worked out in fp64 (as torch works them out on the host, in Python floats),
-    in the parameters' fp32 for the foreach kernels (a scalar of another dtype sends them to a slow
-    path)."""
+    """A hyperparameter worked out in fp64, in fp32 for the foreach kernels (another dtype is a slow path)."""
     return x.to(torch.float32)

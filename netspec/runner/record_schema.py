@@ -16,9 +16,8 @@ _PLAIN = {str: "string", int: "integer", float: "number", bool: "boolean", dict:
 
 @functools.cache
 def schema_of(cls: type) -> dict:
-    """The schema of a record dataclass: each field typed from its annotation, narrowed by the
-    field's metadata["schema"] (a range, a length). Every field is required (the writer writes
-    them all: a record missing one was cut short or edited) but those marked "optional"."""
+    """The schema of a record dataclass: each field typed from its annotation, narrowed by its
+    metadata["schema"]; every field is required but those marked "optional"."""
     hints = get_type_hints(cls)
     return {"$schema": DRAFT, "title": cls.__name__, "type": "object",
             "properties": {f.name: {**_type_schema(hints[f.name]), **f.metadata.get("schema", {})} for f in fields(cls)},
@@ -47,17 +46,29 @@ def _type_schema(kind: Any) -> dict:
     raise TypeError(f"no JSON Schema for {kind!r}")
 
 
-def require_fit(schema: dict, record: Any, where: str, fix: str = "rerun the spec to write it again") -> None:
+REWRITE = "rerun the spec to write it again"
+
+
+def damaged(where: str, problem: str, fix: str = REWRITE) -> CheckpointError:
+    return CheckpointError(f"{where} was edited or damaged: {problem}; {fix}")
+
+
+def require_fit(schema: dict, record: Any, where: str, fix: str = REWRITE) -> None:
     """Refuse a record that does not fit `schema`: one CheckpointError naming `where`, the place
     in the record and what is wrong there."""
     problem = schema_problem(record, schema)
     if problem:
-        raise CheckpointError(f"{where} was edited or damaged: {problem}; {fix}")
+        raise damaged(where, problem, fix)
+
+
+def fitting_fields(cls: type, record: Any, where: str, fix: str = REWRITE) -> dict:
+    """The values of `cls`'s fields in `record`, once it fits their schema (keys it does not know are ignored)."""
+    require_fit(schema_of(cls), record, where, fix)
+    return {f.name: record[f.name] for f in fields(cls) if f.name in record}
 
 
 def schema_problem(record: Any, schema: dict) -> str | None:
-    """The most useful of a record's schema errors (jsonschema's best_match), with its place:
-    "std[0]: -1 is less than or equal to the minimum of 0"; None when the record fits."""
+    """The most useful of a record's schema errors (best_match), with its place, or None: "std[0]: ..."."""
     from jsonschema.exceptions import best_match
 
     error = best_match(_validator()(schema).iter_errors(record))

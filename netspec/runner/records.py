@@ -1,10 +1,5 @@
-"""The records of a run folder beside the weights, each a typed dataclass with its JSON Schema:
-metrics.json (Metrics), data.json (DataRecord), run.json (RunRecord), rules.json (RulesRecord),
-and history.csv. RunDir writes and reads them (`run_dir.data_record()`, ...); reading one checks
-it against its schema, so a hand-edited or damaged file is one clear CheckpointError.
-
-No torch at import: `netspec runs`-style readers and grading's parent read records cheaply.
-"""
+"""The records of a run folder beside metrics.json, each a typed dataclass with its JSON Schema
+(data.json, run.json, rules.json), and history.csv. No torch at import: readers stay cheap."""
 from __future__ import annotations
 
 import csv
@@ -17,17 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from netspec._version import __version__
 from netspec.errors import CheckpointError
-from netspec.runner.metrics import METRICS, Metrics, Status  # noqa: F401 - the records, in one place
-from netspec.runner.record_schema import require_fit, schema_of
+from netspec.runner.record_schema import damaged, fitting_fields, REWRITE, require_fit
 from netspec.spec.rules import RULES_SCHEMA, Rules, resolve_rules, rules_from_dict, shipped_rule_sets
 
 if TYPE_CHECKING:
     from netspec.runner.rundir import RunDir
     from netspec.runner.trainer import EpochStats
 
-DATA_RECORD = "data.json"  # classes, normalisation and loading path: how to preprocess new images
-RUN_RECORD = "run.json"  # how the run was started: what --resume must repeat
-RULES_RECORD = "rules.json"  # the content of every rule set the run was checked against
 SPEC_RULES = "spec-rules.yaml"  # a copy of the spec's own rules file, when it is a file
 
 _OPTIONAL = {"optional": True}  # a key a submitted model's data record may lack (only data.json has it)
@@ -38,6 +29,8 @@ _POSITIVE_INTS = {"items": {"type": "integer", "minimum": 1}}
 class DataRecord:
     """data.json (and the "data" of model.pt and model.safetensors): how the run's images were read
     and normalised, enough to preprocess new images as in training."""
+
+    FILE = "data.json"
 
     classes: tuple[str, ...] = field(metadata={"schema": {"minItems": 1}})
     image_shape: tuple[int, ...] = field(metadata={"schema": {"minItems": 3, "maxItems": 3, **_POSITIVE_INTS}})
@@ -55,15 +48,13 @@ class DataRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: Any, where: str = DATA_RECORD, fix: str = "rerun the spec to write it again") -> "DataRecord":
-        """The record, checked against the schema (types, ranges) and its own consistency (one
-        finite mean and std per channel); CheckpointError naming `where` otherwise."""
-        require_fit(schema_of(cls), record, where, fix)
-        values = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+    def from_dict(cls, record: Any, where: str = FILE, fix: str = REWRITE) -> "DataRecord":
+        """The record, checked against the schema and its own consistency (one finite mean and std per channel)."""
+        values = fitting_fields(cls, record, where, fix)
         made = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         problem = made._inconsistency()
         if problem:
-            raise CheckpointError(f"{where} was edited or damaged: {problem}; {fix}")
+            raise damaged(where, problem, fix)
         return made
 
     def _inconsistency(self) -> str | None:
@@ -74,9 +65,7 @@ class DataRecord:
         return None
 
     def mismatch(self, spec) -> str | None:
-        """Where the record disagrees with the run's spec (its image_shape, its number of classes):
-        a huge hand-edited image_shape would be a huge allocation, a class list of another length
-        the wrong names. None when it agrees."""
+        """Where the record disagrees with the run's spec (its image_shape, its number of classes), or None."""
         if spec.data.image_shape and tuple(self.image_shape) != tuple(spec.data.image_shape):
             return f"says image_shape {list(self.image_shape)}, the run's spec {list(spec.data.image_shape)}"
         if spec.data.classes and len(self.classes) != spec.data.classes:
@@ -85,19 +74,19 @@ class DataRecord:
 
 
 def preprocessing(run_dir: RunDir, spec) -> DataRecord:
-    """The run's data record (data.json), checked like any input: against its schema, then against
-    the run's own spec, so a hand-edited record is refused before it preprocesses anything."""
-    record = run_dir.data_record()
+    """The run's data.json, checked against its schema, then against the run's own spec."""
+    record = run_dir.read_record(DataRecord)
     problem = record.mismatch(spec)
     if problem:
-        raise CheckpointError(f"{run_dir / DATA_RECORD} was edited or damaged: it {problem}; rerun the spec to "
-                              f"write it again")
+        raise damaged(str(run_dir / DataRecord.FILE), f"it {problem}")
     return record
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """run.json: how the run was started, which `--resume` repeats (its --limit, its data)."""
+
+    FILE = "run.json"
 
     limit: int | None = field(metadata={"schema": {"minimum": 1}})  # --limit: the first N training images
     command: str
@@ -109,9 +98,8 @@ class RunRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: Any, where: str = RUN_RECORD) -> "RunRecord":
-        require_fit(schema_of(cls), record, where)
-        return cls(**{f.name: record[f.name] for f in fields(cls)})
+    def from_dict(cls, record: Any, where: str = FILE) -> "RunRecord":
+        return cls(**fitting_fields(cls, record, where))
 
     @property
     def existing_data_dir(self) -> str | None:
@@ -130,14 +118,15 @@ class RulesRecord:
 
     rule_sets: tuple[Rules, ...]
 
+    FILE = "rules.json"
     SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RulesRecord", "type": "array",
               "items": _RULE_SET}
 
-    def to_json(self) -> list[dict]:
+    def to_dict(self) -> list[dict]:
         return [r.to_dict() for r in self.rule_sets]
 
     @classmethod
-    def from_json(cls, record: Any, where: str = RULES_RECORD) -> "RulesRecord":
+    def from_dict(cls, record: Any, where: str = FILE) -> "RulesRecord":
         require_fit(cls.SCHEMA, record, where)
         return cls(tuple(rules_from_dict(d) for d in record))
 
@@ -162,7 +151,7 @@ def resolved_spec(checked) -> dict:
 
 def write_rules(run_dir: RunDir, checked) -> None:
     """rules.json, and the spec's own rules file copied beside it (spec-rules.yaml)."""
-    run_dir.write_rules_record(RulesRecord(tuple(checked.rules)))
+    run_dir.write_record(RulesRecord(tuple(checked.rules)))
     ref = checked.spec.rules
     if ref and ref not in shipped_rule_sets():
         own = resolve_rules(ref, Path(checked.doc.file).parent)

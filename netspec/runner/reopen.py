@@ -10,7 +10,7 @@ import torch
 from netspec.check.checker import Checked, check_document
 from netspec.errors import CheckpointError, first_line, SpecError
 from netspec.builder.model import build_model
-from netspec.runner.records import RULES_RECORD
+from netspec.runner.records import RulesRecord, RunRecord
 from netspec.runner.run import load_data
 from netspec.runner.rundir import SPEC_FILE, RunDir
 from netspec.runner.speed import arrange
@@ -20,10 +20,9 @@ from netspec.spec.loader import load_file
 
 
 def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
-    """The run's spec, checked against the rule sets recorded when it ran (their content, in
-    rules.json), so a moved folder or a later change to a shipped rule set never refuses an old
-    run. Returns notes saying where today's rules would judge it differently."""
-    recorded = list(run_dir.rules_record().rule_sets)
+    """The run's spec, checked against the rule sets recorded in rules.json when it ran, and notes
+    saying where today's rules would judge it differently."""
+    recorded = list(run_dir.read_record(RulesRecord).rule_sets)
     doc = load_file(run_dir / SPEC_FILE)
     checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path, read_data=False)
     notes = []
@@ -35,7 +34,7 @@ def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
             check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False, draft=checked.draft)
         except SpecError as e:
             notes.append(f"today's rules '{ref}' would refuse this run (it was checked against the rules recorded "
-                         f"in {RULES_RECORD} when it ran): " + "; ".join(p.message for p in e.problems))
+                         f"in {RulesRecord.FILE} when it ran): " + "; ".join(p.message for p in e.problems))
     return checked, notes
 
 
@@ -75,13 +74,12 @@ class Evaluation:
 
 
 def evaluate_run(path: str | Path, data_dir=None) -> Evaluation:
-    """The test accuracy of a run's saved model, measured again on the whole test set in the run's
-    own precision, on the data the run read (unless `data_dir` says where)."""
+    """A run's saved model tested again on the whole test set, in the run's own precision and data."""
     run_dir, checked, model, notes = load_run(path)
     recorded = run_dir.metrics()
     device = torch.device("cpu")
     if data_dir is None:  # the data the run used, not a download
-        data_dir = run_dir.run_record().existing_data_dir
+        data_dir = run_dir.read_record(RunRecord).existing_data_dir
     data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
     speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
     net = logits_model(arrange(model, speed), checked.analysis.softmax_head)

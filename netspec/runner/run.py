@@ -1,10 +1,5 @@
-"""One run, from a checked spec to a complete run folder.
-
-The folder is written as the run goes: the resolved spec and summary before
-training, a checkpoint, history and loss plot after every epoch, and the
-metrics, weights, attention maps and report at the end (or at an interrupt,
-or at a non-finite loss: whatever was finished is kept).
-"""
+"""One run, from a checked spec to a complete run folder, written as the run goes: whatever was
+finished is kept at an interrupt or a non-finite loss."""
 from __future__ import annotations
 
 import sys
@@ -34,7 +29,6 @@ from netspec.spec.datasets import FILES
 from netspec.check.checker import Checked
 
 
-
 @dataclass
 class RunResult:
     run_dir: RunDir
@@ -57,9 +51,8 @@ def load_data(checked: Checked, device, data_dir=None, limit: int | None = None)
 
 
 class Reporter:
-    """What a run writes for people to look at (figures, report.md). The runner calls these
-    hooks; netspec.report.run_report.RunReporter implements them (the report layer sits above
-    the runner, so the runner never imports it). The default writes nothing."""
+    """What a run writes for people to look at (figures, report.md): hooks that
+    netspec.report.run_report.RunReporter implements (the runner never imports the report layer)."""
 
     def started(self, run_dir: RunDir, checked: Checked) -> None: ...
 
@@ -86,17 +79,16 @@ class RunOptions:
 
 def run(checked: Checked, options: RunOptions | None = None, *, observer: Observer | None = None,
         reporter: Reporter | None = None, **settings) -> RunResult:
-    """Train `checked.spec` and write its run folder; `options` (or `settings`, its fields as
-    keywords) are the `netspec run` options. Resumed, training continues from the folder's
-    checkpoint on the same data it used (its recorded limit). An interrupted run raises
-    Interrupted, a non-finite one RunError, once its folder is written."""
+    """Train `checked.spec` and write its run folder; `options` (or `settings`, its fields as keywords) are
+    `netspec run`'s. An interrupted run raises Interrupted, a non-finite one RunError, once its folder is written."""
     options = options or RunOptions(**settings)
     _require_dataset(checked.spec)  # before any folder is made
     check_limit(options.limit)
     ranks, device = join(resolve_device(checked.spec.train.device))  # torchrun: this process's share
     try:
         plan = _plan(checked, ranks, device, options)
-        if _complete(plan):  # resumed after its last epoch and its record were written: nothing to redo
+        if (plan.resumed and plan.state.get("epoch", 0) >= plan.spec.train.epochs and plan.run_dir.finished()
+                and (plan.run_dir / WEIGHTS).is_file()):  # every epoch and the whole record written: nothing to redo
             if observer is not None and ranks.main:
                 observer.note(f"{plan.run_dir.path} finished all {plan.spec.train.epochs} epochs: nothing to "
                               f"resume, and its folder is left as it was")
@@ -106,17 +98,9 @@ def run(checked: Checked, options: RunOptions | None = None, *, observer: Observ
         leave(ranks)
 
 
-def _complete(plan: "Plan") -> bool:
-    """A resumed run whose every epoch and whole record are written. (One whose last epoch finished
-    but whose writing was cut short is not: resuming writes it.)"""
-    return (plan.resumed and plan.state.get("epoch", 0) >= plan.spec.train.epochs
-            and plan.run_dir.finished() and (plan.run_dir / WEIGHTS).is_file())
-
-
 @dataclass
 class Plan:
-    """What one run does, decided once: the spec (with the speed it runs at written in), the folder,
-    the data, and the checkpoint it continues from (None: a new run)."""
+    """What one run does, decided once; `state`: the checkpoint it continues from (None: a new run)."""
 
     checked: Checked
     speed: Speed
@@ -152,9 +136,8 @@ def check_processes(checked: Checked, processes: int, device: torch.device) -> N
 
 
 def _plan(checked: Checked, ranks: Ranks, device, options: RunOptions) -> Plan:
-    """The plan of a new run (its folder made by rank 0 alone; the others learn where) or of a
-    resumed one (its folder, checkpoint, data and limit as recorded): every check of the spec
-    against this run's processes and device made here, once."""
+    """The plan of a new run (its folder made by rank 0 alone) or of a resumed one (its folder,
+    checkpoint, data and limit as recorded)."""
     check_processes(checked, ranks.size, device)
     speed = resolve_speed(checked.spec, device)
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
@@ -166,7 +149,7 @@ def _plan(checked: Checked, ranks: Ranks, device, options: RunOptions) -> Plan:
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
                               f"resume; start the run again")
-    record = run_dir.run_record()
+    record = run_dir.read_record(RunRecord)
     if options.limit is not None and options.limit != record.limit:
         raise RunError(f"{run_dir.path} was trained with --limit {record.limit}; resume it without --limit")
     data_dir = options.data_dir if options.data_dir is not None else record.existing_data_dir
@@ -174,8 +157,7 @@ def _plan(checked: Checked, ranks: Ranks, device, options: RunOptions) -> Plan:
 
 
 def _load(plan: Plan) -> Data:
-    """The run's data, and what the whole-step graph needs of it; a new run whose data never loaded
-    leaves no folder behind to refuse the next try."""
+    """The run's data; a new run whose data never loaded leaves no folder behind to refuse the next try."""
     try:
         data = load_data(plan.checked, plan.device, plan.data_dir, plan.limit)
         problem = graph_problem(plan.speed, plan.ranks.size, data.loading) if plan.speed.compile == "graph" else None
@@ -196,7 +178,10 @@ def _run(plan: Plan, observer: Observers, reporter: Reporter, detect_anomaly: bo
         reporter, observer = Reporter(), Observers([])
     else:
         _record_start(plan, data, reporter)
-        _notes(plan, data, observer)
+        if plan.data_dir is not None and spec.data.dataset in FILES:
+            observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
+        if data.loading == "stream":
+            observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
         observer.run_start(_run_info(plan))
     with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []), \
             backend_flags(plan.speed, plan.device):
@@ -233,25 +218,16 @@ class _Folder(Observer):
 
 
 def _record_start(plan: Plan, data: Data, reporter: Reporter) -> None:
-    """What rank 0 writes before training: for a new run its spec, rules and how it was started;
-    for every run the data record."""
+    """What rank 0 writes before training: a new run's spec, rules and run.json; every run's data.json."""
     run_dir = plan.run_dir
     if not plan.resumed:
         run_dir.write_yaml(SPEC_FILE, resolved_spec(plan.checked))
         write_rules(run_dir, plan.checked)
-        run_dir.write_run_record(RunRecord(limit=plan.limit, command=" ".join(sys.argv),
+        run_dir.write_record(RunRecord(limit=plan.limit, command=" ".join(sys.argv),
                                            data_dir=str(Path(plan.data_dir).resolve()) if plan.data_dir is not None else None,
                                            **plan.ranks.record()))
         reporter.started(run_dir, plan.checked)
-    run_dir.write_data_record(DataRecord.from_dict(data.record()))
-
-
-def _notes(plan: Plan, data: Data, observer: Observer) -> None:
-    spec = plan.spec
-    if plan.data_dir is not None and spec.data.dataset in FILES:
-        observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
-    if data.loading == "stream":
-        observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
+    run_dir.write_record(DataRecord.from_dict(data.record()))
 
 
 def _run_info(plan: Plan) -> RunInfo:
@@ -260,14 +236,18 @@ def _run_info(plan: Plan) -> RunInfo:
 
 
 def _train(plan: Plan, trainer: Trainer, reporter: Reporter, observer: Observers) -> RunResult:
-    """Rank 0's training, its run folder written whole (a stop request waits for it); the
-    observers' run_end comes last, once the folder is complete (or as an error left it)."""
+    """Rank 0's training, its run folder written whole (a stop request waits for it), then run_end."""
     run_dir, started = plan.run_dir, time.perf_counter()
     try:
         with stop.held():
             outcome = trainer.fit()
-            if outcome.status in (Status.INTERRUPTED, Status.FAILED):
-                _last_good_weights(plan, trainer.model, outcome.status)
+            # a half-finished epoch's weights are nobody's result: back to the last finished epoch's
+            # (or, when a first epoch failed, the initial ones)
+            if outcome.status in (Status.INTERRUPTED, Status.FAILED) and (run_dir / CHECKPOINT).is_file():
+                trainer.model.load_state_dict(run_dir.load(CHECKPOINT)["model"])
+            elif outcome.status is Status.FAILED:
+                torch.manual_seed(plan.spec.train.seed)
+                trainer.model.load_state_dict(build_model(plan.spec, plan.device).state_dict())
             metrics = _finish(plan, trainer, outcome, time.perf_counter() - started, reporter)
     except Exception:
         observer.run_end(_run_info(plan), test_accuracy=None, status=Status.STOPPED)
@@ -290,16 +270,6 @@ def _raise_unless_done(outcome: Outcome, epochs: int, run_dir: RunDir) -> None:
         raise RunError(f"{outcome.reason}; stopped. The last good weights are in {run_dir / WEIGHTS}")
 
 
-def _last_good_weights(plan: Plan, model, status: Status) -> None:
-    """The weights of a half-finished epoch are nobody's result: back to the last finished one
-    (or, when a first epoch failed, to the initial weights as built)."""
-    if (plan.run_dir / CHECKPOINT).is_file():
-        model.load_state_dict(plan.run_dir.load(CHECKPOINT)["model"])
-    elif status is Status.FAILED:
-        torch.manual_seed(plan.spec.train.seed)
-        model.load_state_dict(build_model(plan.spec, plan.device).state_dict())
-
-
 def _finish(plan: Plan, trainer: Trainer, outcome: Outcome, wall: float, reporter: Reporter) -> Metrics:
     """Test the model (if there is one), and write the weights, history, metrics and report."""
     checked, run_dir, history, data = plan.checked, plan.run_dir, trainer.history, trainer.data
@@ -311,7 +281,7 @@ def _finish(plan: Plan, trainer: Trainer, outcome: Outcome, wall: float, reporte
         kept: list = []
         test_loss, test_acc = evaluate(net, data.test, plan.spec.train.eval_batch_size, trainer.speed, keep=kept)
         predictions = (torch.cat([y for y, _ in kept]), torch.cat([g for _, g in kept])) if kept else None
-    metrics = replace(_metrics(plan, trainer, outcome.status, test_loss, test_acc, has_model, wall), reason=outcome.reason)
+    metrics = _metrics(plan, trainer, outcome, test_loss, test_acc, has_model, wall)
     if has_model:  # model.safetensors first: model.pt, written last, marks the pair complete
         state = standard_state(trainer.model)
         run_dir.save_safetensors(SAFE_WEIGHTS, state, data.record(), epoch=len(history), version=__version__)
@@ -319,27 +289,22 @@ def _finish(plan: Plan, trainer: Trainer, outcome: Outcome, wall: float, reporte
                                "state_dict": state, "epoch": len(history), "netspec": __version__})
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
-    run_dir.write_metrics(metrics)
+    run_dir.write_record(metrics)
     reporter.finished(run_dir, checked, metrics, history, trainer.model, data, predictions)
     return metrics
 
 
-def _batchnorm(plan: Plan) -> str | None:
-    """How BatchNorm statistics were taken when several processes trained: each over its own share
-    of the batch (DDP's default), or over all of it (SyncBatchNorm)."""
-    if plan.ranks.size == 1 or not _has_batchnorm(plan.checked):
-        return None
-    return "synchronised" if plan.spec.train.sync_batchnorm else "per process"
-
-
-def _metrics(plan: Plan, trainer: Trainer, status: Status, test_loss, test_acc, has_model: bool, wall: float) -> Metrics:
+def _metrics(plan: Plan, trainer: Trainer, outcome: Outcome, test_loss, test_acc, has_model: bool, wall: float) -> Metrics:
     spec, analysis, history, data, device = plan.spec, plan.checked.analysis, trainer.history, trainer.data, plan.device
     validated = len(data.val) > 0
     best = max(history, key=lambda h: h.val_acc) if history and validated else None
     target = plan.checked.target_accuracy
     train_seconds = sum(h.seconds for h in history)
+    # several processes and BatchNorm: statistics over each one's share (DDP's default), or all (SyncBatchNorm)
+    batchnorm = None if plan.ranks.size == 1 or not _has_batchnorm(plan.checked) else (
+        "synchronised" if spec.train.sync_batchnorm else "per process")
     return Metrics(
-        name=spec.name, status=status, test_accuracy=test_acc, test_loss=test_loss, target_accuracy=target,
+        name=spec.name, status=outcome.status, reason=outcome.reason, test_accuracy=test_acc, test_loss=test_loss, target_accuracy=target,
         passed=None if target is None or test_acc is None else test_acc >= target,
         model_epoch=len(history) if has_model else None,
         best_val_accuracy=best.val_acc if best else None, best_epoch=best.epoch if best else None,
@@ -349,7 +314,7 @@ def _metrics(plan: Plan, trainer: Trainer, status: Status, test_loss, test_acc, 
         train_size=len(data.train), train_available=data.train_available, val_size=len(data.val),
         test_size=len(data.test), dataset=spec.data.dataset, loading=data.loading,
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        **plan.ranks.record(), batchnorm=_batchnorm(plan), speed=asdict(trainer.speed), evaluated_in=trainer.speed.precision,
+        **plan.ranks.record(), batchnorm=batchnorm, speed=asdict(trainer.speed), evaluated_in=trainer.speed.precision,
         seed=spec.train.seed, train_seconds=train_seconds,
         seconds_per_epoch=train_seconds / len(history) if history else None, wall_seconds=wall,
         versions=versions(), command=" ".join(sys.argv))

@@ -1,9 +1,5 @@
-"""A run folder: everything needed to understand and reproduce one run.
-
-Every file is written atomically (temporary file in the same folder, then
-rename), so a run killed mid-write leaves the previous good file. Torch files
-are only ever loaded with `weights_only=True`; one that needs more is refused.
-"""
+"""A run folder: everything needed to understand and reproduce one run. Every file is written
+atomically (a rename), and torch files are only loaded with `weights_only=True`."""
 from __future__ import annotations
 
 import errno
@@ -16,47 +12,45 @@ import secrets
 import shutil
 import socket
 import time
+from contextlib import suppress
+from itertools import count
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import yaml
 
 from netspec.errors import CheckpointError, first_line, RunError
 from netspec.runner import safeweights
-from netspec.runner.metrics import METRICS, Metrics
+from netspec.runner.metrics import Metrics
 from netspec.runner.safeweights import SAFE_WEIGHTS
 
 if TYPE_CHECKING:
     from netspec.runner.records import DataRecord, RulesRecord, RunRecord
 
+R = TypeVar("R")  # a record class
 SPEC_FILE = "spec.yaml"
 CHECKPOINT = "checkpoint.pt"  # resumable state after the last finished epoch
-WEIGHTS = "model.pt"  # final weights + the spec that builds them
-# SAFE_WEIGHTS, "model.safetensors": the same weights, read in preference (loading it runs no code)
+WEIGHTS = "model.pt"  # final weights + the spec that builds them (SAFE_WEIGHTS, read in preference, runs no code)
+_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
 def _fsync_dir(folder: Path) -> None:
     """Make a rename in `folder` durable (the new directory entry), where the OS allows it."""
-    try:
+    with suppress(OSError):  # some file systems refuse fsync on directories
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _new_temp(folder: Path, name: str) -> tuple[int, Path]:
     """A new file beside `name`, created O_EXCL with mode 0666 so the OS applies the caller's
     umask (mkstemp's 0600 would hide run files from others; reading the umask would change it)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     while True:
         tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
         try:
-            return os.open(tmp, flags, 0o666), tmp
+            return os.open(tmp, _EXCL, 0o666), tmp
         except FileExistsError:
             continue
 
@@ -104,12 +98,9 @@ CLAIM = "# netspec run folder claimed, data loading: "  # spec.yaml until the re
 
 
 def claim_owner(path: Path) -> tuple[str, int] | None:
-    """(host, pid) of the run that claimed a folder and has not written its spec yet; None when
-    `path` holds a spec."""
+    """(host, pid) of the run that claimed a folder and has not written its spec yet; None when `path` holds a spec."""
     try:
-        if path.stat().st_size > 200:
-            return None
-        text = path.read_text()
+        text = path.read_text() if path.stat().st_size <= 200 else ""
     except (OSError, UnicodeDecodeError):
         return None
     if not text.startswith(CLAIM):
@@ -142,15 +133,9 @@ class RunDir:
 
     @classmethod
     def create(cls, out: str | Path | None, name: str, root: str | Path = "runs", *, force: bool = False) -> "RunDir":
-        """A new run folder, claimed for this run alone before any training starts.
-
-        Without `out`: runs/<name>-<time>, with -2, -3... when that exists; the folder is
-        made with mkdir (atomic: of two runs started in the same second, each gets its own).
-        With `out`: the folder must be new or empty; one that holds files is refused unless
-        `force` and it is a run folder, which is then emptied. Either way the run claims the
-        folder by creating its spec.yaml with O_EXCL: a second run racing for the same
-        folder fails cleanly, and a symlink planted there is never followed.
-        """
+        """A new run folder: `out` (new or empty, or emptied with `force` when it is a run folder), else
+        runs/<name>-<time>[-2, -3...] made with mkdir. The run claims it by creating spec.yaml with
+        O_EXCL: a second run racing for the same folder fails cleanly, and a planted symlink is not followed."""
         try:
             if out:
                 path = Path(out)
@@ -159,19 +144,14 @@ class RunDir:
                 path.mkdir(parents=True, exist_ok=True)
             else:
                 Path(root).mkdir(parents=True, exist_ok=True)
-                base = path = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-                n = 1
-                while True:
-                    try:
+                base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+                for n in count(1):  # mkdir is atomic: of two runs started in the same second, each gets its own
+                    path = base if n == 1 else Path(f"{base}-{n}")
+                    with suppress(FileExistsError):
                         path.mkdir()
                         break
-                    except FileExistsError:
-                        n += 1
-                        path = Path(f"{base}-{n}")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             try:
-                fd = os.open(path / SPEC_FILE, flags, 0o666)
-                with os.fdopen(fd, "w") as claim:
+                with os.fdopen(os.open(path / SPEC_FILE, _EXCL, 0o666), "w") as claim:
                     claim.write(f"{CLAIM}{socket.gethostname()} {os.getpid()}\n")
             except FileExistsError:
                 raise RunError(f"{path} was taken by another run at the same moment; use another --out") from None
@@ -180,8 +160,7 @@ class RunDir:
         return cls(path)
 
     def release(self) -> None:
-        """Give back a folder claimed by `create` before anything was written into it: the
-        empty spec.yaml goes, and the folder too when nothing else is in it."""
+        """Give back a folder claimed by `create` before anything was written into it."""
         claim = self.path / SPEC_FILE
         try:
             if claim.is_file() and not claim.is_symlink() and claim_owner(claim) is not None:
@@ -204,12 +183,11 @@ class RunDir:
             return
         if not entries:
             return
-        is_run = (path / SPEC_FILE).is_file()
+        is_run = claim.is_file()
         if not force:
             if not is_run:
                 raise RunError(f"{path} already holds files; pick a new or empty folder for --out")
-            finished = (path / WEIGHTS).is_file() and RunDir(path).finished()
-            if finished:
+            if (path / WEIGHTS).is_file() and RunDir(path).finished():
                 raise RunError(f"{path} already holds an earlier run (finished); pick another --out, or add --force "
                                f"to empty it first")
             raise RunError(f"{path} already holds an earlier run; pick another --out, continue it with "
@@ -235,9 +213,12 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def write_text(self, name: str, text: str) -> Path:
-        atomic_write(self / name, lambda f: f.write(text.encode("utf-8")))
+    def _write(self, name: str, write: Callable[[io.BufferedWriter], None]) -> Path:
+        atomic_write(self / name, write)
         return self / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self._write(name, lambda f: f.write(text.encode("utf-8")))
 
     def write_json(self, name: str, data: Any) -> Path:
         return self.write_text(name, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
@@ -248,12 +229,10 @@ class RunDir:
     def save(self, name: str, obj: Any) -> Path:
         import torch  # here, not at the top: grading's parent and sweep reports use this module without torch
 
-        atomic_write(self / name, lambda f: torch.save(obj, f))
-        return self / name
+        return self._write(name, lambda f: torch.save(obj, f))
 
     def save_figure(self, name: str, fig) -> Path:
-        atomic_write(self / name, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
-        return self / name
+        return self._write(name, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
     def load(self, name: str) -> Any:
         return load_checkpoint(self / name)
@@ -261,16 +240,14 @@ class RunDir:
     def save_safetensors(self, name: str, state: dict, record: dict | None = None, **notes: Any) -> Path:
         """`state` as a safetensors file, the data `record` and `notes` (epoch, version) in its metadata."""
         data = safeweights.to_bytes(state, record, **notes)
-        atomic_write(self / name, lambda f: f.write(data))
-        return self / name
+        return self._write(name, lambda f: f.write(data))
 
     def weights_name(self) -> str:
         """The weights file to read: model.safetensors when the run wrote one, else model.pt."""
         return SAFE_WEIGHTS if (self / SAFE_WEIGHTS).is_file() else WEIGHTS
 
     def load_weights(self, name: str | None = None) -> dict:
-        """The `state_dict` saved in `name` (by default `weights_name()`), checked to be one (a
-        mapping of names to tensors)."""
+        """The `state_dict` saved in `name` (by default `weights_name()`), checked to be a mapping of names to tensors."""
         name = name or self.weights_name()
         if name.endswith(".safetensors"):
             return safeweights.load(self / name)[0]
@@ -286,15 +263,21 @@ class RunDir:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {self / name}: {e}") from None
 
-    # The records (netspec.runner.records), typed; each read is checked against its JSON Schema.
-    # Imported here, not at the top: the records' module reads rule sets, which a claim needs not.
+    # The records: Metrics, and DataRecord, RunRecord and RulesRecord of netspec.runner.records (whose
+    # rule sets a claim needs not), each class naming its FILE; each read checked against its schema.
 
-    def write_metrics(self, metrics: Metrics) -> Path:
-        return self.write_json(METRICS, metrics.to_dict())
+    def write_record(self, record: Metrics | DataRecord | RunRecord | RulesRecord) -> Path:
+        return self.write_json(record.FILE, record.to_dict())
+
+    def read_record(self, kind: type[R]) -> R:
+        if not (self / kind.FILE).is_file():
+            raise CheckpointError(f"{self.path} has no {kind.FILE}: its run stopped before writing it, or the file "
+                                  f"was removed; rerun the spec to write the folder again")
+        return kind.from_dict(self.read_json(kind.FILE), str(self / kind.FILE))
 
     def metrics(self) -> Metrics:
         """metrics.json: how the run ended and what it measured."""
-        return Metrics.from_dict(self._record(METRICS), str(self / METRICS))
+        return self.read_record(Metrics)
 
     def finished(self) -> bool:
         """Whether metrics.json says the run finished (a missing or damaged one: no)."""
@@ -302,45 +285,6 @@ class RunDir:
             return self.metrics().finished
         except CheckpointError:
             return False
-
-    def write_data_record(self, record: DataRecord) -> Path:
-        from netspec.runner.records import DATA_RECORD
-
-        return self.write_json(DATA_RECORD, record.to_dict())
-
-    def data_record(self) -> DataRecord:
-        """data.json: how the run's images were read and normalised."""
-        from netspec.runner.records import DATA_RECORD, DataRecord
-
-        return DataRecord.from_dict(self._record(DATA_RECORD), str(self / DATA_RECORD))
-
-    def write_run_record(self, record: RunRecord) -> Path:
-        from netspec.runner.records import RUN_RECORD
-
-        return self.write_json(RUN_RECORD, record.to_dict())
-
-    def run_record(self) -> RunRecord:
-        """run.json: how the run was started (its --limit, its data folder, its processes)."""
-        from netspec.runner.records import RUN_RECORD, RunRecord
-
-        return RunRecord.from_dict(self._record(RUN_RECORD), str(self / RUN_RECORD))
-
-    def write_rules_record(self, record: RulesRecord) -> Path:
-        from netspec.runner.records import RULES_RECORD
-
-        return self.write_json(RULES_RECORD, record.to_json())
-
-    def rules_record(self) -> RulesRecord:
-        """rules.json: the rule sets the run was checked against, as they were then."""
-        from netspec.runner.records import RULES_RECORD, RulesRecord
-
-        return RulesRecord.from_json(self._record(RULES_RECORD), str(self / RULES_RECORD))
-
-    def _record(self, name: str) -> Any:
-        if not (self / name).is_file():
-            raise CheckpointError(f"{self.path} has no {name}: its run stopped before writing it, or the file was "
-                                  f"removed; rerun the spec to write the folder again")
-        return self.read_json(name)
 
 
 def is_state_dict(value: Any) -> bool:

@@ -1,22 +1,12 @@
-"""model.safetensors: a run's weights in the safetensors format, which loading cannot make run code
-(a JSON header, then raw tensor bytes; no pickle). Beside the spec (spec.yaml in a run folder, the
-submitted spec in grading) it rebuilds the model; its metadata holds what is not a tensor:
-
-- "data": the run's data record as JSON (classes, image_shape, mean, std, ...), to preprocess
-  images as in training;
-- "epoch": the epoch the weights are from; "netspec": the version that wrote them;
-  "format": "pt" (the key Hugging Face's readers look for).
-
-No torch at import: the header is read with the standard library, so a grader can judge a file's
-declared size before anything is loaded.
-"""
+"""model.safetensors: a run's weights in a format whose loading runs no code. Its metadata holds the
+data record ("data", JSON), "epoch", "netspec" (the version) and "format": "pt" (for Hugging Face's
+readers). No torch at import: a grader judges a file's declared size before anything is loaded."""
 from __future__ import annotations
 
 import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
 
 from netspec.errors import CheckpointError, first_line
 
@@ -26,25 +16,18 @@ HEADER_LIMIT = 100_000_000  # the safetensors library's own limit on the JSON he
 
 def to_bytes(state: dict, record: dict | None = None, *, epoch: int | None = None, version: str | None = None) -> bytes:
     """The safetensors file of a state dict: every tensor contiguous, on the CPU, its own copy (the
-    format refuses tensors that share memory, such as tied weights); the metadata as above."""
+    format refuses tensors that share memory, such as tied weights)."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    metadata = {"format": "pt"}
-    if record is not None:
-        metadata["data"] = json.dumps(record)
-    if epoch is not None:
-        metadata["epoch"] = str(epoch)
-    if version is not None:
-        metadata["netspec"] = version
-    return save(tensors, metadata=metadata)
+    notes = {"data": None if record is None else json.dumps(record), "epoch": None if epoch is None else str(epoch),
+             "netspec": version}
+    return save(tensors, metadata={"format": "pt", **{k: v for k, v in notes.items() if v is not None}})
 
 
 def read_header(path: str | Path, limit: int | None = None, label: str | None = None) -> dict:
-    """The JSON header of a safetensors file, read before any tensor: the 8-byte little-endian
-    length, then that many bytes. With `limit`, a file whose header declares more bytes in all
-    (header and tensor data) is refused, in one line. `label`: the file's name in messages (its
-    path by default)."""
+    """The JSON header of a safetensors file (an 8-byte little-endian length, then the JSON), read before any
+    tensor; a file declaring more than `limit` bytes in all is refused. `label`: its name in messages."""
     path = Path(path)
     name = label or str(path)
     try:
@@ -89,8 +72,7 @@ def _data_bytes(header: dict, name: str) -> int:
 
 
 def metadata(header: dict) -> dict:
-    """The metadata of a header, "data" and "epoch" read back from JSON (a value that is not JSON
-    stays text, for the caller to refuse)."""
+    """The metadata of a header, "data" and "epoch" read back from JSON (else left as text, for the caller to refuse)."""
     raw = header.get("__metadata__")
     out = dict(raw) if isinstance(raw, dict) else {}
     for key in ("data", "epoch"):

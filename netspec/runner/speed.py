@@ -1,20 +1,6 @@
-"""How a run uses the hardware: numeric precision, memory layout, compilation,
-fused attention and determinism. None of these change what is trained (the
-spec's model, data and recipe); they change how fast, and float rounding.
-
-`auto` picks what measured fastest for the device at hand (README, "Speed"):
-
-  setting          cpu (bf16-capable, e.g. AMX)              cuda
-  precision        bf16 for conv nets and ViTs; fp32 for      the same (fp16 where the GPU has no bf16)
-                   MLPs (no gain measured for them)
-  channels_last    conv nets                                  conv nets
-  compile          off (slower than bf16 eager, and a long    cudagraphs for conv nets and ViTs (small
-                   warm-up)                                   batches are launch-bound); off for MLPs
-  fused_attention  off (no gain at 17 tokens)                 on (ViT, unless attention is recorded)
-
-A user forces exact fp32 eager with precision: fp32, channels_last: false,
-compile: off. The resolved values are written into the run's spec.yaml.
-"""
+"""How a run uses the hardware: precision, memory layout, compilation, fused attention and
+determinism. None changes what is trained, only how fast and the float rounding. `auto` picks what
+measured fastest for the device (README, "Speed"); the resolved values go into the run's spec.yaml."""
 from __future__ import annotations
 
 import os
@@ -49,10 +35,6 @@ class Speed:
         return ", ".join(parts)
 
 
-def has_conv(spec: Spec) -> bool:
-    return spec.family.has_conv(spec.model)
-
-
 def _bf16_ok(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -76,12 +58,13 @@ def resolve(spec: Spec, device: torch.device) -> Speed:
             precision = "bf16"
         else:
             precision = "fp16" if device.type == "cuda" else "fp32"
-    channels_last = has_conv(spec) if t.channels_last == "auto" else bool(t.channels_last)
+    conv = spec.family.has_conv(spec.model)
+    channels_last = conv if t.channels_last == "auto" else bool(t.channels_last)
     compile_ = t.compile
     if compile_ == "auto":
         compile_ = "cudagraphs" if device.type == "cuda" and heavy else "off"
     fused = (device.type == "cuda") if t.fused_attention == "auto" else bool(t.fused_attention)
-    return Speed(precision, channels_last and has_conv(spec), compile_, fused and spec.family.attention, t.deterministic)
+    return Speed(precision, channels_last and conv, compile_, fused and spec.family.attention, t.deterministic)
 
 
 def spec_with_speed(spec: Spec, speed: Speed) -> Spec:

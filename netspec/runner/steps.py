@@ -1,15 +1,6 @@
-"""How the Trainer's step runs: the step strategies, one interface, and the one tally they count in.
-
-    strategy   train.compile          the step
-    eager      off, on, cudagraphs    forward (eager, or torch.compile's), loss, backward, the finite
-                                      check, torch's optimizer and scheduler
-    graph      graph                  the same step reading everything from device tensors (batch,
-                                      learning rate, momentum), captured once as a CUDA graph and
-                                      replayed; on other devices run step by step (tests/test_speed.py)
-
-A strategy is registered in STRATEGIES; the Trainer calls `begin(order, gen)` at an epoch's start
-and `step(i)` for each of its steps, and looks at the tally from the host every `looks_every` steps.
-"""
+"""How the Trainer's step runs: the step strategies (STRATEGIES, by train.compile) and the one tally
+they count in. The Trainer calls `begin(order, gen)` at an epoch's start, `step(i)` for each step,
+and looks at the tally from the host every `looks_every` steps."""
 from __future__ import annotations
 
 import traceback
@@ -27,12 +18,10 @@ WARMUP = 3  # eager steps on a side stream before a capture, as torch's CUDA gra
 
 
 class Tally:
-    """An epoch's counters, on the device so that a step never waits for the host: the loss sum, the
-    right answers, and the finite check. A step keeps its loss, guesses and labels, and its finite
-    check writes its own flag; `fold` adds the steps kept since the last fold in a dozen whole-window
-    operations (one per step, the argmax, where counting each step took fourteen). `found` turns 1 at
-    the first non-finite gradient and stays; `steps_ok` counts the steps before anything went wrong,
-    `loss_steps_ok` those before the first non-finite loss."""
+    """An epoch's counters, on the device so that a step never waits for the host. A step keeps its
+    loss, guesses and labels and writes its own finite flag; `fold` adds the kept steps in whole-window
+    operations. `found` turns 1 at the first non-finite gradient; `steps_ok` counts the steps before
+    anything went wrong, `loss_steps_ok` those before the first non-finite loss."""
 
     def __init__(self, device: torch.device, window: int):
         self.loss_sum = torch.zeros((), device=device)
@@ -85,12 +74,6 @@ class Tally:
         self.kept.clear()
 
 
-def non_finite_check(grads: list[torch.Tensor], found: torch.Tensor, one: torch.Tensor) -> None:
-    """`found` set to 1 if any gradient holds inf or NaN: one fused pass over all of them (the
-    kernel GradScaler uses, its scale 1)."""
-    torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
-
-
 class Strategy:
     """A step strategy: the optimizer, the step, and how often the host looks at the tally."""
 
@@ -108,15 +91,12 @@ class Strategy:
 
     def begin(self, order: torch.Tensor, gen: torch.Generator) -> None:
         """An epoch starts: its order of the training samples and its augmentation generator."""
-        raise NotImplementedError
 
     def step(self, i: int) -> None:
         """The epoch's step `i`."""
-        raise NotImplementedError
 
     def lr(self, epoch: int) -> float:
         """The learning rate after epoch `epoch` (1-based)."""
-        raise NotImplementedError
 
     def schedule_state(self) -> dict | None:
         return None
@@ -140,8 +120,9 @@ class Strategy:
         if tr.scaler is not None:  # fp16: overflows are expected, the scaler skips that step and rescales
             tr.scaler.scale(loss).backward()
         else:
-            loss.backward()
-            non_finite_check([p.grad for p in tr.params if p.grad is not None], tally.flag(), tally.one)
+            loss.backward()  # the finite check: GradScaler's fused kernel at scale 1 sets the flag on inf or NaN
+            torch._amp_foreach_non_finite_check_and_unscale_([p.grad for p in tr.params if p.grad is not None],
+                                                             tally.flag(), tally.one)
         tally.step(loss, logits, y)
         return loss
 
@@ -150,9 +131,7 @@ class Strategy:
 
 
 class EagerStep(Strategy):
-    """forward (eager, or compiled by torch.compile when the speed says so), loss, backward, the
-    finite check, torch's optimizer (fused where torch has it) and scheduler; the host looks every
-    few steps."""
+    """forward (eager, or torch.compile's), loss, backward, the finite check, torch's optimizer and scheduler."""
 
     def __init__(self, trainer):
         super().__init__(trainer)
@@ -227,11 +206,9 @@ def graph_problem(speed, processes: int, loading: str) -> str | None:
 
 
 class GraphStep(Strategy):
-    """The whole step driven by the device: its batch (the epoch's order, by a batch counter), its
-    learning rate and momentum (the schedule as a table, by the run's step counter) and its counters
-    all live in device tensors, so on a CUDA GPU the step is captured once as a CUDA graph and
-    replayed for every full batch; the host looks once an epoch. A last partial batch runs the same
-    step without the graph. Elsewhere the same step runs eagerly, step by step."""
+    """The whole step driven by device tensors (batch, learning rate, momentum, counters), so on a CUDA
+    GPU it is captured once as a CUDA graph and replayed for every full batch; the host looks once an
+    epoch. A last partial batch, and every step on other devices, runs the same step without a graph."""
 
     def __init__(self, trainer):
         super().__init__(trainer)
@@ -280,8 +257,7 @@ class GraphStep(Strategy):
         self.step_no.fill_(steps_done)
 
     def _capture(self) -> int:
-        """WARMUP real steps on a side stream, then the step captured and replayed once (capturing
-        runs nothing). Returns the full batches done."""
+        """WARMUP real steps on a side stream, then the step captured and replayed once; the full batches done."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -317,7 +293,7 @@ class GraphStep(Strategy):
 
 def capture_error(e: BaseException) -> RunError:
     """What stopped the capture, in one line: the first error (a failed capture raises a second on
-    leaving the graph) and where in the step it was raised, with what to do instead."""
+    leaving the graph), where it was raised, and what to do instead."""
     first = e
     while first.__context__ is not None:
         first = first.__context__

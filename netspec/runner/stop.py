@@ -1,17 +1,7 @@
-"""Stopping, the one mechanism of a run, a sweep and grading alike.
-
-Ctrl-C and SIGTERM only record a stop request. The code that can stop cleanly reads it at its own
-safe points: the Trainer between steps (it ends the epoch's work and the run writes its folder as
-interrupted), a sweep or a class between trials, a grader while it waits on a submission, the
-parent of worker processes while it waits on them. Nothing is raised inside library code that
-happens to be running (a weakref callback, a C extension's import, the compiler), so nothing
-turns an interrupt into some other error.
-
-A command that loads data or downloads before training (`netspec run`) listens with
-`hold=False`: outside the Trainer's held region a signal raises KeyboardInterrupt at once, as
-Python's own handler does. Ctrl-C pressed a second time always raises at once, for a step that
-does not end (a SIGTERM sent again by a machine does not).
-"""
+"""Stopping, the one mechanism of a run, a sweep and grading alike: Ctrl-C and SIGTERM only record a
+stop request, which code reads at its own safe points (nothing is raised inside library code that
+happens to be running). With `hold=False`, a signal outside a `held()` region raises
+KeyboardInterrupt at once; Ctrl-C pressed a second time always does."""
 from __future__ import annotations
 
 import multiprocessing
@@ -73,11 +63,9 @@ def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal's signature
 
 @contextmanager
 def listening(*, hold: bool):
-    """Ctrl-C and SIGTERM recorded as this process's stop request while the block runs (and the
-    previous handlers back after it, the request cleared). With `hold`, a signal is only ever
-    recorded (sweeps, grading, workers: they look between trials); without, it raises
-    KeyboardInterrupt outside `held()` regions. Only the main thread can set handlers: elsewhere
-    this does nothing."""
+    """Ctrl-C and SIGTERM recorded as the stop request while the block runs (the previous handlers back
+    after it). With `hold` a signal is only recorded; without, it raises outside `held()` regions.
+    Only the main thread can set handlers: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -98,9 +86,8 @@ def listening(*, hold: bool):
 
 @contextmanager
 def held():
-    """A region that ends cleanly when asked to (the Trainer's epochs, the run folder's writing): a
-    signal here is recorded for it to read. Outside any `listening` (netspec as a library, in a
-    notebook) it listens for the region's length."""
+    """A region that ends cleanly when asked to: a signal here is recorded for it to read. Outside any
+    `listening` (netspec as a library) it listens for the region's length."""
     with nullcontext() if _REQUEST.listening else listening(hold=True):
         _REQUEST.held += 1
         try:
@@ -112,8 +99,7 @@ def held():
 # --- worker processes of sweeps and grading ---------------------------------------------------
 
 def check_workers(workers: int) -> None:
-    """Worker processes this machine can hold: one per core, and about 1 GiB of memory each (torch
-    and the data); more only thrash, and 1000 would exhaust the memory before training one trial."""
+    """Worker processes this machine can hold: one per core, and about 1 GiB of memory each."""
     cores, memory = os.cpu_count() or 1, memory_bytes()
     most = max(1, min(cores, memory >> 30))
     if not 1 <= workers <= most:
@@ -142,9 +128,8 @@ def _orphan_watch(parent: int) -> None:
 
 @contextmanager
 def worker_process(parent: int):
-    """The life of a worker process that `run_processes` started. Ctrl-C in the terminal is left to
-    the parent, which tells the workers with SIGTERM; stopped, a worker exits 130; a NetspecError or
-    OSError is one line on its stderr (a worker's only channel) and exit 1."""
+    """The life of a worker process that `run_processes` started: Ctrl-C is left to the parent (which
+    sends SIGTERM); stopped, it exits 130; a NetspecError or OSError is one line on stderr and exit 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with listening(hold=True):
@@ -160,9 +145,8 @@ def worker_process(parent: int):
 
 
 def run_processes(target: Callable, job, workers: int, folder: Path, what: str = "sweep") -> None:
-    """`workers` processes running `target(job, threads, parent pid)`, each with its share of the
-    cores, until all end. A stop request here is passed on to them as SIGTERM (a kill after
-    KILL_S); Interrupted if they were stopped, RunError if one failed."""
+    """`workers` processes running `target(job, threads, parent pid)` until all end; a stop request is
+    passed on as SIGTERM (a kill after KILL_S). Interrupted if they were stopped, RunError if one failed."""
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
     threads = max(1, (os.cpu_count() or 1) // workers)
     procs = [ctx.Process(target=target, args=(job, threads, os.getpid()), name=f"netspec-{what}-worker-{i}")

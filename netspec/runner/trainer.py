@@ -1,11 +1,6 @@
-"""The Trainer: the one training loop. It owns the step (through a step strategy, steps.py) and the
-stop (stop.py), and tells its events to its observers: progress, the run folder's checkpoint and
-records, the report, a sweep's pruning, the trackers.
-
-Randomness is derived from (seed, epoch): the data order, the augmentation and dropout of epoch e
-depend on nothing else, so resuming after epoch e replays epochs e+1.. exactly as an uninterrupted
-run would (on the same machine). Batches are slices of tensors already on the device.
-"""
+"""The Trainer: the one training loop. It owns the step (a strategy, steps.py) and the stop (stop.py),
+and tells its events to its observers. Randomness is derived from (seed, epoch) alone, so resuming
+after epoch e replays epochs e+1.. exactly as an uninterrupted run would (on the same machine)."""
 from __future__ import annotations
 
 import time
@@ -62,17 +57,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def logits_model(model: nn.Module, softmax_head: bool) -> nn.Module:
-    """The part of the model that outputs logits. A spec may end in Softmax (the problem set's
-    networks do); cross-entropy takes logits, and softmax keeps the argmax."""
+    """The part of the model that outputs logits (a spec may end in Softmax, which keeps the argmax)."""
     return model[:-1] if softmax_head else model
 
 
 @torch.no_grad()
 def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None = None,
              keep: list | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `net` (logits) on a split, in `speed`'s precision (fp32
-    when not given). `keep`, when given, receives (labels, predicted labels) per batch on the CPU:
-    the same pass gives the report its confusion matrix."""
+    """Mean cross-entropy and accuracy of `net` (logits) on a split, in `speed`'s precision (fp32 when
+    not given); `keep` receives (labels, predicted labels) per batch on the CPU (the confusion matrix)."""
     if len(split) == 0:
         return float("nan"), float("nan")
     was_training = net.training
@@ -97,8 +90,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def steps_per_epoch(n: int, batch_size: int, processes: int) -> int:
-    """Batches of an epoch. A last batch that leaves some process a share of one sample (BatchNorm
-    cannot train on one) is dropped, as a plain run drops a last batch of one."""
+    """Batches of an epoch; a last batch that leaves some process one sample (BatchNorm cannot train on it) is dropped."""
     last = n % batch_size
     return -(-n // batch_size) - (1 if 0 < last and last // processes <= 1 else 0)
 
@@ -128,7 +120,6 @@ class Trainer:
         # (position in epochs, mean training loss since the last look): the curve within epochs
         self.step_losses: list[tuple[float, float]] = []
 
-    # --- state for checkpoints ------------------------------------------------
     def state(self) -> dict:
         return {"epoch": len(self.history), "model": standard_state(self.model),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.strategy.schedule_state(),
@@ -146,10 +137,8 @@ class Trainer:
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as e:
             raise CheckpointError(f"{source} is not a checkpoint of this run: {first_line(e, type(e).__name__)}") from None
 
-    # --- the loop -------------------------------------------------------------
     def fit(self) -> Outcome:
-        """Train the remaining epochs, until the last, a stop request (Ctrl-C, SIGTERM, an observer's
-        reason) or a non-finite step; an epoch cut short is not kept."""
+        """Train the remaining epochs, until a stop request or a non-finite step; an epoch cut short is not kept."""
         t = self.spec.train
         first = len(self.history) + 1
         self.events.start(epochs=t.epochs, first_epoch=first, steps=self.steps_per_epoch)
@@ -190,8 +179,7 @@ class Trainer:
         return bool(wanted)
 
     def shuffle(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
-        """The epoch's order (the same in every process) and its augmentation generator; dropout and
-        augmentation are each process's own, all derived from (seed, epoch)."""
+        """The epoch's order (the same in every process) and its augmentation generator (each process's own)."""
         seed = epoch_seed(self.spec.train.seed, epoch)
         mine = seed if self.ranks.size == 1 else (seed + 104_729 * self.ranks.rank) % 2**63
         torch.manual_seed(mine)  # dropout (and any other global randomness) of this epoch
@@ -199,8 +187,7 @@ class Trainer:
         return order, torch.Generator(device=self.device).manual_seed(mine + 1)
 
     def train_epoch(self, epoch: int) -> bool:
-        """One epoch of steps, the host looking at the tally every `looks_every`; False when it was
-        cut short (a stop, a non-finite step)."""
+        """One epoch of steps; False when it was cut short (a stop, a non-finite step)."""
         start, strategy, n = time.perf_counter(), self.strategy, self.steps_per_epoch
         strategy.tally.reset()
         strategy.begin(*self.shuffle(epoch))
@@ -219,8 +206,7 @@ class Trainer:
         return True
 
     def _look(self, epoch: int, step: int) -> bool:
-        """A look at the tally from the host (a sync on a GPU): False at the first non-finite step;
-        else the curve within the epoch grows and the observers hear of the step."""
+        """A look at the tally from the host (a sync on a GPU): False at the first non-finite step."""
         tally = self.strategy.tally
         tally.fold()
         good = int(least(self.ranks, tally.steps_ok).item())  # every process takes the same branch

@@ -76,9 +76,9 @@ def resolve_rules(ref: str, base_dir: Path) -> Path | None:
     if re.fullmatch(r"[a-z0-9][a-z0-9-]*", ref) and ref in shipped_rule_sets():
         return Path(str(resources.files("netspec.spec") / "rulesets" / f"{ref}.yaml"))
     path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-    try:  # not Path.is_file(): it raises for a name too long or a folder that may not be looked into
+    try:  # not Path.is_file(): it raises for a name too long, a NUL byte, a folder that may not be looked into
         return path if stat.S_ISREG(path.stat().st_mode) else None
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
