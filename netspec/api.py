@@ -355,11 +355,13 @@ def train(spec: Spec | str | Path | Mapping, *, out: str | Path | None = None, d
     """
     spec = _as_spec(spec, rules, overrides)
     from netspec.report.run_report import RunReporter
+    from netspec.runner import stop
     from netspec.runner.run import run as _run
 
     observer = _observers(progress, log)  # a tracker that cannot record says so now, before any folder is made
-    result = _run(spec.checked, out=out, data_dir=data_dir, observer=observer, limit=limit, force=force,
-                  runs_root=runs_root, detect_anomaly=detect_anomaly, reporter=RunReporter())
+    with stop.library():  # Ctrl-C in a notebook: recorded, and the run ends at its next step
+        result = _run(spec.checked, out=out, data_dir=data_dir, observer=observer, limit=limit, force=force,
+                      runs_root=runs_root, detect_anomaly=detect_anomaly, reporter=RunReporter())
     return _trained(result)
 
 
@@ -369,6 +371,7 @@ def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bo
     from netspec.report.run_report import RunReporter
     from netspec.runner.rundir import RunDir
     from netspec.runner.reopen import check_run_spec
+    from netspec.runner import stop
     from netspec.runner.run import run as _run
 
     checked, _ = check_run_spec(RunDir.open(path))
@@ -376,8 +379,9 @@ def resume(path: str | Path, *, data_dir: str | Path | None = None, progress: bo
         from netspec.trackers import used_by
 
         log = used_by(path)
-    result = _run(checked, out=path, data_dir=data_dir, observer=_observers(progress, log), resume=True,
-                  reporter=RunReporter())
+    with stop.library():
+        result = _run(checked, out=path, data_dir=data_dir, observer=_observers(progress, log), resume=True,
+                      reporter=RunReporter())
     return _trained(result)
 
 

@@ -48,7 +48,12 @@ def test_each_record_is_written_and_read_back_as_its_dataclass(tmp_path):
 
 
 @pytest.mark.parametrize("name, change, says", [
-    ("data.json", {"std": [-1]}, "data.json was edited or damaged: std[0]: -1 is less than or equal to the minimum of 0"),
+    ("data.json", {"std": [-1]}, "data.json was edited or damaged: std[0]: -1 is less than the minimum of 1e-06"),
+    ("data.json", {"std": [1e-320]}, "data.json was edited or damaged: std[0]: 1e-320 is less than the minimum of 1e-06"),
+    ("metrics.json", {"test_accuracy": 5}, "metrics.json was edited or damaged: test_accuracy: 5 is greater than the "
+                                           "maximum of 1"),
+    ("metrics.json", {"epochs_completed": -1}, "metrics.json was edited or damaged: epochs_completed: -1 is less than "
+                                               "the minimum of 0"),
     ("data.json", {"classes": ["0", 1]}, "data.json was edited or damaged: classes[1]: 1 is not of type 'string'"),
     ("data.json", {"mean": [0.1, 0.2]}, "data.json was edited or damaged: mean [0.1, 0.2]: one finite number per channel (1)"),
     ("run.json", {"limit": "600"}, "run.json was edited or damaged: limit: '600' is not of type 'integer', 'null'"),
@@ -119,7 +124,7 @@ def test_the_metrics_schema_is_made_from_the_dataclass():
     schema = schema_of(Metrics)
     assert schema["required"] == [f.name for f in fields(Metrics)]
     assert schema["properties"]["status"] == {"enum": ["finished", "interrupted", "failed", "stopped"]}
-    assert schema["properties"]["test_accuracy"] == {"type": ["number", "null"]}
+    assert schema["properties"]["test_accuracy"] == {"type": ["number", "null"], "minimum": 0, "maximum": 1}
     assert schema_of(DataRecord)["required"] == ["classes", "image_shape", "mean", "std"]
 
 
@@ -156,3 +161,24 @@ def test_the_api_returns_typed_objects_and_train_does_not_reopen_its_folder(fake
     (tmp_path / "not-an-image.png").write_text("no")
     rows = reopened.predict_files([tmp_path / "not-an-image.png"])
     assert rows == [FilePrediction(str(tmp_path / "not-an-image.png"), error=rows[0].error)] and rows[0].error
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"test_accuracy": NaN}', "NaN is not a number a run writes"),
+    ('{"test_accuracy": 1e999}', "1e999 is not a finite number"),
+    ("[" * 100_000 + "]" * 100_000, "it is nested too deeply"),
+])
+def test_numbers_no_run_writes_and_nesting_too_deep_are_one_line(tmp_path, text, says):
+    """Found by attacking the records: NaN and 1e999 read as numbers and were shown (eval printed
+    "recorded by the run: nan"); 100,000 nested brackets were a RecursionError traceback."""
+    (tmp_path / "metrics.json").write_text(text)
+    with pytest.raises(CheckpointError, match=f"cannot read .*metrics.json: {says}"):
+        RunDir(tmp_path).metrics()
+
+
+def test_a_history_with_other_columns_names_them(tmp_path):
+    from netspec.runner.records import read_history
+
+    (tmp_path / "history.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(CheckpointError, match=r"history.csv: its columns are \['a', 'b'\], a history's \['epoch'"):
+        read_history(RunDir(tmp_path))

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import check_file, run
 
 import netspec
 from netspec.check.checker import check_document
-from conftest import check_file
 from netspec.runner import run as run_module
 from netspec.runner.rundir import RunDir
 from netspec.runner.speed import resolve
@@ -94,3 +93,79 @@ def test_what_the_whole_step_graph_needs(processes, precision, loading, why):
 
     problem = graph_problem(Speed(precision, False, "graph", False, False), processes, loading)
     assert (problem is None) if why is None else why in problem
+
+
+def test_ctrl_c_while_netspec_train_loads_its_data_ends_the_run_and_leaves_the_process_usable(fake_data, tmp_path,
+                                                                                             monkeypatch):
+    """Found by attacking the loop: in a notebook (no command listening), Ctrl-C before training
+    was raised inside whatever was importing (matplotlib left half imported) and the next run in
+    that process failed. The API holds the whole call: the stop is recorded, the run ends at its
+    first step, and the next run trains."""
+    from conftest import ctrl_c
+    from netspec.errors import Interrupted
+    from netspec.runner import stop
+
+    real = run_module.load_data
+
+    def interrupted_while_loading(*args, **kw):
+        ctrl_c()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_module, "load_data", interrupted_while_loading)
+    spec = netspec.load(SPECS / "mlp.yaml", overrides=list(QUICK))
+    with pytest.raises(Interrupted, match="before the first epoch"):
+        netspec.train(spec, out=tmp_path / "cut", data_dir=fake_data, limit=300, progress=False)
+    monkeypatch.undo()
+    assert stop.requested() is None
+    again = netspec.train(spec, out=tmp_path / "next", data_dir=fake_data, limit=300, progress=False)
+    assert again.metrics.finished
+
+
+def test_ctrl_c_pressed_twice_while_the_folder_is_written_lets_it_finish(fake_data, tmp_path, monkeypatch):
+    """Found by attacking the loop: the second Ctrl-C was raised while the run folder was written,
+    inside a weakref callback where Python prints it and goes on. The last writing takes seconds
+    and is never cut: the folder is complete."""
+    from conftest import ctrl_c
+    from netspec.runner import stop
+
+    real = run_module.evaluate
+
+    def tested_while_pressed_twice(*args, **kw):  # the test pass, the first of the last writing
+        ctrl_c()
+        ctrl_c()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_module, "evaluate", tested_while_pressed_twice)
+    with stop.listening(hold=False):
+        result = run(check_file(SPECS / "mlp.yaml", overrides=QUICK), out=tmp_path / "r", data_dir=fake_data,
+                     limit=300)
+    assert result.metrics.finished and (tmp_path / "r" / "report.md").is_file()
+
+
+def test_a_run_resumed_on_another_number_of_processes_says_so(fake_data, tmp_path):
+    """Found by attacking the loop: a `--nproc 2` run resumed without --nproc went on in one process
+    without a word (its batches then shared out differently)."""
+    import json
+
+    from conftest import ctrl_c
+    from netspec.errors import Interrupted
+    from netspec.runner.observer import Observer
+
+    class StopInEpoch2(Observer):
+        def step(self, *, epoch, step, loss):
+            if epoch == 2:
+                ctrl_c()
+
+    checked = check_file(SPECS / "mlp.yaml", overrides=("train.epochs=2", "train.device=cpu", "data.validation=100"))
+    with pytest.raises(Interrupted):
+        run(checked, out=tmp_path / "r", data_dir=fake_data, limit=300, observer=StopInEpoch2())
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    (tmp_path / "r" / "run.json").write_text(json.dumps({**record, "processes": 2, "backend": "gloo"}))
+    notes = []
+
+    class Notes(Observer):
+        def note(self, text):
+            notes.append(text)
+
+    run(checked, out=tmp_path / "r", data_dir=fake_data, resume=True, observer=Notes())
+    assert any("trained on 2 process(es) and resumes on 1" in n and "--nproc 2" in n for n in notes), notes

@@ -18,6 +18,10 @@ class Status(StrEnum):
     STOPPED = "stopped"  # an error, or a sweep's pruning
 
 
+_FRACTION = {"minimum": 0, "maximum": 1}  # an accuracy
+_COUNT = {"minimum": 0}
+
+
 @dataclass(frozen=True)
 class Metrics:
     FILE = "metrics.json"
@@ -25,15 +29,15 @@ class Metrics:
     name: str
     status: Status
     reason: str | None = None  # why the run did not finish (None when it did)
-    test_accuracy: float | None = None
+    test_accuracy: float | None = field(default=None, metadata={"schema": _FRACTION})
     test_loss: float | None = None
-    target_accuracy: float | None = None
+    target_accuracy: float | None = field(default=None, metadata={"schema": _FRACTION})
     passed: bool | None = None  # test accuracy at or above the target (None: no target, or no model)
-    model_epoch: int | None = None  # the epoch whose weights model.pt holds (0: initial; None: no model)
-    best_val_accuracy: float | None = None
-    best_epoch: int | None = None
-    final_val_accuracy: float | None = None  # of the saved model: what sweeps rank on
-    epochs_completed: int = 0
+    model_epoch: int | None = field(default=None, metadata={"schema": _COUNT})  # the epoch whose weights model.pt holds (0: initial; None: no model)
+    best_val_accuracy: float | None = field(default=None, metadata={"schema": _FRACTION})
+    best_epoch: int | None = field(default=None, metadata={"schema": _COUNT})
+    final_val_accuracy: float | None = field(default=None, metadata={"schema": _FRACTION})  # of the saved model: what sweeps rank on
+    epochs_completed: int = field(default=0, metadata={"schema": _COUNT})
     epochs_planned: int | None = None
     params: int | None = None
     draft: bool = False  # fixed settings of the rules overridden (--draft): not gradable

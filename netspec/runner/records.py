@@ -34,8 +34,11 @@ class DataRecord:
 
     classes: tuple[str, ...] = field(metadata={"schema": {"minItems": 1}})
     image_shape: tuple[int, ...] = field(metadata={"schema": {"minItems": 3, "maxItems": 3, **_POSITIVE_INTS}})
-    mean: tuple[float, ...] = field(metadata={"schema": {"minItems": 1}})  # per channel, of pixels in 0..1
-    std: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {"type": "number", "exclusiveMinimum": 0}}})
+    # per channel, of pixels in 0..1: a std near 0 divides the image into infinities
+    mean: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {"type": "number", "minimum": -1e3,
+                                                                                 "maximum": 1e3}}})
+    std: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {"type": "number", "minimum": 1e-6,
+                                                                                "maximum": 1e3}}})
     dataset: str = field(default="", metadata=_OPTIONAL)
     input_shape: tuple[int, ...] = field(default=(), metadata={**_OPTIONAL, "schema": _POSITIVE_INTS})
     stats_from: str = field(default="", metadata=_OPTIONAL)  # "training split" | "spec"
@@ -173,9 +176,12 @@ def history_csv(history: list[EpochStats]) -> str:
 def read_history(run_dir: RunDir) -> list[EpochStats]:
     from netspec.runner.trainer import EpochStats
 
+    columns = [f.name for f in fields(EpochStats)]
     try:
         with open(run_dir / "history.csv", newline="") as f:
-            return [EpochStats(**{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()})
-                    for row in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            if reader.fieldnames != columns:
+                raise ValueError(f"its columns are {reader.fieldnames}, a history's {columns}")
+            return [EpochStats(**{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}) for row in reader]
     except (OSError, TypeError, ValueError) as e:
         raise CheckpointError(f"cannot read {run_dir / 'history.csv'}: {e}") from None

@@ -110,6 +110,7 @@ class Plan:
     state: dict | None
     ranks: Ranks
     device: torch.device
+    notes: tuple[str, ...] = ()  # what the user should know of the plan (said once training starts)
 
     @property
     def resumed(self) -> bool:
@@ -153,7 +154,10 @@ def _plan(checked: Checked, ranks: Ranks, device, options: RunOptions) -> Plan:
     if options.limit is not None and options.limit != record.limit:
         raise RunError(f"{run_dir.path} was trained with --limit {record.limit}; resume it without --limit")
     data_dir = options.data_dir if options.data_dir is not None else record.existing_data_dir
-    return Plan(checked, speed, run_dir, data_dir, record.limit, run_dir.load(CHECKPOINT), ranks, device)
+    notes = () if record.processes == ranks.size else (
+        f"{run_dir.path} trained on {record.processes} process(es) and resumes on {ranks.size}: its batches are "
+        f"shared out differently from here on (resume with --nproc {record.processes} to continue as it started)",)
+    return Plan(checked, speed, run_dir, data_dir, record.limit, run_dir.load(CHECKPOINT), ranks, device, notes)
 
 
 def _load(plan: Plan) -> Data:
@@ -182,6 +186,8 @@ def _run(plan: Plan, observer: Observers, reporter: Reporter, detect_anomaly: bo
             observer.note(f"--data-dir is where the named datasets are; {spec.data.dataset} reads data.path ({spec.data.path})")
         if data.loading == "stream":
             observer.note(f"data streamed by a DataLoader with {data.workers} worker process(es) ({data.loading_reason})")
+        for text in plan.notes:
+            observer.note(text)
         observer.run_start(_run_info(plan))
     with torch.random.fork_rng(devices=[plan.device] if plan.device.type == "cuda" else []), \
             backend_flags(plan.speed, plan.device):
@@ -241,6 +247,7 @@ def _train(plan: Plan, trainer: Trainer, reporter: Reporter, observer: Observers
     try:
         with stop.held():
             outcome = trainer.fit()
+        with stop.final():
             # a half-finished epoch's weights are nobody's result: back to the last finished epoch's
             # (or, when a first epoch failed, the initial ones)
             if outcome.status in (Status.INTERRUPTED, Status.FAILED) and (run_dir / CHECKPOINT).is_file():
@@ -261,8 +268,9 @@ def _raise_unless_done(outcome: Outcome, epochs: int, run_dir: RunDir) -> None:
     """An interrupted run is Interrupted, a non-finite one RunError (its folder written by then)."""
     if outcome.status is Status.INTERRUPTED:
         if not epochs:
-            raise Interrupted(f"interrupted before the first epoch finished; nothing to resume "
-                              f"({run_dir.path} holds the spec only). Start the run again to train.", run_dir.path)
+            raise Interrupted(f"interrupted before the first epoch finished: {run_dir.path} holds no trained model "
+                              f"and nothing to resume. Train again with --out {run_dir.path} --force (or another "
+                              f"--out)", run_dir.path)
         raise Interrupted(f"interrupted after {epochs} finished epoch(s); the model and metrics in {run_dir.path} "
                           f"are those of epoch {epochs}. Continue with: netspec run --resume {run_dir.path}",
                           run_dir.path)

@@ -258,10 +258,13 @@ class RunDir:
         return state
 
     def read_json(self, name: str) -> Any:
+        """A JSON file of the folder; NaN, infinities and nesting too deep to read are refused in one
+        line, as any other damage (netspec writes null for a number that is not finite)."""
         try:
-            return json.loads((self / name).read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {self / name}: {e}") from None
+            return json.loads((self / name).read_text(), parse_constant=_not_finite, parse_float=_finite)
+        except (OSError, ValueError, RecursionError) as e:
+            what = "it is nested too deeply" if isinstance(e, RecursionError) else e
+            raise CheckpointError(f"cannot read {self / name}: {what}") from None
 
     # The records: Metrics, and DataRecord, RunRecord and RulesRecord of netspec.runner.records (whose
     # rule sets a claim needs not), each class naming its FILE; each read checked against its schema.
@@ -285,6 +288,17 @@ class RunDir:
             return self.metrics().finished
         except CheckpointError:
             return False
+
+
+def _not_finite(text: str) -> float:
+    raise ValueError(f"{text} is not a number a run writes")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def is_state_dict(value: Any) -> bool:

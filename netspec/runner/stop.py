@@ -31,6 +31,7 @@ class StopRequest:
         self.listening = 0  # listeners installed (main thread)
         self.held = 0  # regions where a signal is recorded, never raised
         self.always_hold = False  # a worker or a sweep: every signal is recorded only
+        self.final = 0  # the run folder's last writing: not even Ctrl-C pressed again is raised
 
     def record(self, reason: str, signum: int | None = None) -> None:
         self.reason = self.reason or reason
@@ -57,7 +58,7 @@ def request(reason: str) -> None:
 def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal's signature
     again = signum == signal.SIGINT and signum in _REQUEST.signals  # a person pressing Ctrl-C again
     _REQUEST.record(NAMES.get(signum, f"signal {signum}"), signum)
-    if again or not (_REQUEST.held or _REQUEST.always_hold):
+    if (again and not _REQUEST.final) or not (_REQUEST.held or _REQUEST.always_hold):
         raise KeyboardInterrupt
 
 
@@ -82,6 +83,28 @@ def listening(*, hold: bool):
             signal.signal(s, h)
         if not _REQUEST.listening:
             _REQUEST.clear()
+
+
+@contextmanager
+def library():
+    """netspec called as a library (no command listening): the whole call holds signals, so Ctrl-C
+    before training (an import, a download) is recorded and ends the run at its first step rather
+    than being raised inside an import that it leaves half done."""
+    with nullcontext() if _REQUEST.listening else held():
+        yield
+
+
+@contextmanager
+def final():
+    """The run folder's last writing: seconds of work that a stop only shortens into a broken folder,
+    so even Ctrl-C pressed again is recorded, not raised (a raise here can land in a weakref callback,
+    where Python prints it and carries on)."""
+    with held():
+        _REQUEST.final += 1
+        try:
+            yield
+        finally:
+            _REQUEST.final -= 1
 
 
 @contextmanager
@@ -151,8 +174,14 @@ def run_processes(target: Callable, job, workers: int, folder: Path, what: str =
     threads = max(1, (os.cpu_count() or 1) // workers)
     procs = [ctx.Process(target=target, args=(job, threads, os.getpid()), name=f"netspec-{what}-worker-{i}")
              for i in range(workers)]
-    for p in procs:
-        p.start()
+    ignore = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
+    try:  # a worker starts with Ctrl-C ignored (inherited): the terminal's reaches it mid-import otherwise
+        for p in procs:
+            p.start()
+    finally:
+        if ignore:
+            signal.signal(signal.SIGINT, previous)
     told = None
     with listening(hold=True):
         while alive := [p for p in procs if p.is_alive()]:  # one list: a worker may end between two looks
