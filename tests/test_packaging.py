@@ -28,9 +28,9 @@ def test_wheel_ships_schema_and_rule_sets(tmp_path):
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     env = {**os.environ, "PYTHONPATH": str(target)}
-    code = ("import json, netspec.spec.rules as r, netspec.spec.schema as s, netspec.check.checker as v;"
+    code = ("import json, netspec, netspec.spec.rules as r, netspec.spec.schema as s;"
             "assert r.__file__.startswith(%r), r.__file__;"
-            "c = v.check_file(%r);"
+            "c = netspec.load(%r).checked;"
             "print(json.dumps([r.shipped_rule_sets(), c.analysis.params, len(s.schema_text())]))"
             ) % (str(target), str(ROOT / "specs" / "cnn.yaml"))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
