@@ -60,7 +60,7 @@ class DeviceOptimizer(torch.optim.Optimizer):
     (one-cycle): torch 2.14's capturable foreach Adam reads `1 - beta1` on the host, torch/optim/adam.py:704
     `cast(float, 1 - device_beta1)`. Rates are worked out in fp64, as torch's in Python floats; the state
     has torch's names (exp_avg, exp_avg_sq, momentum_buffer). Against the eager step (tests/test_speed.py)
-    the MLP's weights agree to 1e-8; a CNN in fp32 differs by up to 0.011 (conv biases before BatchNorm)."""
+    they agree to fp32 rounding step by step, and drift apart over long runs (docs/speed.md)."""
 
     def __init__(self, params, spec, rates: torch.Tensor, step_no: torch.Tensor, momentum: bool):
         defaults = {"kind": spec.name, "weight_decay": spec.weight_decay, "beta2": spec.betas[1], "eps": 1e-8,
