@@ -169,3 +169,54 @@ def test_a_run_resumed_on_another_number_of_processes_says_so(fake_data, tmp_pat
 
     run(checked, out=tmp_path / "r", data_dir=fake_data, resume=True, observer=Notes())
     assert any("trained on 2 process(es) and resumes on 1" in n and "--nproc 2" in n for n in notes), notes
+
+
+def _split(n=200, shape=(784,)):
+    import torch
+
+    from netspec.data.splits import Split
+
+    g = torch.Generator().manual_seed(1)
+    return Split(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.mark.parametrize("part", [(0, 1), (0, 2), (1, 2)])
+def test_batches_gathered_a_chunk_at_a_time_are_the_batches_one_at_a_time(part):
+    import torch
+
+    from netspec.data.augment import Augment
+    from netspec.data.splits import share
+    from netspec.spec.config import AugmentSpec
+
+    split, order = _split(), torch.randperm(200, generator=torch.Generator().manual_seed(2))
+    augment = Augment(AugmentSpec(shift=2, rotate=10, scale=0.1), (1, 28, 28))
+    size = 32  # 6 full batches and one of 8, in chunks of 4: 4 + 2 + 1
+    single, one_gen = list(split.batches(size, order, 7, part=part)), torch.Generator().manual_seed(3)
+    singles = [(augment(x, one_gen), y) for x, y in single]
+    chunked, gen = [], torch.Generator().manual_seed(3)
+    for x, y in split.batches(size, order, 7, part=part, chunk=4):
+        chunked += zip(augment(x, gen, batch=share(size, part)).split(share(size, part)), y.split(share(size, part)))
+    assert [len(y) for _, y in chunked] == [len(y) for _, y in singles] == [16 if part[1] == 2 else 32] * 6 + [8 // part[1]]
+    for (x1, y1), (x2, y2) in zip(singles, chunked):  # the very same images, warped by the very same numbers
+        assert torch.equal(y1, y2) and torch.equal(x1, x2)
+
+
+def test_the_eager_step_trains_alike_whatever_its_chunk(fake_data, monkeypatch):
+    """Chunks only regroup the gathering and the augmentation: the weights after an epoch are equal to the bit."""
+    import torch
+
+    from netspec.builder.model import build_model
+    from netspec.runner import steps
+    from netspec.runner.trainer import Trainer
+
+    checked = check_file(SPECS / "mlp.yaml", overrides=("train.device=cpu", "data.validation=0", "train.batch_size=32"))
+    data = run_module.load_data(checked, torch.device("cpu"), fake_data, limit=330)
+    weights = []
+    for chunk in (1, 16):
+        monkeypatch.setattr(steps, "CHUNK", chunk)
+        torch.manual_seed(0)
+        trainer = Trainer(checked.spec, build_model(checked.spec, "cpu"), data, torch.device("cpu"),
+                          softmax_head=checked.analysis.softmax_head)
+        assert trainer.train_epoch(1) and trainer.steps_per_epoch == 11
+        weights.append([p.detach().clone() for p in trainer.model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))

@@ -44,6 +44,12 @@ def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (scaled - mean) / std
 
 
+def share(batch_size: int, part: tuple[int, int]) -> int:
+    """The samples of a full batch that process `part` = (rank, ranks) trains on."""
+    rank, ranks = part
+    return len(range(rank, batch_size, ranks))
+
+
 @dataclass
 class Split:
     """A split in memory: x (N, *input_shape) float32, normalised, on the device; y (N,) int64."""
@@ -55,20 +61,26 @@ class Split:
         return len(self.y)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None, steps: int | None = None,
-                part: tuple[int, int] = (0, 1)):
+                part: tuple[int, int] = (0, 1), chunk: int = 1):
         """(x, y) batches on the device: in `order` (indices) when given, else in sequence. With
         `part` (rank, ranks), every batch_size-batch is dealt out: this process gets its every
-        ranks-th sample, the batch size in the spec being the batch of all processes together."""
+        ranks-th sample, the batch size in the spec being the batch of all processes together.
+        With `chunk`, up to `chunk` full batches come as one (x, y), gathered in one operation (a
+        last partial batch always comes alone): split it by `share(batch_size, part)`."""
         n = len(self) if order is None else len(order)
         steps = math.ceil(n / batch_size) if steps is None else steps
         rank, ranks = part
-        for s in range(steps):
+        full = min(steps, n // batch_size)
+        starts = [(s, min(chunk, full - s)) for s in range(0, full, chunk)] + [(s, 1) for s in range(full, steps)]
+        for s, k in starts:
+            lo, hi = s * batch_size, min((s + k) * batch_size, n)
             if order is None and ranks == 1:
-                yield self.x[s * batch_size: (s + 1) * batch_size], self.y[s * batch_size: (s + 1) * batch_size]
-            else:
-                idx = (torch.arange(n, device=self.y.device) if order is None else order)[s * batch_size: (s + 1) * batch_size]
-                idx = idx[rank::ranks] if ranks > 1 else idx
-                yield self.x.index_select(0, idx), self.y.index_select(0, idx)  # half the time of x[idx] on a CPU
+                yield self.x[lo:hi], self.y[lo:hi]
+                continue
+            idx = (torch.arange(n, device=self.y.device) if order is None else order)[lo:hi]
+            if ranks > 1:
+                idx = idx[rank::ranks] if k == 1 else idx.view(k, batch_size)[:, rank::ranks].reshape(-1)
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx)  # half the time of x[idx] on a CPU
 
     def example(self, index: int) -> tuple[torch.Tensor, int]:
         """One input (1, *input_shape) on the device, and its label."""
@@ -98,8 +110,8 @@ class StreamSplit:
                          pin_memory=self.device.type == "cuda")
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None, steps: int | None = None,
-                part: tuple[int, int] = (0, 1)):
-        """As Split.batches; with `part`, this process's DataLoader reads only its share of each batch."""
+                part: tuple[int, int] = (0, 1), chunk: int = 1):  # noqa: ARG002 - always one batch at a time
+        """As Split.batches, a batch at a time; with `part`, this process's DataLoader reads only its share."""
         idx = torch.arange(len(self)) if order is None else order.cpu()
         steps = math.ceil(len(idx) / batch_size) if steps is None else steps
         rank, ranks = part

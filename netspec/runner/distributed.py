@@ -1,6 +1,5 @@
-"""Training on several processes with PyTorch's own DDP, launched by `torchrun` (or `netspec run
---nproc N`). The spec's batch size is that of all processes together: each takes its every N-th
-sample of each batch; rank 0 alone writes the run folder, evaluates and reports."""
+"""Training on several processes with DDP, launched by `torchrun` (or `netspec run --nproc N`). The spec's batch
+size is that of all processes: each takes every N-th sample; rank 0 alone writes, evaluates and reports."""
 from __future__ import annotations
 
 import os
@@ -37,7 +36,7 @@ SINGLE = Ranks()
 
 def join(device: torch.device) -> tuple[Ranks, torch.device]:
     """The process group of a torchrun launch, joined (once), and this process's device (its own GPU)."""
-    if not ("WORLD_SIZE" in os.environ and "RANK" in os.environ):  # not started by torchrun
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:  # not started by torchrun
         return SINGLE, device
     size, rank, local = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
@@ -58,10 +57,9 @@ def leave(ranks: Ranks) -> None:
 
 def from_main(ranks: Ranks, value):
     """Rank 0's `value` on every rank (the run folder's path, chosen there)."""
-    if ranks.size == 1:
-        return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    if ranks.size > 1:
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 

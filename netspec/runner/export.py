@@ -1,5 +1,4 @@
-"""ONNX export (torch's dynamo exporter): the model as the spec describes it (a final Softmax included),
-taking normalised `images` with a dynamic batch; `model.onnx.json` beside it says how to preprocess."""
+"""ONNX export of the spec's model (Softmax included) on normalised `images`; model.onnx.json says how to preprocess."""
 from __future__ import annotations
 
 import io
@@ -51,24 +50,20 @@ def export_onnx(run_path: str | Path, out: str | Path | None = None, force: bool
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
         except Exception as e:  # noqa: BLE001 - any exporter failure is one line for the user
             raise RunError(f"ONNX export of {run_dir.path} failed: {type(e).__name__}: {first_line(e)}") from None
-    data = program.model_proto.SerializeToString()
-    try:
-        atomic_write(path, lambda f: f.write(data))
-    except OSError as e:
-        raise NetspecError(f"cannot write {path}: {e.strerror or e}") from None
     pre = preprocessing(run_dir, spec)
     c, h, w = pre.image_shape
     meta = {"input": "images", "input_shape": ["batch", *spec.data.input_shape],
             "normalise": {"mean": list(pre.mean), "std": list(pre.std)},
             "pixels": f"{'grayscale' if c == 1 else 'RGB'} {h}x{w}, scaled to 0..1, then per channel (x - mean) / std, "
-                      f"reshaped to input_shape",
-            "output": "outputs",
+                      f"reshaped to input_shape", "output": "outputs",
             "output_is": "probabilities (the spec ends in Softmax)" if checked.analysis.softmax_head else "logits",
             "classes": list(pre.classes), "spec": spec.name}
-    try:
-        atomic_write(path.with_name(path.name + ".json"), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
-    except OSError as e:
-        raise NetspecError(f"cannot write {path}.json: {e.strerror or e}") from None
+    for target, data in ((path, program.model_proto.SerializeToString()),
+                         (path.with_name(path.name + ".json"), (json.dumps(meta, indent=2) + "\n").encode())):
+        try:
+            atomic_write(target, lambda f, data=data: f.write(data))
+        except OSError as e:
+            raise NetspecError(f"cannot write {target}: {e.strerror or e}") from None
     return path
 
 

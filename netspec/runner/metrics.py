@@ -1,5 +1,4 @@
-"""metrics.json, typed: how a run ended and what it measured. Written by `Metrics.to_dict`, read by
-`Metrics.from_dict` (checked against the dataclass's JSON Schema). No torch here."""
+"""metrics.json, typed: how a run ended and what it measured (read back checked against its schema). No torch."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -29,7 +29,6 @@ class Observer:
         """The run folder holds the resolved spec and records; training has not started."""
 
     def start(self, *, epochs: int, first_epoch: int, steps: int) -> None: ...
-
     def step(self, *, epoch: int, step: int, loss: float) -> None: ...
 
     def epoch(self, stats) -> str | None:
@@ -54,9 +53,7 @@ class Observers(Observer):
 
     def _each(self, hook: str, call) -> str | None:
         reasons = []
-        for o in list(self.observers):
-            if not hasattr(o, hook):  # an observer written before a hook lacks it
-                continue
+        for o in [o for o in self.observers if hasattr(o, hook)]:  # an observer written before a hook lacks it
             if not getattr(o, "optional", False):
                 reasons.append(call(o))
                 continue

@@ -1,25 +1,22 @@
-"""The JSON Schema of a run-folder record, made from its dataclass's fields, and the one message a
-record that does not fit it gives. No torch, and jsonschema only when a record is checked."""
+"""A run-folder record's JSON Schema, made from its dataclass, and the one message a misfit gives. No torch."""
 from __future__ import annotations
 
 import functools
 import types
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from enum import Enum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from netspec.errors import CheckpointError
 
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
-_PLAIN = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object"}
+_PLAIN = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", type(None): "null"}
 
 
 @functools.cache
 def schema_of(cls: type) -> dict:
-    """The schema of a record dataclass: each field typed from its annotation, narrowed by its
-    metadata["schema"]; every field is required but those marked "optional"."""
+    """A record dataclass's schema: fields typed by annotation and metadata["schema"], required unless "optional"."""
     hints = get_type_hints(cls)
-    return {"$schema": DRAFT, "title": cls.__name__, "type": "object",
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": cls.__name__, "type": "object",
             "properties": {f.name: {**_type_schema(hints[f.name]), **f.metadata.get("schema", {})} for f in fields(cls)},
             "required": [f.name for f in fields(cls) if not f.metadata.get("optional")]}
 
@@ -30,8 +27,6 @@ def _type_schema(kind: Any) -> dict:
         if all(o.keys() == {"type"} for o in options):  # float | None: {"type": ["number", "null"]}, a plainer message
             return {"type": [o["type"] for o in options]}
         return {"anyOf": options}
-    if kind is type(None):
-        return {"type": "null"}
     if isinstance(kind, type) and issubclass(kind, Enum):
         return {"enum": [m.value for m in kind]}
     if kind in _PLAIN:
@@ -39,10 +34,6 @@ def _type_schema(kind: Any) -> dict:
     if get_origin(kind) in (list, tuple):
         args = [a for a in get_args(kind) if a is not Ellipsis]
         return {"type": "array", **({"items": _type_schema(args[0])} if args else {})}
-    if get_origin(kind) is dict:
-        return {"type": "object"}
-    if is_dataclass(kind):
-        return {k: v for k, v in schema_of(kind).items() if k != "$schema"}
     raise TypeError(f"no JSON Schema for {kind!r}")
 
 
@@ -54,27 +45,18 @@ def damaged(where: str, problem: str, fix: str = REWRITE) -> CheckpointError:
 
 
 def require_fit(schema: dict, record: Any, where: str, fix: str = REWRITE) -> None:
-    """Refuse a record that does not fit `schema`: one CheckpointError naming `where`, the place
-    in the record and what is wrong there."""
-    problem = schema_problem(record, schema)
-    if problem:
-        raise damaged(where, problem, fix)
+    """Refuse a record misfitting `schema`: one CheckpointError naming `where`, its best_match error and place."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator()(schema).iter_errors(record))
+    if error is not None:
+        raise damaged(where, f"{place(error.absolute_path) or 'the record'}: {error.message}", fix)
 
 
 def fitting_fields(cls: type, record: Any, where: str, fix: str = REWRITE) -> dict:
     """The values of `cls`'s fields in `record`, once it fits their schema (keys it does not know are ignored)."""
     require_fit(schema_of(cls), record, where, fix)
     return {f.name: record[f.name] for f in fields(cls) if f.name in record}
-
-
-def schema_problem(record: Any, schema: dict) -> str | None:
-    """The most useful of a record's schema errors (best_match), with its place, or None: "std[0]: ..."."""
-    from jsonschema.exceptions import best_match
-
-    error = best_match(_validator()(schema).iter_errors(record))
-    if error is None:
-        return None
-    return f"{place(error.absolute_path) or 'the record'}: {error.message}"
 
 
 @functools.cache
@@ -89,7 +71,4 @@ def _validator():
 
 def place(path) -> str:
     """A JSON path as a reader writes it: std[0], speed.compile."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" if i else str(p) for i, p in enumerate(path))

@@ -1,5 +1,4 @@
-"""The records of a run folder beside metrics.json, each a typed dataclass with its JSON Schema
-(data.json, run.json, rules.json), and history.csv. No torch at import: readers stay cheap."""
+"""A run folder's records beside metrics.json (typed dataclasses with a JSON Schema), and history.csv. No torch."""
 from __future__ import annotations
 
 import csv
@@ -23,22 +22,20 @@ SPEC_RULES = "spec-rules.yaml"  # a copy of the spec's own rules file, when it i
 
 _OPTIONAL = {"optional": True}  # a key a submitted model's data record may lack (only data.json has it)
 _POSITIVE_INTS = {"items": {"type": "integer", "minimum": 1}}
+_NUMBER = {"type": "number", "maximum": 1e3}
 
 
 @dataclass(frozen=True)
 class DataRecord:
-    """data.json (and the "data" of model.pt and model.safetensors): how the run's images were read
-    and normalised, enough to preprocess new images as in training."""
+    """data.json (and model.pt's and model.safetensors' "data"): how to preprocess images as in training."""
 
     FILE = "data.json"
 
     classes: tuple[str, ...] = field(metadata={"schema": {"minItems": 1}})
     image_shape: tuple[int, ...] = field(metadata={"schema": {"minItems": 3, "maxItems": 3, **_POSITIVE_INTS}})
     # per channel, of pixels in 0..1: a std near 0 divides the image into infinities
-    mean: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {"type": "number", "minimum": -1e3,
-                                                                                 "maximum": 1e3}}})
-    std: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {"type": "number", "minimum": 1e-6,
-                                                                                "maximum": 1e3}}})
+    mean: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {**_NUMBER, "minimum": -1e3}}})
+    std: tuple[float, ...] = field(metadata={"schema": {"minItems": 1, "items": {**_NUMBER, "minimum": 1e-6}}})
     dataset: str = field(default="", metadata=_OPTIONAL)
     input_shape: tuple[int, ...] = field(default=(), metadata={**_OPTIONAL, "schema": _POSITIVE_INTS})
     stats_from: str = field(default="", metadata=_OPTIONAL)  # "training split" | "spec"
@@ -55,17 +52,11 @@ class DataRecord:
         """The record, checked against the schema and its own consistency (one finite mean and std per channel)."""
         values = fitting_fields(cls, record, where, fix)
         made = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-        problem = made._inconsistency()
-        if problem:
-            raise damaged(where, problem, fix)
+        channels = made.image_shape[0]
+        for key, numbers in (("mean", made.mean), ("std", made.std)):
+            if len(numbers) != channels or not all(map(math.isfinite, numbers)):
+                raise damaged(where, f"{key} {list(numbers)!r}: one finite number per channel ({channels})", fix)
         return made
-
-    def _inconsistency(self) -> str | None:
-        channels = self.image_shape[0]
-        for key, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) != channels or not all(math.isfinite(v) for v in values):
-                return f"{key} {list(values)!r}: one finite number per channel ({channels})"
-        return None
 
     def mismatch(self, spec) -> str | None:
         """Where the record disagrees with the run's spec (its image_shape, its number of classes), or None."""
@@ -79,8 +70,7 @@ class DataRecord:
 def preprocessing(run_dir: RunDir, spec) -> DataRecord:
     """The run's data.json, checked against its schema, then against the run's own spec."""
     record = run_dir.read_record(DataRecord)
-    problem = record.mismatch(spec)
-    if problem:
+    if problem := record.mismatch(spec):
         raise damaged(str(run_dir / DataRecord.FILE), f"it {problem}")
     return record
 
@@ -110,20 +100,17 @@ class RunRecord:
         return self.data_dir if self.data_dir and Path(self.data_dir).is_dir() else None
 
 
-_RULE_SET = {**{k: v for k, v in RULES_SCHEMA.items() if k != "$schema"}, "required": ["name"],
-             "properties": {**RULES_SCHEMA["properties"], "waived": {"type": "array", "items": {"type": "string"}}}}
-
-
 @dataclass(frozen=True)
 class RulesRecord:
-    """rules.json: the content of every rule set the run was checked against, so a moved folder or
-    a later change to a shipped rule set never changes how an old run is judged."""
+    """rules.json: every rule set the run was checked against, so no move or later change alters how it is judged."""
 
     rule_sets: tuple[Rules, ...]
 
     FILE = "rules.json"
     SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RulesRecord", "type": "array",
-              "items": _RULE_SET}
+              "items": {**{k: v for k, v in RULES_SCHEMA.items() if k != "$schema"}, "required": ["name"],
+                        "properties": {**RULES_SCHEMA["properties"],
+                                       "waived": {"type": "array", "items": {"type": "string"}}}}}
 
     def to_dict(self) -> list[dict]:
         return [r.to_dict() for r in self.rule_sets]
@@ -143,8 +130,7 @@ def versions() -> dict:
 
 
 def resolved_spec(checked) -> dict:
-    """The spec with defaults written out. A rules file (not a shipped name) is copied into
-    the run folder as spec-rules.yaml and referenced from there, so the folder is portable."""
+    """The spec with defaults written out; a rules file (not shipped) is referred to as its copy: a portable folder."""
     data = checked.spec.to_dict()
     ref = data.get("rules")
     if ref and ref not in shipped_rule_sets():
@@ -156,10 +142,9 @@ def write_rules(run_dir: RunDir, checked) -> None:
     """rules.json, and the spec's own rules file copied beside it (spec-rules.yaml)."""
     run_dir.write_record(RulesRecord(tuple(checked.rules)))
     ref = checked.spec.rules
-    if ref and ref not in shipped_rule_sets():
-        own = resolve_rules(ref, Path(checked.doc.file).parent)
-        if own is not None:
-            run_dir.write_text(SPEC_RULES, own.read_text(encoding="utf-8"))
+    own = resolve_rules(ref, Path(checked.doc.file).parent) if ref and ref not in shipped_rule_sets() else None
+    if own is not None:
+        run_dir.write_text(SPEC_RULES, own.read_text(encoding="utf-8"))
 
 
 def history_csv(history: list[EpochStats]) -> str:
@@ -168,8 +153,7 @@ def history_csv(history: list[EpochStats]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochStats)])
     writer.writeheader()
-    for h in history:
-        writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(h).items()})
+    writer.writerows({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(h).items()} for h in history)
     return buf.getvalue()
 
 

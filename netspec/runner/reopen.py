@@ -1,5 +1,4 @@
-"""Reopening a finished run folder: its spec checked against the rules it ran under, its model
-rebuilt with the saved weights, its test accuracy measured again."""
+"""A finished run folder reopened: its spec checked again, its model rebuilt, its test accuracy measured again."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -13,23 +12,19 @@ from netspec.builder.model import build_model
 from netspec.runner.records import RulesRecord, RunRecord
 from netspec.runner.run import load_data
 from netspec.runner.rundir import SPEC_FILE, RunDir
-from netspec.runner.speed import arrange
-from netspec.runner.speed import resolve as resolve_speed
+from netspec.runner.speed import arrange, resolve as resolve_speed
 from netspec.runner.trainer import evaluate, logits_model
 from netspec.spec.loader import load_file
 
 
 def check_run_spec(run_dir: RunDir) -> tuple[Checked, list[str]]:
-    """The run's spec, checked against the rule sets recorded in rules.json when it ran, and notes
-    saying where today's rules would judge it differently."""
+    """The run's spec checked against the rule sets in its rules.json; notes where today's rules judge it otherwise."""
     recorded = list(run_dir.read_record(RulesRecord).rule_sets)
-    doc = load_file(run_dir / SPEC_FILE)
-    checked = check_document(doc, rule_sets=recorded, base_dir=run_dir.path, read_data=False)
+    checked = check_document(load_file(run_dir / SPEC_FILE), rule_sets=recorded, base_dir=run_dir.path, read_data=False)
     notes = []
     if checked.draft:  # its fixed settings were waived on purpose: that is no news from today's rules
         notes.append("a draft run (`--draft`: not gradable); it waived " + "; ".join(checked.waived))
-    ref = checked.spec.rules
-    if ref:
+    if ref := checked.spec.rules:
         try:
             check_document(load_file(run_dir / SPEC_FILE), base_dir=run_dir.path, read_data=False, draft=checked.draft)
         except SpecError as e:
@@ -78,14 +73,12 @@ def evaluate_run(path: str | Path, data_dir=None) -> Evaluation:
     run_dir, checked, model, notes = load_run(path)
     recorded = run_dir.metrics()
     device = torch.device("cpu")
-    if data_dir is None:  # the data the run used, not a download
-        data_dir = run_dir.read_record(RunRecord).existing_data_dir
+    data_dir = run_dir.read_record(RunRecord).existing_data_dir if data_dir is None else data_dir  # not a download
     data = load_data(checked, device, data_dir)  # the whole test set, as every run is tested
     speed = resolve_speed(checked.spec, device)  # the run's own precision and layout (spec.yaml holds them)
     net = logits_model(arrange(model, speed), checked.analysis.softmax_head)
     loss, acc = evaluate(net, data.test, checked.spec.train.eval_batch_size, speed)
-    ran_on = recorded.device or ""
-    if ran_on and not ran_on.startswith("cpu") and speed.precision != "fp32":
+    if (ran_on := recorded.device) and not ran_on.startswith("cpu") and speed.precision != "fp32":
         notes.append(f"the run trained and tested on {ran_on}; {speed.precision} arithmetic on this CPU may round "
                      f"differently, so the accuracy can differ in the last digits")
     return Evaluation(str(run_dir.path), acc, loss, len(data.test), speed.precision, speed.describe(),

@@ -1,5 +1,4 @@
-"""One run, from a checked spec to a complete run folder, written as the run goes: whatever was
-finished is kept at an interrupt or a non-finite loss."""
+"""One run, from a checked spec to a run folder written as it goes (kept at an interrupt or a non-finite loss)."""
 from __future__ import annotations
 
 import sys
@@ -20,9 +19,7 @@ from netspec.runner.records import DataRecord, RunRecord, history_csv, read_hist
 from netspec.runner.observer import Observer, Observers, RunInfo
 from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SAFE_WEIGHTS, SPEC_FILE, WEIGHTS, RunDir
-from netspec.runner.speed import Speed, backend_flags, standard_state
-from netspec.runner.speed import resolve as resolve_speed
-from netspec.runner.speed import spec_with_speed
+from netspec.runner.speed import Speed, backend_flags, resolve as resolve_speed, spec_with_speed, standard_state
 from netspec.runner.steps import graph_problem
 from netspec.runner.trainer import EpochStats, Outcome, Trainer, evaluate, logits_model, resolve_device
 from netspec.spec.datasets import FILES
@@ -46,13 +43,11 @@ def _require_dataset(spec) -> None:
 def load_data(checked: Checked, device, data_dir=None, limit: int | None = None) -> Data:
     spec = checked.spec
     _require_dataset(spec)
-    source = load_source(spec.data, data_dir)
-    return prepare(source, spec.data, seed=spec.train.seed, device=device, limit=limit)
+    return prepare(load_source(spec.data, data_dir), spec.data, seed=spec.train.seed, device=device, limit=limit)
 
 
 class Reporter:
-    """What a run writes for people to look at (figures, report.md): hooks that
-    netspec.report.run_report.RunReporter implements (the runner never imports the report layer)."""
+    """What a run writes for people (figures, report.md): hooks netspec.report.run_report.RunReporter implements."""
 
     def started(self, run_dir: RunDir, checked: Checked) -> None: ...
 
@@ -137,15 +132,14 @@ def check_processes(checked: Checked, processes: int, device: torch.device) -> N
 
 
 def _plan(checked: Checked, ranks: Ranks, device, options: RunOptions) -> Plan:
-    """The plan of a new run (its folder made by rank 0 alone) or of a resumed one (its folder,
-    checkpoint, data and limit as recorded)."""
+    """A new run's plan (its folder made by rank 0 alone), or a resumed one's (folder, checkpoint, data as recorded)."""
     check_processes(checked, ranks.size, device)
     speed = resolve_speed(checked.spec, device)
     checked = replace(checked, spec=spec_with_speed(checked.spec, speed))  # spec.yaml says what ran
     if not options.resume:
-        made = RunDir.create(options.out, checked.spec.name, options.runs_root, force=options.force).path if ranks.main else None
-        return Plan(checked, speed, RunDir(Path(from_main(ranks, str(made) if made else None))), options.data_dir,
-                    options.limit, None, ranks, device)
+        made = ranks.main and RunDir.create(options.out, checked.spec.name, options.runs_root, force=options.force)
+        run_dir = RunDir(Path(from_main(ranks, str(made.path) if made else None)))
+        return Plan(checked, speed, run_dir, options.data_dir, options.limit, None, ranks, device)
     run_dir = RunDir.open(options.out)
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"{run_dir.path} has no {CHECKPOINT}: no epoch finished, so there is nothing to "
@@ -164,8 +158,7 @@ def _load(plan: Plan) -> Data:
     """The run's data; a new run whose data never loaded leaves no folder behind to refuse the next try."""
     try:
         data = load_data(plan.checked, plan.device, plan.data_dir, plan.limit)
-        problem = graph_problem(plan.speed, plan.ranks.size, data.loading) if plan.speed.compile == "graph" else None
-        if problem:
+        if plan.speed.compile == "graph" and (problem := graph_problem(plan.speed, plan.ranks.size, data.loading)):
             raise RunError(f"train.compile: graph: {problem}")
         return data
     except BaseException:
@@ -229,9 +222,8 @@ def _record_start(plan: Plan, data: Data, reporter: Reporter) -> None:
     if not plan.resumed:
         run_dir.write_yaml(SPEC_FILE, resolved_spec(plan.checked))
         write_rules(run_dir, plan.checked)
-        run_dir.write_record(RunRecord(limit=plan.limit, command=" ".join(sys.argv),
-                                           data_dir=str(Path(plan.data_dir).resolve()) if plan.data_dir is not None else None,
-                                           **plan.ranks.record()))
+        data_dir = str(Path(plan.data_dir).resolve()) if plan.data_dir is not None else None
+        run_dir.write_record(RunRecord(plan.limit, " ".join(sys.argv), data_dir, **plan.ranks.record()))
         reporter.started(run_dir, plan.checked)
     run_dir.write_record(DataRecord.from_dict(data.record()))
 
@@ -247,9 +239,8 @@ def _train(plan: Plan, trainer: Trainer, reporter: Reporter, observer: Observers
     try:
         with stop.held():
             outcome = trainer.fit()
-        with stop.final():
-            # a half-finished epoch's weights are nobody's result: back to the last finished epoch's
-            # (or, when a first epoch failed, the initial ones)
+        with stop.held(final=True):
+            # a half-finished epoch's weights are nobody's result: back to the last finished epoch's, or initial ones
             if outcome.status in (Status.INTERRUPTED, Status.FAILED) and (run_dir / CHECKPOINT).is_file():
                 trainer.model.load_state_dict(run_dir.load(CHECKPOINT)["model"])
             elif outcome.status is Status.FAILED:
@@ -289,12 +280,11 @@ def _finish(plan: Plan, trainer: Trainer, outcome: Outcome, wall: float, reporte
         kept: list = []
         test_loss, test_acc = evaluate(net, data.test, plan.spec.train.eval_batch_size, trainer.speed, keep=kept)
         predictions = (torch.cat([y for y, _ in kept]), torch.cat([g for _, g in kept])) if kept else None
-    metrics = _metrics(plan, trainer, outcome, test_loss, test_acc, has_model, wall)
-    if has_model:  # model.safetensors first: model.pt, written last, marks the pair complete
-        state = standard_state(trainer.model)
+        state = standard_state(trainer.model)  # safetensors first: model.pt, written last, marks the pair complete
         run_dir.save_safetensors(SAFE_WEIGHTS, state, data.record(), epoch=len(history), version=__version__)
         run_dir.save(WEIGHTS, {"spec": resolved_spec(checked), "data": data.record(),
                                "state_dict": state, "epoch": len(history), "netspec": __version__})
+    metrics = _metrics(plan, trainer, outcome, test_loss, test_acc, has_model, wall)
     if not history:  # every finished epoch already wrote its history
         run_dir.write_text("history.csv", history_csv(history))
     run_dir.write_record(metrics)
@@ -302,29 +292,27 @@ def _finish(plan: Plan, trainer: Trainer, outcome: Outcome, wall: float, reporte
     return metrics
 
 
-def _metrics(plan: Plan, trainer: Trainer, outcome: Outcome, test_loss, test_acc, has_model: bool, wall: float) -> Metrics:
+def _metrics(plan: Plan, trainer: Trainer, outcome: Outcome, test_loss, test_acc, has_model: bool,
+             wall: float) -> Metrics:
     spec, analysis, history, data, device = plan.spec, plan.checked.analysis, trainer.history, trainer.data, plan.device
-    validated = len(data.val) > 0
-    best = max(history, key=lambda h: h.val_acc) if history and validated else None
-    target = plan.checked.target_accuracy
-    train_seconds = sum(h.seconds for h in history)
+    last = history[-1] if history and len(data.val) > 0 else None  # no validation split: no validation accuracy
+    best = max(history, key=lambda h: h.val_acc) if last else None
+    target, train_seconds = plan.checked.target_accuracy, sum(h.seconds for h in history)
     # several processes and BatchNorm: statistics over each one's share (DDP's default), or all (SyncBatchNorm)
     batchnorm = None if plan.ranks.size == 1 or not _has_batchnorm(plan.checked) else (
         "synchronised" if spec.train.sync_batchnorm else "per process")
     return Metrics(
-        name=spec.name, status=outcome.status, reason=outcome.reason, test_accuracy=test_acc, test_loss=test_loss, target_accuracy=target,
-        passed=None if target is None or test_acc is None else test_acc >= target,
-        model_epoch=len(history) if has_model else None,
-        best_val_accuracy=best.val_acc if best else None, best_epoch=best.epoch if best else None,
-        final_val_accuracy=history[-1].val_acc if history and validated else None,
-        epochs_completed=len(history), epochs_planned=spec.train.epochs,
-        params=analysis.params, draft=plan.checked.draft, hidden_units=analysis.hidden_units, limit=plan.limit,
-        train_size=len(data.train), train_available=data.train_available, val_size=len(data.val),
-        test_size=len(data.test), dataset=spec.data.dataset, loading=data.loading,
+        name=spec.name, status=outcome.status, reason=outcome.reason, test_accuracy=test_acc, test_loss=test_loss,
+        target_accuracy=target, passed=None if target is None or test_acc is None else test_acc >= target,
+        model_epoch=len(history) if has_model else None, best_val_accuracy=best.val_acc if best else None,
+        best_epoch=best.epoch if best else None, final_val_accuracy=last.val_acc if last else None,
+        epochs_completed=len(history), epochs_planned=spec.train.epochs, params=analysis.params,
+        draft=plan.checked.draft, hidden_units=analysis.hidden_units, limit=plan.limit, train_size=len(data.train),
+        train_available=data.train_available, val_size=len(data.val), test_size=len(data.test),
+        dataset=spec.data.dataset, loading=data.loading,
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         **plan.ranks.record(), batchnorm=batchnorm, speed=asdict(trainer.speed), evaluated_in=trainer.speed.precision,
-        seed=spec.train.seed, train_seconds=train_seconds,
-        seconds_per_epoch=train_seconds / len(history) if history else None, wall_seconds=wall,
-        versions=versions(), command=" ".join(sys.argv))
+        seed=spec.train.seed, train_seconds=train_seconds, wall_seconds=wall, versions=versions(),
+        seconds_per_epoch=train_seconds / len(history) if history else None, command=" ".join(sys.argv))
 
 

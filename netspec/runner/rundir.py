@@ -1,5 +1,4 @@
-"""A run folder: everything needed to understand and reproduce one run. Every file is written
-atomically (a rename), and torch files are only loaded with `weights_only=True`."""
+"""A run folder: each file written atomically (a rename); torch files only loaded with `weights_only=True`."""
 from __future__ import annotations
 
 import errno
@@ -34,32 +33,15 @@ WEIGHTS = "model.pt"  # final weights + the spec that builds them (SAFE_WEIGHTS,
 _EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (the new directory entry), where the OS allows it."""
-    with suppress(OSError):  # some file systems refuse fsync on directories
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _new_temp(folder: Path, name: str) -> tuple[int, Path]:
-    """A new file beside `name`, created O_EXCL with mode 0666 so the OS applies the caller's
-    umask (mkstemp's 0600 would hide run files from others; reading the umask would change it)."""
-    while True:
-        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, _EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-
-
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write to a temporary file beside `path`, fsync, rename over `path`, fsync the folder.
-    A symlink planted at `path` is replaced, never followed."""
+    """Write beside `path`, fsync, rename over it (a planted symlink is replaced, not followed), fsync the folder."""
     path = Path(path)
-    fd, tmp = _new_temp(path.parent, path.name)
+    # O_EXCL, mode 0666 so the umask applies (mkstemp's 0600 hides run files from others; reading the umask sets it)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        with suppress(FileExistsError):
+            fd = os.open(tmp, _EXCL, 0o666)
+            break
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -72,26 +54,19 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
             # torch.save reports a full disk as RuntimeError("... unexpected pos ..."): say what it is
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
-    _fsync_dir(path.parent)
+    with suppress(OSError):  # the rename made durable (the new directory entry); some file systems refuse this
+        fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _disk_full(folder: Path) -> bool:
     try:
-        st = os.statvfs(folder)
+        return shutil.disk_usage(folder).free < (1 << 20)
     except OSError:
         return False
-    return st.f_bavail * st.f_frsize < (1 << 20)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become null: metrics.json stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 CLAIM = "# netspec run folder claimed, data loading: "  # spec.yaml until the resolved spec replaces it
@@ -109,21 +84,15 @@ def claim_owner(path: Path) -> tuple[str, int] | None:
     return (host, int(pid)) if pid.isdigit() else ("", 0)
 
 
-def _claim_alive(path: Path) -> bool:
-    host, pid = claim_owner(path) or ("", 0)
-    return bool(pid) and process_alive(host, pid)
-
-
 def process_alive(host: str, pid: int) -> bool:
     """Whether process `pid` on `host` still runs; another machine's is assumed to."""
     if host != socket.gethostname():
         return True
     try:
-        os.kill(pid, 0)
+        with suppress(PermissionError):  # another user's: alive
+            os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # gone, or no process number at all (a forged claim)
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -133,9 +102,8 @@ class RunDir:
 
     @classmethod
     def create(cls, out: str | Path | None, name: str, root: str | Path = "runs", *, force: bool = False) -> "RunDir":
-        """A new run folder: `out` (new or empty, or emptied with `force` when it is a run folder), else
-        runs/<name>-<time>[-2, -3...] made with mkdir. The run claims it by creating spec.yaml with
-        O_EXCL: a second run racing for the same folder fails cleanly, and a planted symlink is not followed."""
+        """A new run folder: `out` (new, empty, or a run folder emptied with `force`), else runs/<name>-<time>[-2...].
+        Claimed by creating spec.yaml O_EXCL: a run racing for it fails cleanly; a planted symlink is not followed."""
         try:
             if out:
                 path = Path(out)
@@ -162,12 +130,10 @@ class RunDir:
     def release(self) -> None:
         """Give back a folder claimed by `create` before anything was written into it."""
         claim = self.path / SPEC_FILE
-        try:
+        with suppress(OSError):  # not empty (or not ours to remove): leave it
             if claim.is_file() and not claim.is_symlink() and claim_owner(claim) is not None:
                 claim.unlink()
             self.path.rmdir()
-        except OSError:
-            pass  # not empty (or not ours to remove): leave it
 
     @staticmethod
     def _make_room(path: Path, force: bool) -> None:
@@ -175,25 +141,23 @@ class RunDir:
             raise RunError(f"--out {path} exists and is not a folder")
         entries = list(path.iterdir())
         claim = path / SPEC_FILE
-        if entries == [claim] and not claim.is_symlink() and claim_owner(claim) is not None:
-            if _claim_alive(claim):
+        if entries == [claim] and not claim.is_symlink() and (owner := claim_owner(claim)) is not None:
+            if owner[1] and process_alive(*owner):
                 raise RunError(f"{path} already holds an earlier run, still loading its data (process "
-                               f"{claim_owner(claim)[1]}); pick another --out")
+                               f"{owner[1]}); pick another --out")
             claim.unlink()  # a claim never used: its run was killed before its data loaded
             return
         if not entries:
             return
-        is_run = claim.is_file()
+        if not claim.is_file():
+            raise RunError(f"--force empties only run folders, and {path} has no {SPEC_FILE}; pick another --out"
+                           if force else f"{path} already holds files; pick a new or empty folder for --out")
         if not force:
-            if not is_run:
-                raise RunError(f"{path} already holds files; pick a new or empty folder for --out")
             if (path / WEIGHTS).is_file() and RunDir(path).finished():
                 raise RunError(f"{path} already holds an earlier run (finished); pick another --out, or add --force "
                                f"to empty it first")
             raise RunError(f"{path} already holds an earlier run; pick another --out, continue it with "
                            f"`netspec run --resume {path}`, or add --force to empty it first")
-        if not is_run:
-            raise RunError(f"--force empties only run folders, and {path} has no {SPEC_FILE}; pick another --out")
         for entry in entries:  # never follows links: a link is removed, not what it points to
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -205,9 +169,10 @@ class RunDir:
         path = Path(path)
         if not (path / SPEC_FILE).is_file():
             raise CheckpointError(f"{path} is not a run folder (no {SPEC_FILE} in it)")
-        if claim_owner(path / SPEC_FILE) is not None:
-            raise CheckpointError(f"{path} holds a run {'still loading its data' if _claim_alive(path / SPEC_FILE) else 'stopped before its data loaded'}: "
-                                  f"nothing to resume; run the spec again with --out {path} once it is not in use")
+        if (owner := claim_owner(path / SPEC_FILE)) is not None:
+            state = "still loading its data" if owner[1] and process_alive(*owner) else "stopped before its data loaded"
+            raise CheckpointError(f"{path} holds a run {state}: nothing to resume; run the spec again with --out "
+                                  f"{path} once it is not in use")
         return cls(path)
 
     def __truediv__(self, name: str) -> Path:
@@ -221,7 +186,8 @@ class RunDir:
         return self._write(name, lambda f: f.write(text.encode("utf-8")))
 
     def write_json(self, name: str, data: Any) -> Path:
-        return self.write_text(name, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+        safe = json.loads(json.dumps(data), parse_constant=lambda _: None)  # NaN, infinities: null (valid JSON)
+        return self.write_text(name, json.dumps(safe, indent=2, allow_nan=False) + "\n")
 
     def write_yaml(self, name: str, data: Any) -> Path:
         return self.write_text(name, yaml.safe_dump(data, sort_keys=False))
@@ -247,7 +213,7 @@ class RunDir:
         return SAFE_WEIGHTS if (self / SAFE_WEIGHTS).is_file() else WEIGHTS
 
     def load_weights(self, name: str | None = None) -> dict:
-        """The `state_dict` saved in `name` (by default `weights_name()`), checked to be a mapping of names to tensors."""
+        """The `state_dict` saved in `name` (default: `weights_name()`), checked to map names to tensors."""
         name = name or self.weights_name()
         if name.endswith(".safetensors"):
             return safeweights.load(self / name)[0]
@@ -258,16 +224,14 @@ class RunDir:
         return state
 
     def read_json(self, name: str) -> Any:
-        """A JSON file of the folder; NaN, infinities and nesting too deep to read are refused in one
-        line, as any other damage (netspec writes null for a number that is not finite)."""
+        """A JSON file of the folder; NaN, infinities (netspec writes null) and too deep nesting refused as damage."""
         try:
             return json.loads((self / name).read_text(), parse_constant=_not_finite, parse_float=_finite)
         except (OSError, ValueError, RecursionError) as e:
             what = "it is nested too deeply" if isinstance(e, RecursionError) else e
             raise CheckpointError(f"cannot read {self / name}: {what}") from None
 
-    # The records: Metrics, and DataRecord, RunRecord and RulesRecord of netspec.runner.records (whose
-    # rule sets a claim needs not), each class naming its FILE; each read checked against its schema.
+    # The records (Metrics, and those of netspec.runner.records): each class names its FILE and its schema.
 
     def write_record(self, record: Metrics | DataRecord | RunRecord | RulesRecord) -> Path:
         return self.write_json(record.FILE, record.to_dict())
@@ -316,8 +280,7 @@ def load_checkpoint(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = first_line(e, "unsupported content")
-        raise CheckpointError(
-            f"{path} holds more than weights and was refused (it could run code when loaded): {first}") from None
+        raise CheckpointError(f"{path} holds more than weights and was refused (it could run code when loaded): "
+                              f"{first_line(e, 'unsupported content')}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint: {first_line(e, type(e).__name__)}") from None

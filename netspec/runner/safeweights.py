@@ -1,11 +1,11 @@
-"""model.safetensors: a run's weights in a format whose loading runs no code. Its metadata holds the
-data record ("data", JSON), "epoch", "netspec" (the version) and "format": "pt" (for Hugging Face's
-readers). No torch at import: a grader judges a file's declared size before anything is loaded."""
+"""model.safetensors: a run's weights in a format whose loading runs no code; its metadata holds "data" (JSON),
+"epoch", "netspec" (the version), "format": "pt". No torch at import: a grader judges sizes before loading."""
 from __future__ import annotations
 
 import json
 import os
 import struct
+from contextlib import suppress
 from pathlib import Path
 
 from netspec.errors import CheckpointError, first_line
@@ -15,8 +15,7 @@ HEADER_LIMIT = 100_000_000  # the safetensors library's own limit on the JSON he
 
 
 def to_bytes(state: dict, record: dict | None = None, *, epoch: int | None = None, version: str | None = None) -> bytes:
-    """The safetensors file of a state dict: every tensor contiguous, on the CPU, its own copy (the
-    format refuses tensors that share memory, such as tied weights)."""
+    """A state dict as safetensors bytes, each tensor a contiguous CPU copy (the format refuses tied weights)."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
@@ -48,27 +47,19 @@ def read_header(path: str | Path, limit: int | None = None, label: str | None = 
             header = json.loads(f.read(length))
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:  # UnicodeDecodeError included
         raise CheckpointError(f"{name} is not a safetensors file (its header is not JSON: {first_line(e)})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{name} is not a safetensors file (its header is not a JSON object)")
-    declared = 8 + length + _data_bytes(header, name)
-    if limit is not None and declared > limit:
-        raise CheckpointError(f"{name} declares {declared >> 20} MiB of weights; at most {limit >> 20} MiB")
-    return header
-
-
-def _data_bytes(header: dict, name: str) -> int:
-    """The tensor bytes a header declares: the end of its furthest tensor."""
-    end = 0
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
+    declared = 8 + length  # and the tensor bytes: up to the end of the furthest tensor
+    for key, entry in ((k, e) for k, e in header.items() if k != "__metadata__"):
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)):
             raise CheckpointError(f"{name} is not a safetensors file (tensor {key!r} has no data_offsets)")
-        end = max(end, offsets[1])
-    return end
+        declared = max(declared, 8 + length + offsets[1])
+    if limit is not None and declared > limit:
+        raise CheckpointError(f"{name} declares {declared >> 20} MiB of weights; at most {limit >> 20} MiB")
+    return header
 
 
 def metadata(header: dict) -> dict:
@@ -76,10 +67,8 @@ def metadata(header: dict) -> dict:
     raw = header.get("__metadata__")
     out = dict(raw) if isinstance(raw, dict) else {}
     for key in ("data", "epoch"):
-        try:
+        with suppress(KeyError, TypeError, ValueError):
             out[key] = json.loads(out[key])
-        except (KeyError, TypeError, ValueError):
-            pass
     return out
 
 

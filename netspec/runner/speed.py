@@ -1,11 +1,10 @@
-"""How a run uses the hardware: precision, memory layout, compilation, fused attention and
-determinism. None changes what is trained, only how fast and the float rounding. `auto` picks what
-measured fastest for the device (README, "Speed"); the resolved values go into the run's spec.yaml."""
+"""How a run uses the hardware (precision, layout, compilation, fused attention, determinism): only its speed and
+float rounding. `auto` picks what measured fastest (README, "Speed"); the values go into the run's spec.yaml."""
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -24,26 +23,22 @@ class Speed:
     deterministic: bool  # bit-for-bit repeatable on a GPU (slower)
 
     def describe(self) -> str:
-        parts = [self.precision + (" mixed" if self.precision != "fp32" else ""),
-                 "channels_last" if self.channels_last else "standard layout",
-                 {"off": "eager", "on": "compiled", "cudagraphs": "compiled (CUDA graphs)",
-                  "graph": "whole step as one graph"}[self.compile]]
-        if self.fused_attention:
-            parts.append("fused attention")
-        if self.deterministic:
-            parts.append("deterministic")
-        return ", ".join(parts)
+        compiled = {"off": "eager", "on": "compiled", "cudagraphs": "compiled (CUDA graphs)",
+                    "graph": "whole step as one graph"}[self.compile]
+        flags = (("fused attention", self.fused_attention), ("deterministic", self.deterministic))
+        return ", ".join([self.precision + (" mixed" if self.precision != "fp32" else ""),
+                          "channels_last" if self.channels_last else "standard layout", compiled,
+                          *(name for name, on in flags if on)])
 
 
 def _bf16_ok(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:  # oneDNN's own test for native bf16 (AVX-512 BF16 or AMX); absent in some builds
-            return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
+    try:  # on a CPU, oneDNN's own test for native bf16 (AVX-512 BF16 or AMX); absent in some builds
+        return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(
+            torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def resolve(spec: Spec, device: torch.device) -> Speed:
@@ -51,34 +46,24 @@ def resolve(spec: Spec, device: torch.device) -> Speed:
     t = spec.train
     heavy = spec.family.heavy(spec.model)  # an MLP is too small for any of this to pay
     precision = t.precision
-    if precision == "auto":
-        if not heavy or device.type not in ("cpu", "cuda"):
-            precision = "fp32"
-        elif _bf16_ok(device):
-            precision = "bf16"
-        else:
-            precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "auto":  # bf16 where the device computes it natively, else fp16 on a GPU
+        low = heavy and device.type in ("cpu", "cuda")
+        precision = "bf16" if low and _bf16_ok(device) else "fp16" if low and device.type == "cuda" else "fp32"
     conv = spec.family.has_conv(spec.model)
     channels_last = conv if t.channels_last == "auto" else bool(t.channels_last)
-    compile_ = t.compile
-    if compile_ == "auto":
-        compile_ = "cudagraphs" if device.type == "cuda" and heavy else "off"
+    compile_ = ("cudagraphs" if device.type == "cuda" and heavy else "off") if t.compile == "auto" else t.compile
     fused = (device.type == "cuda") if t.fused_attention == "auto" else bool(t.fused_attention)
     return Speed(precision, channels_last and conv, compile_, fused and spec.family.attention, t.deterministic)
 
 
 def spec_with_speed(spec: Spec, speed: Speed) -> Spec:
-    """`spec` with its speed settings written out as decided."""
-    train = replace(spec.train, precision=speed.precision, channels_last=speed.channels_last, compile=speed.compile,
-                    fused_attention=speed.fused_attention, deterministic=speed.deterministic)
-    return replace(spec, train=train)
+    """`spec` with its speed settings written out as decided (Speed's fields are those of spec.train)."""
+    return replace(spec, train=replace(spec.train, **asdict(speed)))
 
 
 def autocast(speed: Speed, device: torch.device):
     """Mixed precision for forward passes and the loss (fp32 master weights); nothing for fp32."""
-    if speed.precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[speed.precision])
+    return nullcontext() if speed.precision == "fp32" else torch.autocast(device.type, DTYPES[speed.precision])
 
 
 def arrange(model: torch.nn.Module, speed: Speed) -> torch.nn.Module:

@@ -1,27 +1,28 @@
-"""How the Trainer's step runs: the step strategies (STRATEGIES, by train.compile) and the one tally
-they count in. The Trainer calls `begin(order, gen)` at an epoch's start, `step(i)` for each step,
-and looks at the tally from the host every `looks_every` steps."""
+"""How the Trainer's step runs: the step strategies (STRATEGIES, by train.compile) and the one tally they
+count in. The Trainer calls `begin(order, gen)` at an epoch's start, then `step(i)` for each step."""
 from __future__ import annotations
 
+import math
 import traceback
 from dataclasses import replace
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from netspec.data.splits import share as data_share
 from netspec.errors import first_line, RunError
 from netspec.runner.optim import DeviceOptimizer, make_optimizer, make_schedule, schedule_table
 from netspec.runner.speed import COMPILE_MODES, autocast
 
 FUSED_DEVICES = ("cuda", "cpu")  # where torch has fused Adam, AdamW and SGD
 WARMUP = 3  # eager steps on a side stream before a capture, as torch's CUDA graph docs do
+CHUNK, CHUNK_VALUES = 8, 1 << 20  # eager batches gathered and augmented at once: at most 8, and 4 MB of fp32
 
 
 class Tally:
-    """An epoch's counters, on the device so that a step never waits for the host. A step keeps its
-    loss, guesses and labels and writes its own finite flag; `fold` adds the kept steps in whole-window
-    operations. `found` turns 1 at the first non-finite gradient; `steps_ok` counts the steps before
-    anything went wrong, `loss_steps_ok` those before the first non-finite loss."""
+    """An epoch's counters, on the device so that a step never waits for the host. A step keeps its loss,
+    guesses and labels and writes its finite flag; `fold` adds the kept steps in whole-window operations.
+    `found`: 1 after a non-finite gradient; `steps_ok`, `loss_steps_ok`: steps before anything (the loss) went wrong."""
 
     def __init__(self, device: torch.device, window: int):
         self.loss_sum = torch.zeros((), device=device)
@@ -33,13 +34,11 @@ class Tally:
         self.flags = torch.zeros(window, device=device)
         self.slots = [self.flags[i: i + 1] for i in range(window)]  # views made once: no op per step
         self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.seen = 0
-        self.shown_sum, self.shown_seen = 0.0, 0.0  # at the last look
+        self.seen, self.shown_sum, self.shown_seen = 0, 0.0, 0.0  # shown: as at the last look
 
     def reset(self) -> None:
         """Zeroed in place (a CUDA graph keeps these very tensors) for the next epoch."""
-        for counter in (self.loss_sum, self.correct, self.found, self.steps_ok, self.loss_steps_ok, self.flags):
-            counter.zero_()
+        torch._foreach_zero_([self.loss_sum, self.correct, self.found, self.steps_ok, self.loss_steps_ok, self.flags])
         self.kept.clear()
         self.seen, self.shown_sum, self.shown_seen = 0, 0.0, 0.0
 
@@ -48,8 +47,7 @@ class Tally:
         return self.slots[len(self.kept)]
 
     def step(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        # the guesses, not the logits: under `compile: cudagraphs` the logits are the graph's own
-        # output, which its next replay overwrites
+        # guesses, not logits: under `compile: cudagraphs` the logits are the graph's, overwritten by its next replay
         self.kept.append((loss.detach(), logits.argmax(1), y))
         self.seen += len(y)
 
@@ -59,9 +57,7 @@ class Tally:
             return
         k = len(self.kept)
         # the running sum after each step, as the steps added it, and the flags so far
-        sizes = {len(y) for _, _, y in self.kept}
-        added = (torch.stack([loss for loss, _, _ in self.kept]).float() * sizes.pop() if len(sizes) == 1 else
-                 torch.stack([loss.float() * len(y) for loss, _, y in self.kept]))
+        added = torch.stack([loss.float() * len(y) for loss, _, y in self.kept])
         sums = torch.cumsum(torch.cat([self.loss_sum.view(1), added]), 0)[1:]
         finite = torch.isfinite(sums)  # a sum stays non-finite once one loss was
         clean = (torch.cumsum(self.flags[:k], 0) + self.found) == 0
@@ -75,40 +71,27 @@ class Tally:
 
 
 class Strategy:
-    """A step strategy: the optimizer, the step, and how often the host looks at the tally."""
+    """A step strategy: the optimizer, the step, how often the host looks at the tally (`looks_every`
+    steps) and how many steps the tally keeps before it folds them (`window`). The Trainer calls
+    `begin` as an epoch starts (its order of the samples, its augmentation generator), `step(i)` for
+    its steps, `lr(epoch)` after it, and `resume` with a checkpoint's schedule and steps done."""
 
-    looks_every = 1
-
-    def __init__(self, trainer):
-        self.tr = trainer
-        self.tally = Tally(trainer.device, self.window())
+    def __init__(self, trainer, looks_every: int, window: int):
+        self.tr, self.looks_every = trainer, looks_every
+        self.tally = Tally(trainer.device, window)
         self.cast = autocast(trainer.speed, trainer.device)
         self.smoothing = trainer.spec.train.label_smoothing
         self.forward = trainer.eager
 
-    def window(self) -> int:
-        return 1
+    def begin(self, order: torch.Tensor, gen: torch.Generator) -> None: ...
+    def step(self, i: int) -> None: ...
+    def lr(self, epoch: int) -> float: ...
+    def schedule_state(self) -> dict | None: ...
+    def resume(self, schedule: dict | None, steps_done: int) -> None: ...
 
-    def begin(self, order: torch.Tensor, gen: torch.Generator) -> None:
-        """An epoch starts: its order of the training samples and its augmentation generator."""
-
-    def step(self, i: int) -> None:
-        """The epoch's step `i`."""
-
-    def lr(self, epoch: int) -> float:
-        """The learning rate after epoch `epoch` (1-based)."""
-
-    def schedule_state(self) -> dict | None:
-        return None
-
-    def resume(self, schedule: dict | None, steps_done: int) -> None:
-        """Continue after `steps_done` steps of the run (a checkpoint's)."""
-
-    def gradients(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, set_to_none: bool = True) -> torch.Tensor:
-        """This step's gradients, their finite check and the tally: augmentation, forward, loss, backward."""
+    def gradients(self, x: torch.Tensor, y: torch.Tensor, set_to_none: bool = True) -> torch.Tensor:
+        """This step's gradients, their finite check and the tally: forward, loss, backward."""
         tr, tally = self.tr, self.tally
-        if tr.augment is not None:
-            x = tr.augment(x, gen)
         with self.cast:
             logits = self.logits(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
@@ -127,14 +110,28 @@ class Strategy:
         return loss
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward(x)
+        try:  # a compiled forward compiles at its first calls (and once more for a last, smaller batch)
+            return self.forward(x)
+        except Exception as e:  # noqa: BLE001 - a compiler error is never the user's training failing
+            if self.forward is self.tr.eager:
+                raise
+            self._compile_failed(e)
+            return self.forward(x)
+
+    def _compile_failed(self, e: BaseException) -> None:
+        self.tr.events.note(f"torch.compile failed ({type(e).__name__}: {first_line(e)[:200]}); training continues eagerly")
+        self.forward = self.tr.eager
+        self.tr.speed = replace(self.tr.speed, compile="off")
 
 
 class EagerStep(Strategy):
     """forward (eager, or torch.compile's), loss, backward, the finite check, torch's optimizer and scheduler."""
 
     def __init__(self, trainer):
-        super().__init__(trainer)
+        # on a CPU every 25th step, or more often in a short epoch (whose curve needs the points);
+        # on a GPU every 50th: each look is a sync
+        every = max(1, min(25, trainer.steps_per_epoch // 50)) if trainer.device.type == "cpu" else 50
+        super().__init__(trainer, looks_every=every, window=every)
         tr, t = trainer, trainer.spec.train
         self.optimizer = make_optimizer(tr.net.parameters(), t.optimizer, fused=tr.device.type in FUSED_DEVICES)
         self.schedule = make_schedule(self.optimizer, t.schedule, t.optimizer.lr, t.epochs * tr.steps_per_epoch)
@@ -143,24 +140,24 @@ class EagerStep(Strategy):
                 self.forward = torch.compile(tr.eager, mode=COMPILE_MODES[tr.speed.compile], dynamic=False)
             except Exception as e:  # noqa: BLE001 - any failure to compile means: train eagerly
                 self._compile_failed(e)
-        self.batches = iter(())
-        self.gen = None
-
-    def window(self) -> int:
-        # on a CPU every 25th step, or more often in a short epoch (whose curve needs the points);
-        # on a GPU every 50th: each look is a sync
-        n = self.tr.steps_per_epoch
-        self.looks_every = max(1, min(25, n // 50)) if self.tr.device.type == "cpu" else 50
-        return self.looks_every
 
     def begin(self, order, gen) -> None:
-        tr = self.tr
-        self.batches = iter(tr.data.train.batches(tr.spec.train.batch_size, order, tr.steps_per_epoch, part=tr.ranks.part))
-        self.gen = gen
+        self.batches = self._batches(order, gen)
+
+    def _batches(self, order, gen):
+        """The epoch's batches, augmented: gathered and augmented CHUNK at a time, each a few large
+        operations in place of a few small ones per batch (the per-batch cost of a small model's step)."""
+        tr, size = self.tr, self.tr.spec.train.batch_size
+        share = data_share(size, tr.ranks.part)
+        chunk = max(1, min(CHUNK, CHUNK_VALUES // (share * math.prod(tr.data.input_shape))))
+        for x, y in tr.data.train.batches(size, order, tr.steps_per_epoch, part=tr.ranks.part, chunk=chunk):
+            if tr.augment is not None:
+                x = tr.augment(x, gen, batch=share)
+            yield from zip(x.split(share), y.split(share))
 
     def step(self, i: int) -> None:
         x, y = next(self.batches)
-        self.gradients(x, y, self.gen)
+        self.gradients(x, y)
         if self.tr.scaler is not None:
             self.tr.scaler.step(self.optimizer)
             self.tr.scaler.update()
@@ -179,19 +176,6 @@ class EagerStep(Strategy):
         if self.schedule is not None and schedule:
             self.schedule.load_state_dict(schedule)
 
-    def logits(self, x):
-        if self.forward is self.tr.eager:
-            return self.forward(x)
-        try:  # compilation happens at the first calls (and once more for the last, smaller batch)
-            return self.forward(x)
-        except Exception as e:  # noqa: BLE001 - a compiler error is never the user's training failing
-            self._compile_failed(e)
-            return self.forward(x)
-
-    def _compile_failed(self, e: BaseException) -> None:
-        self.tr.events.note(f"torch.compile failed ({type(e).__name__}: {first_line(e)[:200]}); training continues eagerly")
-        self.forward = self.tr.eager
-        self.tr.speed = replace(self.tr.speed, compile="off")
 
 
 def graph_problem(speed, processes: int, loading: str) -> str | None:
@@ -211,12 +195,10 @@ class GraphStep(Strategy):
     epoch. A last partial batch, and every step on other devices, runs the same step without a graph."""
 
     def __init__(self, trainer):
-        super().__init__(trainer)
+        super().__init__(trainer, looks_every=trainer.steps_per_epoch, window=1)  # folded inside the step
         tr, t, device = trainer, trainer.spec.train, trainer.device
-        self.looks_every = tr.steps_per_epoch
-        self.batch, n = t.batch_size, len(tr.data.train)
-        self.full = n // self.batch  # full batches an epoch; the rest (if more than one image) runs eagerly
-        self.rest = n - self.full * self.batch
+        self.batch = t.batch_size
+        self.full, self.rest = divmod(len(tr.data.train), self.batch)  # full batches; the rest runs without the graph
         self.host_table = schedule_table(t.optimizer, t.schedule, t.epochs * tr.steps_per_epoch)
         self.table = self.host_table.to(device)
         self.step_no = torch.zeros(1, dtype=torch.long, device=device)  # the run's step: the table's row
@@ -283,9 +265,10 @@ class GraphStep(Strategy):
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.rates.copy_(self.table.index_select(0, self.step_no).view(2))
-        # before the graph: fresh gradients each step; inside the capture there are none to clear;
-        # after it (a last partial batch): cleared in place, keeping the graph's gradient tensors
-        self.gradients(x, y, self.aug_gen, set_to_none=self.graph is None)
+        if self.tr.augment is not None:
+            x = self.tr.augment(x, self.aug_gen)
+        # gradients cleared: before the graph, anew; after it (a last partial batch), in the graph's own tensors
+        self.gradients(x, y, set_to_none=self.graph is None)
         self.optimizer.step()
         self.step_no += 1
         self.tally.fold()  # at every step, inside the graph: nothing is kept across replays

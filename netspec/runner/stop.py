@@ -1,7 +1,5 @@
-"""Stopping, the one mechanism of a run, a sweep and grading alike: Ctrl-C and SIGTERM only record a
-stop request, which code reads at its own safe points (nothing is raised inside library code that
-happens to be running). With `hold=False`, a signal outside a `held()` region raises
-KeyboardInterrupt at once; Ctrl-C pressed a second time always does."""
+"""Stopping (runs, sweeps, grading): Ctrl-C and SIGTERM only record a stop request, read at safe points, not raised in
+library code. With `hold=False`, one outside `held()` raises KeyboardInterrupt at once, as Ctrl-C twice always does."""
 from __future__ import annotations
 
 import multiprocessing
@@ -11,6 +9,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,24 +21,16 @@ KILL_S = 60  # a worker told to stop is killed if it has not ended a minute late
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
+@dataclass
 class StopRequest:
     """Whether this process was asked to stop, and by what. One per process (signals are)."""
 
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self.signals: list[int] = []
-        self.listening = 0  # listeners installed (main thread)
-        self.held = 0  # regions where a signal is recorded, never raised
-        self.always_hold = False  # a worker or a sweep: every signal is recorded only
-        self.final = 0  # the run folder's last writing: not even Ctrl-C pressed again is raised
-
-    def record(self, reason: str, signum: int | None = None) -> None:
-        self.reason = self.reason or reason
-        if signum is not None:
-            self.signals.append(signum)
-
-    def clear(self) -> None:
-        self.reason, self.signals = None, []
+    reason: str | None = None
+    signals: list[int] = field(default_factory=list)
+    listening: int = 0  # listeners installed (main thread)
+    held: int = 0  # regions where a signal is recorded, never raised
+    always_hold: bool = False  # a worker or a sweep: every signal is recorded only
+    final: int = 0  # the run folder's last writing: not even Ctrl-C pressed again is raised
 
 
 _REQUEST = StopRequest()
@@ -51,22 +42,22 @@ def requested() -> str | None:
 
 
 def request(reason: str) -> None:
-    """Ask this process to stop, as a signal would (the orphan watch, a test)."""
-    _REQUEST.record(reason)
+    """Ask this process to stop, as a signal would (the orphan watch, a test); the first reason is kept."""
+    _REQUEST.reason = _REQUEST.reason or reason
 
 
 def _on_signal(signum, frame) -> None:  # noqa: ARG001 - signal's signature
     again = signum == signal.SIGINT and signum in _REQUEST.signals  # a person pressing Ctrl-C again
-    _REQUEST.record(NAMES.get(signum, f"signal {signum}"), signum)
+    request(NAMES.get(signum, f"signal {signum}"))
+    _REQUEST.signals.append(signum)
     if (again and not _REQUEST.final) or not (_REQUEST.held or _REQUEST.always_hold):
         raise KeyboardInterrupt
 
 
 @contextmanager
 def listening(*, hold: bool):
-    """Ctrl-C and SIGTERM recorded as the stop request while the block runs (the previous handlers back
-    after it). With `hold` a signal is only recorded; without, it raises outside `held()` regions.
-    Only the main thread can set handlers: elsewhere this does nothing."""
+    """Ctrl-C and SIGTERM recorded as the stop request in the block; with `hold` only recorded, else raised
+    outside `held()` regions. Only the main thread can set handlers: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,41 +73,27 @@ def listening(*, hold: bool):
         for s, h in saved.items():
             signal.signal(s, h)
         if not _REQUEST.listening:
-            _REQUEST.clear()
+            _REQUEST.reason, _REQUEST.signals = None, []
 
 
-@contextmanager
 def library():
-    """netspec called as a library (no command listening): the whole call holds signals, so Ctrl-C
-    before training (an import, a download) is recorded and ends the run at its first step rather
-    than being raised inside an import that it leaves half done."""
-    with nullcontext() if _REQUEST.listening else held():
-        yield
+    """netspec as a library (no command listening): Ctrl-C is held (the run ends at its next step), not raised."""
+    return nullcontext() if _REQUEST.listening else held()
 
 
 @contextmanager
-def final():
-    """The run folder's last writing: seconds of work that a stop only shortens into a broken folder,
-    so even Ctrl-C pressed again is recorded, not raised (a raise here can land in a weakref callback,
-    where Python prints it and carries on)."""
-    with held():
-        _REQUEST.final += 1
-        try:
-            yield
-        finally:
-            _REQUEST.final -= 1
-
-
-@contextmanager
-def held():
-    """A region that ends cleanly when asked to: a signal here is recorded for it to read. Outside any
-    `listening` (netspec as a library) it listens for the region's length."""
+def held(*, final: bool = False):
+    """A region that ends cleanly when asked to (a signal here is recorded for it to read), listening for its length
+    if nothing listens. `final`: the run folder's last writing, where even Ctrl-C pressed again is only recorded
+    (a raise there can land in a weakref callback, where Python prints it and carries on)."""
     with nullcontext() if _REQUEST.listening else listening(hold=True):
         _REQUEST.held += 1
+        _REQUEST.final += final
         try:
             yield
         finally:
             _REQUEST.held -= 1
+            _REQUEST.final -= final
 
 
 # --- worker processes of sweeps and grading ---------------------------------------------------
@@ -130,16 +107,6 @@ def check_workers(workers: int) -> None:
                        f"{memory / 2**30:.0f} GiB of memory; a worker takes a core and about 1 GiB)")
 
 
-def picklable(value) -> bool:
-    import pickle
-
-    try:
-        pickle.dumps(value)
-        return True
-    except Exception:  # noqa: BLE001 - closures and lambdas are not
-        return False
-
-
 def _orphan_watch(parent: int) -> None:
     """A worker whose parent is gone stops as if told to, and is ended if it does not within KILL_S."""
     while os.getppid() == parent:
@@ -151,8 +118,7 @@ def _orphan_watch(parent: int) -> None:
 
 @contextmanager
 def worker_process(parent: int):
-    """The life of a worker process that `run_processes` started: Ctrl-C is left to the parent (which
-    sends SIGTERM); stopped, it exits 130; a NetspecError or OSError is one line on stderr and exit 1."""
+    """A worker of `run_processes`: Ctrl-C is the parent's; stopped, exit 130; NetspecError, OSError: a line, exit 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with listening(hold=True):
@@ -196,7 +162,6 @@ def run_processes(target: Callable, job, workers: int, folder: Path, what: str =
         stopped = requested() is not None
     if stopped or any(p.exitcode == INTERRUPTED_EXIT for p in procs):  # stopped here, or from outside
         raise Interrupted(f"{what} interrupted", folder)
-    failed = [p.name for p in procs if p.exitcode not in (0, None)]
-    if failed:
+    if failed := [p.name for p in procs if p.exitcode not in (0, None)]:
         raise RunError(f"{len(failed)} of {workers} {what} workers stopped with an error (exit codes "
                        f"{', '.join(str(p.exitcode) for p in procs if p.exitcode)}); run the {what} again to continue")

@@ -45,13 +45,11 @@ class Outcome:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RunError(f"device '{name}' asked for, but torch sees no CUDA GPU here; use device: cpu or auto")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise RunError(f"device '{name}' asked for, but there are {torch.cuda.device_count()} GPU(s)")
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device '{name}' asked for, but torch sees no CUDA GPU here; use device: cpu or auto")
+    if name.startswith("cuda") and int(name.partition(":")[2] or 0) >= torch.cuda.device_count():
+        raise RunError(f"device '{name}' asked for, but there are {torch.cuda.device_count()} GPU(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
         raise RunError("device 'mps' asked for, but it is not available here")
     return torch.device(name)
 
@@ -117,8 +115,7 @@ class Trainer:
         self.optimizer = self.strategy.optimizer
         self.history: list[EpochStats] = []
         self.outcome = Outcome()
-        # (position in epochs, mean training loss since the last look): the curve within epochs
-        self.step_losses: list[tuple[float, float]] = []
+        self.step_losses: list[tuple[float, float]] = []  # (epochs done, mean loss since the last look): the curve
 
     def state(self) -> dict:
         return {"epoch": len(self.history), "model": standard_state(self.model),
@@ -139,25 +136,22 @@ class Trainer:
 
     def fit(self) -> Outcome:
         """Train the remaining epochs, until a stop request or a non-finite step; an epoch cut short is not kept."""
-        t = self.spec.train
-        first = len(self.history) + 1
-        self.events.start(epochs=t.epochs, first_epoch=first, steps=self.steps_per_epoch)
-        anomaly = torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext()
+        first, last = len(self.history) + 1, self.spec.train.epochs
+        self.events.start(epochs=last, first_epoch=first, steps=self.steps_per_epoch)
         try:
-            with anomaly, stop.held():
-                for epoch in range(first, t.epochs + 1):
+            with torch.autograd.detect_anomaly() if self.detect_anomaly else nullcontext(), stop.held():
+                for epoch in range(first, last + 1):
                     if not self.train_epoch(epoch):
                         break
-                    reason = self.events.epoch(self.history[-1])
-                    if reason:
+                    if reason := self.events.epoch(self.history[-1]):
                         self.outcome = Outcome(Status.STOPPED, reason)
                     if self.outcome.status is not Status.FINISHED or self._asked(every_step=False):
                         break
         except KeyboardInterrupt:  # Ctrl-C pressed again: the step under way is abandoned
             self.outcome = Outcome(Status.INTERRUPTED, "Ctrl-C")
         except Exception as e:
-            # a step that fails once a stop is asked for (a DataLoader worker stopped by the same
-            # Ctrl-C) or because another process left (torchrun stopping it) is the stop
+            # a step failing once a stop is asked for (a DataLoader worker stopped by the same Ctrl-C) or
+            # because another process left (torchrun stopping it) is the stop
             left = self.ranks.size > 1 and isinstance(e, RuntimeError) and peer_left(e)
             if not (stop.requested() or left):
                 raise

@@ -14,6 +14,7 @@ choose.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import socket
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from netspec.check.checker import check_document
 from netspec.errors import Interrupted, Problem, RunError, SpecError
 from netspec.runner import stop
 from netspec.runner.metrics import Status
-from netspec.runner.stop import check_workers, picklable, run_processes, worker_process
+from netspec.runner.stop import check_workers, run_processes, worker_process
 from netspec.runner.run import Reporter, run
 from netspec.sweeps.space import Space, budget, check_space, decode_value, encode_value, make_space, with_values
 from netspec.sweeps.study import (ahead, base_record, check_same_base, check_same_space, make_sampler, open_study,
@@ -123,7 +124,7 @@ def sweep(job: SweepJob | str | Path, *, workers: int = 1, reporter: Reporter | 
         raise TypeError("give the settings in the SweepJob, or a spec path with the settings as keywords")
     job = job if isinstance(job, SweepJob) else SweepJob.of(job, **settings)
     check_workers(workers)
-    if workers > 1 and on_trial is not None and not picklable(on_trial):
+    if workers > 1 and on_trial is not None and not _picklable(on_trial):
         raise TypeError("with workers, on_trial runs in the worker processes and must be picklable "
                         "(a top-level function or class instance, not a closure)")
     known(job.log)  # an unknown tracker's name, before anything is made
@@ -298,3 +299,10 @@ def _worker(work: _Work, threads: int, parent: int) -> None:
         folder = work.job.folder(base.spec.name)
         study, _ = open_study(folder, base.spec.name, work.job.storage, space, base.spec.train.seed)
         _optimize(study, doc, space, work, None, base.spec.train.seed)
+
+
+def _picklable(value) -> bool:
+    try:
+        return bool(pickle.dumps(value))
+    except Exception:  # noqa: BLE001 - closures and lambdas are not
+        return False
