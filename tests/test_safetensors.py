@@ -233,3 +233,17 @@ def test_a_safetensors_submission_grades_exactly_as_the_same_pt_submission(tmp_p
     assert not (tmp_path / "pwned").exists()
     assert rows["huge"].status != "graded"
     assert rows["huge"].reason == "model.safetensors declares 300 MiB of weights; at most 256 MiB"
+
+
+def test_a_safetensors_header_or_metadata_nested_too_deeply_is_one_clear_error(tmp_path):
+    """Found by attacking the reader: JSON nested 100,000 deep raised RecursionError through `netspec eval`."""
+    from netspec.runner.safeweights import metadata, read_header
+
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(deep)) + deep)
+    with pytest.raises(CheckpointError, match=r"model.safetensors is not a safetensors file \(its header is nested "
+                                              r"too deeply\)$"):
+        read_header(path)
+    # metadata that will not parse is left as text, for the caller to refuse
+    assert metadata({"__metadata__": {"data": deep.decode(), "epoch": "3"}}) == {"data": deep.decode(), "epoch": 3}

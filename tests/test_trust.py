@@ -325,10 +325,13 @@ def test_augmentation_warps_the_image_whatever_the_input_shape():
 
 
 @pytest.mark.parametrize("spec,image_shape", [(AugmentSpec(shift=1.5, rotate=8), (1, 28, 28)),
-                                              (AugmentSpec(shift=2, rotate=10, scale=0.1), (3, 32, 32))])
-def test_augmentation_is_affine_grid_and_grid_sample_exactly(spec, image_shape):
-    """The run's Augment (its grid made once) gives, bit for bit, what F.affine_grid + grid_sample
-    give with four uniform draws per batch, as before it was made faster: runs train as they did."""
+                                              (AugmentSpec(shift=2, rotate=10, scale=0.1), (3, 32, 32)),
+                                              (AugmentSpec(shift=1, rotate=10, scale=0.1), (1, 8, 8))])
+def test_augmentation_is_affine_grid_and_grid_sample(spec, image_shape):
+    """The run's Augment (its grid made once, in one matrix product) gives what F.affine_grid +
+    grid_sample give with four uniform draws per batch, to fp32 rounding (the grid's products are
+    summed by another kernel: bit for bit at 28x28 on the Xeon it was measured on, within 2e-6 at 8x8),
+    and its generator stays in step with theirs."""
     import math
 
     import torch.nn.functional as F
@@ -353,7 +356,8 @@ def test_augmentation_is_affine_grid_and_grid_sample_exactly(spec, image_shape):
     x = torch.randn(64, math.prod(image_shape))
     fast, g1, g2 = Augment(spec, image_shape), torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     for _ in range(3):  # the generators stay in step batch after batch
-        assert torch.equal(fast(x, g1), reference(x, g2))
+        torch.testing.assert_close(fast(x, g1), reference(x, g2), rtol=0, atol=1e-5)
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
 
 
 def test_no_validation_set_writes_no_nan_and_says_what_it_shows(fake_data, tmp_path):

@@ -21,7 +21,7 @@ from netspec.runner.distributed import Ranks, from_main, join, leave, settle
 from netspec.runner.rundir import CHECKPOINT, SAFE_WEIGHTS, SPEC_FILE, WEIGHTS, RunDir
 from netspec.runner.speed import Speed, backend_flags, resolve as resolve_speed, spec_with_speed, standard_state
 from netspec.runner.steps import graph_problem
-from netspec.runner.trainer import EpochStats, Outcome, Trainer, evaluate, logits_model, resolve_device
+from netspec.runner.trainer import EpochStats, Outcome, Trainer, evaluate, logits_model, resolve_device, steps_per_epoch
 from netspec.spec.datasets import FILES
 from netspec.check.checker import Checked
 
@@ -50,10 +50,8 @@ class Reporter:
     """What a run writes for people (figures, report.md): hooks netspec.report.run_report.RunReporter implements."""
 
     def started(self, run_dir: RunDir, checked: Checked) -> None: ...
-
     def progress(self, run_dir: RunDir, checked: Checked, history: list[EpochStats],
                  steps: list[tuple[float, float]] | None = None) -> None: ...
-
     def finished(self, run_dir: RunDir, checked: Checked, metrics: Metrics, history: list[EpochStats],
                  model, data: Data, predictions: tuple | None = None) -> None:
         """`predictions`: (test labels, predicted labels), from the pass that measured test accuracy."""
@@ -160,6 +158,10 @@ def _load(plan: Plan) -> Data:
         data = load_data(plan.checked, plan.device, plan.data_dir, plan.limit)
         if plan.speed.compile == "graph" and (problem := graph_problem(plan.speed, plan.ranks.size, data.loading)):
             raise RunError(f"train.compile: graph: {problem}")
+        batch, n = plan.spec.train.batch_size, len(data.train)
+        if not steps_per_epoch(n, batch, plan.ranks.size):
+            raise RunError(f"{n} training image(s) make no step of train.batch_size {batch} on {plan.ranks.size} "
+                           f"process(es) (each must train on at least 2): use more data (--limit) or a smaller batch")
         return data
     except BaseException:
         if not plan.resumed and plan.ranks.main:

@@ -47,8 +47,9 @@ def read_header(path: str | Path, limit: int | None = None, label: str | None = 
             header = json.loads(f.read(length))
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:  # UnicodeDecodeError included
-        raise CheckpointError(f"{name} is not a safetensors file (its header is not JSON: {first_line(e)})") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError included
+        what = "nested too deeply" if isinstance(e, RecursionError) else f"not JSON: {first_line(e)}"
+        raise CheckpointError(f"{name} is not a safetensors file (its header is {what})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{name} is not a safetensors file (its header is not a JSON object)")
     declared = 8 + length  # and the tensor bytes: up to the end of the furthest tensor
@@ -67,7 +68,7 @@ def metadata(header: dict) -> dict:
     raw = header.get("__metadata__")
     out = dict(raw) if isinstance(raw, dict) else {}
     for key in ("data", "epoch"):
-        with suppress(KeyError, TypeError, ValueError):
+        with suppress(KeyError, TypeError, ValueError, RecursionError):
             out[key] = json.loads(out[key])
     return out
 

@@ -128,8 +128,7 @@ class EagerStep(Strategy):
     """forward (eager, or torch.compile's), loss, backward, the finite check, torch's optimizer and scheduler."""
 
     def __init__(self, trainer):
-        # on a CPU every 25th step, or more often in a short epoch (whose curve needs the points);
-        # on a GPU every 50th: each look is a sync
+        # a look every 25th step on a CPU (more often in a short epoch, for its curve), every 50th on a GPU (a sync)
         every = max(1, min(25, trainer.steps_per_epoch // 50)) if trainer.device.type == "cpu" else 50
         super().__init__(trainer, looks_every=every, window=every)
         tr, t = trainer, trainer.spec.train

@@ -69,8 +69,7 @@ def evaluate(net: nn.Module, split: Split, batch_size: int, speed: Speed | None 
     was_training = net.training
     net.eval()
     device = split.y.device
-    loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
     for x, y in split.batches(batch_size):
         with autocast(speed, device) if speed else nullcontext():
             logits = net(x).float()
@@ -186,10 +185,9 @@ class Trainer:
         strategy.tally.reset()
         strategy.begin(*self.shuffle(epoch))
         self.eager.train()
-        every = strategy.looks_every
         for i in range(n):
             strategy.step(i)
-            look = (i + 1) % every == 0 or i + 1 == n
+            look = (i + 1) % strategy.looks_every == 0 or i + 1 == n
             if look and not self._look(epoch, i) or self._asked(every_step=not look):
                 return False
         total, right, count = self._totals
