@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
+import speed
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-import speed
 from netspec.builder.model import build_model
 from netspec.runner import steps
 from netspec.runner.trainer import Trainer
@@ -42,19 +40,7 @@ def main() -> None:
         return Trainer(checked.spec, build_model(checked.spec, "cpu"), data, cpu,
                        softmax_head=checked.analysis.softmax_head)
 
-    tr, bare = trainer(), trainer()
-    net, x, y = bare.net, data.train.x, data.train.y
-    opt = torch.optim.Adam(net.parameters(), lr=checked.spec.train.optimizer.lr, fused=True)
-    net.train()
-
-    def floor() -> float:
-        start = time.perf_counter()
-        for s in range(args.steps):
-            loss = F.cross_entropy(net(x[s * b:(s + 1) * b]), y[s * b:(s + 1) * b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return (time.perf_counter() - start) / args.steps
+    tr, floor = trainer(), speed.floor_epoch(trainer())
 
     def chunked(k: int):
         def epoch() -> float:

@@ -73,6 +73,27 @@ def trainer_for(name: str, variant: str, steps: int, batch: int, device) -> Trai
     return Trainer(spec, build_model(spec, device), data, device, softmax_head=checked.analysis.softmax_head)
 
 
+def floor_epoch(trainer: Trainer):
+    """torch's minimal eager loop over `trainer`'s model and training batches, in order (forward,
+    cross-entropy, backward, fused Adam; no augmentation, shuffle, schedule, checks or counters) on a
+    it trains `trainer.net` itself. Returns a function timing one epoch (s per step)."""
+    import torch.nn.functional as F
+
+    net, x, y, b = trainer.net, trainer.data.train.x, trainer.data.train.y, trainer.spec.train.batch_size
+    opt = torch.optim.Adam(net.parameters(), lr=trainer.spec.train.optimizer.lr, fused=True)
+    net.train()
+
+    def epoch() -> float:
+        start = time.perf_counter()
+        for s in range(trainer.steps_per_epoch):
+            loss = F.cross_entropy(net(x[s * b:(s + 1) * b]), y[s * b:(s + 1) * b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - start) / trainer.steps_per_epoch
+    return epoch
+
+
 def timed_epoch(trainer: Trainer, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -54,20 +54,8 @@ if recipe:  # the spec's own augmentation and schedule; only the data is synthet
                  softmax_head=checked.analysis.softmax_head)
 else:
     tr = speed.trainer_for(spec, "auto (new default)", steps, batch, torch.device("cpu"))
-if floor:  # torch's minimal loop over the same model and batches
-    import torch.nn.functional as F
-    net, x, y = tr.net, tr.data.train.x, tr.data.train.y
-    opt = torch.optim.Adam(net.parameters(), lr=tr.spec.train.optimizer.lr, fused=True)
-    b = tr.spec.train.batch_size
-    def epoch():
-        start = time.perf_counter()
-        for s in range(tr.steps_per_epoch):
-            loss = F.cross_entropy(net(x[s * b:(s + 1) * b]), y[s * b:(s + 1) * b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return (time.perf_counter() - start) / tr.steps_per_epoch
-    net.train()
+if floor:  # torch's minimal loop over the same model and batches (this tree's speed.py)
+    epoch = speed.floor_epoch(tr)
     epoch()
     times = [epoch() for _ in range(epochs)]
     about = "torch's minimal eager loop (no augmentation, schedule, checks or counters)"
